@@ -1,0 +1,44 @@
+# Two entry points: `make demo` (the main job against the embedded lab fleet) and `make test`.
+# Both create or refresh .venv and install the project into it; system packages the build or the
+# tests need are installed only when missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+APT_PACKAGES := libxml2-dev libcurl4-openssl-dev libssl-dev openssh-server openssh-client git
+
+.PHONY: demo test bench system-deps venv clean lint
+
+demo: venv
+	$(BIN)/reconcile --log-level warning validate specs/examples
+	$(BIN)/reconcile demo specs/examples/lab.yaml
+
+test: venv
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+bench: venv
+	$(BIN)/python -m benchmarks
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml | system-deps
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# The oVirt SDK compiles against libxml2; pycurl wheels carry libcurl but a source build needs it;
+# the SSH tests start a real sshd. Install only what is missing (needs root or sudo).
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if ! command -v apt-get >/dev/null; then echo "please install:$$missing" >&2; exit 0; fi; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  echo "installing system packages:$$missing"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+clean:
+	rm -rf $(VENV) .reconciler build *.egg-info

@@ -1,0 +1,59 @@
+"""`reconcile`: the command-line front. Subcommands live in `reconciler.commands.<name>`."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from reconciler import __version__, log
+from reconciler.commands import COMMANDS
+from reconciler.errors import ReconcilerError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reconcile",
+        description="Declarative GPU passthrough and vGPU management for oVirt / RHV.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"], help="log verbosity")
+    parser.add_argument("--log-format", default="auto", choices=["auto", "console", "json"],
+                        help="console on a TTY, JSON otherwise (auto)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"reconciler.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"reconciler.commands.{name}":
+                continue  # not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    log.configure(args.log_level, args.log_format)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except ReconcilerError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - last line of defence: no traceback for users
+        if args.log_level == "debug":
+            raise
+        print(f"internal error: {type(err).__name__}: {err} (rerun with --log-level debug "
+              "for a traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

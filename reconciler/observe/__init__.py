@@ -1,0 +1,1 @@
+"""Observation: engine facts (ovirtsdk4) and host facts (probe over a transport)."""

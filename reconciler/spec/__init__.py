@@ -1,0 +1,1 @@
+"""The spec language: loading, validation and the desired-state model."""
