@@ -1,0 +1,290 @@
+"""Engine facts: clusters, hosts with their devices, VMs with theirs, read in bulk via ovirtsdk4.
+
+The whole fleet is read in a constant number of requests, whatever its size:
+  1. GET /clusters
+  2. GET /hosts?follow=devices              (narrowed to the spec's clusters with `search`)
+  3. GET /vms?follow=host_devices,mediated_devices,graphics_consoles   (narrowed likewise)
+plus, only when a reference points outside the narrowed set, one shallow GET /hosts or GET /vms to
+name it. SDK objects are converted into the frozen facts of `reconciler.observe.facts` here and go
+no further.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import ovirtsdk4
+from ovirtsdk4 import types
+
+from reconciler.engine_client import with_retries
+from reconciler.observe.facts import (Cluster, GraphicsConsole, Host, HostDevice, MdevType,
+                                      MediatedDevice, Vm, VmHostDevice)
+from reconciler.observe.vendor import derive_vendor
+from reconciler.spec.model import DesiredState
+
+HOST_FOLLOW = "devices"
+VM_FOLLOW = "host_devices,mediated_devices,graphics_consoles"
+LEGACY_MDEV_PROPERTY = "mdev_type"
+
+# Values we put into a search string unquoted; anything else disables narrowing (read everything)
+# rather than risk a query the engine parses differently.
+_SEARCH_SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+# Above this many terms a search string is longer than reading everything is expensive.
+_MAX_SEARCH_TERMS = 64
+
+
+@dataclass(frozen=True)
+class EngineRead:
+    """What one engine read returns. Unpacks as `clusters, hosts, vms`."""
+
+    clusters: tuple[Cluster, ...]
+    hosts: tuple[Host, ...]
+    vms: tuple[Vm, ...]
+    addresses: Mapping[str, str] = field(default_factory=dict)   # host name -> engine `address`
+    requests: int = 0                                            # API requests this read sent
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.clusters, self.hosts, self.vms))
+
+
+# ---- narrowing ----------------------------------------------------------------------------------
+
+def _or_search(key: str, values: Iterable[str]) -> str | None:
+    values = sorted(set(values))
+    if not values or len(values) > _MAX_SEARCH_TERMS:
+        return None
+    if not all(_SEARCH_SAFE.match(v) for v in values):
+        return None
+    return " or ".join(f"{key}={v}" for v in values)
+
+
+def host_search(desired: DesiredState | None) -> str | None:
+    """Search for the hosts the spec can manage: every host of the profiles' clusters.
+
+    None (read every host) when there is no spec, no profile, or a profile selects hosts in every
+    cluster. Name globs are applied by the planner; reading a cluster's other hosts costs nothing
+    extra in requests and shows who else holds GPUs there.
+    """
+    if desired is None or not desired.host_profiles:
+        return None
+    clusters = [p.selector.cluster for p in desired.host_profiles]
+    if any(c is None for c in clusters):
+        return None
+    return _or_search("cluster", [c for c in clusters if c])
+
+
+def vm_search(desired: DesiredState | None) -> str | None:
+    """Search for the VMs worth reading in depth: those of the managed clusters and named ones."""
+    cluster_search = host_search(desired)
+    if desired is None or cluster_search is None:
+        return None
+    names = [v.name for v in desired.vms]
+    name_search = _or_search("name", names) if names else ""
+    if name_search is None:
+        return None
+    return " or ".join(s for s in (cluster_search, name_search) if s)
+
+
+# ---- conversion ---------------------------------------------------------------------------------
+
+def _enum(value: Any) -> str | None:
+    if value is None:
+        return None
+    return str(getattr(value, "value", value))
+
+
+def _hex_id(value: str | None) -> str | None:
+    """PCI ids come as "0x10de"; facts keep "10de"."""
+    if not value:
+        return None
+    value = value.lower()
+    return value[2:] if value.startswith("0x") else value
+
+
+def device_name(ref: types.HostDevice | None) -> str | None:
+    """Name of a device reference; its id is the hex of its name when only the id is given."""
+    if ref is None:
+        return None
+    if ref.name:
+        return ref.name
+    if ref.id:
+        try:
+            return bytes.fromhex(ref.id).decode("utf-8")
+        except ValueError:
+            return ref.id
+    return None
+
+
+def parse_description(description: str | None) -> dict[str, str]:
+    """`num_heads=2, framebuffer=512M, max_instance=16` -> {'num_heads': '2', ...}."""
+    result: dict[str, str] = {}
+    for part in (description or "").split(","):
+        key, sep, value = part.partition("=")
+        if sep:
+            result[key.strip()] = value.strip()
+    return result
+
+
+def mdev_type_fact(m: types.MDevType) -> MdevType:
+    max_instance = parse_description(m.description).get("max_instance")
+    return MdevType(
+        name=m.name or "",
+        available_instances=int(m.available_instances or 0),
+        human_readable_name=m.human_readable_name,
+        description=m.description,
+        max_instances=int(max_instance) if max_instance and max_instance.isdigit() else None)
+
+
+def host_device_fact(d: types.HostDevice, vm_names: Callable[[str], str | None]) -> HostDevice:
+    vendor, product = d.vendor, d.product
+    return HostDevice(
+        name=device_name(d) or "",
+        capability=d.capability or "pci",
+        iommu_group=d.iommu_group,
+        driver=d.driver,
+        vendor_id=_hex_id(vendor.id) if vendor else None,
+        vendor_name=vendor.name if vendor else None,
+        product_id=_hex_id(product.id) if product else None,
+        product_name=product.name if product else None,
+        parent=device_name(d.parent_device),
+        physical_function=device_name(d.physical_function),
+        virtual_functions=d.virtual_functions,
+        mdev_types=tuple(sorted((mdev_type_fact(m) for m in d.m_dev_types or ()),
+                                key=lambda m: m.name)),
+        vm=vm_names(d.vm.id) if d.vm is not None and d.vm.id else None)
+
+
+def cluster_fact(c: types.Cluster) -> Cluster:
+    cpu = c.cpu
+    return Cluster(id=c.id, name=c.name, cpu_type=cpu.type if cpu else None,
+                   architecture=_enum(cpu.architecture) if cpu else None)
+
+
+def host_fact(h: types.Host, clusters_by_id: Mapping[str, Cluster],
+              vm_names: Callable[[str], str | None]) -> Host:
+    cluster = clusters_by_id.get(h.cluster.id) if h.cluster is not None else None
+    cpu_type = h.cpu.type if h.cpu else None
+    cpu_name = h.cpu.name if h.cpu else None
+    verdict = derive_vendor(cluster.cpu_type if cluster else None,
+                            cluster.architecture if cluster else None, cpu_type, cpu_name)
+    os_ = h.os
+    devices = h.devices if isinstance(h.devices, list) else []
+    return Host(
+        id=h.id, name=h.name, cluster=cluster.name if cluster else (h.cluster.id if h.cluster
+                                                                    else ""),
+        status=_enum(h.status) or "unknown",
+        cpu_vendor=verdict.vendor, cpu_vendor_note=verdict.note,
+        cpu_type=cpu_type, cpu_name=cpu_name,
+        custom_kernel_cmdline=(os_.custom_kernel_cmdline or "") if os_ else "",
+        reported_kernel_cmdline=os_.reported_kernel_cmdline if os_ else None,
+        reinstallation_required=bool(h.reinstallation_required),
+        device_passthrough=bool(h.device_passthrough and h.device_passthrough.enabled),
+        vgpu_placement=_enum(h.vgpu_placement),
+        devices=tuple(sorted((host_device_fact(d, vm_names) for d in devices),
+                             key=lambda d: d.name)))
+
+
+_HOST_IN_HREF = re.compile(r"/hosts/([^/]+)/devices/")
+
+
+def _vm_host_device_fact(d: types.HostDevice, host_names: Callable[[str], str | None]) -> \
+        VmHostDevice:
+    host_id = d.host.id if d.host is not None else None
+    if host_id is None and d.href:
+        match = _HOST_IN_HREF.search(d.href)
+        host_id = match.group(1) if match else None
+    return VmHostDevice(name=device_name(d) or "",
+                        host=host_names(host_id) if host_id else None,
+                        placeholder=bool(d.placeholder))
+
+
+def _spec_params(m: types.VmMediatedDevice) -> dict[str, str]:
+    return {p.name: p.value for p in m.spec_params or () if p.name is not None}
+
+
+def mediated_device_fact(m: types.VmMediatedDevice) -> MediatedDevice:
+    params = _spec_params(m)
+    return MediatedDevice(id=m.id or "", mdev_type=params.get("mdevType", ""),
+                          nodisplay=str(params.get("nodisplay", "false")).lower() == "true",
+                          driver_params=params.get("driverParams") or None)
+
+
+def vm_fact(v: types.Vm, clusters_by_id: Mapping[str, Cluster],
+            host_names: Callable[[str], str | None]) -> Vm:
+    cluster = clusters_by_id.get(v.cluster.id) if v.cluster is not None else None
+    policy = v.placement_policy
+    pinned = tuple(n for n in (host_names(h.id) for h in (policy.hosts or ()) if h.id)
+                   if n) if policy else ()
+    legacy = next((p.value for p in v.custom_properties or ()
+                   if p.name == LEGACY_MDEV_PROPERTY and p.value), None)
+    return Vm(
+        id=v.id, name=v.name,
+        cluster=cluster.name if cluster else (v.cluster.id if v.cluster else ""),
+        status=_enum(v.status) or "unknown",
+        host=host_names(v.host.id) if v.host is not None and v.host.id else None,
+        pinned_hosts=pinned,
+        affinity=_enum(policy.affinity) if policy else None,
+        graphics=tuple(sorted((GraphicsConsole(id=g.id or "", protocol=_enum(g.protocol) or "")
+                               for g in _listed(v.graphics_consoles)), key=lambda g: g.protocol)),
+        host_devices=tuple(sorted((_vm_host_device_fact(d, host_names)
+                                   for d in _listed(v.host_devices)),
+                                  key=lambda d: (d.placeholder, d.name))),
+        mediated_devices=tuple(sorted((mediated_device_fact(m)
+                                       for m in _listed(v.mediated_devices)),
+                                      key=lambda m: (m.mdev_type, m.id))),
+        legacy_mdev_property=legacy)
+
+
+def _listed(value: Any) -> Sequence[Any]:
+    """A followed link is a list; an unfollowed one is an `ovirtsdk4.List` with only an href."""
+    return value if isinstance(value, list) else ()
+
+
+# ---- reading ------------------------------------------------------------------------------------
+
+class _Names:
+    """id -> name, filled from the bulk reads, with at most one shallow listing to complete it."""
+
+    def __init__(self, known: Mapping[str, str], complete: Callable[[], Iterable[Any]]) -> None:
+        self._names = dict(known)
+        self._complete = complete
+        self._completed = False
+
+    def __call__(self, ident: str) -> str | None:
+        if ident not in self._names and not self._completed:
+            self._completed = True
+            self._names.update({o.id: o.name for o in self._complete()})
+        return self._names.get(ident)
+
+
+def read_engine(connection: ovirtsdk4.Connection, desired: DesiredState | None = None, *,
+                attempts: int = 4) -> EngineRead:
+    """Read the fleet's engine facts in a constant number of requests (see the module doc)."""
+    system = connection.system_service()
+    url = getattr(connection, "url", None)
+    counted = getattr(connection, "request_count", None)
+
+    def call(what: str, fn: Callable[[], Any]) -> Any:
+        return with_retries(fn, attempts=attempts, what=what, url=url)
+
+    raw_clusters = call("list clusters", lambda: system.clusters_service().list())
+    hsearch, vsearch = host_search(desired), vm_search(desired)
+    raw_hosts = call("list hosts", lambda: system.hosts_service().list(
+        follow=HOST_FOLLOW, search=hsearch))
+    raw_vms = call("list vms", lambda: system.vms_service().list(follow=VM_FOLLOW,
+                                                                  search=vsearch))
+
+    clusters = tuple(sorted((cluster_fact(c) for c in raw_clusters), key=lambda c: c.name))
+    by_id = {c.id: c for c in clusters}
+    host_names = _Names({h.id: h.name for h in raw_hosts},
+                        lambda: call("name hosts", lambda: system.hosts_service().list()))
+    vm_names = _Names({v.id: v.name for v in raw_vms},
+                      lambda: call("name vms", lambda: system.vms_service().list()))
+    hosts = tuple(sorted((host_fact(h, by_id, vm_names) for h in raw_hosts),
+                         key=lambda h: h.name))
+    vms = tuple(sorted((vm_fact(v, by_id, host_names) for v in raw_vms), key=lambda v: v.name))
+    addresses = {h.name: h.address for h in raw_hosts if h.address}
+    sent = (getattr(connection, "request_count", 0) - counted) if counted is not None else 0
+    return EngineRead(clusters, hosts, vms, addresses, sent)
