@@ -1,0 +1,74 @@
+"""`reconcile export ENGINE-SPEC [-o FILE]`: write a spec describing the fleet as it is now."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from reconciler.errors import ReconcilerError
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "export", help="write a spec from the fleet as observed (adopt a running fleet)",
+        description="Read the engine named by ENGINE-SPEC and write a spec (host profiles grouped "
+                    "by identical settings, VMs with their GPUs) that plans to no changes.")
+    parser.add_argument("spec", metavar="ENGINE-SPEC", help="spec file with the engine block")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    parser.set_defaults(func=run)
+
+
+def engine_blocks(path: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The `engine` (and `hostAccess`) blocks exactly as the input spec wrote them."""
+    from reconciler.spec.load import load_documents
+
+    engine: dict[str, Any] | None = None
+    access: dict[str, Any] | None = None
+    for doc in load_documents([path]):
+        data = getattr(doc, "data", None)
+        if not isinstance(data, dict):
+            continue
+        engine = engine or data.get("engine")
+        access = access or data.get("hostAccess")
+    if not engine:
+        raise ReconcilerError(f"{path}: no engine block to export from")
+    return engine, access
+
+
+def run(args: argparse.Namespace) -> int:
+    from reconciler.export import dump_spec, export_spec
+    from reconciler.observe.facts import Observed
+    from reconciler.observe.session import open_fleet
+    from reconciler.spec import load_desired
+
+    desired = load_desired([args.spec])
+    engine, access = engine_blocks(args.spec)
+    # The input spec's own profiles and VMs must not narrow what we read: export everything.
+    from dataclasses import replace
+    with open_fleet(replace(desired, host_profiles=(), vms=())) as fleet:
+        read = fleet.read_engine()
+    observed = Observed(clusters=read.clusters, hosts=read.hosts, vms=read.vms)
+    stamp = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    text = dump_spec(export_spec(observed, engine, access),
+                     header=f"Exported by `reconcile export {args.spec}` at {stamp}.")
+    if args.output:
+        write_atomic(Path(args.output), text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder, so a reader never sees half a spec."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ReconcilerError(f"cannot write {path}: {exc.strerror}") from None

@@ -1,0 +1,178 @@
+"""`reconcile observe SPEC... [-o text|json] [--no-probe]`: what the engine and the hosts report."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections import defaultdict
+from typing import Any
+
+from reconciler.observe.facts import Host, KernelArgView, Observed, ProbeFacts
+from reconciler.spec.model import DesiredState, KernelSpec
+
+GPU_VENDOR_IDS = frozenset({"10de", "1002"})     # NVIDIA, AMD/ATI
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "observe", help="show what the engine and the hosts report",
+        description="Read the fleet (engine in a constant number of requests, managed hosts "
+                    "probed in parallel) and print it.")
+    parser.add_argument("specs", nargs="+", metavar="SPEC", help="spec files or folders")
+    parser.add_argument("-o", "--output", choices=["text", "json"], default="text",
+                        help="text summary (default) or JSON facts (schemas/observed.schema.json)")
+    parser.add_argument("--no-probe", action="store_true",
+                        help="engine facts only; do not probe the hosts")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from reconciler.observe.session import open_fleet
+    from reconciler.spec import load_desired
+
+    desired = load_desired(args.specs)
+    with open_fleet(desired) as fleet:
+        observed = fleet.observe(probe=not args.no_probe)
+    if args.output == "json":
+        json.dump(observed_to_json(observed), sys.stdout, indent=2, sort_keys=False)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(render_text(observed, desired))
+    return 0
+
+
+# ---- JSON ---------------------------------------------------------------------------------------
+
+def observed_to_json(observed: Observed) -> dict[str, Any]:
+    """Observed as plain JSON data (documented by schemas/observed.schema.json)."""
+    data = {f.name: _plain(getattr(observed, f.name)) for f in dataclasses.fields(observed)}
+    return data
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ---- text ---------------------------------------------------------------------------------------
+
+def is_gpu(device: Any) -> bool:
+    return bool(device.mdev_types) or device.vendor_id in GPU_VENDOR_IDS
+
+
+def managed_kernel_args(kernel: KernelSpec, host: Host) -> dict[str, str | None]:
+    """Managed argument key -> desired token (None: must be absent), for the three-way view."""
+    managed: dict[str, str | None] = {}
+    if kernel.iommu is not None and host.cpu_vendor in ("intel", "amd"):
+        key = f"{host.cpu_vendor}_iommu"
+        managed[key] = f"{key}=on" if kernel.iommu else None
+    if kernel.iommu_passthrough is not None:
+        managed["iommu"] = "iommu=pt" if kernel.iommu_passthrough else None
+    if kernel.blacklist_nouveau is not None:
+        managed["rdblacklist"] = "rdblacklist=nouveau" if kernel.blacklist_nouveau else None
+    if kernel.pci_stub is not None:
+        managed["pci_stub.ids"] = f"pci-stub.ids={','.join(kernel.pci_stub)}" \
+            if kernel.pci_stub else None
+    for arg in kernel.extra_args:
+        managed[arg.split("=", 1)[0]] = arg
+    return managed
+
+
+def _persisted(probe: ProbeFacts | None) -> str | None:
+    if probe is None or not probe.ok:
+        return None
+    if probe.boot_entries:
+        return probe.boot_entries[0].options
+    return probe.etc_kernel_cmdline
+
+
+def kernel_views(desired: DesiredState, observed: Observed) -> dict[str, tuple[KernelArgView, ...]]:
+    """Three-way kernel argument view per managed host (first profile with a kernel block)."""
+    from reconciler.observe.cmdline import kernel_arg_views
+    from reconciler.observe.session import profile_selects
+
+    views: dict[str, tuple[KernelArgView, ...]] = {}
+    for host in observed.hosts:
+        profile = next((p for p in desired.host_profiles
+                        if p.kernel is not None and profile_selects(p, host)), None)
+        if profile is None or profile.kernel is None:
+            continue
+        probe = observed.probe(host.name)
+        views[host.name] = kernel_arg_views(
+            managed_kernel_args(profile.kernel, host), host.custom_kernel_cmdline,
+            _persisted(probe), host.reported_kernel_cmdline,
+            probe.proc_cmdline if probe is not None and probe.ok else None)
+    return views
+
+
+def render_text(observed: Observed, desired: DesiredState | None = None) -> str:
+    lines: list[str] = []
+    gpu_count = sum(1 for h in observed.hosts for d in h.devices if is_gpu(d))
+    lines.append(f"{len(observed.clusters)} clusters, {len(observed.hosts)} hosts, "
+                 f"{gpu_count} GPU functions, {len(observed.vms)} VMs")
+    free: dict[tuple[str, str], int] = defaultdict(int)
+    lines.append("")
+    lines.append("HOSTS")
+    for host in observed.hosts:
+        flags = [host.status, host.cpu_vendor or "vendor?",
+                 f"passthrough {'on' if host.device_passthrough else 'off'}",
+                 f"vgpu {host.vgpu_placement or '-'}"]
+        if host.reinstallation_required:
+            flags.append("reinstall required")
+        lines.append(f"  {host.name} [{host.cluster}] " + ", ".join(flags))
+        if host.cpu_vendor_note:
+            lines.append(f"    note: {host.cpu_vendor_note}")
+        for dev in (d for d in host.devices if is_gpu(d)):
+            used = f" -> {dev.vm}" if dev.vm else ""
+            lines.append(f"    {dev.name} {dev.pci_id or '?'} {dev.product_name or ''} "
+                         f"driver={dev.driver or '-'} iommu={dev.iommu_group}{used}".rstrip())
+            for m in dev.mdev_types:
+                free[(m.name, m.human_readable_name or "")] += m.available_instances
+    lines.append("")
+    lines.append("VMS USING GPUS")
+    for vm in observed.vms:
+        parts = []
+        real = [d.name for d in vm.host_devices if not d.placeholder]
+        if real:
+            parts.append("passthrough " + " ".join(real))
+        if vm.mediated_devices:
+            kinds: dict[str, int] = defaultdict(int)
+            for m in vm.mediated_devices:
+                kinds[m.mdev_type] += 1
+            parts.append("vgpu " + " ".join(f"{n}x{t}" for t, n in sorted(kinds.items())))
+        if vm.legacy_mdev_property:
+            parts.append(f"legacy mdev_type={vm.legacy_mdev_property}")
+        if parts:
+            where = f" on {vm.host}" if vm.host else ""
+            consoles = ",".join(g.protocol for g in vm.graphics) or "none"
+            lines.append(f"  {vm.name} {vm.status}{where}: {'; '.join(parts)} "
+                         f"(console {consoles})")
+    lines.append("")
+    lines.append("FREE vGPU INSTANCES")
+    for (name, human), count in sorted(free.items()):
+        lines.append(f"  {name} {human}: {count}".replace("  :", ":"))
+    if desired is not None:
+        views = kernel_views(desired, observed)
+        if views:
+            lines.append("")
+            lines.append("KERNEL ARGS (desired | configured | booted)")
+            for host_name, host_views in views.items():
+                lines.append(f"  {host_name}")
+                for v in host_views:
+                    mark = "  waiting for reboot" if v.waiting_for_reboot else ""
+                    lines.append(f"    {v.key}: {v.desired or '(absent)'} | "
+                                 f"{v.configured or '-'} | {v.booted or '-'}{mark}")
+    failed = [p for p in observed.probes if not p.ok]
+    if failed:
+        lines.append("")
+        lines.append("PROBE FAILURES")
+        lines.extend(f"  {p.host}: {p.reason}" for p in failed)
+    s = observed.stats
+    lines.append("")
+    lines.append(f"engine requests: {s.engine_requests}, hosts probed: {s.hosts_probed}, "
+                 f"failures: {s.probe_failures}, seconds: {s.seconds:.2f}")
+    return "\n".join(lines) + "\n"

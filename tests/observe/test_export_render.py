@@ -1,0 +1,107 @@
+"""Pure parts of export and of the observe output, on hand-built facts."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from reconciler.commands.observe import observed_to_json, render_text
+from reconciler.export import dump_spec, export_spec, kernel_from_cmdline
+from reconciler.observe.facts import (Cluster, GraphicsConsole, Host, HostDevice, MdevType,
+                                      MediatedDevice, Observed, ObserveStats, Vm, VmHostDevice)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def schema(name):
+    return json.loads((ROOT / "schemas" / name).read_text())
+
+
+M60 = HostDevice(name="pci_0000_86_00_0", iommu_group=40, driver="nvidia", vendor_id="10de",
+                 product_id="13f2", product_name="GM204GL [Tesla M60]",
+                 mdev_types=(MdevType("nvidia-18", 3, "GRID M60-2Q", "max_instance=4", 4),))
+K2200 = HostDevice(name="pci_0000_03_00_0", iommu_group=12, driver="vfio-pci", vendor_id="10de",
+                   product_id="13ba", vm="cad-01")
+AUDIO = HostDevice(name="pci_0000_03_00_1", iommu_group=12, driver="vfio-pci", vendor_id="10de",
+                   product_id="0fbc", vm="cad-01")
+NIC = HostDevice(name="pci_0000_01_00_0", vendor_id="8086", product_id="1521")
+
+
+def fleet():
+    hosts = (
+        Host("h1", "gpu-01", "gpu", "up", cpu_vendor="intel",
+             custom_kernel_cmdline="intel_iommu=on rdblacklist=nouveau pci=realloc",
+             vgpu_placement="consolidated", devices=(M60, NIC)),
+        Host("h2", "gpu-02", "gpu", "up", cpu_vendor="intel",
+             custom_kernel_cmdline="rdblacklist=nouveau intel_iommu=on pci=realloc",
+             vgpu_placement="consolidated", devices=(M60,)),
+        Host("h3", "pt-01", "gpu", "up", cpu_vendor="amd",
+             custom_kernel_cmdline="amd_iommu=on iommu=pt pci-stub.ids=10de:13ba,10de:0fbc",
+             devices=(K2200, AUDIO)),
+        Host("h4", "plain-01", "other", "up", devices=(NIC,)),
+    )
+    vms = (
+        Vm("v1", "cad-01", "gpu", "down", pinned_hosts=("pt-01",), affinity="pinned",
+           host_devices=(VmHostDevice("pci_0000_03_00_0", "pt-01"),
+                         VmHostDevice("pci_0000_03_00_1", "pt-01", placeholder=True))),
+        Vm("v2", "render-01", "gpu", "up", host="gpu-01",
+           graphics=(GraphicsConsole("g", "vnc"),),
+           mediated_devices=(MediatedDevice("m1", "nvidia-18", nodisplay=True,
+                                            driver_params="enable_uvm=1"),
+                             MediatedDevice("m2", "nvidia-18", nodisplay=True,
+                                            driver_params="enable_uvm=1"))),
+        Vm("v3", "web-01", "other", "up"),
+    )
+    return Observed(clusters=(Cluster("c1", "gpu"), Cluster("c2", "other")), hosts=hosts,
+                    vms=vms, stats=ObserveStats(3, 0, 0, 0.5))
+
+
+def test_kernel_block_from_custom_cmdline():
+    assert kernel_from_cmdline("amd_iommu=on iommu=pt pci-stub.ids=10DE:13ba pci=realloc") == {
+        "iommu": True, "iommuPassthrough": True, "blacklistNouveau": False,
+        "pciStub": ["10de:13ba"], "extraArgs": ["pci=realloc"]}
+    assert kernel_from_cmdline("")["iommu"] is False
+
+
+def test_export_groups_identical_hosts_and_validates_against_the_spec_schema():
+    engine = {"lab": {"fleet": "demo"}}
+    spec = export_spec(fleet(), engine)
+    jsonschema.validate(spec, schema("spec.schema.json"))
+    profiles = {tuple(p["selector"]["names"]): p for p in spec["hostProfiles"]}
+    # argument order differs between gpu-01 and gpu-02; the settings are the same
+    assert set(profiles) == {("gpu-01", "gpu-02"), ("pt-01",)}
+    assert profiles[("gpu-01", "gpu-02")]["vgpu"] == {"placement": "consolidated"}
+    assert profiles[("pt-01",)]["kernel"]["pciStub"] == ["10de:13ba", "10de:0fbc"]
+    vms = {v["name"]: v for v in spec["vms"]}
+    assert set(vms) == {"cad-01", "render-01"}
+    assert vms["cad-01"]["passthrough"] == {"host": "pt-01", "devices": ["pci_0000_03_00_0"]}
+    assert vms["render-01"]["vgpu"] == {"type": "nvidia-18", "instances": 2,
+                                        "secondaryDisplay": "none",
+                                        "driverParams": "enable_uvm=1"}
+    text = dump_spec(spec, header="exported")
+    assert text.startswith("# exported\n") and yaml.safe_load(text) == spec
+
+
+def test_json_output_validates_against_observed_schema():
+    data = observed_to_json(fleet())
+    jsonschema.validate(data, schema("observed.schema.json"))
+    assert data["stats"]["engine_requests"] == 3
+    assert data["hosts"][0]["devices"][0]["mdev_types"][0]["max_instances"] == 4
+
+
+def test_schema_rejects_wrong_shapes():
+    data = observed_to_json(fleet())
+    data["hosts"][0]["cpu_vendor"] = "via"
+    v = jsonschema.Draft202012Validator(schema("observed.schema.json"))
+    assert list(v.iter_errors(data))
+
+
+def test_text_summary():
+    text = render_text(fleet())
+    assert "4 hosts" in text and "pci_0000_03_00_0 10de:13ba" in text and "-> cad-01" in text
+    assert "render-01 up on gpu-01: vgpu 2xnvidia-18" in text
+    assert "nvidia-18 GRID M60-2Q: 6" in text          # 3 free on each of two hosts
+    assert "web-01" not in text and "pci_0000_01_00_0" not in text
+    assert text.rstrip().endswith("engine requests: 3, hosts probed: 0, failures: 0, seconds: 0.50")
