@@ -260,14 +260,14 @@ class _Names:
 
 
 def read_engine(connection: ovirtsdk4.Connection, desired: DesiredState | None = None, *,
-                attempts: int = 4) -> EngineRead:
+                attempts: int = 4, base: float = 0.5, cap: float = 10.0) -> EngineRead:
     """Read the fleet's engine facts in a constant number of requests (see the module doc)."""
     system = connection.system_service()
     url = getattr(connection, "url", None)
     counted = getattr(connection, "request_count", None)
 
     def call(what: str, fn: Callable[[], Any]) -> Any:
-        return with_retries(fn, attempts=attempts, what=what, url=url)
+        return with_retries(fn, attempts=attempts, base=base, cap=cap, what=what, url=url)
 
     raw_clusters = call("list clusters", lambda: system.clusters_service().list())
     hsearch, vsearch = host_search(desired), vm_search(desired)

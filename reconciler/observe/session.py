@@ -88,9 +88,12 @@ class FleetSession:
                 if not address:
                     raise HostAccessError(f"host {n}: the engine reports no address to reach "
                                           "it over SSH")
+                extra: dict[str, Any] = {}
+                if ssh.known_hosts_file is not None:
+                    extra["known_hosts_file"] = ssh.known_hosts_file
                 result[n] = OpenSSHTransport(
                     address, user=ssh.user, port=ssh.port, identity_file=ssh.identity_file,
-                    known_hosts_file=ssh.known_hosts_file, timeout=ssh.timeout_seconds)
+                    connect_timeout=min(ssh.timeout_seconds, 10.0), **extra)
             return result
         return {}
 

@@ -1,0 +1,71 @@
+"""Fixtures for the observe tests: a lab engine started per test (tmp state) and a connection."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.engine_client import CountingConnection, connect
+from reconciler.spec.model import EngineSpec
+
+API_PREFIX = "/ovirt-engine/api"
+
+
+def lab_modules() -> tuple[Any, Any]:
+    server = pytest.importorskip("reconciler.lab.server",
+                                 reason="the lab engine (reconciler.lab.server) is not built yet")
+    fleet = pytest.importorskip("reconciler.lab.fleet")
+    if not hasattr(fleet, "load_fleet") or not hasattr(fleet, "generate_fleet"):
+        pytest.skip("reconciler.lab.fleet has no load_fleet/generate_fleet yet")
+    return server, fleet
+
+
+def api_requests(lab: Any) -> list[Any]:
+    """The lab's log of API requests (the SSO token exchange is not an API request)."""
+    return [r for r in lab.request_log if r.path.startswith(API_PREFIX)]
+
+
+@pytest.fixture
+def start_lab(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """start_lab(fleet, **kwargs) -> a started LabServer with its own state dir; stopped after."""
+    server, _ = lab_modules()
+    with ExitStack() as stack:
+        count = 0
+
+        def start(fleet: Any, **kwargs: Any) -> Any:
+            nonlocal count
+            count += 1
+            lab = server.LabServer(fleet, tmp_path / f"lab{count}", **kwargs)
+            lab.start()
+            stack.callback(lab.stop)
+            return lab
+
+        yield start
+
+
+@pytest.fixture
+def fleets() -> Any:
+    return lab_modules()[1]
+
+
+@pytest.fixture
+def lab_connect() -> Iterator[Callable[..., CountingConnection]]:
+    """lab_connect(lab) -> a CA-verified connection to that lab; closed after the test."""
+    opened: list[CountingConnection] = []
+
+    def make(lab: Any, **overrides: Any) -> CountingConnection:
+        spec = EngineSpec(url=lab.url, username=lab.username, ca_file=Path(lab.ca_file))
+        kwargs = {"password": lab.password, **overrides}
+        conn = connect(spec, **kwargs)
+        opened.append(conn)
+        return conn
+
+    yield make
+    for conn in opened:
+        try:
+            conn.close(logout=False)
+        except Exception:  # noqa: BLE001 - closing is best effort in teardown
+            pass
