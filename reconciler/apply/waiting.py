@@ -1,0 +1,93 @@
+"""Polling with a deadline, and the capped, jittered backoff shared by polls and retries.
+
+Engine actions such as `deactivate` or `install` return long before their effect is visible, so
+every change is confirmed by re-reading until a predicate holds. Waits grow geometrically up to a
+cap so that a long host reboot costs few requests while a quick change is still seen quickly.
+"""
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+from reconciler.errors import ApplyError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delays `initial * factor**n`, capped at `cap`; `jitter` is the random fraction taken off."""
+
+    initial: float = 1.0
+    cap: float = 10.0
+    factor: float = 2.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.initial < 0 or self.cap < self.initial or self.factor < 1 or not 0 <= self.jitter <= 1:
+            raise ValueError(f"invalid backoff {self!r}")
+
+    def delays(self, rng: random.Random | None = None) -> Iterator[float]:
+        """An endless sequence of delays; jitter spreads retries of many clients apart."""
+        pick = (rng or random.Random()).random
+        delay = self.initial
+        while True:
+            yield delay * (1 - self.jitter * pick())
+            delay = min(self.cap, delay * self.factor)
+
+
+class WaitTimeout(ApplyError):
+    """The awaited state was not reached in time; `last` is the last value observed."""
+
+    def __init__(self, message: str, last: object = None) -> None:
+        super().__init__(message)
+        self.last = last
+
+
+def wait_until(
+    fetch: Callable[[], T],
+    predicate: Callable[[T], bool],
+    timeout: float,
+    interval: float | Backoff = 1.0,
+    describe: Callable[[T | None], str] | str = "the awaited state",
+    *,
+    fail: Callable[[T], ApplyError | None] | None = None,
+    error: type[WaitTimeout] = WaitTimeout,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Poll `fetch()` until `predicate(value)` holds and return that value.
+
+    `fail(value)` may return an error to raise at once (a terminal bad state such as
+    `install_failed`). On timeout raises `error` (a `WaitTimeout` unless given) whose message is
+    `describe(last value)`; a plain string is wrapped with the timeout and, for a simple value,
+    the last value seen. At least one fetch is made,
+    even with a zero timeout, so an already reached state is always accepted.
+    """
+    backoff = interval if isinstance(interval, Backoff) else Backoff(
+        initial=interval, cap=max(interval, interval * 8), jitter=0.0)
+    deadline = clock() + timeout
+    delays = backoff.delays()
+    last: T | None = None
+    while True:
+        last = fetch()
+        if predicate(last):
+            return last
+        if fail is not None:
+            failure = fail(last)
+            if failure is not None:
+                raise failure
+        remaining = deadline - clock()
+        if remaining <= 0:
+            break
+        sleep(min(next(delays), remaining))
+    if callable(describe):
+        message = describe(last)
+    else:
+        message = f"timed out after {timeout:g}s waiting for {describe}"
+        if isinstance(last, (str, int, float, bool)):
+            message += f" (last seen: {last!r})"
+    raise error(message, last)
