@@ -69,3 +69,11 @@ def lab_connect() -> Iterator[Callable[..., CountingConnection]]:
             conn.close(logout=False)
         except Exception:  # noqa: BLE001 - closing is best effort in teardown
             pass
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """`main()` points structlog at the captured stderr of its test; undo that afterwards."""
+    yield
+    import structlog
+    structlog.reset_defaults()
