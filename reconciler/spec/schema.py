@@ -1,0 +1,175 @@
+"""JSON Schema checks of one spec document, reported at FILE:LINE:COL with human messages.
+
+jsonschema finds the errors; this module decides where each one points (an unknown key at the key,
+a bad value at the value, a missing key at its parent mapping) and words it for a person.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterable, Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from reconciler.errors import SpecIssue
+from reconciler.spec.load import SpecDocument, SpecPath
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "spec.schema.json"
+
+_TYPE_WORDS = {"object": "a mapping", "array": "a list", "string": "a string",
+               "integer": "a whole number", "number": "a number", "boolean": "true or false",
+               "null": "empty"}
+
+# Keys that are refused with a message of their own (in semantic.py) instead of "unknown key".
+_EXPLAINED_KEYS = {("engine", "password")}
+
+
+@lru_cache(maxsize=1)
+def validator() -> Draft202012Validator:
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return Draft202012Validator(schema)
+
+
+def check_document(doc: SpecDocument) -> list[SpecIssue]:
+    """Every schema problem in `doc`, one issue each, de-duplicated."""
+    issues: dict[tuple[int, int, str, str], SpecIssue] = {}
+    for error in validator().iter_errors(doc.data):
+        for issue in _issues(doc, error):
+            issues.setdefault((issue.line, issue.column, issue.path, issue.message), issue)
+    return list(issues.values())
+
+
+def _issues(doc: SpecDocument, error: ValidationError) -> Iterator[SpecIssue]:
+    path: SpecPath = tuple(error.absolute_path)
+    kind = error.validator
+    if kind in ("oneOf", "anyOf") and error.context:
+        yield from _branch_issues(doc, error)
+    elif kind == "additionalProperties":
+        yield from _unknown_keys(doc, path, error)
+    elif kind == "propertyNames" or "propertyNames" in error.schema_path:
+        # jsonschema reports a bad key as an error of the key's own value, at the mapping's path.
+        bad = error.instance
+        message = _schema_message(error, bad) or f"'{bad}' is not an allowed key"
+        yield doc.issue(path + (str(bad),), message, prefer_key=True)
+    elif kind == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else "?"
+        yield doc.issue(path, f"missing required key '{missing}'", prefer_key=True)
+    else:
+        yield doc.issue(path, _value_message(error))
+
+
+def _branch_issues(doc: SpecDocument, error: ValidationError) -> Iterator[SpecIssue]:
+    """One of several shapes was wanted: report the errors of the shape the user evidently meant."""
+    instance = error.instance
+    if not isinstance(instance, dict):
+        wanted = {_TYPE_WORDS.get(str(b.get("type")), "") for b in _branches(error)} - {""}
+        yield doc.issue(tuple(error.absolute_path),
+                        f"must be {' or '.join(sorted(wanted)) or 'a mapping'}")
+        return
+    by_branch: dict[int, list[ValidationError]] = {}
+    for sub in error.context or ():
+        by_branch.setdefault(int(sub.relative_schema_path[0]), []).append(sub)
+    branches = _branches(error)
+
+    def fit(index: int) -> tuple[int, int]:
+        props = branches[index].get("properties", {}) if index < len(branches) else {}
+        known = sum(1 for key in instance if key in props)
+        return (known, -len(by_branch.get(index, ())))
+
+    if not by_branch:   # every branch matched (oneOf wants exactly one)
+        yield doc.issue(tuple(error.absolute_path), "matches more than one allowed form")
+        return
+    best = max(by_branch, key=fit)
+    for sub in by_branch[best]:
+        yield from _issues(doc, sub)
+
+
+def _branches(error: ValidationError) -> list[dict[str, Any]]:
+    resolved: list[dict[str, Any]] = []
+    root = validator().schema
+    for branch in error.validator_value or ():
+        ref = branch.get("$ref", "") if isinstance(branch, dict) else ""
+        if ref.startswith("#/$defs/"):
+            branch = root["$defs"][ref.removeprefix("#/$defs/")]
+        resolved.append(branch if isinstance(branch, dict) else {})
+    return resolved
+
+
+def _unknown_keys(doc: SpecDocument, path: SpecPath, error: ValidationError) -> Iterable[SpecIssue]:
+    known = list(error.schema.get("properties", {}))
+    instance = error.instance if isinstance(error.instance, dict) else {}
+    for key in instance:
+        if key in known or (path + (key,)) in _EXPLAINED_KEYS:
+            continue
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = (f" (did you mean '{close[0]}'?)" if close
+                else f" (allowed: {', '.join(known)})" if known else "")
+        yield doc.issue(path + (key,), f"unknown key '{key}'{hint}", prefer_key=True)
+
+
+def _schema_message(error: ValidationError, value: object) -> str | None:
+    template = error.schema.get("x-message") if isinstance(error.schema, dict) else None
+    if not template:
+        return None
+    return str(template).replace("{value}", _short(value))
+
+
+def _short(value: object) -> str:
+    text = str(value).replace("\n", "\\n")
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _value_message(error: ValidationError) -> str:
+    kind, expected, value = error.validator, error.validator_value, error.instance
+    custom = _schema_message(error, value)
+    if kind in ("pattern", "minProperties", "maxProperties") and custom:
+        return custom
+    if kind == "type":
+        wanted = expected if isinstance(expected, list) else [expected]
+        words = " or ".join(_TYPE_WORDS.get(w, w) for w in wanted)
+        return f"must be {words}, not {_describe(value)}"
+    if kind == "enum":
+        return f"must be one of: {', '.join(str(e) for e in expected)}"
+    if kind == "const":
+        return f"must be '{expected}'"
+    if kind == "minimum":
+        return f"must be >= {expected}"
+    if kind == "maximum":
+        return f"must be <= {expected}"
+    if kind == "exclusiveMinimum":
+        return f"must be > {expected}"
+    if kind == "exclusiveMaximum":
+        return f"must be < {expected}"
+    if kind == "minItems":
+        return "must not be empty" if expected == 1 else f"needs at least {expected} items"
+    if kind == "uniqueItems":
+        return "must not repeat an entry"
+    if kind == "minLength":
+        return "must not be empty"
+    if kind == "maxLength":
+        return f"must be at most {expected} characters"
+    if kind == "minProperties":
+        return "must not be empty"
+    if kind == "maxProperties":
+        return f"must have at most {expected} keys"
+    if kind == "pattern":
+        return f"'{_short(value)}' is not valid here"
+    return error.message
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return f"{str(value).lower()}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f"'{_short(value)}'"
+    return _short(value)
