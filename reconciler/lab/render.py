@@ -1,0 +1,276 @@
+"""Engine objects as the REST API's XML, written by the SDK's own writers.
+
+The writers emit no `<link rel>` or `<actions>`, so those are spliced in before the closing tag.
+Serialised fragments are cached per object and reused until the object's revision changes, which
+keeps listing 10,000 VMs cheap. Callers hold the engine lock.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from xml.sax.saxutils import quoteattr
+
+from ovirtsdk4 import types, writer, writers  # noqa: F401 - importing writers registers them
+
+from reconciler.lab.engine import Cluster, Event, Host, LabEngine, Vm, hex_id
+from reconciler.lab.fleet import LabDevice
+
+API = "/ovirt-engine/api"
+
+HOST_LINKS = ("affinitylabels", "devices", "externalnetworkproviderconfigurations",
+              "fenceagents", "hooks", "katelloerrata", "networkattachments", "nics",
+              "numanodes", "permissions", "statistics", "storage",
+              "storageconnectionextensions", "tags", "unmanagednetworks")
+HOST_ACTIONS = ("activate", "deactivate", "install", "refresh", "upgrade", "fence")
+VM_LINKS = ("affinitylabels", "applications", "cdroms", "diskattachments", "graphicsconsoles",
+            "hostdevices", "katelloerrata", "mediateddevices", "nics", "numanodes",
+            "permissions", "reporteddevices", "sessions", "snapshots", "statistics", "tags",
+            "watchdogs")
+VM_ACTIONS = ("start", "stop", "shutdown")
+CLUSTER_LINKS = ("affinitygroups", "cpuprofiles", "enabledfeatures", "glusterhooks",
+                 "glustervolumes", "networkfilters", "networks", "permissions")
+API_LINKS = ("clusters", "events", "hosts", "vms")
+
+
+def _href(obj: object, href: str) -> object:
+    obj.href = href  # type: ignore[attr-defined]
+    return obj
+
+
+def _links(base: str, rels: Iterable[str], actions: Iterable[str] = ()) -> str:
+    parts = []
+    acts = list(actions)
+    if acts:
+        parts.append("<actions>")
+        parts.extend(f'<link href="{base}/{a}" rel="{a}"/>' for a in acts)
+        parts.append("</actions>")
+    parts.extend(f'<link href="{base}/{r}" rel="{r}"/>' for r in rels)
+    return "".join(parts)
+
+
+def _splice(xml: str, tag: str, extra: str) -> str:
+    close = f"</{tag}>"
+    if xml.endswith(close):
+        return xml[: -len(close)] + extra + close
+    if xml.endswith("/>"):   # an empty element: open it up
+        return xml[:-2] + ">" + extra + close
+    raise ValueError(f"unexpected XML for {tag}")
+
+
+def _pci_id(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return value if value.startswith("0x") else "0x" + value
+
+
+def fault_xml(reason: str, detail: str) -> str:
+    return writer.Writer.write(types.Fault(reason=reason, detail=detail))
+
+
+def action_xml(status: str = "complete", fault: types.Fault | None = None) -> str:
+    return writer.Writer.write(types.Action(status=status, fault=fault))
+
+
+class Renderer:
+    def __init__(self, engine: LabEngine) -> None:
+        self.engine = engine
+        self._cache: dict[tuple[str, str], tuple[int, str]] = {}
+
+    def _cached(self, key: tuple[str, str], rev: int, make: callable) -> str:  # type: ignore[valid-type]
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == rev:
+            return hit[1]
+        text = make()
+        self._cache[key] = (rev, text)
+        return text
+
+    # --- clusters
+
+    def cluster(self, c: Cluster) -> str:
+        return self._cached(("cluster", c.id), 0, lambda: self._cluster(c))
+
+    def _cluster(self, c: Cluster) -> str:
+        major, _, minor = c.version.partition(".")
+        obj = types.Cluster(id=c.id, name=c.name,
+                            version=types.Version(major=int(major), minor=int(minor or 0)))
+        if c.cpu_type:
+            obj.cpu = types.Cpu(type=c.cpu_type, architecture=types.Architecture(c.architecture))
+        _href(obj, f"{API}/clusters/{c.id}")
+        xml = writer.Writer.write(obj)
+        return _splice(xml, "cluster", _links(f"{API}/clusters/{c.id}", CLUSTER_LINKS))
+
+    # --- hosts
+
+    def host(self, h: Host, follow: set[str] = frozenset()) -> str:  # type: ignore[assignment]
+        xml = self._cached(("host", h.id), h.rev, lambda: self._host(h))
+        if "devices" in follow:
+            xml = _splice(xml, "host", self.host_devices(h, root="devices"))
+        return xml
+
+    def _host(self, h: Host) -> str:
+        e = self.engine
+        obj = types.Host(
+            id=h.id, name=h.name, address=f"{h.name}.lab.example",
+            status=types.HostStatus(h.status), status_detail=h.status_detail,
+            cluster=_href(types.Cluster(id=h.cluster_id), f"{API}/clusters/{h.cluster_id}"),
+            cpu=types.Cpu(type=h.cpu_type, name=h.cpu_name),
+            os=types.OperatingSystem(type="RHEL", custom_kernel_cmdline=h.custom_kernel_cmdline,
+                                     reported_kernel_cmdline=e.reported_cmdline(h)),
+            device_passthrough=types.HostDevicePassthrough(enabled=e.passthrough_enabled(h)),
+            vgpu_placement=types.VgpuPlacement(h.vgpu_placement),
+            reinstallation_required=h.reinstallation_required,
+            type=types.HostType.RHEL)
+        base = f"{API}/hosts/{h.id}"
+        _href(obj, base)
+        return _splice(writer.Writer.write(obj), "host", _links(base, HOST_LINKS, HOST_ACTIONS))
+
+    def host_devices(self, h: Host, root: str = "host_devices") -> str:
+        body = self._cached(("hostdevs", h.id), h.dev_rev, lambda: self._host_devices(h))
+        return f"<{root}>{body}</{root}>"
+
+    def _host_devices(self, h: Host) -> str:
+        devices = self.engine.devices(h.id)
+        return "".join(self._device(h, d) for d in devices.values())
+
+    def host_device(self, h: Host, d: LabDevice) -> str:
+        return self._device(h, d)
+
+    def _device_obj(self, host_id: str, d: LabDevice) -> types.HostDevice:
+        e = self.engine
+        obj = types.HostDevice(
+            id=hex_id(d.name), name=d.name, capability=d.capability, iommu_group=d.iommu_group,
+            driver=d.driver, virtual_functions=d.virtual_functions,
+            host=_href(types.Host(id=host_id), f"{API}/hosts/{host_id}"))
+        if d.product_id or d.product_name:
+            obj.product = types.Product(id=_pci_id(d.product_id), name=d.product_name)
+        if d.vendor_id or d.vendor_name:
+            obj.vendor = types.Vendor(id=_pci_id(d.vendor_id), name=d.vendor_name)
+        if d.parent:
+            obj.parent_device = _href(types.HostDevice(id=hex_id(d.parent), name=d.parent),
+                                      f"{API}/hosts/{host_id}/devices/{hex_id(d.parent)}")
+        if d.physical_function:
+            obj.physical_function = _href(
+                types.HostDevice(id=hex_id(d.physical_function), name=d.physical_function),
+                f"{API}/hosts/{host_id}/devices/{hex_id(d.physical_function)}")
+        if d.mdev_types:
+            obj.m_dev_types = [
+                types.MDevType(name=t.name, human_readable_name=t.human_readable_name,
+                               available_instances=e.available_instances(host_id, d, t.name),
+                               description=t.description)
+                for t in d.mdev_types]
+        _href(obj, f"{API}/hosts/{host_id}/devices/{hex_id(d.name)}")
+        return obj
+
+    def _device(self, h: Host, d: LabDevice) -> str:
+        obj = self._device_obj(h.id, d)
+        user = self.engine.device_user(h.id, d.name)
+        if user:
+            obj.vm = _href(types.Vm(id=user), f"{API}/vms/{user}")
+        return writer.Writer.write(obj)
+
+    # --- VMs
+
+    def vm(self, v: Vm, follow: set[str] = frozenset()) -> str:  # type: ignore[assignment]
+        xml = self._cached(("vm", v.id), v.rev, lambda: self._vm(v))
+        extra = ""
+        if "hostdevices" in follow:
+            extra += self.vm_host_devices(v)
+        if "mediateddevices" in follow:
+            extra += self.vm_mdevs(v)
+        if "graphicsconsoles" in follow:
+            extra += self.vm_consoles(v)
+        return _splice(xml, "vm", extra) if extra else xml
+
+    def _vm(self, v: Vm) -> str:
+        obj = types.Vm(
+            id=v.id, name=v.name, status=types.VmStatus(v.status),
+            cluster=_href(types.Cluster(id=v.cluster_id), f"{API}/clusters/{v.cluster_id}"),
+            placement_policy=types.VmPlacementPolicy(
+                affinity=types.VmAffinity(v.affinity),
+                hosts=[_href(types.Host(id=hid), f"{API}/hosts/{hid}")
+                       for hid in v.pinned_host_ids] or None),
+            display=types.Display(type=types.DisplayType(v.display_type)))
+        if v.host_id:
+            obj.host = _href(types.Host(id=v.host_id), f"{API}/hosts/{v.host_id}")
+        base = f"{API}/vms/{v.id}"
+        _href(obj, base)
+        return _splice(writer.Writer.write(obj), "vm", _links(base, VM_LINKS, VM_ACTIONS))
+
+    def vm_host_devices(self, v: Vm) -> str:
+        return self._cached(("vmhostdevs", v.id), v.rev, lambda: self._vm_host_devices(v))
+
+    def _vm_host_devices(self, v: Vm) -> str:
+        parts = [self.vm_host_device(v, name) for name in v.host_devices]
+        return "<host_devices>" + "".join(parts) + "</host_devices>"
+
+    def vm_host_device(self, v: Vm, name: str) -> str:
+        host_id = v.hostdev_host_id or ""
+        d = self.engine.devices(host_id).get(name) if host_id in self.engine.hosts else None
+        if d is None:
+            d = LabDevice(name=name)
+        obj = self._device_obj(host_id, d)
+        obj.placeholder = v.host_devices.get(name, False)
+        obj.vm = _href(types.Vm(id=v.id), f"{API}/vms/{v.id}")
+        return writer.Writer.write(obj)
+
+    def _mdev_obj(self, v: Vm, mdev_id: str) -> types.VmMediatedDevice:
+        params = v.mdevs[mdev_id]
+        obj = types.VmMediatedDevice(
+            id=mdev_id, spec_params=[types.Property(name=k, value=val) for k, val in params.items()],
+            vm=_href(types.Vm(id=v.id), f"{API}/vms/{v.id}"))
+        return _href(obj, f"{API}/vms/{v.id}/mediateddevices/{mdev_id}")  # type: ignore[return-value]
+
+    def vm_mdev(self, v: Vm, mdev_id: str) -> str:
+        return writer.Writer.write(self._mdev_obj(v, mdev_id))
+
+    def vm_mdevs(self, v: Vm) -> str:
+        return self._cached(("vmmdevs", v.id), v.rev, lambda: writer.Writer.write(
+            [self._mdev_obj(v, m) for m in v.mdevs], root="mediated_devices"))
+
+    def _console_obj(self, v: Vm, protocol: str) -> types.GraphicsConsole:
+        cid = hex_id(protocol)
+        obj = types.GraphicsConsole(id=cid, protocol=types.GraphicsType(protocol),
+                                    vm=_href(types.Vm(id=v.id), f"{API}/vms/{v.id}"))
+        return _href(obj, f"{API}/vms/{v.id}/graphicsconsoles/{cid}")  # type: ignore[return-value]
+
+    def vm_console(self, v: Vm, protocol: str) -> str:
+        return writer.Writer.write(self._console_obj(v, protocol))
+
+    def vm_consoles(self, v: Vm) -> str:
+        return writer.Writer.write([self._console_obj(v, p) for p in v.consoles],
+                                   root="graphics_consoles")
+
+    # --- events and root
+
+    def event(self, ev: Event) -> str:
+        obj = types.Event(
+            id=str(ev.index), index=ev.index, code=ev.code,
+            severity=types.LogSeverity(ev.severity), description=ev.description,
+            time=dt.datetime.fromtimestamp(ev.time, tz=dt.timezone.utc), origin="oVirt",
+            correlation_id=ev.correlation_id, custom_id=-1, flood_rate=30)
+        if ev.host_id:
+            obj.host = _href(types.Host(id=ev.host_id), f"{API}/hosts/{ev.host_id}")
+        if ev.vm_id:
+            obj.vm = _href(types.Vm(id=ev.vm_id), f"{API}/vms/{ev.vm_id}")
+        if ev.cluster_id:
+            obj.cluster = _href(types.Cluster(id=ev.cluster_id), f"{API}/clusters/{ev.cluster_id}")
+        _href(obj, f"{API}/events/{ev.index}")
+        return writer.Writer.write(obj)
+
+    def api_root(self, version: str) -> str:
+        nums = [int(x) if x.isdigit() else 0 for x in (version.split(".") + ["0", "0", "0"])[:4]]
+        obj = types.Api(
+            product_info=types.ProductInfo(
+                name="oVirt Engine", vendor="ovirt.org",
+                instance_id="4ad9e7a6-0000-4000-8000-1ab0e1ab0e1a",
+                version=types.Version(major=nums[0], minor=nums[1], build=nums[2],
+                                      revision=nums[3], full_version=f"{version}-1.el9")),
+            time=dt.datetime.now(tz=dt.timezone.utc),
+            summary=types.ApiSummary(
+                hosts=types.ApiSummaryItem(total=len(self.engine.hosts), active=sum(
+                    1 for h in self.engine.hosts.values() if h.status == "up")),
+                vms=types.ApiSummaryItem(total=len(self.engine.vms), active=sum(
+                    1 for v in self.engine.vms.values() if v.status == "up"))))
+        extra = "".join(f"<link href={quoteattr(API + '/' + r)} rel={quoteattr(r)}/>"
+                        for r in API_LINKS)
+        return _splice(writer.Writer.write(obj), "api", extra)

@@ -1,0 +1,62 @@
+"""The one adapter between the engine model and the simulated host root trees.
+
+Roots are materialised lazily: a fleet of 1,000 hosts only gets a tree for the hosts that a
+host-level operation (install with reboot, or an explicit `host_root`) touched. When the host
+simulation module is not available, the engine derives the booted command line itself.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+from reconciler.errors import ReconcilerError
+from reconciler.lab.fleet import LabHost
+
+
+def _hosts_module() -> ModuleType | None:
+    try:
+        return importlib.import_module("reconciler.lab.hosts")
+    except ModuleNotFoundError as exc:
+        if exc.name == "reconciler.lab.hosts":
+            return None
+        raise
+
+
+class HostRoots:
+    """Host root trees under `base/<host name>`, created on first use."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self._mod = _hosts_module()
+
+    @property
+    def available(self) -> bool:
+        return self._mod is not None and hasattr(self._mod, "ensure_host_root")
+
+    def exists(self, name: str) -> bool:
+        return (self.base / name).is_dir()
+
+    def root(self, host: LabHost) -> Path:
+        if not self.available:
+            raise ReconcilerError("simulated host roots are not available "
+                                  "(reconciler.lab.hosts is missing)")
+        assert self._mod is not None
+        return Path(self._mod.ensure_host_root(self.base / host.name, host))
+
+    def install(self, host: LabHost, remove: list[str], add: list[str]) -> None:
+        """What host deploy does to the boot entries: drop the last applied args, add the new."""
+        if not self.available:
+            return
+        assert self._mod is not None
+        root = self.root(host)
+        self._mod.grubby_update(root, add=add, remove=remove)
+
+    def reboot(self, host: LabHost) -> str | None:
+        """Reboot the tree; returns its new /proc/cmdline, or None without host simulation."""
+        if not self.available:
+            return None
+        assert self._mod is not None
+        root = self.root(host)
+        self._mod.reboot(root)
+        return str(self._mod.proc_cmdline(root)).strip()

@@ -1,0 +1,319 @@
+"""The lab engine's HTTP(S) server: SSO, the REST API, fault injection and a request log.
+
+Plain stdlib `ThreadingHTTPServer` speaking HTTP/1.1 with keep-alive; TLS (a lab CA made by
+`tls.py`) unless plain HTTP is asked for. The TLS handshake runs in the connection's own thread so a
+slow client never stalls the accept loop.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import secrets
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from reconciler.errors import ReconcilerError
+from reconciler.lab.api import LabApi
+from reconciler.lab.engine import LabEngine
+from reconciler.lab.faults import FaultConfig, FaultDice
+from reconciler.lab.fleet import LabFleet
+from reconciler.lab.render import fault_xml
+from reconciler.lab.tls import ensure_tls
+
+SSO_TOKEN = "/ovirt-engine/sso/oauth/token"
+SSO_LOGOUT = "/ovirt-engine/services/sso-logout"
+API_PREFIX = "/ovirt-engine/api"
+DEFAULT_TOKEN_TTL = 3600.0
+_GZIP_MIN = 4096
+
+
+class LabError(ReconcilerError):
+    """The lab could not start or was misused."""
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    method: str
+    path: str
+    query: str
+    status: int          # 0: the connection was dropped without an answer
+    seconds: float
+    bytes_sent: int
+
+
+def _load_fleet(fleet: LabFleet | str | Path) -> LabFleet:
+    if isinstance(fleet, LabFleet):
+        return fleet
+    from reconciler.lab import fleet as fleet_mod
+    loader = getattr(fleet_mod, "load_fleet", None)
+    if loader is None:
+        raise LabError("fleet files cannot be loaded yet (reconciler.lab.fleet.load_fleet is "
+                       "missing); pass a LabFleet")
+    return loader(fleet)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, addr: tuple[str, int], lab: LabServer, ctx: ssl.SSLContext | None) -> None:
+        self.lab = lab
+        self.ssl_context = ctx
+        super().__init__(addr, _Handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.ssl_context is not None:
+            try:
+                request.settimeout(30)
+                request = self.ssl_context.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError):
+                return   # a client that does not trust our CA hangs up during the handshake
+        self.RequestHandlerClass(request, client_address, self)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass   # client resets are normal under fault injection; never print tracebacks
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        self._dispatch()
+
+    do_POST = do_PUT = do_DELETE = do_GET  # noqa: N815
+
+    def _dispatch(self) -> None:
+        start = time.perf_counter()
+        lab = self.server.lab
+        split = urlsplit(self.path)
+        path, raw_query = split.path.rstrip("/") or "/", split.query
+        query = dict(parse_qsl(raw_query, keep_blank_values=True))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        status, sent = 0, 0
+        try:
+            if path == SSO_TOKEN:
+                status, sent = self._sso_token(body)
+            elif path == SSO_LOGOUT:
+                status, sent = self._sso_logout(body)
+            elif path == API_PREFIX or path.startswith(API_PREFIX + "/"):
+                status, sent = self._api(path[len(API_PREFIX):], query, body)
+            else:
+                status, sent = self._send(404, fault_xml("Not Found", f"No resource at {path}"))
+        finally:
+            lab._record(RequestRecord(self.command, path, raw_query, status,
+                                      time.perf_counter() - start, sent))
+
+    # --- responses
+
+    def _send(self, status: int, text: str, content_type: str = "application/xml") -> tuple[int, int]:
+        data = text.encode("utf-8")
+        headers = {"Content-Type": f"{content_type};charset=UTF-8"}
+        if len(data) >= _GZIP_MIN and "gzip" in (self.headers.get("Accept-Encoding") or ""):
+            data = gzip.compress(data, compresslevel=1)
+            headers["Content-Encoding"] = "gzip"
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        return status, len(data)
+
+    def _json(self, status: int, obj: dict[str, Any]) -> tuple[int, int]:
+        return self._send(status, json.dumps(obj), "application/json")
+
+    # --- SSO
+
+    def _sso_token(self, body: bytes) -> tuple[int, int]:
+        form = dict(parse_qsl(body.decode("utf-8", "replace")))
+        lab = self.server.lab
+        if form.get("grant_type") != "password":
+            return self._json(400, {"error": "unsupported_grant_type",
+                                    "error_description": "Only the password grant is supported."})
+        user, password = form.get("username", ""), form.get("password", "")
+        if not (secrets.compare_digest(user, lab.username)
+                and secrets.compare_digest(password, lab.password)):
+            return self._json(401, {"error": "access_denied",
+                                    "error_description": f"Cannot authenticate user '{user}': "
+                                    "The username or password is incorrect."})
+        token, expires = lab._issue_token()
+        return self._json(200, {"access_token": token, "scope": form.get("scope", "ovirt-app-api"),
+                                "exp": str(int(expires * 1000)), "token_type": "bearer"})
+
+    def _sso_logout(self, body: bytes) -> tuple[int, int]:
+        form = dict(parse_qsl(body.decode("utf-8", "replace")))
+        self.server.lab._revoke_token(form.get("token", ""))
+        return self._json(200, {})
+
+    # --- API
+
+    def _api(self, path: str, query: dict[str, str], body: bytes) -> tuple[int, int]:
+        lab = self.server.lab
+        faults = lab.faults
+        if faults.latency_ms:
+            time.sleep(faults.latency_ms / 1000.0)
+        roll = lab._dice.roll()
+        if roll == "drop":
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return 0, 0
+        if roll == "error":
+            return self._send(503, fault_xml("Operation Failed", "Injected lab fault: the "
+                                             "engine is temporarily unavailable."))
+        auth = self.headers.get("Authorization") or ""
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        if not lab._token_valid(token):
+            return self._send(401, fault_xml("Unauthorized", "The token is missing, invalid "
+                                             "or expired."))
+        cid = self.headers.get("Correlation-Id") or query.get("correlation_id")
+        if cid:
+            cid = "".join(ch for ch in cid if ch.isalnum() or ch in "_-") or None
+        reply = lab.api.handle(self.command, path, query, body, cid)
+        return self._send(reply.status, reply.body)
+
+
+class LabServer:
+    """An oVirt engine simulator reachable by the real ovirtsdk4 (see docs/lab.md)."""
+
+    def __init__(self, fleet: LabFleet | str | Path, state_dir: Path, port: int = 0,
+                 tls: bool = True, faults: FaultConfig | None = None, time_scale: float = 0.01,
+                 password: str | None = None) -> None:
+        self.fleet = _load_fleet(fleet)
+        self.state_dir = Path(state_dir)
+        self.port = port
+        self.tls = tls
+        self.faults = faults or FaultConfig()
+        self.time_scale = time_scale
+        self.username = self.fleet.username
+        self.password = password if password is not None else self.fleet.password
+        self._dice = FaultDice(self.faults)
+        self._log: list[RequestRecord] = []
+        self._log_lock = threading.Lock()
+        self._tokens: dict[str, float] = {}
+        self._token_lock = threading.Lock()
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self.engine: LabEngine | None = None
+        self.api: LabApi
+        self.ca_file: Path | None = None
+
+    # --- lifecycle
+
+    def start(self) -> LabServer:
+        if self._httpd is not None:
+            return self
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        ctx = None
+        if self.tls:
+            files = ensure_tls(self.state_dir / "tls")
+            self.ca_file = files.ca_cert
+            ctx = files.server_context()
+        try:
+            self.engine = LabEngine(self.fleet, self.state_dir, time_scale=self.time_scale,
+                                    faults=self.faults)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LabError(f"lab state in {self.state_dir} is unreadable ({exc}); "
+                           "run `reconcile lab reset`") from None
+        self.api = LabApi(self.engine)
+        try:
+            self._httpd = _Server(("127.0.0.1", self.port), self, ctx)
+        except OSError as exc:
+            raise LabError(f"cannot listen on 127.0.0.1:{self.port}: {exc.strerror}") from None
+        self.port = self._httpd.server_address[1]
+        self.engine.start()
+        self._thread = threading.Thread(target=self._httpd.serve_forever,
+                                        kwargs={"poll_interval": 0.1}, name="lab-http",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        if self.engine is not None:
+            self.engine.stop()
+
+    def __enter__(self) -> LabServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # --- public surface
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}{API_PREFIX}"
+
+    @property
+    def request_log(self) -> list[RequestRecord]:
+        with self._log_lock:
+            return list(self._log)
+
+    def clear_request_log(self) -> None:
+        with self._log_lock:
+            self._log.clear()
+
+    def host_root(self, name: str) -> Path:
+        engine = self._engine()
+        with engine.lock:
+            host = engine.host_by_name(name)
+            return engine.roots.root(engine.lab_host(host))
+
+    def _engine(self) -> LabEngine:
+        if self.engine is None:
+            raise LabError("the lab is not started")
+        return self.engine
+
+    # --- internals used by the handler
+
+    def _record(self, rec: RequestRecord) -> None:
+        with self._log_lock:
+            self._log.append(rec)
+
+    def _issue_token(self) -> tuple[str, float]:
+        ttl = self.faults.token_ttl if self.faults.token_ttl is not None else DEFAULT_TOKEN_TTL
+        token = secrets.token_urlsafe(32)
+        with self._token_lock:
+            self._tokens[token] = time.monotonic() + ttl
+        return token, time.time() + ttl
+
+    def _revoke_token(self, token: str) -> None:
+        with self._token_lock:
+            self._tokens.pop(token, None)
+
+    def _token_valid(self, token: str) -> bool:
+        if not token:
+            return False
+        with self._token_lock:
+            expiry = self._tokens.get(token)
+            if expiry is None:
+                return False
+            if expiry <= time.monotonic():
+                del self._tokens[token]
+                return False
+            return True
