@@ -1,0 +1,1 @@
+"""Scripts that print figures (speed, memory); never run as tests."""
