@@ -161,9 +161,14 @@ class LocalRootTransport:
             env["HOST_ROOT"] = str(self._root)
         return env
 
+    def _check_root(self) -> None:
+        if not self._root.is_dir():
+            raise HostAccessError(f"{self.describe()}: root does not exist")
+
     def run(self, argv: Sequence[str], stdin: bytes | None = None,
             timeout: float = DEFAULT_TIMEOUT) -> CommandResult:
         args = validate_argv(argv)
+        self._check_root()
         if not self.is_real_root:
             if not _COMMAND_RE.match(args[0]):
                 raise HostAccessError(f"{self.describe()}: invalid command name {args[0]!r}")
@@ -175,6 +180,7 @@ class LocalRootTransport:
 
     def sh(self, args: Sequence[str], stdin: bytes | None = None,
            timeout: float = DEFAULT_TIMEOUT) -> CommandResult:
+        self._check_root()
         return run_process(["/bin/sh", *validate_argv(["sh", *args])[1:]], stdin, timeout,
                            self.describe(), self._env())
 
