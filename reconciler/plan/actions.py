@@ -1,0 +1,279 @@
+"""Plan actions: small frozen values that say what to change, how disruptive it is and how to verify it.
+
+Every action has a `kind` (its wire name), a `target` ("host:NAME" / "vm:NAME"), a before/after
+pair of human-readable values, a `disruption`, a `reason`, a description and structured
+verifications. `to_dict()` / `action_from_dict()` round-trip exactly, so a saved plan is applied as
+it was reviewed.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, ClassVar, Literal
+
+from reconciler.errors import PlanError
+
+JsonScalar = str | int | bool | None
+
+
+class Disruption(str, Enum):
+    """How much an action disturbs the fleet; ordered none < vm-restart < host-reboot."""
+
+    NONE = "none"
+    VM_RESTART = "vm-restart"
+    HOST_REBOOT = "host-reboot"
+
+    @property
+    def rank(self) -> int:
+        return _DISRUPTION_ORDER.index(self)
+
+    # str's own comparisons would order by spelling; disruption must order by severity.
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Disruption):
+            return NotImplemented
+        return self.rank < other.rank
+
+    def __le__(self, other: object) -> bool:
+        if not isinstance(other, Disruption):
+            return NotImplemented
+        return self.rank <= other.rank
+
+    def __gt__(self, other: object) -> bool:
+        if not isinstance(other, Disruption):
+            return NotImplemented
+        return self.rank > other.rank
+
+    def __ge__(self, other: object) -> bool:
+        if not isinstance(other, Disruption):
+            return NotImplemented
+        return self.rank >= other.rank
+
+
+_DISRUPTION_ORDER = (Disruption.NONE, Disruption.VM_RESTART, Disruption.HOST_REBOOT)
+
+
+class Reason(str, Enum):
+    SPEC_CHANGE = "spec-change"      # the spec asks for something not applied yet
+    DRIFT = "drift"                  # the fleet moved away from an applied spec
+    PRUNE = "prune"                  # something the spec manages but no longer lists
+
+
+VerifyOp = Literal["eq", "contains", "not-contains", "count"]
+
+
+@dataclass(frozen=True)
+class Verification:
+    """After the action, re-observe `target` and check `field` (a dotted fact path) with `op`.
+
+    eq: the field equals `value`; contains / not-contains: the token, item or name `value` is (not)
+    in the field; count: the field (a collection, optionally filtered as `field[key=value]`) has
+    `value` items.
+    """
+
+    target: str
+    field: str
+    op: VerifyOp
+    value: JsonScalar
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "field": self.field, "op": self.op, "value": self.value}
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> Verification:
+        return Verification(target=data["target"], field=data["field"], op=data["op"],
+                            value=data["value"])
+
+
+@dataclass(frozen=True)
+class Action:
+    """Common fields; subclasses add what their executor step needs."""
+
+    kind: ClassVar[str] = "action"
+    target: str
+    before: str | None
+    after: str | None
+    disruption: Disruption
+    reason: Reason
+    description: str
+    verify: tuple[Verification, ...] = ()
+    note: str | None = None          # e.g. "takes effect at next start"
+    wave: int | None = None          # host cycle wave this action belongs to (host actions only)
+
+    @property
+    def object_name(self) -> str:
+        return self.target.split(":", 1)[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Enum):
+                value = value.value
+            elif f.name == "verify":
+                value = [v.to_dict() for v in value]
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+
+# ---- host actions -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SetKernelCmdline(Action):
+    """PUT host os.custom_kernel_cmdline (any host state; the engine sets reinstallation_required)."""
+
+    kind: ClassVar[str] = "set-kernel-cmdline"
+    cmdline: str = ""
+
+
+@dataclass(frozen=True)
+class WriteModprobeFile(Action):
+    """Write our own modprobe.d file atomically (a backup of the previous file is kept)."""
+
+    kind: ClassVar[str] = "write-modprobe-file"
+    path: str = ""
+    content: str = ""
+
+
+@dataclass(frozen=True)
+class RegenerateInitramfs(Action):
+    """`dracut --force`, so the initramfs carries our modprobe.d file."""
+
+    kind: ClassVar[str] = "regenerate-initramfs"
+
+
+@dataclass(frozen=True)
+class SetVgpuPlacement(Action):
+    kind: ClassVar[str] = "set-vgpu-placement"
+    placement: str = ""
+
+
+@dataclass(frozen=True)
+class HostCycle(Action):
+    """deactivate -> install(reboot=true, activate=false) -> activate -> verify, as one step.
+
+    `expect_args` must be on the booted command line afterwards and `expect_absent` keys must not;
+    `stop_vms` / `start_vms` are pinned VMs stopped before and started after (restart: allowed).
+    """
+
+    kind: ClassVar[str] = "host-cycle"
+    steps: tuple[str, ...] = ("deactivate", "install", "activate", "verify")
+    expect_args: tuple[str, ...] = ()
+    expect_absent: tuple[str, ...] = ()
+    expect_modules_absent: tuple[str, ...] = ()
+    cmdline_edit: bool = True        # False: "configured but not booted", the cycle only reboots
+
+
+# ---- VM actions ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PinVm(Action):
+    """Pin the VM to exactly one host. Changing the pinned host drops all its host devices."""
+
+    kind: ClassVar[str] = "pin-vm"
+    host: str = ""
+
+
+@dataclass(frozen=True)
+class AttachHostDevice(Action):
+    kind: ClassVar[str] = "attach-host-device"
+    host: str = ""
+    device: str = ""
+
+
+@dataclass(frozen=True)
+class DetachHostDevice(Action):
+    kind: ClassVar[str] = "detach-host-device"
+    host: str = ""
+    device: str = ""
+
+
+@dataclass(frozen=True)
+class AddMediatedDevice(Action):
+    """One vGPU instance (one POST per instance)."""
+
+    kind: ClassVar[str] = "add-mediated-device"
+    mdev_type: str = ""
+    nodisplay: bool = False
+    driver_params: str | None = None
+    instance: int = 1
+
+
+@dataclass(frozen=True)
+class RemoveMediatedDevice(Action):
+    kind: ClassVar[str] = "remove-mediated-device"
+    device_id: str = ""
+    mdev_type: str = ""
+
+
+@dataclass(frozen=True)
+class UpdateMediatedDevice(Action):
+    """PUT replaces all spec params, so the full set is carried."""
+
+    kind: ClassVar[str] = "update-mediated-device"
+    device_id: str = ""
+    mdev_type: str = ""
+    nodisplay: bool = False
+    driver_params: str | None = None
+
+
+@dataclass(frozen=True)
+class SetConsoleVnc(Action):
+    """Add a VNC graphics console; SPICE stays unless `remove_spice`."""
+
+    kind: ClassVar[str] = "set-console-vnc"
+    remove_spice: bool = False
+
+
+@dataclass(frozen=True)
+class StopVm(Action):
+    """Graceful shutdown, then stop if it does not go down in time."""
+
+    kind: ClassVar[str] = "stop-vm"
+    host: str | None = None          # where it ran, so that a later start can say so
+
+
+@dataclass(frozen=True)
+class StartVm(Action):
+    kind: ClassVar[str] = "start-vm"
+    host: str | None = None
+
+
+ACTION_TYPES: dict[str, type[Action]] = {cls.kind: cls for cls in (
+    SetKernelCmdline, WriteModprobeFile, RegenerateInitramfs, SetVgpuPlacement, HostCycle,
+    PinVm, AttachHostDevice, DetachHostDevice, AddMediatedDevice, RemoveMediatedDevice,
+    UpdateMediatedDevice, SetConsoleVnc, StopVm, StartVm)}
+
+HOST_KINDS = frozenset({"set-kernel-cmdline", "write-modprobe-file", "regenerate-initramfs",
+                        "set-vgpu-placement", "host-cycle"})
+
+
+def action_from_dict(data: dict[str, Any]) -> Action:
+    """Rebuild an action from `Action.to_dict()` output; unknown kinds or fields are a PlanError."""
+    try:
+        cls = ACTION_TYPES[data["kind"]]
+    except KeyError:
+        raise PlanError(f"unknown action kind {data.get('kind')!r} in plan") from None
+    kwargs: dict[str, Any] = {}
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in data.items():
+        if key == "kind":
+            continue
+        if key not in names:
+            raise PlanError(f"action {data['kind']}: unknown field {key!r}")
+        if key == "disruption":
+            value = Disruption(value)
+        elif key == "reason":
+            value = Reason(value)
+        elif key == "verify":
+            value = tuple(Verification.from_dict(v) for v in value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise PlanError(f"action {data['kind']}: {err}") from None
+

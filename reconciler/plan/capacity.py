@@ -1,0 +1,99 @@
+"""vGPU capacity: instances per type against what the cluster's physical GPUs can still give.
+
+NVIDIA mdev GPUs host one vGPU type at a time: once a type is in use on a GPU, every other type
+reads `available_instances == 0` there. A GPU is *locked* to the type that has fewer available
+instances than its maximum; a GPU where every type is at its maximum is *free* and can be claimed
+by any one type. Seats are reserved VM by VM in name order, first on GPUs locked to the type, then
+on free GPUs (claiming them), so a plan never counts one GPU for two types. The model in
+`model_apply.py` reserves through the same function, so re-planning sees the same numbers.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from reconciler.observe.facts import HostDevice, MdevType
+
+_MAX_RE = re.compile(r"max_instance=(\d+)")
+
+
+def max_instances(t: MdevType) -> int | None:
+    if t.max_instances is not None:
+        return t.max_instances
+    m = _MAX_RE.search(t.description or "")
+    return int(m.group(1)) if m else None
+
+
+@dataclass
+class Gpu:
+    """A physical GPU (or mdev parent) as the capacity model sees it; mutable while planning."""
+
+    host: str
+    device: str
+    available: dict[str, int]
+    maximum: dict[str, int | None]
+    locked: str | None = None
+    full: bool = False
+
+    @staticmethod
+    def of(host: str, dev: HostDevice) -> Gpu:
+        gpu = Gpu(host, dev.name, {t.name: t.available_instances for t in dev.mdev_types},
+                  {t.name: max_instances(t) for t in dev.mdev_types})
+        in_use = [n for n, avail in gpu.available.items()
+                  if gpu.maximum[n] is not None and avail < gpu.maximum[n]]  # type: ignore[operator]
+        if len(in_use) == 1:
+            gpu.locked = in_use[0]
+        elif len(in_use) > 1 and all(v == 0 for v in gpu.available.values()):
+            gpu.full = True
+        return gpu
+
+    def is_free(self) -> bool:
+        return self.locked is None and not self.full
+
+
+@dataclass
+class Pool:
+    gpus: list[Gpu] = field(default_factory=list)
+
+    def offers(self, mdev_type: str) -> bool:
+        return any(mdev_type in g.available for g in self.gpus)
+
+    def type_names(self) -> list[str]:
+        return sorted({n for g in self.gpus for n in g.available})
+
+    def reserve(self, mdev_type: str, count: int) -> list[tuple[Gpu, int]] | None:
+        """Take `count` seats of `mdev_type`; None (and nothing taken) when they do not fit."""
+        if count <= 0:
+            return []
+        plan: list[tuple[Gpu, int]] = []
+        need = count
+        locked = [g for g in self.gpus if g.locked == mdev_type and g.available.get(mdev_type, 0)]
+        free = [g for g in self.gpus if g.is_free() and g.available.get(mdev_type, 0)]
+        for gpu in locked + free:
+            take = min(need, gpu.available[mdev_type])
+            plan.append((gpu, take))
+            need -= take
+            if need == 0:
+                break
+        if need:
+            return None
+        for gpu, take in plan:
+            if gpu.locked is None:
+                gpu.locked = mdev_type
+                for other in gpu.available:
+                    if other != mdev_type:
+                        gpu.available[other] = 0
+            gpu.available[mdev_type] -= take
+        return plan
+
+    def seats_left(self, mdev_type: str) -> int:
+        return sum(g.available.get(mdev_type, 0) for g in self.gpus
+                   if g.locked == mdev_type or g.is_free())
+
+
+def build_pool(hosts: Iterable[tuple[str, Iterable[HostDevice]]]) -> Pool:
+    """GPUs with mdev types on the given hosts, in host then device name order."""
+    gpus = [Gpu.of(name, d) for name, devices in hosts for d in devices if d.mdev_types]
+    gpus.sort(key=lambda g: (g.host, g.device))
+    return Pool(gpus)

@@ -1,0 +1,58 @@
+"""Canonical JSON and sha256 fingerprints of observed objects and desired settings.
+
+The canonical form is `json.dumps(..., sort_keys=True, separators=(",", ":"))` of the dataclass
+fields, tuples as lists. It is produced by the C encoder with a per-object callback, which keeps
+fingerprinting a 1,000-host fleet cheap.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from enum import Enum
+from pathlib import PurePath
+from typing import Any
+
+from reconciler.observe.facts import Host, ProbeFacts, Vm
+
+# Fields that change on every observation without the fleet changing (timings) or that only say
+# where a value was written: they must not make a plan stale.
+_VOLATILE = {ProbeFacts: ("seconds",)}
+_SKIP_ALWAYS = ("location",)
+
+
+def _plain(obj: object) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        data = dict(vars(obj))
+        for name in _VOLATILE.get(type(obj), ()) + _SKIP_ALWAYS:
+            data.pop(name, None)
+        return data
+    if isinstance(obj, Enum):
+        return obj.value
+    if isinstance(obj, PurePath):
+        return str(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"cannot fingerprint {type(obj).__name__}")
+
+
+def canonical_json(obj: object) -> str:
+    return json.dumps(obj, default=_plain, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False)
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def host_snapshot(host: Host, probe: ProbeFacts | None) -> str:
+    """What a plan depends on for one host: the engine's host fact and the host's own probe."""
+    return canonical_json({"engine": host, "probe": probe})
+
+
+def vm_snapshot(vm: Vm) -> str:
+    return canonical_json(vm)
+
+
+def fingerprint(snapshot: str) -> str:
+    return sha256_text(snapshot)
