@@ -173,12 +173,15 @@ def _syntax_issue(typed: str, err: yaml.MarkedYAMLError, text: str) -> SpecIssue
     mark = err.problem_mark or err.context_mark
     problem = err.problem or "invalid YAML"
     context = err.context or ""
-    at_end = "end of stream" in problem
-    if ("flow" in context or at_end) and err.context_mark is not None:
-        # Unclosed brackets and quotes are found only at the end; point at where they were opened.
-        mark = err.context_mark
-        what = context.removeprefix("while parsing a ").removeprefix("while scanning a ")
-        problem = f"this {what} is not closed ({problem})"
+    unclosed = _unclosed_flow(text) if ("flow" in context or "end of stream" in problem) else None
+    if unclosed is not None:
+        # The parser notices an unclosed bracket only at the end; point at where it was opened.
+        mark, bracket = unclosed
+        problem = f"'{bracket}' is not closed"
+    elif "end of stream" in problem and err.context_mark is not None:
+        mark = err.context_mark   # an unclosed quote: where it was opened
+        what = context.removeprefix("while scanning a ")
+        problem = f"this {what} is not closed"
     elif mark is not None and text[mark.index:mark.index + 1] == "\t":
         problem = "tab character: indent YAML with spaces"
     elif "block mapping" in context or "block collection" in context:
@@ -187,6 +190,22 @@ def _syntax_issue(typed: str, err: yaml.MarkedYAMLError, text: str) -> SpecIssue
         problem = f"{context}, {problem}"
     line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
     return SpecIssue(typed, line, column, "(document)", f"YAML syntax error: {problem}")
+
+
+def _unclosed_flow(text: str) -> tuple[yaml.Mark, str] | None:
+    """The innermost '[' or '{' still open where the text stops making sense, if any."""
+    stack: list[tuple[yaml.Mark, str]] = []
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if isinstance(token, yaml.FlowSequenceStartToken):
+                stack.append((token.start_mark, "["))
+            elif isinstance(token, yaml.FlowMappingStartToken):
+                stack.append((token.start_mark, "{"))
+            elif isinstance(token, (yaml.FlowSequenceEndToken, yaml.FlowMappingEndToken)) and stack:
+                stack.pop()
+    except yaml.YAMLError:
+        pass
+    return stack[-1] if stack else None
 
 
 def _reader_issue(typed: str, text: str, err: yaml.YAMLError) -> SpecIssue:

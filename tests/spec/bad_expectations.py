@@ -7,9 +7,9 @@ from __future__ import annotations
 EXPECTED: list[tuple[str, int, int, str, str]] = [
     # YAML syntax and the loader's safety rules
     ("yaml-tab", 4, 1, "(document)", "tab character: indent YAML with spaces"),
-    ("yaml-unclosed-bracket", 3, 6, "(document)", "flow sequence is not closed"),
+    ("yaml-unclosed-bracket", 3, 6, "(document)", "'[' is not closed"),
     ("yaml-bad-indent", 6, 4, "(document)", "check the indentation"),
-    ("yaml-unclosed-quote", 4, 11, "(document)", "quoted scalar is not closed"),
+    ("yaml-unclosed-quote", 4, 11, "(document)", "this quoted scalar is not closed"),
     ("yaml-multi-doc", 4, 1, "(document)", "only one YAML document per file"),
     ("yaml-empty", 1, 1, "(document)", "file is empty"),
     ("yaml-only-comment", 1, 1, "(document)", "file is empty"),
