@@ -94,7 +94,7 @@ class LockInfo:
 
 @dataclass(frozen=True)
 class DriftItemRecord:
-    key: str                        # object key, e.g. "host/gpu-01" or "vm/cad-ws-01"
+    key: str                        # object key, e.g. "host:gpu-01" or "vm:cad-ws-01"
     cls: str                        # drift class, e.g. "kernel-cmdline", "vm-devices"
     message: str
 

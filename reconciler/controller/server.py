@@ -29,9 +29,17 @@ class ServerError(ReconcilerError):
 
 
 class _DriftLike(Protocol):
+    """A drift item: the store's `DriftItemRecord` (`cls`) or the plan's `DriftItem` (`status`)."""
+
     key: str
-    cls: str
     message: str
+
+
+def _cls(item: _DriftLike) -> str:
+    value = getattr(item, "cls", None) or getattr(item, "status", None)
+    if not isinstance(value, str):
+        raise TypeError(f"drift item {item!r} has neither `cls` nor `status`")
+    return value
 
 
 @dataclass(frozen=True)
@@ -142,7 +150,7 @@ class ControllerState:
             if drift is not None:
                 seen = first_seen or {}
                 self._drift = tuple(
-                    DriftStatus(d.key, d.cls, d.message, seen.get((d.key, d.cls, d.message)))
+                    DriftStatus(d.key, _cls(d), d.message, seen.get((d.key, _cls(d), d.message)))
                     for d in drift)
 
     def apply_started(self, run_id: str, steps_total: int | None = None) -> None:
@@ -332,5 +340,5 @@ def drift_counts(items: Sequence[_DriftLike]) -> dict[str, int]:
     """Open drift items by class, as `ControllerMetrics.set_drift` takes them."""
     counts: dict[str, int] = {}
     for item in items:
-        counts[item.cls] = counts.get(item.cls, 0) + 1
+        counts[_cls(item)] = counts.get(_cls(item), 0) + 1
     return counts

@@ -18,7 +18,7 @@ def fast(url: str, **kw: object) -> WebhookNotifier:
 
 def test_events_arrive_in_order_with_the_documented_shape(receiver: Receiver) -> None:
     n = fast(receiver.url)
-    n.notify("drift.new", "lab:small", {"key": "host/gpu-01", "class": "kernel-cmdline"})
+    n.notify("drift.new", "lab:small", {"key": "host:gpu-01", "class": "kernel-cmdline"})
     n.notify("apply.started", "lab:small", {"run_id": "r-1"})
     n.notify("apply.finished", "lab:small", {"run_id": "r-1", "steps": 3})
     assert n.close(10) is True
@@ -27,7 +27,7 @@ def test_events_arrive_in_order_with_the_documented_shape(receiver: Receiver) ->
     first = receiver.received[0]
     assert set(first) == {"event", "at", "engine", "details"}
     assert first["engine"] == "lab:small" and first["at"].endswith("Z")
-    assert first["details"] == {"key": "host/gpu-01", "class": "kernel-cmdline"}
+    assert first["details"] == {"key": "host:gpu-01", "class": "kernel-cmdline"}
     assert receiver.headers[0]["Content-Type"] == "application/json"
     assert (n.sent, n.failed, n.dropped) == (3, 0, 0)
 
@@ -36,7 +36,7 @@ def test_failures_are_retried_until_delivered(receiver: Receiver) -> None:
     receiver.fail_first = 3
     n = fast(receiver.url, retries=5)
     n.notify("apply.failed", "lab:small", {"run_id": "r-2", "error": "host did not return"})
-    n.notify("drift.resolved", "lab:small", {"key": "vm/cad"})
+    n.notify("drift.resolved", "lab:small", {"key": "vm:cad"})
     assert n.close(10) is True
     assert receiver.attempts == 5           # 3 failures, then both delivered
     assert [e["event"] for e in receiver.received] == ["apply.failed", "drift.resolved"]

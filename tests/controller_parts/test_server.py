@@ -93,11 +93,11 @@ def test_status_reports_pass_drift_and_running_apply(served: Any) -> None:
     server, state, _ = served
     from datetime import datetime, timezone
     since = datetime(2026, 11, 25, 7, 0, tzinfo=timezone.utc)
-    cmdline = Drift("host/gpu-01", "kernel-cmdline", "intel_iommu=on not booted")
+    cmdline = Drift("host:gpu-01", "kernel-cmdline", "intel_iommu=on not booted")
     state.spec_loaded("rev-7")
     state.pass_started()
     state.pass_finished("error", 2.5, error="engine unreachable", drift=[cmdline],
-                        first_seen={("host/gpu-01", "kernel-cmdline", cmdline.message): since},
+                        first_seen={("host:gpu-01", "kernel-cmdline", cmdline.message): since},
                         trigger="resync")
     state.apply_started("r-20261125-081500-ab12", steps_total=4)
     state.apply_step("r-20261125-081500-ab12", "host-cycle gpu-01", steps_done=1)
@@ -110,7 +110,7 @@ def test_status_reports_pass_drift_and_running_apply(served: Any) -> None:
     assert doc["last_pass"]["duration"] == 2.5 and doc["last_pass"]["trigger"] == "resync"
     assert doc["last_pass"]["time"].endswith("Z")
     assert doc["drift"] == {"count": 1, "items": [{
-        "key": "host/gpu-01", "class": "kernel-cmdline", "message": "intel_iommu=on not booted",
+        "key": "host:gpu-01", "class": "kernel-cmdline", "message": "intel_iommu=on not booted",
         "since": "2026-11-25T07:00:00Z"}]}
     assert doc["apply"]["run_id"] == "r-20261125-081500-ab12"
     assert doc["apply"]["step"] == "host-cycle gpu-01"
@@ -188,8 +188,9 @@ def test_concurrent_requests_while_the_loop_writes(served: Any) -> None:
         i = 0
         while not stop.is_set():
             state.pass_started()
-            state.pass_finished("ok", 0.01, drift=[Drift(f"host/{i}", "c", "m")])
+            state.pass_finished("ok", 0.01, drift=[Drift(f"host:{i}", "c", "m")])
             i += 1
+            time.sleep(0.001)
 
     t = threading.Thread(target=writer)
     t.start()
@@ -222,3 +223,19 @@ def test_stop_is_idempotent_and_frees_the_port() -> None:
     again = ControllerServer(state, metrics, port=port).start()
     assert get(again, "/healthz")[0] == 503
     again.stop()
+
+
+def test_status_takes_the_plans_drift_items(served: Any) -> None:
+    from reconciler.plan.result import DriftItem
+    server, state, metrics = served
+    items = [DriftItem("host:gpu-01", "drift", "intel_iommu=on missing"),
+             DriftItem("vm:cad", "blocked", "no free M60 instance"),
+             DriftItem("vm:render", "drift", "console is SPICE")]
+    state.pass_finished("drift", 1.0, drift=items)
+    metrics.set_drift(drift_counts(items))
+    doc = json.loads(get(server, "/status")[2])
+    assert [(i["key"], i["class"]) for i in doc["drift"]["items"]] == [
+        ("host:gpu-01", "drift"), ("vm:cad", "blocked"), ("vm:render", "drift")]
+    s = samples(get(server, "/metrics")[2])
+    assert s[("gpu_reconciler_drift_items", (("class", "drift"),))] == 2
+    assert s[("gpu_reconciler_drift_items", (("class", "blocked"),))] == 1

@@ -65,7 +65,7 @@ from reconciler.store import Store
 s = Store(sys.argv[1])
 run = s.start_run("apply", "lab:small", who="ops")
 s.acquire_lock("lab:small", run, who="ops")
-s.journal_begin(run, "s1", "host/gpu-01", "host-cycle", "host-reboot")
+s.journal_begin(run, "s1", "host:gpu-01", "host-cycle", "host-reboot")
 print(run, flush=True)
 time.sleep(60)
 """

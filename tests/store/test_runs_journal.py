@@ -54,7 +54,7 @@ def test_history_survives_reopening(db_path: Path) -> None:
 
 def test_journal_records_before_and_after(store: Store) -> None:
     run_id = store.start_run("apply", "lab:small")
-    entry = store.journal_begin(run_id, "s1", "host/gpu-01", "set-kernel-cmdline", "host-reboot",
+    entry = store.journal_begin(run_id, "s1", "host:gpu-01", "set-kernel-cmdline", "host-reboot",
                                 {"before": "quiet", "after": "quiet intel_iommu=on"})
     (begun,) = store.journal(run_id)
     assert begun.entry_id == entry and begun.outcome is None and begun.finished_at is None
@@ -65,7 +65,7 @@ def test_journal_records_before_and_after(store: Store) -> None:
     assert (ended.outcome, ended.message, ended.duration) == ("ok", "verified", 1.5)
     assert ended.finished_at is not None
 
-    second = store.journal_begin(run_id, "s2", "vm/cad", "attach-host-device", "vm-restart")
+    second = store.journal_begin(run_id, "s2", "vm:cad", "attach-host-device", "vm-restart")
     store.journal_end(second, "skipped", "VM is running")
     assert [(e.step_id, e.outcome) for e in store.journal(run_id)] == [("s1", "ok"),
                                                                       ("s2", "skipped")]
@@ -74,7 +74,7 @@ def test_journal_records_before_and_after(store: Store) -> None:
 
 def test_journal_rejects_bad_input(store: Store) -> None:
     run_id = store.start_run("apply", "lab:small")
-    entry = store.journal_begin(run_id, "s1", "host/a", "x", "none")
+    entry = store.journal_begin(run_id, "s1", "host:a", "x", "none")
     with pytest.raises(ValueError, match="step outcome"):
         store.journal_end(entry, "maybe")  # type: ignore[arg-type]
     store.journal_end(entry, "failed", "engine said 409")
@@ -83,24 +83,24 @@ def test_journal_rejects_bad_input(store: Store) -> None:
     with pytest.raises(StoreError, match="no journal entry"):
         store.journal_end(99999, "ok")
     with pytest.raises(StoreError, match="no run 'r-ghost'"):
-        store.journal_begin("r-ghost", "s1", "host/a", "x", "none")
+        store.journal_begin("r-ghost", "s1", "host:a", "x", "none")
 
 
 def test_unfinished_steps_after_a_crash(db_path: Path) -> None:
     # The crashed run: begins two steps, ends one, then its process "dies" (store dropped).
     crashed = Store(db_path)
     dead_run = crashed.start_run("apply", "lab:small")
-    ok = crashed.journal_begin(dead_run, "s1", "host/gpu-01", "write-modprobe", "host-reboot")
+    ok = crashed.journal_begin(dead_run, "s1", "host:gpu-01", "write-modprobe", "host-reboot")
     crashed.journal_end(ok, "ok")
-    crashed.journal_begin(dead_run, "s2", "host/gpu-01", "host-cycle", "host-reboot",
+    crashed.journal_begin(dead_run, "s2", "host:gpu-01", "host-cycle", "host-reboot",
                           {"phase": "install"})
     other_engine = crashed.start_run("apply", "lab:other")
-    crashed.journal_begin(other_engine, "s1", "host/x", "host-cycle", "host-reboot")
+    crashed.journal_begin(other_engine, "s1", "host:x", "host-cycle", "host-reboot")
     crashed.close()
 
     with Store(db_path) as s:
         next_run = s.start_run("apply", "lab:small")
-        mine = s.journal_begin(next_run, "s1", "host/gpu-01", "host-cycle", "host-reboot")
+        mine = s.journal_begin(next_run, "s1", "host:gpu-01", "host-cycle", "host-reboot")
         left = s.unfinished_steps("lab:small", exclude_run=next_run)
         assert [(e.run_id, e.step_id, e.detail) for e in left] == [
             (dead_run, "s2", {"phase": "install"})]
