@@ -332,6 +332,17 @@ class Store:
         return self._read("read the schema version",
                           lambda c: int(c.execute("PRAGMA user_version").fetchone()[0]))
 
+    def _close_thread_connection(self) -> None:
+        """Close the calling thread's connection (threads that end must not leak one)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        self._local.conn = None
+        with self._conns_guard:
+            if conn in self._conns:
+                self._conns.remove(conn)
+        conn.close()
+
     def close(self) -> None:
         """Close every connection this object opened (in any thread of this process)."""
         with self._conns_guard:
@@ -579,11 +590,13 @@ class Store:
         beater: threading.Thread | None = None
         if interval > 0:
             def beat() -> None:
-                while not stop.wait(interval):
-                    try:
+                try:
+                    while not stop.wait(interval):
                         self.heartbeat(engine_key, run_id)
-                    except ReconcilerError:
-                        return  # lost or unwritable: the holder sees it at release
+                except ReconcilerError:
+                    pass  # lost or unwritable: the holder sees it at its next store call
+                finally:
+                    self._close_thread_connection()
             beater = threading.Thread(target=beat, name=f"lock-heartbeat-{run_id}", daemon=True)
             beater.start()
         try:

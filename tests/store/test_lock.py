@@ -193,3 +193,11 @@ def test_a_reused_pid_is_recognised_by_its_start_time() -> None:
     assert mine is not None
     assert not process_gone(os.getpid(), mine)
     assert process_gone(os.getpid(), mine + 1)
+
+
+def test_the_heartbeat_thread_does_not_leak_connections(store: Store) -> None:
+    store.start_run("plan", ENGINE)        # this thread's connection
+    for i in range(5):
+        with store.lock(ENGINE, f"r-{i}", heartbeat_every=0.005):
+            time.sleep(0.02)
+    assert len(store._conns) == 1
