@@ -1,0 +1,121 @@
+"""Terminal rendering: actions grouped by host and VM with + ~ - markers, then blockers, pending
+items, drift, unmanaged use and notes, ending with the one-line summary.
+
+Colour only when asked (`use_color` decides for a stream: a TTY and no NO_COLOR).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TextIO
+
+from reconciler.plan.actions import Action
+from reconciler.plan.result import DriftItem, Plan
+
+ADD_KINDS = frozenset({"attach-host-device", "add-mediated-device", "set-console-vnc",
+                       "start-vm"})
+REMOVE_KINDS = frozenset({"detach-host-device", "remove-mediated-device", "stop-vm"})
+
+_COLORS = {"+": "32", "-": "31", "~": "33", "!": "1;31", "head": "1", "dim": "2"}
+
+
+def use_color(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
+    env = os.environ if environ is None else environ
+    if "NO_COLOR" in env:
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def marker(action: Action) -> str:
+    if action.kind in ADD_KINDS:
+        return "+"
+    if action.kind in REMOVE_KINDS:
+        return "-"
+    return "~"
+
+
+class _Paint:
+    def __init__(self, color: bool) -> None:
+        self.color = color
+
+    def __call__(self, style: str, text: str) -> str:
+        if not self.color:
+            return text
+        return f"\x1b[{_COLORS[style]}m{text}\x1b[0m"
+
+
+def _header(action: Action) -> str:
+    kind, name = action.target.split(":", 1)
+    title = f"{'Host' if kind == 'host' else 'VM'} {name}"
+    if action.wave is not None:
+        title += f" (wave {action.wave})"
+    return title + ":"
+
+
+def action_lines(plan: Plan, color: bool = False) -> list[str]:
+    paint = _Paint(color)
+    lines: list[str] = []
+    group = None
+    for action in plan.actions:
+        head = _header(action)
+        if head != group:
+            if lines:
+                lines.append("")
+            lines.append(paint("head", head))
+            group = head
+        mark = marker(action)
+        tail = f"[{action.disruption.value}, {action.reason.value}]"
+        lines.append(f"  {paint(mark, mark)} {action.kind}: {action.description} "
+                     f"{paint('dim', tail)}")
+        if action.before is not None or action.after is not None:
+            if action.kind not in ("write-modprobe-file",):
+                lines.append(f"      {_short(action.before)} -> {_short(action.after)}")
+        if action.note:
+            lines.append(f"      ({action.note})")
+    return lines
+
+
+def _short(value: str | None, width: int = 100) -> str:
+    if value is None:
+        return "(none)"
+    text = repr(value) if value == "" or " " in value else value
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+_TITLES = {"blocked": "Blocked", "pending": "Pending", "drift": "Drift",
+           "unmanaged": "Unmanaged (reported, never removed)"}
+
+
+def drift_lines(items: tuple[DriftItem, ...], color: bool = False) -> list[str]:
+    paint = _Paint(color)
+    lines: list[str] = []
+    for status in ("blocked", "pending", "drift", "unmanaged"):
+        chosen = [d for d in items if d.status == status]
+        if not chosen:
+            continue
+        if lines:
+            lines.append("")
+        lines.append(paint("head", f"{_TITLES[status]}:"))
+        sign = paint("!", "!") if status == "blocked" else "*"
+        for d in chosen:
+            where = f" ({d.location})" if d.location else ""
+            lines.append(f"  {sign} {d.key}: {d.message}{where}")
+    return lines
+
+
+def render_text(plan: Plan, color: bool = False) -> str:
+    paint = _Paint(color)
+    out: list[str] = []
+    out += action_lines(plan, color) or ["No changes. The fleet matches the spec."]
+    drift = drift_lines(plan.drift, color)
+    if drift:
+        out += [""] + drift
+    if plan.notes:
+        out += ["", paint("head", "Notes:")]
+        out += [f"  - {n.key}: {n.message}" for n in plan.notes]
+    if plan.summary.seats:
+        out += ["", paint("head", "vGPU seats (before -> after):")]
+        out += [f"  {s.mdev_type}: {s.before} -> {s.after}" for s in plan.summary.seats]
+    out += ["", paint("head", plan.summary.line())]
+    return "\n".join(out) + "\n"
