@@ -618,9 +618,11 @@ def _as_properties(params: dict[str, str]) -> list[types.Property]:
 
 
 def _mdevs(ctx: _Ctx, service: Any, vm: str) -> dict[str, dict[str, str]]:
-    devices = ctx.read(f"list mediated devices of vm {vm}",
-                       lambda: service.mediated_devices_service().list(headers=ctx.headers))
-    return {str(d.id): _spec_params(d) for d in devices or () if d.id}
+    # Read through the VM with `follow` (as the Admin Portal's vGPU dialog does): one request,
+    # and the inline <mediated_devices> element is what every engine version renders the same.
+    current = ctx.read(f"list mediated devices of vm {vm}",
+                       lambda: service.get(follow="mediated_devices", headers=ctx.headers))
+    return {str(d.id): _spec_params(d) for d in current.mediated_devices or () if d.id}
 
 
 def add_mediated_device(conn: sdk.Connection, vm: str, mdev_type: str, nodisplay: bool = False,
