@@ -324,7 +324,7 @@ class LabApi:
         e, r = self.engine, self.render
         if len(parts) == 3:
             if method == "GET":
-                return Reply(200, r.vm_mdevs(vm))
+                return Reply(200, r.vm_mdevs(vm, root="vm_mediated_devices"))
             self._only(method, "POST")
             dev = _read(body, types.VmMediatedDevice)
             assert isinstance(dev, types.VmMediatedDevice)

@@ -185,12 +185,13 @@ class LabEngine:
         self._thread: threading.Thread | None = None
         self._listeners: list[Callable[[], None]] = []
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        if (self.state_dir / STATE_FILE).exists():
-            self._load()
-        else:
-            self._seed()
-            self._dirty = True
-        self._index_all()
+        with self.lock:
+            if (self.state_dir / STATE_FILE).exists():
+                self._load()
+            else:
+                self._seed()
+                self._dirty = True
+            self._index_all()
 
     # ------------------------------------------------------------------ seeding and persistence
 

@@ -223,9 +223,11 @@ class Renderer:
     def vm_mdev(self, v: Vm, mdev_id: str) -> str:
         return writer.Writer.write(self._mdev_obj(v, mdev_id))
 
-    def vm_mdevs(self, v: Vm) -> str:
-        return self._cached(("vmmdevs", v.id), v.rev, lambda: writer.Writer.write(
-            [self._mdev_obj(v, m) for m in v.mdevs], root="mediated_devices"))
+    def vm_mdevs(self, v: Vm, root: str = "mediated_devices") -> str:
+        """Inline in a VM the element is <mediated_devices>; the collection is <vm_mediated_devices>."""
+        body = self._cached(("vmmdevs", v.id), v.rev, lambda: "".join(
+            writer.Writer.write(self._mdev_obj(v, m)) for m in v.mdevs))
+        return f"<{root}>{body}</{root}>"
 
     def _console_obj(self, v: Vm, protocol: str) -> types.GraphicsConsole:
         cid = hex_id(protocol)
