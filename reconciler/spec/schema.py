@@ -43,13 +43,15 @@ def check_document(doc: SpecDocument) -> list[SpecIssue]:
     return list(issues.values())
 
 
-def _issues(doc: SpecDocument, error: ValidationError) -> Iterator[SpecIssue]:
+def _issues(doc: SpecDocument, error: ValidationError,
+            foreign: dict[str, str] | None = None) -> Iterator[SpecIssue]:
+    """Issues of one error; `foreign` maps keys of the other oneOf forms to those forms' titles."""
     path: SpecPath = tuple(error.absolute_path)
     kind = error.validator
     if kind in ("oneOf", "anyOf") and error.context:
         yield from _branch_issues(doc, error)
     elif kind == "additionalProperties":
-        yield from _unknown_keys(doc, path, error)
+        yield from _unknown_keys(doc, path, error, foreign or {})
     elif kind == "propertyNames" or "propertyNames" in error.schema_path:
         # jsonschema reports a bad key as an error of the key's own value, at the mapping's path.
         bad = error.instance
@@ -57,7 +59,11 @@ def _issues(doc: SpecDocument, error: ValidationError) -> Iterator[SpecIssue]:
         yield doc.issue(path + (str(bad),), message, prefer_key=True)
     elif kind == "required":
         missing = error.message.split("'")[1] if "'" in error.message else "?"
-        yield doc.issue(path, f"missing required key '{missing}'", prefer_key=True)
+        if not _misspelt(missing, error):
+            yield doc.issue(path, f"missing required key '{missing}'", prefer_key=True)
+    elif kind == "uniqueItems":
+        where, message = _repeated(path, error.instance)
+        yield doc.issue(where, message)
     else:
         yield doc.issue(path, _value_message(error))
 
@@ -80,12 +86,22 @@ def _branch_issues(doc: SpecDocument, error: ValidationError) -> Iterator[SpecIs
         known = sum(1 for key in instance if key in props)
         return (known, -len(by_branch.get(index, ())))
 
+    path: SpecPath = tuple(error.absolute_path)
     if not by_branch:   # every branch matched (oneOf wants exactly one)
-        yield doc.issue(tuple(error.absolute_path), "matches more than one allowed form")
+        yield doc.issue(path, "matches more than one allowed form")
         return
     best = max(by_branch, key=fit)
+    if fit(best)[0] == 0:   # nothing hints at a form: name them all
+        forms = [f"{b.get('title', 'form').lower()} ({', '.join(b.get('required', []))})"
+                 for b in branches]
+        yield doc.issue(path, f"give a {' or a '.join(forms)}", prefer_key=True)
+        return
+    best_props = branches[best].get("properties", {})
+    foreign = {key: str(b.get("title", "form")).lower()
+               for i, b in enumerate(branches) if i != best
+               for key in b.get("properties", {}) if key not in best_props}
     for sub in by_branch[best]:
-        yield from _issues(doc, sub)
+        yield from _issues(doc, sub, foreign)
 
 
 def _branches(error: ValidationError) -> list[dict[str, Any]]:
@@ -99,16 +115,43 @@ def _branches(error: ValidationError) -> list[dict[str, Any]]:
     return resolved
 
 
-def _unknown_keys(doc: SpecDocument, path: SpecPath, error: ValidationError) -> Iterable[SpecIssue]:
+def _unknown_keys(doc: SpecDocument, path: SpecPath, error: ValidationError,
+                  foreign: dict[str, str]) -> Iterable[SpecIssue]:
     known = list(error.schema.get("properties", {}))
     instance = error.instance if isinstance(error.instance, dict) else {}
+    this_form = str(error.schema.get("title", "this form")).lower()
     for key in instance:
         if key in known or (path + (key,)) in _EXPLAINED_KEYS:
             continue
-        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-        hint = (f" (did you mean '{close[0]}'?)" if close
+        if key in foreign:
+            yield doc.issue(path + (key,), f"'{key}' belongs to a {foreign[key]}, not a "
+                                           f"{this_form}: give one or the other", prefer_key=True)
+            continue
+        close = _suggestion(key, known)
+        hint = (f" (did you mean '{close}'?)" if close
                 else f" (allowed: {', '.join(known)})" if known else "")
         yield doc.issue(path + (key,), f"unknown key '{key}'{hint}", prefer_key=True)
+
+
+def _suggestion(key: str, known: list[str]) -> str | None:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _misspelt(missing: str, error: ValidationError) -> bool:
+    """True when an unknown key of this mapping is a misspelling of `missing` (reported there)."""
+    known = list(error.schema.get("properties", {}))
+    instance = error.instance if isinstance(error.instance, dict) else {}
+    return any(key not in known and _suggestion(key, known) == missing for key in instance)
+
+
+def _repeated(path: SpecPath, items: object) -> tuple[SpecPath, str]:
+    seen: list[object] = []
+    for j, item in enumerate(items if isinstance(items, list) else []):
+        if item in seen:
+            return path + (j,), f"'{_short(item)}' is listed twice"
+        seen.append(item)
+    return path, "must not repeat an entry"
 
 
 def _schema_message(error: ValidationError, value: object) -> str | None:
@@ -146,8 +189,6 @@ def _value_message(error: ValidationError) -> str:
         return f"must be < {expected}"
     if kind == "minItems":
         return "must not be empty" if expected == 1 else f"needs at least {expected} items"
-    if kind == "uniqueItems":
-        return "must not repeat an entry"
     if kind == "minLength":
         return "must not be empty"
     if kind == "maxLength":

@@ -130,7 +130,7 @@ def _engine_access(doc: SpecDocument) -> Iterator[SpecIssue]:
     if isinstance(url, str) and url.lower().startswith("http://") and not insecure:
         yield doc.issue(("engine", "url"), "http:// sends the password in clear text: use "
                                            "https:// or set insecure: true")
-    if "caFile" not in engine and not insecure:
+    if "url" in engine and "caFile" not in engine and not insecure:
         yield doc.issue(("engine",), "missing 'caFile': TLS is verified against a CA file "
                                      "(set insecure: true to skip verification)", prefer_key=True)
 
@@ -144,7 +144,9 @@ def _profiles(doc: SpecDocument) -> Iterator[SpecIssue]:
     for i, profile in _items(doc, "hostProfiles"):
         base: SpecPath = ("hostProfiles", i)
         selector = profile.get("selector")
-        if isinstance(selector, dict) and not selector.get("cluster") and not selector.get("names"):
+        # An empty mapping is the schema's to report; `names: []` alone passes the schema.
+        if isinstance(selector, dict) and selector and not selector.get("cluster") \
+                and not selector.get("names"):
             yield doc.issue(base + ("selector",), "selector picks no hosts: give a cluster, "
                                                   "host names, or both")
         kernel = profile.get("kernel")

@@ -30,6 +30,8 @@ EXPECTED: list[tuple[str, int, int, str, str]] = [
     ("unknown-top-key", 3, 1, "vmz", "unknown key 'vmz' (did you mean 'vms'?)"),
     ("misspelled-top-key", 3, 1, "hostProfile",
      "unknown key 'hostProfile' (did you mean 'hostProfiles'?)"),
+    ("misspelt-apiversion", 1, 1, "apiVerison",
+     "unknown key 'apiVerison' (did you mean 'apiVersion'?)"),
     ("missing-engine", 1, 1, "engine", "no spec file gives 'engine'"),
     # engine
     ("engine-inline-password", 5, 3, "engine.password",
@@ -44,6 +46,12 @@ EXPECTED: list[tuple[str, int, int, str, str]] = [
     ("engine-insecure-string", 7, 13, "engine.insecure", "must be true or false, not 'no way'"),
     ("engine-lab-missing-fleet", 3, 3, "engine.lab", "missing required key 'fleet'"),
     ("engine-not-mapping", 2, 9, "engine", "must be a mapping"),
+    ("engine-empty", 2, 1, "engine",
+     "give a real engine (url, username, passwordFrom) or a lab engine (lab)"),
+    ("engine-mixed-forms", 4, 3, "engine.url",
+     "'url' belongs to a real engine, not a lab engine: give one or the other"),
+    # a misspelt required key is one issue (the did-you-mean), not also "missing"
+    ("engine-misspelt-url", 3, 3, "engine.ulr", "unknown key 'ulr' (did you mean 'url'?)"),
     # host access
     ("ssh-port-out-of-range", 4, 27, "hostAccess.ssh.port", "must be <= 65535"),
     ("ssh-concurrency-zero", 5, 18, "hostAccess.ssh.concurrency", "must be >= 1"),
@@ -66,6 +74,8 @@ EXPECTED: list[tuple[str, int, int, str, str]] = [
      "kernel argument must not contain whitespace"),
     ("kernel-arg-dollar", 7, 19, "hostProfiles[0].kernel.extraArgs[0]",
      "kernel argument must not contain whitespace, quotes or shell characters"),
+    ("kernel-pci-stub-repeated", 7, 43, "hostProfiles[0].kernel.pciStub[2]",
+     "'10de:11b4' is listed twice"),
     ("kernel-iommu-string", 7, 14, "hostProfiles[0].kernel.iommu", "must be true or false"),
     ("kernel-extra-contradicts-iommu", 8, 19, "hostProfiles[0].kernel.extraArgs[0]",
      "'intel_iommu=off' is managed by kernel.iommu"),
