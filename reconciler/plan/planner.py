@@ -8,7 +8,6 @@ linear in the size of the fleet.
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -605,8 +604,9 @@ def _drift_order(d: DriftItem) -> tuple[int, str, str]:
 
 
 def _mdev_params(mdev_type: str, nodisplay: bool, driver_params: str | None) -> str:
-    return json.dumps({"mdevType": mdev_type, "nodisplay": nodisplay,
-                       "driverParams": driver_params}, sort_keys=True)
+    """Human form of the full spec params of one mediated device."""
+    text = f"{mdev_type} nodisplay={'true' if nodisplay else 'false'}"
+    return text + (f" driverParams={driver_params}" if driver_params else "")
 
 
 def plan(desired: DesiredState, observed: Observed, applied: Mapping[str, str] | None = None
