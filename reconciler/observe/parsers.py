@@ -83,8 +83,9 @@ def parse_bls_entry(entry_id: str, text: str, grubenv: Mapping[str, str] | None 
                      options=expand_vars(" ".join(options), grubenv or {}))
 
 
-def parse_grubby_info(text: str) -> tuple[BootEntry, ...]:
-    """`grubby --info=ALL`: `index=N` starts an entry; values may be double-quoted."""
+def parse_grubby_info(text: str, grubenv: Mapping[str, str] | None = None) -> tuple[BootEntry, ...]:
+    """`grubby --info=ALL`: `index=N` starts an entry; values may be double-quoted. Variables left
+    in `args` ($tuned_params) are expanded from grubenv as GRUB would."""
     entries: list[dict[str, str]] = []
     for line in text.splitlines():
         line = line.strip()
@@ -104,7 +105,7 @@ def parse_grubby_info(text: str) -> tuple[BootEntry, ...]:
     for e in entries:
         kernel = e.get("kernel")
         result.append(BootEntry(id=e.get("id") or f"index-{e['index']}", kernel=kernel,
-                                options=" ".join(e.get("args", "").split())))
+                                options=expand_vars(e.get("args", ""), grubenv or {})))
     return tuple(result)
 
 

@@ -11,15 +11,19 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from reconciler.errors import ReconcilerError
 from reconciler.log import get_logger
 from reconciler.observe import parsers
-from reconciler.observe.facts import BootEntry, ModprobeFile, NvidiaSmiSummary, PciFunction, ProbeFacts
+from reconciler.observe.facts import (BootEntry, MdevParentType, ModprobeFile, NvidiaSmiSummary,
+                                      PciFunction, ProbeFacts)
 from reconciler.observe.parsers import ParseError
 from reconciler.observe.transport import Transport
 
 log = get_logger(__name__)
+T = TypeVar("T")
+D = TypeVar("D")
 
 MAX_OUTPUT = 8 * 1024 * 1024      # whole probe output
 MAX_FILE = 256 * 1024             # one file or command output
@@ -82,11 +86,13 @@ main() {
   printf '%s probe 1\n' "$M"
   f /proc/cmdline
   f /proc/sys/kernel/osrelease
-  for e in "$R"/boot/loader/entries/*.conf; do [ -f "$e" ] && f "${e#"$R"}"; done
+  bls=0
+  for e in "$R"/boot/loader/entries/*.conf; do [ -f "$e" ] && f "${e#"$R"}" && bls=1; done
   f /boot/grub2/grubenv
   f /etc/kernel/cmdline
   f /etc/default/grub
-  if has grubby; then c grubby grubby --info=ALL; fi
+  # grubby only where there are no BLS snippets to read (it reads the same entries, slower).
+  if [ $bls = 0 ] && has grubby; then c grubby grubby --info=ALL; fi
   for d in /etc/modprobe.d /run/modprobe.d /usr/local/lib/modprobe.d /usr/lib/modprobe.d /lib/modprobe.d; do
     [ -d "$R$d" ] || continue
     if [ "$d" = /lib/modprobe.d ] && [ "$R/lib/modprobe.d" -ef "$R/usr/lib/modprobe.d" ]; then continue; fi
@@ -116,8 +122,8 @@ main() {
   fi
 
   if has systemctl; then
-    c is-active systemctl is-active @SERVICE@
     c show systemctl show @SERVICE@ --no-pager -p LoadState -p ActiveState -p SubState
+    [ "$rc" = 0 ] || c is-active systemctl is-active @SERVICE@
   fi
 
   # PCI: display-class and NVIDIA functions, plus every member of their IOMMU groups.
@@ -254,7 +260,7 @@ class _Facts:
         self.host, self.dump = host, dump
         self.notes: list[str] = []
 
-    def guard(self, what: str, build: Callable[[], object], default: object = None) -> object:
+    def guard(self, what: str, build: Callable[[], T], default: D = None) -> T | D:  # type: ignore[assignment]
         try:
             return build()
         except (ParseError, ValueError, KeyError) as exc:
@@ -273,7 +279,7 @@ class _Facts:
         if bls:
             return tuple(bls)
         rc, out = d.commands.get("grubby", (127, ""))
-        return parsers.parse_grubby_info(out) if rc == 0 else ()
+        return parsers.parse_grubby_info(out, grubenv) if rc == 0 else ()
 
     def modprobe_files(self) -> tuple[ModprobeFile, ...]:
         confs = {p: t for p, t in self.dump.files.items() if "/modprobe.d/" in p}
@@ -311,7 +317,7 @@ class _Facts:
         base = f"/sys/bus/pci/devices/{address}"
         files, links = self.dump.files, self.dump.links
 
-        def attr(name: str, parse: Callable[[str], object]) -> object:
+        def attr(name: str, parse: Callable[[str], T]) -> T | None:
             text = files.get(f"{base}/{name}")
             if text is None or not text.strip():
                 return None
@@ -327,22 +333,22 @@ class _Facts:
             offers = self.guard(f"{address} creatable_vgpu_types",
                                 lambda: parsers.parse_creatable_vgpu_types(
                                     files[f"{base}/nvidia/creatable_vgpu_types"]), ())
-            creatable = tuple(f"nvidia-{type_id}" for type_id, _ in offers)  # type: ignore[union-attr]
+            creatable = tuple(f"nvidia-{type_id}" for type_id, _ in offers)
         return PciFunction(
             address=address,
-            class_code=attr("class", lambda t: parsers.parse_sysfs_hex(t, 6)),  # type: ignore[arg-type]
+            class_code=attr("class", lambda t: parsers.parse_sysfs_hex(t, 6)),
             # "10de", without 0x, as the engine's HostDevice spells PCI ids
-            vendor_id=attr("vendor", lambda t: parsers.parse_sysfs_hex(t, 4)[2:]),  # type: ignore[arg-type]
-            device_id=attr("device", lambda t: parsers.parse_sysfs_hex(t, 4)[2:]),  # type: ignore[arg-type]
+            vendor_id=attr("vendor", lambda t: parsers.parse_sysfs_hex(t, 4)[2:]),
+            device_id=attr("device", lambda t: parsers.parse_sysfs_hex(t, 4)[2:]),
             driver=link("driver"),
             iommu_group=int(group) if group and group.isdigit() else None,
-            sriov_totalvfs=attr("sriov_totalvfs", parsers.parse_sysfs_int),  # type: ignore[arg-type]
-            sriov_numvfs=attr("sriov_numvfs", parsers.parse_sysfs_int),  # type: ignore[arg-type]
+            sriov_totalvfs=attr("sriov_totalvfs", parsers.parse_sysfs_int),
+            sriov_numvfs=attr("sriov_numvfs", parsers.parse_sysfs_int),
             physfn=link("physfn"),
-            current_vgpu_type=attr("nvidia/current_vgpu_type", parsers.parse_sysfs_int),  # type: ignore[arg-type]
+            current_vgpu_type=attr("nvidia/current_vgpu_type", parsers.parse_sysfs_int),
             creatable_vgpu_types=creatable)
 
-    def mdev_types(self) -> tuple:
+    def mdev_types(self) -> tuple[MdevParentType, ...]:
         by_type: dict[tuple[str, str], dict[str, str]] = {}
         for path, text in self.dump.files.items():
             if not path.startswith("/sys/class/mdev_bus/"):
@@ -371,7 +377,7 @@ class _Facts:
         active = self.guard("nvidia-smi vgpu", lambda: parsers.parse_nvidia_smi_vgpu(vgpu)) \
             if vrc == 0 else None
         return NvidiaSmiSummary(driver_version=summary.driver_version, gpus=summary.gpus,
-                                vgpus_active=active)  # type: ignore[arg-type]
+                                vgpus_active=active)
 
     def build(self, seconds: float) -> ProbeFacts:
         d = self.dump
@@ -379,21 +385,22 @@ class _Facts:
         proc = d.files.get("/proc/cmdline")
         return ProbeFacts(
             host=self.host,
-            proc_cmdline=g("/proc/cmdline", lambda: parsers.parse_proc_cmdline(proc)) if proc else None,  # type: ignore[arg-type]
-            boot_entries=g("boot entries", self.boot_entries, ()),  # type: ignore[arg-type]
+            proc_cmdline=g("/proc/cmdline", lambda: parsers.parse_proc_cmdline(proc or ""))
+            if proc else None,
+            boot_entries=g("boot entries", self.boot_entries, ()),
             etc_kernel_cmdline=parsers.parse_etc_kernel_cmdline(d.files["/etc/kernel/cmdline"])
             if "/etc/kernel/cmdline" in d.files else None,
             grub_cmdline_linux=g("/etc/default/grub", lambda: parsers.parse_default_grub(
-                d.files["/etc/default/grub"])) if "/etc/default/grub" in d.files else None,  # type: ignore[arg-type]
+                d.files["/etc/default/grub"])) if "/etc/default/grub" in d.files else None,
             modprobe_files=self.modprobe_files(),
-            initramfs_blacklist=g("initramfs", self.initramfs_blacklist),  # type: ignore[arg-type]
+            initramfs_blacklist=g("initramfs", self.initramfs_blacklist),
             loaded_modules=g("/proc/modules", lambda: parsers.parse_proc_modules(
-                d.files.get("/proc/modules", "")), ()),  # type: ignore[arg-type]
-            vgpu_manager_service=g(VGPU_SERVICE, self.service),  # type: ignore[arg-type]
+                d.files.get("/proc/modules", "")), ()),
+            vgpu_manager_service=g(VGPU_SERVICE, self.service),
             pci_functions=tuple(self.pci_function(a) for a in sorted(set(d.pci))),
             mdev_types=self.mdev_types(),
             iommu_enabled=None if d.iommu_groups is None else d.iommu_groups > 0,
-            nvidia_smi=g("nvidia-smi", self.nvidia_smi),  # type: ignore[arg-type]
+            nvidia_smi=g("nvidia-smi", self.nvidia_smi),
             seconds=seconds)
 
 

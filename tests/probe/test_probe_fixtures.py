@@ -158,3 +158,22 @@ def test_script_is_read_only_and_posix() -> None:
     for word in (" > ", ">>", " rm ", "mkdir", "tee ", "dd ", "mv ", "cp ", "echo 1", "chmod"):
         assert word not in script.replace("2>/dev/null", ""), word
     assert "#!/bin/bash" not in script and "[[" not in script
+
+
+def test_grubby_read_when_there_are_no_bls_snippets(copy_root: Callable[[str], Path]) -> None:
+    import shutil
+    root = copy_root("h100-passthrough")
+    shutil.rmtree(root / "boot/loader/entries")
+    f = probe(root)
+    assert [e.id for e in f.boot_entries] == [
+        "0d7c5e1fa2b34c6d8e9f0a1b2c3d4ee2-5.14.0-427.13.1.el9_4.x86_64",
+        "0d7c5e1fa2b34c6d8e9f0a1b2c3d4ee2-0-rescue"]
+    assert f.boot_entries[0].kernel == "/boot/vmlinuz-5.14.0-427.13.1.el9_4.x86_64"
+    assert f.boot_entries[0].options.endswith("vfio-pci.ids=10de:2331")
+
+
+def test_service_falls_back_to_is_active(copy_root: Callable[[str], Path]) -> None:
+    root = copy_root("l40s-sriov")
+    write(root, "usr/bin/systemctl",
+          '#!/bin/sh\ncase "$1" in is-active) echo failed; exit 3 ;; *) exit 1 ;; esac\n', 0o755)
+    assert probe(root).vgpu_manager_service == "failed"
