@@ -271,6 +271,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 64   # probes and scrapes arrive together; the stdlib default is 5
 
     def __init__(self, address: tuple[str, int], state: ControllerState,
                  metrics: ControllerMetrics) -> None:
