@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -33,10 +33,11 @@ class SpecPathError(ReconcilerError):
     """A path given on the command line does not exist or holds no spec files."""
 
 
-@dataclass(frozen=True)
-class Mark:
-    line: int      # 1-based
-    column: int    # 1-based
+class Mark(NamedTuple):
+    """A 1-based line and column. A tuple, not a dataclass: one is made per node, so it must be cheap."""
+
+    line: int
+    column: int
 
 
 @dataclass
@@ -271,6 +272,7 @@ class _Walker:
             self._check_tag(node, path, _SEQ_TAG)
             return [self.value(item, path + (i,)) for i, item in enumerate(node.value)]
         self._enter(node, path)
+        assert isinstance(node, yaml.ScalarNode)
         return self.scalar(node, path)
 
     def mapping(self, node: yaml.MappingNode, path: SpecPath) -> dict[str, Any]:

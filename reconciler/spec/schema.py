@@ -173,7 +173,7 @@ def _value_message(error: ValidationError) -> str:
         return custom
     if kind == "type":
         wanted = expected if isinstance(expected, list) else [expected]
-        words = " or ".join(_TYPE_WORDS.get(w, w) for w in wanted)
+        words = " or ".join(_TYPE_WORDS.get(str(w), str(w)) for w in wanted)
         return f"must be {words}, not {_describe(value)}"
     if kind == "enum":
         return f"must be one of: {', '.join(str(e) for e in expected)}"
@@ -199,7 +199,7 @@ def _value_message(error: ValidationError) -> str:
         return f"must have at most {expected} keys"
     if kind == "pattern":
         return f"'{_short(value)}' is not valid here"
-    return error.message
+    return str(error.message)
 
 
 def _describe(value: object) -> str:

@@ -100,7 +100,8 @@ def _device_claims(docs: Sequence[SpecDocument]) -> Iterator[SpecIssue]:
             devices = pt.get("devices")
             if not isinstance(devices, list):
                 continue
-            vm_name = vm.get("name") if isinstance(vm.get("name"), str) else f"vms[{i}]"
+            name = vm.get("name")
+            vm_name = name if isinstance(name, str) else f"vms[{i}]"
             for j, device in enumerate(devices):
                 if not isinstance(device, str) or not DEVICE_NAME.fullmatch(device):
                     continue
