@@ -234,13 +234,20 @@ def _ctx(conn: sdk.Connection, correlation_id: str | None, timing: Timing) -> _C
 # ---------------------------------------------------------------------------------------------
 # Lookups
 
-def _lookup(ctx: _Ctx, kind: str, ref: str) -> tuple[str, Any]:
-    """Return (id, entity) of the host or VM named (or identified by) `ref`."""
+def _lookup(ctx: _Ctx, kind: str, ref: str,
+            read: Callable[[str], Any] | None = None) -> tuple[str, Any]:
+    """Return (id, entity) of the host or VM named (or identified by) `ref`.
+
+    With `read`, return (id, read(id)) instead: an operation that only needs the id and reads
+    something else (the VM's devices) then costs no extra request once the id is cached.
+    """
     ref = _check(ref, _NAME, f"{kind} name or id")
     system = ctx.conn.system_service()
     collection = system.hosts_service() if kind == "host" else system.vms_service()
 
     def by_id(entity_id: str) -> Any:
+        if read is not None:
+            return read(entity_id)
         service = (collection.host_service(entity_id) if kind == "host"
                    else collection.vm_service(entity_id))
         return ctx.read(f"read {kind} {ref}", lambda: service.get(headers=ctx.headers))
@@ -262,7 +269,7 @@ def _lookup(ctx: _Ctx, kind: str, ref: str) -> tuple[str, Any]:
     if len(matches) > 1:
         raise ApplyError(f"{len(matches)} {kind}s are named {ref!r}; use the id")
     ctx.ids[key] = matches[0].id
-    return matches[0].id, matches[0]
+    return matches[0].id, matches[0] if read is None else read(matches[0].id)
 
 
 def _host_service(ctx: _Ctx, host_id: str) -> Any:
@@ -500,7 +507,7 @@ def pin_vm(conn: sdk.Connection, vm: str, host: str, affinity: str = "pinned", *
     if affinity not in _AFFINITIES:
         raise ApplyError(f"invalid affinity {affinity!r}: use one of {sorted(_AFFINITIES)}")
     ctx = _ctx(conn, correlation_id, timing)
-    host_id, _ = _lookup(ctx, "host", host)
+    host_id, _ = _lookup(ctx, "host", host, lambda i: None)   # only its id is needed
     vm_id, current = _lookup(ctx, "vm", vm)
     service = _vm_service(ctx, vm_id)
 
@@ -551,13 +558,14 @@ def attach_host_device(conn: sdk.Connection, vm: str, device_name: str, *,
     """
     _check(device_name, _DEVICE, "host device name")
     ctx = _ctx(conn, correlation_id, timing)
-    vm_id, _ = _lookup(ctx, "vm", vm)
+    vm_id, devices = _lookup(ctx, "vm", vm,
+                             lambda i: _attached(ctx, _vm_service(ctx, i), vm))
     service = _vm_service(ctx, vm_id)
 
     def attached(devices: dict[str, bool]) -> bool:
         return device_name in devices and not devices[device_name]
 
-    if attached(_attached(ctx, service, vm)):
+    if attached(devices):
         return _done(ctx, f"vm {vm}", f"host device {device_name} already attached", changed=False)
     ctx.call(f"attach host device {device_name} to vm {vm}",
              lambda: service.host_devices_service().add(types.HostDevice(name=device_name),
@@ -574,13 +582,14 @@ def detach_host_device(conn: sdk.Connection, vm: str, device_name: str, *,
     """Detach a host device; the engine keeps it as a placeholder while IOMMU siblings remain."""
     _check(device_name, _DEVICE, "host device name")
     ctx = _ctx(conn, correlation_id, timing)
-    vm_id, _ = _lookup(ctx, "vm", vm)
+    vm_id, devices = _lookup(ctx, "vm", vm,
+                             lambda i: _attached(ctx, _vm_service(ctx, i), vm))
     service = _vm_service(ctx, vm_id)
 
     def gone(devices: dict[str, bool]) -> bool:
         return device_name not in devices or devices[device_name]
 
-    if gone(_attached(ctx, service, vm)):
+    if gone(devices):
         return _done(ctx, f"vm {vm}", f"host device {device_name} not attached", changed=False)
     device_service = service.host_devices_service().device_service(device_name.encode().hex())
     try:
@@ -639,9 +648,8 @@ def add_mediated_device(conn: sdk.Connection, vm: str, mdev_type: str, nodisplay
     if instances is not None and (not isinstance(instances, int) or instances < 1):
         raise ApplyError(f"invalid instance count {instances!r}")
     ctx = _ctx(conn, correlation_id, timing)
-    vm_id, _ = _lookup(ctx, "vm", vm)
+    vm_id, before = _lookup(ctx, "vm", vm, lambda i: _mdevs(ctx, _vm_service(ctx, i), vm))
     service = _vm_service(ctx, vm_id)
-    before = _mdevs(ctx, service, vm)
     same = [i for i, p in before.items() if p == params]
     if instances is not None and len(same) >= instances:
         return _done(ctx, f"vm {vm}", f"already has {len(same)} x {mdev_type}", changed=False)
@@ -671,9 +679,9 @@ def remove_mediated_device(conn: sdk.Connection, vm: str, mdev_id: str, *,
     """Remove one mediated device from a VM; a device already gone is a no-op."""
     _check(mdev_id, _UUID, "mediated device id")
     ctx = _ctx(conn, correlation_id, timing)
-    vm_id, _ = _lookup(ctx, "vm", vm)
+    vm_id, current = _lookup(ctx, "vm", vm, lambda i: _mdevs(ctx, _vm_service(ctx, i), vm))
     service = _vm_service(ctx, vm_id)
-    if mdev_id not in _mdevs(ctx, service, vm):
+    if mdev_id not in current:
         return _done(ctx, f"vm {vm}", f"mediated device {mdev_id} not present", changed=False)
     device_service = service.mediated_devices_service().device_service(mdev_id)
     try:
@@ -696,9 +704,8 @@ def update_mediated_device(conn: sdk.Connection, vm: str, mdev_id: str, mdev_typ
     params = _mdev_params(mdev_type, nodisplay, driver_params)
     _check(mdev_id, _UUID, "mediated device id")
     ctx = _ctx(conn, correlation_id, timing)
-    vm_id, _ = _lookup(ctx, "vm", vm)
+    vm_id, current = _lookup(ctx, "vm", vm, lambda i: _mdevs(ctx, _vm_service(ctx, i), vm))
     service = _vm_service(ctx, vm_id)
-    current = _mdevs(ctx, service, vm)
     if mdev_id not in current:
         raise NotFoundOnEngine(f"vm {vm} has no mediated device {mdev_id}")
     if current[mdev_id] == params:
@@ -725,9 +732,10 @@ def add_vnc_console(conn: sdk.Connection, vm: str, *, correlation_id: str | None
                     timing: Timing = DEFAULT_TIMING) -> Outcome:
     """Give the VM a VNC graphics console (the console NVIDIA vGPU displays need)."""
     ctx = _ctx(conn, correlation_id, timing)
-    vm_id, _ = _lookup(ctx, "vm", vm)
+    vm_id, protocols = _lookup(ctx, "vm", vm,
+                               lambda i: _protocols(ctx, _vm_service(ctx, i), vm))
     service = _vm_service(ctx, vm_id)
-    if "vnc" in _protocols(ctx, service, vm):
+    if "vnc" in protocols:
         return _done(ctx, f"vm {vm}", "already has a VNC console", changed=False)
     ctx.call(f"add a VNC console to vm {vm}",
              lambda: service.graphics_consoles_service().add(

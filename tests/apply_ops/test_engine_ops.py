@@ -227,6 +227,8 @@ def test_pin_and_attach_host_device_with_iommu_sibling(lab, conn, mark) -> None:
     assert not ops.pin_vm(conn, "plain-01", "gpu-01", timing=FAST).changed
     assert not ops.attach_host_device(conn, "plain-01", "pci_0000_03_00_0", timing=FAST).changed
     assert m.mutating() == []
+    # Ids are cached per connection: each no-op is exactly its one read.
+    assert [r.method for r in m.records()] == ["GET", "GET"]
 
     assert ops.detach_host_device(conn, "plain-01", "pci_0000_03_00_0", timing=FAST).changed
     assert hostdevs(conn, "plain-01") == {}
