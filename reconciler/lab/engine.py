@@ -20,7 +20,7 @@ from typing import Any
 
 from reconciler.lab.faults import FaultConfig
 from reconciler.lab.fleet import LabDevice, LabFleet, LabHost
-from reconciler.lab.roots import HostRoots
+from reconciler.lab.roots import HostRoots, boot_devices
 
 STATE_FILE = "engine.json"
 STATE_FORMAT = 1
@@ -113,7 +113,7 @@ class Vm:
     hostdev_host_id: str | None = None                           # host the devices are resolved on
     host_devices: dict[str, bool] = field(default_factory=dict)  # device name -> placeholder
     mdevs: dict[str, dict[str, str]] = field(default_factory=dict)   # mdev uuid -> spec params
-    running_mdevs: list[list[str]] = field(default_factory=list)     # [type, gpu device name]
+    running_mdevs: list[list[str]] = field(default_factory=list)     # [type, gpu name, uuid]
     running_hostdevs: list[str] = field(default_factory=list)        # devices held on host_id
     op: str | None = None
     op_stage: int = 0
@@ -212,7 +212,9 @@ class LabEngine:
                 cpu_type=h.cpu_type, cpu_name=h.cpu_name, base_cmdline=h.base_cmdline,
                 custom_kernel_cmdline=h.custom_kernel_cmdline, stored_args=h.booted_custom_args,
                 booted_args=h.booted_custom_args,
-                reinstallation_required=h.custom_kernel_cmdline.split() != h.booted_custom_args.split(),
+                reinstallation_required=getattr(
+                    h, "reinstallation_required",
+                    h.custom_kernel_cmdline.split() != h.booted_custom_args.split()),
                 vgpu_placement=h.vgpu_placement, behaviour=h.behaviour)
         host_ids = {h.name: h.id for h in self.hosts.values()}
         for v in f.vms:
@@ -246,9 +248,7 @@ class LabEngine:
     def _ensure_host_index(self, host_id: str) -> None:
         if host_id in self._devices:
             return
-        host = self.hosts[host_id]
-        lab = self._fleet_hosts.get(host.name)
-        devices = {d.name: d for d in (lab.devices if lab else ())}
+        devices = {d.name: d for d in self._boot_devices(self.hosts[host_id])}
         self._devices[host_id] = devices
         groups: dict[int, list[str]] = {}
         for d in devices.values():
@@ -256,6 +256,27 @@ class LabEngine:
                 groups.setdefault(d.iommu_group, []).append(d.name)
         self._groups[host_id] = groups
         self._by_hex[host_id] = {hex_id(n): n for n in devices}
+
+    def _boot_devices(self, host: Host) -> tuple[LabDevice, ...]:
+        """The devices the engine lists for the host's current boot: from its root tree when it
+        has one, else from the fleet (re-expanded when it booted other args than the fleet's)."""
+        lab = self._fleet_hosts.get(host.name)
+        listed = self.roots.devices(self.lab_host(host)) if lab is not None else None
+        if listed is not None:
+            return listed
+        if lab is None:
+            return ()
+        if host.booted_args.split() != lab.booted_custom_args.split():
+            expanded = boot_devices(self.lab_host(host)) if getattr(lab, "gpus", ()) else None
+            if expanded is not None:
+                return expanded
+        return lab.devices
+
+    def _refresh_devices(self, host_id: str) -> None:
+        for index in (self._devices, self._groups, self._by_hex):
+            index.pop(host_id, None)
+        self._ensure_host_index(host_id)
+        self._touch_devices(host_id)
 
     def _index_all(self) -> None:
         for hid in self.hosts:
@@ -270,10 +291,11 @@ class LabEngine:
                 if not vm.running_mdevs and vm.mdevs and vm.op is None:
                     # A fleet seeds running vGPU VMs: place their instances as a start would.
                     alloc = self._allocate(vm, self.hosts[vm.host_id])
-                    vm.running_mdevs = alloc or []
+                    vm.running_mdevs = [[t, g, _uuid(vm.id, "run", str(i))]
+                                        for i, (t, g) in enumerate(alloc or [])]
                     if not vm.running_hostdevs and vm.hostdev_host_id == vm.host_id:
                         vm.running_hostdevs = [n for n, ph in vm.host_devices.items() if not ph]
-                for mtype, gpu in vm.running_mdevs:
+                for mtype, gpu, *_ in vm.running_mdevs:
                     usage = self._mdev_usage[vm.host_id].setdefault(gpu, [mtype, 0])
                     usage[1] += 1
                 if not vm.running_hostdevs and vm.hostdev_host_id == vm.host_id and vm.op is None:
@@ -373,10 +395,17 @@ class LabEngine:
             now = time.monotonic()
             while self._due and self._due[0][0] <= now:
                 _, _, kind, ident = heapq.heappop(self._due)
-                if kind == "host" and ident in self.hosts:
-                    self._step_host(self.hosts[ident])
-                elif kind == "vm" and ident in self.vms:
-                    self._step_vm(self.vms[ident])
+                try:
+                    if kind == "host" and ident in self.hosts:
+                        self._step_host(self.hosts[ident])
+                    elif kind == "vm" and ident in self.vms:
+                        self._step_vm(self.vms[ident])
+                except Exception as exc:  # noqa: BLE001 - a broken step must not stop the clock
+                    entity = self.hosts.get(ident) or self.vms.get(ident)
+                    if entity is not None:
+                        entity.op = None
+                    self._event(0, "error", f"Lab engine could not advance {kind} {ident}: "
+                                            f"{type(exc).__name__}: {exc}")
 
     def _run_clock(self) -> None:
         while True:
@@ -625,8 +654,13 @@ class LabEngine:
                 return
             # Host deploy: drop the previously applied args, add the configured ones.
             old, new = _split_args(h.stored_args), _split_args(h.custom_kernel_cmdline)
-            if old != new or self.roots.exists(h.name):
+            try:
                 self.roots.install(self.lab_host(h), remove=old, add=new)
+            except (OSError, ValueError) as exc:
+                h.status, h.op = "install_failed", None
+                self._touch(h)
+                self._event(505, "error", f"Host {h.name} installation failed. {exc}", host=h)
+                return
             h.stored_args = h.custom_kernel_cmdline
             h.reinstallation_required = False
             if args.get("reboot", True):
@@ -644,7 +678,7 @@ class LabEngine:
             h.booted_args = h.stored_args
             reported = self.roots.reboot(self.lab_host(h)) if self.roots.exists(h.name) else None
             h.reported_cmdline = reported
-            self._touch_devices(h.id)
+            self._refresh_devices(h.id)
         self._event(504, "normal", f"Host {h.name} installed", host=h)
         if args.get("activate", False):
             h.status, h.op, h.op_stage = "initializing", "activate", 0
@@ -937,10 +971,14 @@ class LabEngine:
                                        "scheduling constraints. See below for details:, "
                                        + ", ".join(reasons) + "]")
             vm.status, vm.host_id = "wait_for_launch", chosen.id
-            vm.running_mdevs = alloc or []
-            for mtype, gpu in vm.running_mdevs:
+            vm.running_mdevs = [[mtype, gpu, str(uuid.uuid4())] for mtype, gpu in alloc or []]
+            for mtype, gpu, mdev_uuid in vm.running_mdevs:
                 usage = self._mdev_usage[chosen.id].setdefault(gpu, [mtype, 0])
                 usage[0], usage[1] = mtype, usage[1] + 1
+                try:
+                    self.roots.create_mdev(self.lab_host(chosen), gpu, mtype, mdev_uuid, vm.name)
+                except ValueError:
+                    pass   # the host tree disagrees; the engine's own accounting stays authoritative
             vm.running_hostdevs = [n for n, ph in vm.host_devices.items()] if vm.host_devices else []
             for name in vm.running_hostdevs:
                 self._in_use[(chosen.id, name)] = vm.id
@@ -956,7 +994,11 @@ class LabEngine:
         host_id = vm.host_id
         if host_id:
             usage = self._mdev_usage.get(host_id, {})
-            for _mtype, gpu in vm.running_mdevs:
+            host = self.hosts[host_id]
+            for entry in vm.running_mdevs:
+                gpu = entry[1]
+                if len(entry) > 2:
+                    self.roots.remove_mdev(self.lab_host(host), entry[2])
                 if gpu in usage:
                     usage[gpu][1] -= 1
                     if usage[gpu][1] <= 0:

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 from reconciler.errors import ReconcilerError
-from reconciler.lab.fleet import LabHost
+from reconciler.lab.fleet import LabDevice, LabHost
 
 
 def _hosts_module() -> ModuleType | None:
@@ -60,3 +60,42 @@ class HostRoots:
         root = self.root(host)
         self._mod.reboot(root)
         return str(self._mod.proc_cmdline(root)).strip()
+
+    def devices(self, host: LabHost) -> tuple[LabDevice, ...] | None:
+        """The device list of a materialised host in its current boot, or None."""
+        if not self.available or not self.exists(host.name):
+            return None
+        assert self._mod is not None
+        lister = getattr(self._mod, "host_devices", None)
+        return tuple(lister(self.base / host.name)) if lister else None
+
+    def create_mdev(self, host: LabHost, gpu: str, mdev_type: str, uuid: str, vm: str) -> None:
+        """vdsm creates a vGPU instance at VM start; mirrored only on materialised roots."""
+        if not self.available or not self.exists(host.name):
+            return
+        assert self._mod is not None
+        create = getattr(self._mod, "create_mdev", None)
+        if create is not None:
+            create(self.base / host.name, self._mod.pci_address(gpu), mdev_type, uuid, vm)
+
+    def remove_mdev(self, host: LabHost, uuid: str) -> None:
+        if not self.available or not self.exists(host.name):
+            return
+        assert self._mod is not None
+        remove = getattr(self._mod, "remove_mdev", None)
+        if remove is None:
+            return
+        try:
+            remove(self.base / host.name, uuid)
+        except ValueError:
+            pass   # gone already (the host rebooted: vGPUs do not survive a boot)
+
+
+def boot_devices(host: LabHost) -> tuple[LabDevice, ...] | None:
+    """Devices of a not-materialised fleet host for the args it booted with (IOMMU groups and
+    driver bindings depend on the boot), when the fleet module can expand its GPUs."""
+    if not host.gpus:
+        return None
+    from reconciler.lab import fleet as fleet_mod
+    expand = getattr(fleet_mod, "expand_host", None)
+    return tuple(expand(host).devices) if expand else None

@@ -1,0 +1,38 @@
+"""Install with reboot goes through the simulated host root; untouched hosts get no tree."""
+from __future__ import annotations
+
+import ovirtsdk4 as sdk
+import ovirtsdk4.types as types
+import pytest
+
+from reconciler.lab.server import LabServer
+from tests.lab.conftest import wait_for
+
+hosts_mod = pytest.importorskip("reconciler.lab.hosts")
+
+
+def test_install_reboots_the_host_root(lab: LabServer, conn: sdk.Connection) -> None:
+    hosts = conn.system_service().hosts_service()
+    h = hosts.list(search="name=host2")[0]
+    svc = hosts.host_service(h.id)
+    assert not (lab.state_dir / "hosts").exists() or not any((lab.state_dir / "hosts").iterdir())
+    svc.update(types.Host(os=types.OperatingSystem(custom_kernel_cmdline="intel_iommu=on iommu=pt")))
+    svc.deactivate()
+    wait_for(lambda: svc.get().status == types.HostStatus.MAINTENANCE)
+    svc.install(reboot=True)
+    wait_for(lambda: svc.get().status == types.HostStatus.MAINTENANCE
+             and not svc.get().reinstallation_required)
+    root = lab.host_root("host2")
+    cmdline = hosts_mod.proc_cmdline(root).strip()
+    assert "intel_iommu=on" in cmdline.split() and "iommu=pt" in cmdline.split()
+    assert svc.get().os.reported_kernel_cmdline == cmdline
+    assert "intel_iommu=on" in hosts_mod.persisted_args(root)
+    assert svc.get().device_passthrough.enabled is True
+    # Only the host that was installed has a tree.
+    assert sorted(p.name for p in (lab.state_dir / "hosts").iterdir()) == ["host2"]
+    # Removing an arg takes it out of the boot entries on the next install.
+    svc.update(types.Host(os=types.OperatingSystem(custom_kernel_cmdline="intel_iommu=on")))
+    svc.install(reboot=True)
+    wait_for(lambda: svc.get().status == types.HostStatus.MAINTENANCE
+             and not svc.get().reinstallation_required)
+    assert "iommu=pt" not in hosts_mod.proc_cmdline(root).split()
