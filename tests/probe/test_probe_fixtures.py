@@ -177,3 +177,26 @@ def test_service_falls_back_to_is_active(copy_root: Callable[[str], Path]) -> No
     write(root, "usr/bin/systemctl",
           '#!/bin/sh\ncase "$1" in is-active) echo failed; exit 3 ;; *) exit 1 ;; esac\n', 0o755)
     assert probe(root).vgpu_manager_service == "failed"
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, float, bytes | str]]:
+    snap: dict[str, tuple[int, float, bytes | str]] = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        body: bytes | str = str(p.readlink()) if p.is_symlink() else (
+            p.read_bytes() if p.is_file() else b"")
+        snap[str(p.relative_to(root))] = (st.st_mode, st.st_mtime, body)
+    return snap
+
+
+def test_probe_changes_nothing_on_the_host(copy_root: Callable[[str], Path]) -> None:
+    root = copy_root("m60-mdev")
+    before = _snapshot(root)
+    assert probe(root).ok
+    assert _snapshot(root) == before
+
+
+def test_probe_of_this_machine_completes() -> None:
+    f = probe_host(LocalRootTransport("/"), "self", timeout=60)
+    assert f.status == "ok", f.reason
+    assert f.proc_cmdline
