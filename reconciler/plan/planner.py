@@ -129,6 +129,7 @@ class _Planner:
         expect_args: tuple[str, ...] = ()
         expect_absent: tuple[str, ...] = ()
         cmdline_edit = False
+        kernel_unbooted = False
 
         if hd.kernel is not None:
             cluster = self.clusters.get(host.cluster)
@@ -157,6 +158,7 @@ class _Planner:
                 if missing:
                     needs_boot.append("booted cmdline needs " + " ".join(missing))
                     if not cmdline_edit:
+                        kernel_unbooted = True
                         parts.append("kernel args configured but not booted: " + " ".join(missing))
                 elif cmdline_edit:
                     needs_boot.append("engine cmdline changes")
@@ -242,8 +244,13 @@ class _Planner:
                 else:
                     work.stop_vms = held
                     steps = ("deactivate", "install", "activate", "verify")
-                    desc = ("host cycle: " + " -> ".join(steps) +
-                            ("" if cmdline_edit else " (configured but not booted)"))
+                    if cmdline_edit:
+                        why = None
+                    elif kernel_unbooted:
+                        why = "configured but not booted"
+                    else:
+                        why = "boots the new initramfs / unloads blacklisted modules"
+                    desc = "host cycle: " + " -> ".join(steps) + (f" ({why})" if why else "")
                     verify = [Verification(key, "status", "eq", "up"),
                               Verification(key, "reinstallation_required", "eq", False)]
                     verify += [Verification(key, "booted_cmdline", "contains", t)
@@ -255,8 +262,7 @@ class _Planner:
                     work.cycle = HostCycle(
                         target=key, before=host.status, after="up",
                         disruption=Disruption.HOST_REBOOT, reason=reason, description=desc,
-                        verify=tuple(verify), note=None if cmdline_edit else
-                        "configured but not booted", steps=steps, expect_args=expect_args,
+                        verify=tuple(verify), note=why, steps=steps, expect_args=expect_args,
                         expect_absent=expect_absent, expect_modules_absent=modules_absent,
                         cmdline_edit=cmdline_edit)
         if parts:

@@ -68,7 +68,7 @@ def action_lines(plan: Plan, color: bool = False) -> list[str]:
         tail = f"[{action.disruption.value}, {action.reason.value}]"
         lines.append(f"  {paint(mark, mark)} {action.kind}: {action.description} "
                      f"{paint('dim', tail)}")
-        if action.before is not None or action.after is not None:
+        if action.before != action.after:
             if action.kind not in ("write-modprobe-file",):
                 lines.append(f"      {_short(action.before)} -> {_short(action.after)}")
         if action.note:

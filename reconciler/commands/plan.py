@@ -1,0 +1,71 @@
+"""`reconcile plan SPEC... [-o text|json|markdown] [--out FILE] [--detailed-exitcode] [--no-probe]`.
+
+Loads the spec, observes the fleet, plans, renders to stdout and optionally saves the plan for
+`reconcile apply FILE`. Exit codes: 0 success (with --detailed-exitcode: 0 no changes, 2 changes),
+1 on an error or when the plan has blockers.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CHANGES = 2
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "plan", help="show the actions that would make the fleet match the spec",
+        description="Observe the fleet and print the ordered, disruption-aware plan. Nothing is "
+                    "changed.")
+    parser.add_argument("specs", nargs="+", metavar="SPEC", help="spec files or folders")
+    parser.add_argument("-o", "--output", choices=["text", "json", "markdown"], default="text",
+                        help="text (default), JSON (schemas/plan.schema.json) or Markdown for a "
+                             "pull-request comment")
+    parser.add_argument("--out", metavar="FILE",
+                        help="also save the plan (with fingerprints) for `reconcile apply FILE`")
+    parser.add_argument("--detailed-exitcode", action="store_true",
+                        help="exit 0 when there are no changes, 2 when there are, 1 on error")
+    parser.add_argument("--no-probe", action="store_true",
+                        help="engine facts only; do not probe the hosts")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here so that `reconcile --help` stays fast and does not need the engine client.
+    from reconciler.errors import SpecError
+    from reconciler.observe.session import open_fleet
+    from reconciler.plan import plan
+    from reconciler.plan.render_json import render_json
+    from reconciler.plan.render_markdown import render_markdown
+    from reconciler.plan.render_text import render_text, use_color
+    from reconciler.plan.saved import save_plan
+    from reconciler.spec import load_desired
+
+    try:
+        desired = load_desired(args.specs)
+    except SpecError as err:
+        for issue in err.issues:
+            print(issue.format(), file=sys.stderr)
+        return EXIT_ERROR
+    with open_fleet(desired) as fleet:
+        observed = fleet.observe(probe=not args.no_probe)
+    result = plan(desired, observed)
+    if args.output == "json":
+        text = render_json(result)
+    elif args.output == "markdown":
+        text = render_markdown(result)
+    else:
+        text = render_text(result, color=use_color(sys.stdout))
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    if args.out:
+        save_plan(result, args.out)
+        print(f"plan saved to {args.out}", file=sys.stderr)
+    if result.blockers:
+        return EXIT_ERROR
+    if args.detailed_exitcode and result.has_changes:
+        return EXIT_CHANGES
+    return EXIT_OK
