@@ -1,0 +1,130 @@
+"""`reconcile lab serve|generate|reset|drift` and the embedded lab used by lab specs."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import ovirtsdk4 as sdk
+import ovirtsdk4.types as types
+import pytest
+
+from reconciler.cli import main
+from reconciler.lab import fleet as fleet_mod
+from reconciler.lab.embedded import embedded_lab, lab_state_dir
+from reconciler.lab.engine import LabEngine
+from reconciler.lab.fleet import LabDevice, LabHost, LabMdev, LabVm
+from reconciler.spec.model import EngineSpec
+from tests.lab.conftest import small_fleet
+
+REPO = Path(__file__).resolve().parents[2]
+needs_fleet_files = pytest.mark.skipif(
+    not (hasattr(fleet_mod, "dump_fleet") and hasattr(fleet_mod, "load_fleet")),
+    reason="fleet files are not available")
+
+
+def _fleet_file(tmp_path: Path) -> Path:
+    path = tmp_path / "small.yaml"
+    path.write_text(fleet_mod.dump_fleet(small_fleet()))
+    return path
+
+
+@needs_fleet_files
+def test_serve_prints_one_json_line_and_stops_on_sigterm(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "lab", "serve", "--fleet", str(_fleet_file(tmp_path)),
+         "--state", str(state), "--time-scale", "0.005"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        info = json.loads(proc.stdout.readline())
+        assert set(info) == {"url", "ca_file", "username", "password_file"}
+        pw_file = Path(info["password_file"])
+        assert pw_file.stat().st_mode & 0o777 == 0o600
+        conn = sdk.Connection(url=info["url"], username=info["username"],
+                              password=pw_file.read_text().strip(), ca_file=info["ca_file"])
+        assert len(conn.system_service().hosts_service().list()) == 3
+        conn.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert (state / "engine.json").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_serve_rejects_bad_faults(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["lab", "serve", "--fleet", "x", "--state", str(tmp_path), "--faults", "bogus=1"])
+    assert code == 1
+    assert "unknown fault 'bogus'" in capsys.readouterr().err
+
+
+@needs_fleet_files
+def test_generate_writes_a_loadable_fleet(tmp_path: Path) -> None:
+    if not hasattr(fleet_mod, "generate_fleet"):
+        pytest.skip("fleet generator not available")
+    out = tmp_path / "gen.yaml"
+    assert main(["lab", "generate", "--hosts", "3", "--gpus-per-host", "2", "--vms", "4",
+                 "-o", str(out)]) == 0
+    fleet = fleet_mod.load_fleet(out)
+    assert len(fleet.hosts) == 3 and len(fleet.vms) == 4
+
+
+def _drift_fleet() -> object:
+    base = small_fleet()
+    gpu = LabDevice("pci_0000_3b_00_0", iommu_group=30, product_id="1eb8")
+    host = LabHost("h1", "Default", "Intel Cascadelake Server Family", "Xeon", devices=(gpu,),
+                   custom_kernel_cmdline="intel_iommu=on rdblacklist=nouveau")
+    vms = (LabVm("pass", "Default", pinned_hosts=("h1",), host_devices=("pci_0000_3b_00_0",)),
+           LabVm("vgpu", "Default", mediated_devices=(LabMdev("nvidia-222"),)))
+    return type(base)("drift", base.clusters, (host,), vms)
+
+
+def test_drift_and_reset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                         capsys: pytest.CaptureFixture[str]) -> None:
+    fleet = _drift_fleet()
+    monkeypatch.setattr("reconciler.commands.lab._load_fleet", lambda _name: fleet)
+    state = tmp_path / "st"
+    base = ["lab", "drift", "--fleet", "drift", "--state", str(state)]
+    assert main(base + ["--kind", "kernel-args", "--host", "h1"]) == 0
+    assert main(base + ["--kind", "device-detached"]) == 0
+    assert main(base + ["--kind", "vgpu-removed", "--vm", "vgpu"]) == 0
+    assert main(base + ["--kind", "device-detached"]) == 1      # nothing left to detach
+    assert "no VM with host devices" in capsys.readouterr().err
+    engine = LabEngine(fleet, state)   # type: ignore[arg-type]
+    h = engine.host_by_name("h1")
+    assert h.custom_kernel_cmdline == "intel_iommu=on" and h.reinstallation_required
+    assert engine.vm_by_name("pass").host_devices == {}
+    assert engine.vm_by_name("vgpu").mdevs == {}
+    assert main(["lab", "reset", "--state", str(state)]) == 0
+    assert not state.exists()
+    (tmp_path / "precious").mkdir()
+    assert main(["lab", "reset", "--state", str(tmp_path / "precious")]) == 1
+
+
+@needs_fleet_files
+def test_embedded_lab_continues_across_runs(tmp_path: Path) -> None:
+    spec = EngineSpec(lab_fleet=str(_fleet_file(tmp_path)))
+    root = tmp_path / "labs"
+    assert lab_state_dir(spec, root) == root / "small"
+    with embedded_lab(spec, root) as lab:
+        conn = sdk.Connection(url=lab.url, username=lab.username, password=lab.password,
+                              ca_file=str(lab.ca_file))
+        hosts = conn.system_service().hosts_service()
+        h = hosts.list(search="name=host2")[0]
+        hosts.host_service(h.id).update(types.Host(os=types.OperatingSystem(
+            custom_kernel_cmdline="intel_iommu=on")))
+        conn.close()
+    with embedded_lab(spec, root) as lab:
+        conn = sdk.Connection(url=lab.url, username=lab.username, password=lab.password,
+                              ca_file=str(lab.ca_file))
+        again = conn.system_service().hosts_service().host_service(h.id).get()
+        assert again.os.custom_kernel_cmdline == "intel_iommu=on"
+        conn.close()
+    explicit = EngineSpec(lab_fleet="demo", lab_state=tmp_path / "mine")
+    assert lab_state_dir(explicit) == tmp_path / "mine"
+    assert lab_state_dir(explicit, tmp_path / "mine") == tmp_path / "mine"
