@@ -27,6 +27,7 @@ _SCALAR_TAGS = frozenset(_TAG + t for t in ("str", "int", "float", "bool", "null
 _MAP_TAG = _TAG + "map"
 _SEQ_TAG = _TAG + "seq"
 _MAX_FILE_BYTES = 16 * 1024 * 1024   # a spec is text a person wrote; refuse anything absurd
+_MAX_DEPTH = 32                      # a spec nests about 6 levels; deeper is junk (and recursion)
 
 
 class SpecPathError(ReconcilerError):
@@ -94,7 +95,10 @@ def expand_paths(paths: Sequence[str]) -> list[tuple[str, Path]]:
     for typed in paths:
         p = Path(typed).expanduser()
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.suffix in (".yaml", ".yml") and f.is_file())
+            # Hidden folders hold other tools' YAML (.git, .github, lab state): never specs.
+            files = sorted(f for f in p.rglob("*") if f.suffix in (".yaml", ".yml")
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                           and f.is_file())
             if not files:
                 raise SpecPathError(f"{typed}: no *.yaml or *.yml files in this directory")
             found.extend((os.path.join(typed, str(f.relative_to(p))), f) for f in files)
@@ -104,7 +108,11 @@ def expand_paths(paths: Sequence[str]) -> list[tuple[str, Path]]:
             raise SpecPathError(f"{typed}: not a regular file or directory")
         else:
             raise SpecPathError(f"{typed}: no such file or directory")
-    return found
+    # A file named twice (`specs specs/vms.yaml`) is one file, not a clash with itself.
+    unique: dict[Path, tuple[str, Path]] = {}
+    for typed, real in found:
+        unique.setdefault(real.resolve(), (typed, real))
+    return list(unique.values())
 
 
 def load_document(typed: str, path: Path) -> SpecDocument | SpecIssue:
@@ -158,6 +166,9 @@ def _compose(typed: str, path: Path, text: str) -> SpecDocument:
         raise _LoadFailed(_syntax_issue(typed, err, text)) from None
     except yaml.YAMLError as err:   # ReaderError: a character YAML does not allow
         raise _LoadFailed(_reader_issue(typed, text, err)) from None
+    except RecursionError:          # only the pure-Python composer recurses per nesting level
+        raise _LoadFailed(SpecIssue(typed, 1, 1, "(document)",
+                                    f"nested more than {_MAX_DEPTH} levels deep")) from None
     finally:
         loader.dispose()
     if not isinstance(root, yaml.MappingNode) or root.tag != _MAP_TAG:
@@ -264,6 +275,8 @@ class _Walker:
         return 1, 1
 
     def value(self, node: yaml.Node, path: SpecPath) -> Any:
+        if len(path) > _MAX_DEPTH:
+            self._fail(node, path[:_MAX_DEPTH], f"nested more than {_MAX_DEPTH} levels deep")
         self.doc.values[path] = self._mark(node)
         if isinstance(node, yaml.MappingNode):
             return self.mapping(node, path)

@@ -23,6 +23,7 @@ EXPECTED: list[tuple[str, int, int, str, str]] = [
     ("yaml-custom-tag", 4, 11, "vms[0].name", "tag '!vault' is not allowed"),
     ("yaml-alias-bomb", 4, 9, "x1[0]", "YAML aliases (*name) are not supported"),
     ("yaml-control-char", 4, 14, "(document)", "character '\\x07' is not allowed"),
+    ("yaml-deep-nesting", 3, 38, "vms" + "[0]" * 31, "nested more than 32 levels deep"),
     ("not-utf8", 4, 14, "(document)", "not UTF-8 text (byte 0xe9)"),
     # top level
     ("missing-apiversion", 1, 1, "(document)", "missing required key 'apiVersion'"),

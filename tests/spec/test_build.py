@@ -154,3 +154,36 @@ def test_nouveau_options_with_blacklist_are_fine(tmp_path, write) -> None:
                            "    kernel: {iommu: false, extraArgs: [iommu=pt]}\n"
                            "    modprobe: {blacklist: [nouveau], options: {nouveau: [modeset=0]}}\n")
     assert validate_paths([str(spec)]) == []
+
+
+def test_hidden_folders_are_skipped_and_files_named_twice_count_once(tmp_path, write) -> None:
+    write("spec/engine.yaml", "apiVersion: gpu-reconciler/v1\nengine: {lab: {fleet: demo}}\n")
+    write("spec/.github/workflows/ci.yml", "on: push\n")
+    write("spec/.reconciler/lab/demo/state.yaml", "hosts: []\n")
+    vms = write("spec/vms.yaml", VMS)
+    state = load_desired([str(tmp_path / "spec"), str(vms)])
+    assert state.sources == (str(tmp_path / "spec" / "engine.yaml"),
+                             str(tmp_path / "spec" / "vms.yaml"))
+    assert len(state.vms) == 2
+
+
+def test_pure_python_loader_gives_the_same_answers(tmp_path, write, monkeypatch) -> None:
+    import yaml
+
+    from reconciler.spec import load as load_module
+    spec = write("s.yaml", "apiVersion: gpu-reconciler/v1\nengine: {lab: {fleet: demo}}\n"
+                           "vms: [{name: a, vgpu: {type: nvidia-22}}, {name: a}]\nx: &y [1]\n"
+                           "z: *y\n")
+    alias = write("a.yaml", "apiVersion: gpu-reconciler/v1\nx: *y\n")
+
+    def places() -> list[tuple[str, int, int, str]]:
+        # libyaml and PyYAML word syntax errors a little differently; places must agree.
+        return [(i.file, i.line, i.column, i.path) for i in
+                validate_paths([str(spec)]) + validate_paths([str(alias)])]
+    with_c = places()
+    assert [place[1:] for place in with_c] == [(5, 4, "z"), (2, 4, "(document)")]
+    monkeypatch.setattr(load_module, "_Loader", yaml.SafeLoader)
+    assert places() == with_c
+    deep = write("d.yaml", "apiVersion: gpu-reconciler/v1\nvms: " + "[" * 3000 + "]" * 3000 + "\n")
+    (issue,) = validate_paths([str(deep)])
+    assert issue.message == "nested more than 32 levels deep"
