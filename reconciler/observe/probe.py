@@ -243,6 +243,8 @@ def split_records(output: str, marker: str) -> ProbeDump:
         elif kind == "initramfs":
             dump.initramfs = arg
         elif kind == "iommu_groups":
+            if not arg.isdigit():
+                raise ParseError(f"probe output: bad iommu_groups count {arg[:20]!r}")
             dump.iommu_groups = int(arg)
         elif kind == "done":
             done = True

@@ -122,3 +122,17 @@ def test_ssh_missing_known_hosts_is_clear(tmp_path: Path) -> None:
     with pytest.raises(HostAccessError, match="host key for gpu-01 not in known_hosts"):
         t.run(["true"])
     assert not os.path.exists(tmp_path / "nope")
+
+
+def test_forged_or_broken_records_are_unknown() -> None:
+    from reconciler.observe.probe import parse_probe_output
+    from reconciler.observe.parsers import ParseError
+    m = "@@abc@@"
+    good = f"{m} probe 1\n{m} file /proc/cmdline\nro quiet\n\n{m} end\n{m} done\n".encode()
+    assert parse_probe_output("h", good, m).proc_cmdline == "ro quiet"
+    for bad in (f"{m} probe 1\n{m} file /proc/cmdline\nro\n{m} done\n",     # record not closed
+                f"{m} probe 1\n{m} iommu_groups many\n{m} done\n",
+                f"{m} probe 1\n{m} file /proc/cmdline\nro\n\n{m} end\n",      # no done: cut off
+                f"@@other@@ probe 1\n@@other@@ done\n"):                      # another marker
+        with pytest.raises(ParseError):
+            parse_probe_output("h", bad.encode(), m)
