@@ -57,12 +57,15 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
                    f"AuthorizedKeysFile {d / 'authorized_keys'}\nPidFile {d / 'sshd.pid'}\n"
                    "UsePAM no\nStrictModes no\nPasswordAuthentication no\n"
                    "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n")
+    # sshd's log goes to a file: a pipe nobody drains would block it once full.
+    log = (d / "sshd.log").open("wb")
     proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(cfg)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+                            stderr=log)
     deadline = time.monotonic() + 15
     while True:
         if proc.poll() is not None:
-            pytest.fail(f"sshd exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            log.close()
+            pytest.fail(f"sshd exited: {(d / 'sshd.log').read_text()}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             break
@@ -83,8 +86,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+        log.close()
 
 
 def _transport(s: SshServer, known_hosts: Path, root: str = "/") -> OpenSSHTransport:
