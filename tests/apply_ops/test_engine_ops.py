@@ -330,3 +330,16 @@ def test_correlation_id_reaches_engine_events(lab, conn) -> None:
     ops.set_vgpu_placement(conn, "gpu-01", "separated", correlation_id="apply-42", timing=FAST)
     events = conn.system_service().events_service().list(search="correlation_id=apply-42")
     assert events and all(e.correlation_id == "apply-42" for e in events)
+
+
+def test_stale_cached_id_is_looked_up_again(lab, conn) -> None:
+    # As if the VM had been re-created under its name since the id was cached.
+    ops._ID_CACHES.setdefault(conn, {})[("vm", "render-01")] = (
+        "00000000-0000-0000-0000-000000000000")
+    assert ops.add_vnc_console(conn, "render-01", timing=FAST).changed
+    assert ops._ID_CACHES[conn][("vm", "render-01")] == vm(conn, "render-01").id
+
+
+def test_unknown_id_is_not_found(lab, conn) -> None:
+    with pytest.raises(ops.NotFoundOnEngine, match="no vm with id"):
+        ops.add_vnc_console(conn, "00000000-0000-0000-0000-000000000000", timing=FAST)
