@@ -815,6 +815,7 @@ def reboot(root: Path) -> None:
     _save_json(root, VGPUS, {})
     _save_json(root, UNITS, {u: _unit_state(s) for u, s in boot.services})
     _write(root / "proc/cmdline", cmdline + "\n")
+    _write(root / "proc/sys/kernel/osrelease", kver + "\n")
     _write(root / "proc/modules", proc_modules(boot.modules))
     render_sys(root, record, boot)
 

@@ -98,3 +98,43 @@ def test_bad_fleet_files(tmp_path: Path, text: str, message: str) -> None:
     path.write_text(text)
     with pytest.raises(ReconcilerError, match=message):
         load_fleet(path)
+
+
+def test_hand_built_devices_round_trip(tmp_path: Path) -> None:
+    from reconciler.lab.fleet import (LabCluster, LabDevice, LabFleet, LabHost, LabMdevType,
+                                      fleet_from_dict, fleet_to_dict)
+    host = LabHost(name="h", cluster="c", cpu_type="Intel Cascadelake Server Family",
+                   cpu_name="x", devices=(LabDevice("computer", "system"), LabDevice(
+                       "pci_0000_05_00_0", iommu_group=3, driver="nvidia", vendor_id="10de",
+                       product_id="13f2", parent="computer",
+                       mdev_types=(LabMdevType("nvidia-18", "GRID M60-2Q", 4, "d"),))))
+    fleet = LabFleet("x", clusters=(LabCluster("c", "Intel Cascadelake Server Family"),),
+                     hosts=(host,))
+    assert fleet_from_dict(fleet_to_dict(fleet)) == fleet
+    # a root can still be made from the devices alone
+    from reconciler.lab import hosts
+    root = hosts.ensure_host_root(tmp_path / "h", host)
+    assert (root / "sys/bus/pci/devices/0000:05:00.0/device").read_text() == "0x13f2\n"
+
+
+def test_example_specs_name_demo_things(demo: LabFleet) -> None:
+    """The example specs for the lab refer only to hosts, VMs, devices and types of the demo."""
+    import yaml
+    root = Path(__file__).resolve().parents[2] / "specs" / "examples"
+    vms = {v.name for v in demo.vms}
+    devices = {(h.name, d.name) for h in demo.hosts for d in h.devices}
+    types = {t.name for h in demo.hosts for d in h.devices for t in d.mdev_types}
+    for name in ("lab.yaml", "lab-blocked.yaml"):
+        spec = yaml.safe_load((root / name).read_text())
+        assert spec["apiVersion"] == "gpu-reconciler/v1"
+        assert spec["engine"] == {"lab": {"fleet": "demo"}}
+        for vm in spec["vms"]:
+            assert vm["name"] in vms
+            if "passthrough" in vm:
+                for dev in vm["passthrough"]["devices"]:
+                    assert (vm["passthrough"]["host"], dev) in devices
+            if "vgpu" in vm:
+                assert vm["vgpu"]["type"] in types
+        for profile in spec["hostProfiles"]:
+            sel = profile["selector"]
+            assert sel["cluster"] in {c.name for c in demo.clusters}

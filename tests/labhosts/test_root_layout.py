@@ -66,6 +66,7 @@ def test_boot_files(host_root) -> None:
     assert hosts.persisted_args(root)[-2:] == ["intel_iommu=on", "rdblacklist=nouveau"]
     assert 'VERSION_ID="9.4"' in (root / "etc/os-release").read_text()
     assert (root / "sys/firmware/efi").is_dir()
+    assert (root / "proc/sys/kernel/osrelease").read_text() == f"{kver}\n"
 
 
 def test_modules_and_services(host_root) -> None:
