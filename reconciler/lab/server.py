@@ -209,6 +209,8 @@ class LabServer:
         self._tokens: dict[str, float] = {}
         self._token_lock = threading.Lock()
         self._httpd: _Server | None = None
+        self._warm_stop = threading.Event()
+        self._warm_thread: threading.Thread | None = None
         self._thread: threading.Thread | None = None
         self.engine: LabEngine | None = None
         self.api: LabApi
@@ -238,6 +240,10 @@ class LabServer:
             raise LabError(f"cannot listen on 127.0.0.1:{self.port}: {exc.strerror}") from None
         self.port = self._httpd.server_address[1]
         self.engine.start()
+        self._warm_stop.clear()
+        self._warm_thread = threading.Thread(target=self.api.render.warm, args=(self._warm_stop,),
+                                             name="lab-warm", daemon=True)
+        self._warm_thread.start()
         self._thread = threading.Thread(target=self._httpd.serve_forever,
                                         kwargs={"poll_interval": 0.1}, name="lab-http",
                                         daemon=True)
@@ -245,6 +251,10 @@ class LabServer:
         return self
 
     def stop(self) -> None:
+        self._warm_stop.set()
+        if self._warm_thread is not None:
+            self._warm_thread.join(timeout=10)
+            self._warm_thread = None
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -273,6 +283,14 @@ class LabServer:
     def request_log(self) -> list[RequestRecord]:
         with self._log_lock:
             return list(self._log)
+
+    def wait_warm(self, timeout: float | None = None) -> bool:
+        """Wait until the background serialisation of the fleet finished (benchmarks use it)."""
+        thread = self._warm_thread
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
 
     def clear_request_log(self) -> None:
         with self._log_lock:

@@ -1,0 +1,85 @@
+"""Lab engine at scale: 1,000 hosts x 8 GPUs and 10,000 VMs, listed through the real SDK.
+
+Prints one line per step with seconds and bytes, then the peak RSS of this process (server and
+client share it). Run: `python -m benchmarks.bench_lab [--hosts N --gpus-per-host G --vms M]`.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import ovirtsdk4 as sdk
+
+from reconciler.lab.fleet import generate_fleet
+from reconciler.lab.server import LabServer
+
+
+def _step(name: str, seconds: float, extra: str = "") -> None:
+    print(f"{name:<44} {seconds:8.3f} s  {extra}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--hosts", type=int, default=1000)
+    parser.add_argument("--gpus-per-host", type=int, default=8)
+    parser.add_argument("--vms", type=int, default=10000)
+    parser.add_argument("--rounds", type=int, default=2, help="list rounds (first is cold)")
+    parser.add_argument("--warm", action="store_true",
+                        help="wait for the background cache warm-up before listing")
+    args = parser.parse_args()
+
+    t = time.perf_counter()
+    fleet = generate_fleet(args.hosts, args.gpus_per_host, args.vms)
+    devices = sum(len(h.devices) for h in fleet.hosts)
+    _step("generate fleet", time.perf_counter() - t,
+          f"{len(fleet.hosts)} hosts, {devices} devices, {len(fleet.vms)} VMs")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp) / "state"
+        t = time.perf_counter()
+        lab = LabServer(fleet, state).start()
+        _step("load engine + start server (TLS)", time.perf_counter() - t)
+        try:
+            conn = sdk.Connection(url=lab.url, username=lab.username, password=lab.password,
+                                  ca_file=str(lab.ca_file))
+            conn.authenticate()
+            if args.warm:
+                t = time.perf_counter()
+                lab.wait_warm()
+                _step("background cache warm-up", time.perf_counter() - t)
+            for rnd in range(args.rounds):
+                label = "cold" if rnd == 0 and not args.warm else f"round {rnd + 1}"
+                for what, call in (
+                        ("hosts?follow=devices",
+                         lambda: conn.system_service().hosts_service().list(follow="devices")),
+                        ("vms?follow=host_devices,mediated_devices",
+                         lambda: conn.system_service().vms_service().list(
+                             follow="host_devices,mediated_devices"))):
+                    lab.clear_request_log()
+                    t = time.perf_counter()
+                    items = call()
+                    total = time.perf_counter() - t
+                    rec = lab.request_log[-1]
+                    _step(f"{what} ({label})", total,
+                          f"{len(items)} items, server {rec.seconds:.3f} s, "
+                          f"{rec.bytes_sent / 1e6:.1f} MB sent (gzip)")
+            conn.close()
+            t = time.perf_counter()
+            assert lab.engine is not None
+            lab.engine._dirty = True
+            lab.engine.save()
+            size = (state / "engine.json").stat().st_size
+            _step("save state (JSON, atomic)", time.perf_counter() - t, f"{size / 1e6:.1f} MB")
+        finally:
+            t = time.perf_counter()
+            lab.stop()
+            _step("stop", time.perf_counter() - t)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{'peak RSS':<44} {peak:8.1f} MB", flush=True)
+
+
+if __name__ == "__main__":
+    main()
