@@ -64,6 +64,8 @@ class _Planner:
         for h in sorted(observed.hosts, key=lambda h: h.name):
             self.hosts_by_cluster.setdefault(h.cluster, []).append(h)
         self.pools: dict[str, Pool] = {}
+        self.capacity_clusters: set[str] = set()
+        self.cluster_types: dict[str, frozenset[str]] = {}
         self.drift: list[DriftItem] = []
         self.notes: list[Note] = []
         self.depends: set[str] = set()
@@ -98,6 +100,15 @@ class _Planner:
             pool = build_pool((h.name, h.devices) for h in self.hosts_by_cluster.get(cluster, ()))
             self.pools[cluster] = pool
         return pool
+
+    def _cluster_types(self, cluster: str) -> frozenset[str]:
+        """vGPU types any GPU of the cluster offers (cheaper than a capacity pool)."""
+        types = self.cluster_types.get(cluster)
+        if types is None:
+            types = frozenset(t.name for h in self.hosts_by_cluster.get(cluster, ())
+                              for d in h.devices for t in d.mdev_types)
+            self.cluster_types[cluster] = types
+        return types
 
     def _probe(self, host: str) -> ProbeFacts | None:
         return self.probes.get(host)
@@ -271,12 +282,14 @@ class _Planner:
             self.host_work[host.name] = work
 
     def _pinned_vms(self, host: Host) -> list[Vm]:
-        """Running VMs on `host` that cannot migrate away (pinned or holding host devices)."""
+        """Running VMs on `host` that cannot migrate away (pinned, holding host devices, or
+        running vGPUs: the engine does not live-migrate a VM with mediated devices)."""
         out = []
         for vm in self.vms_on_host.get(host.name, ()):
             if _is_down(vm):
                 continue
-            if vm.affinity == "pinned" or any(not d.placeholder for d in vm.host_devices):
+            if vm.affinity == "pinned" or any(not d.placeholder for d in vm.host_devices) \
+                    or vm.mediated_devices:
                 out.append(vm)
         return sorted(out, key=lambda v: v.name)
 
@@ -480,11 +493,13 @@ class _Planner:
         assert spec.vgpu is not None
         key = f"vm:{vm.name}"
         want = spec.vgpu
-        for h in self.hosts_by_cluster.get(vm.cluster, ()):
-            self.depends.add(f"host:{h.name}")
-        pool = self._pool(vm.cluster)
-        if not pool.offers(want.type):
-            offered = pool.type_names()
+        if vm.cluster not in self.capacity_clusters:
+            # capacity depends on every host of the cluster
+            self.capacity_clusters.add(vm.cluster)
+            self.depends.update(f"host:{h.name}" for h in self.hosts_by_cluster.get(vm.cluster, ()))
+        offered_here = self._cluster_types(vm.cluster)
+        if want.type not in offered_here:
+            offered = sorted(offered_here)
             blockers.append(
                 f"vGPU type {want.type} is not offered by any GPU in cluster {vm.cluster}"
                 + checks.did_you_mean(want.type, offered)
