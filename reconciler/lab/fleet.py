@@ -402,7 +402,8 @@ def generate_fleet(hosts: int, gpus_per_host: int, vms: int, seed: int = 0) -> L
     clusters = tuple(
         LabCluster(f"gen-{i:03d}", "Secure AMD EPYC" if i % 4 == 1
                    else "Intel Cascadelake Server Family") for i in range(n_clusters))
-    kinds, weights = zip(*_HOST_KINDS)
+    kinds = [k for k, _ in _HOST_KINDS]
+    weights = [w for _, w in _HOST_KINDS]
     # Hosts of one kind share hardware layout and boot state, so their device lists are equal:
     # expand each combination once.
     templates: dict[tuple[Any, ...], LabHost] = {}
@@ -443,10 +444,8 @@ def generate_fleet(hosts: int, gpus_per_host: int, vms: int, seed: int = 0) -> L
     for h in host_list:
         by_cluster.setdefault(h.cluster, []).append(h)
     vm_list = []
-    for i in range(vms):
-        cluster = clusters[i % n_clusters] if hosts else None
-        if cluster is None:
-            break
+    for i in range(vms if hosts else 0):
+        cluster = clusters[i % n_clusters]
         members = by_cluster[cluster.name]
         host = members[rng.randrange(len(members))]
         kind = host_kind[host.name]

@@ -121,7 +121,9 @@ def cmd_lsinitrd(root: Path, argv: Sequence[str], out: Out, err: Out) -> int:
         return 0
     record = hosts.load_record(root)
     ikver = str(data["kver"])
-    args = " ".join(f"'{a}'" if not a.startswith("-") else a for a in data["dracut_args"])
+    dracut_args = data["dracut_args"]
+    assert isinstance(dracut_args, list)
+    args = " ".join(f"'{a}'" if not a.startswith("-") else a for a in dracut_args)
     total = sum(len(t.encode()) for t in files.values()) + 34 * 1024 * 1024
     out.write(f"Image: {image_arg}: {total // (1024 * 1024)}M\n{'=' * 72}\n"
               f"Version: dracut-{_DRACUT_VERSION.get(record.os_release, _DRACUT_VERSION['rhel9'])}"
@@ -417,7 +419,7 @@ def _gpus(root: Path) -> list[_Gpu]:
     active = hosts.active_mdevs(root)
     vgpus_path = root / hosts.VGPUS
     vfio = json.loads(vgpus_path.read_text()) if vgpus_path.exists() else {}
-    out = []
+    out: list[_Gpu] = []
     present = hosts.present_functions(record, boot)
     for f in sorted(present, key=lambda f: f.fn.address):
         m = record.gpu_model(f.fn)

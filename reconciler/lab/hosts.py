@@ -19,7 +19,7 @@ import re
 import shlex
 import shutil
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -179,7 +179,7 @@ def _kernel_of(base_cmdline: str) -> tuple[str, str]:
     raise ValueError("base_cmdline has no BOOT_IMAGE token")
 
 
-def _free_groups(used: set[int]) -> Iterable[int]:
+def _free_groups(used: set[int]) -> Iterator[int]:
     n = 0
     while True:
         if n not in used:
@@ -450,9 +450,8 @@ def available_instances(record: HostRecord, f: _Fn, mdev_type: LabMdevType,
         if any(a.mdev_type != mdev_type.name for a in on_gpu):
             return 0
         return max(mdev_type.max_instances - len(on_gpu), 0)
-    board_prefix = f.physfn
     m = record.gpu_model(f.fn)
-    vf_addresses = {catalogue.vf_address(board_prefix, i) for i in range(m.sriov_vfs if m else 0)}
+    vf_addresses = {catalogue.vf_address(f.physfn, i) for i in range(m.sriov_vfs if m else 0)}
     on_board = [a for a in active if a.parent in vf_addresses]
     if any(a.parent == f.fn.address for a in on_board):
         return 0
