@@ -80,7 +80,7 @@ def measure(kind: str, target: dict[str, Any]) -> tuple[float, int, int, int, in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, nargs="+", default=[10, 100, 1000])
-    parser.add_argument("--naive-max", type=int, default=1000,
+    parser.add_argument("--naive-max", type=int, default=100,
                         help="skip the N+1 walk for fleets larger than this many hosts")
     args = parser.parse_args()
 
