@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 
 from reconciler.observe.facts import HostDevice, MdevType
 
@@ -52,30 +53,59 @@ class Gpu:
         return self.locked is None and not self.full
 
 
-@dataclass
 class Pool:
-    gpus: list[Gpu] = field(default_factory=list)
+    """The GPUs of one cluster, indexed by the type they are locked to, plus the free ones.
+
+    Seats are always taken in (host, device) order, so reservations only ever exhaust a prefix of
+    each index: consumed entries are dropped from the front and a reservation costs what it takes.
+    """
+
+    def __init__(self, gpus: list[Gpu]) -> None:
+        self.gpus = gpus
+        self._locked: dict[str, deque[Gpu]] = {}
+        self._free: deque[Gpu] = deque()
+        self._types: set[str] = set()
+        for g in gpus:
+            self._types.update(g.available)
+            if g.locked is not None:
+                self._locked.setdefault(g.locked, deque()).append(g)
+            elif g.is_free():
+                self._free.append(g)
 
     def offers(self, mdev_type: str) -> bool:
-        return any(mdev_type in g.available for g in self.gpus)
+        return mdev_type in self._types
 
     def type_names(self) -> list[str]:
-        return sorted({n for g in self.gpus for n in g.available})
+        return sorted(self._types)
 
     def reserve(self, mdev_type: str, count: int) -> list[tuple[Gpu, int]] | None:
         """Take `count` seats of `mdev_type`; None (and nothing taken) when they do not fit."""
         if count <= 0:
             return []
+        locked = self._locked.setdefault(mdev_type, deque())
+        while locked and not locked[0].available.get(mdev_type, 0):
+            locked.popleft()
+        while self._free and not self._free[0].is_free():
+            self._free.popleft()
         plan: list[tuple[Gpu, int]] = []
         need = count
-        locked = [g for g in self.gpus if g.locked == mdev_type and g.available.get(mdev_type, 0)]
-        free = [g for g in self.gpus if g.is_free() and g.available.get(mdev_type, 0)]
-        for gpu in locked + free:
-            take = min(need, gpu.available[mdev_type])
-            plan.append((gpu, take))
-            need -= take
+        for gpu in locked:
+            take = min(need, gpu.available.get(mdev_type, 0))
+            if take:
+                plan.append((gpu, take))
+                need -= take
             if need == 0:
                 break
+        if need:
+            for gpu in self._free:
+                if not gpu.is_free():
+                    continue
+                take = min(need, gpu.available.get(mdev_type, 0))
+                if take:
+                    plan.append((gpu, take))
+                    need -= take
+                if need == 0:
+                    break
         if need:
             return None
         for gpu, take in plan:
@@ -84,6 +114,7 @@ class Pool:
                 for other in gpu.available:
                     if other != mdev_type:
                         gpu.available[other] = 0
+                locked.append(gpu)
             gpu.available[mdev_type] -= take
         return plan
 

@@ -7,6 +7,7 @@ fingerprinting a 1,000-host fleet cheap.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from enum import Enum
@@ -15,18 +16,26 @@ from typing import Any
 
 from reconciler.observe.facts import Host, ProbeFacts, Vm
 
-# Fields that change on every observation without the fleet changing (timings) or that only say
-# where a value was written: they must not make a plan stale.
-_VOLATILE = {ProbeFacts: ("seconds",)}
-_SKIP_ALWAYS = ("location",)
+# Fields that change on every observation without the fleet changing (timings), or that only say
+# where a value was written: they must not make a plan stale or a desired fingerprint differ.
+_VOLATILE: dict[type, tuple[str, ...]] = {ProbeFacts: ("seconds",)}
+_DROP_NAMES = ("location",)
+
+
+@functools.cache
+def _dropped(cls: type) -> frozenset[str] | None:
+    """Field names left out of `cls`'s canonical form; None when `cls` is not a dataclass."""
+    fields = getattr(cls, "__dataclass_fields__", None)
+    if fields is None:
+        return None
+    return frozenset(_VOLATILE.get(cls, ()) + tuple(n for n in _DROP_NAMES if n in fields))
 
 
 def _plain(obj: object) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        data = dict(vars(obj))
-        for name in _VOLATILE.get(type(obj), ()) + _SKIP_ALWAYS:
-            data.pop(name, None)
-        return data
+    drop = _dropped(type(obj))
+    if drop is not None:
+        data = obj.__dict__
+        return {k: v for k, v in data.items() if k not in drop} if drop else data
     if isinstance(obj, Enum):
         return obj.value
     if isinstance(obj, PurePath):

@@ -104,3 +104,7 @@ def test_markdown_is_cut_to_the_comment_limit_with_a_note() -> None:
     assert "Cut to fit GitHub's 65,536-character comment limit" in cut
     assert cut.startswith(full[:cut.index("<details>")])    # the summary table is never cut
     assert "Cut to fit" not in render_markdown(p)
+
+
+def test_plan_twice_gives_identical_json() -> None:
+    assert render_json(showcase()) == render_json(showcase())
