@@ -54,7 +54,7 @@ def _opts(argv: Sequence[str], with_value: set[str]) -> tuple[dict[str, list[str
 def _host_path(root: Path, path: str) -> Path:
     """A host-absolute path inside the root; never outside it."""
     p = (root / path.lstrip("/")).resolve()
-    if not str(p).startswith(str(root.resolve())):
+    if not p.is_relative_to(root.resolve()):
         raise Usage(f"{path}: outside the host")
     return p
 

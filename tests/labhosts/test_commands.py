@@ -169,3 +169,8 @@ def test_lspci(host_root, run) -> None:
                    "Controller [10de:0e0a] (rev a1)\n\tSubsystem: NVIDIA Corporation Device "
                    "[10de:1096]\n\tKernel driver in use: snd_hda_intel\n"
                    "\tKernel modules: snd_hda_intel\n")
+
+
+def test_lsinitrd_stays_inside_the_root(host_root, run) -> None:
+    result = run(host_root("amd-01"), "lsinitrd", "/../../../../etc/passwd")
+    assert result.returncode != 0 and "root:" not in result.stdout
