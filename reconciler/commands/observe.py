@@ -109,6 +109,10 @@ def kernel_views(desired: DesiredState, observed: Observed) -> dict[str, tuple[K
     return views
 
 
+def _or_dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
 def render_text(observed: Observed, desired: DesiredState | None = None) -> str:
     lines: list[str] = []
     gpu_count = sum(1 for h in observed.hosts for d in h.devices if is_gpu(d))
@@ -129,7 +133,7 @@ def render_text(observed: Observed, desired: DesiredState | None = None) -> str:
         for dev in (d for d in host.devices if is_gpu(d)):
             used = f" -> {dev.vm}" if dev.vm else ""
             lines.append(f"    {dev.name} {dev.pci_id or '?'} {dev.product_name or ''} "
-                         f"driver={dev.driver or '-'} iommu={dev.iommu_group}{used}".rstrip())
+                         f"driver={dev.driver or '-'} iommu={_or_dash(dev.iommu_group)}{used}".rstrip())
             for m in dev.mdev_types:
                 free[(m.name, m.human_readable_name or "")] += m.available_instances
     lines.append("")
@@ -152,7 +156,9 @@ def render_text(observed: Observed, desired: DesiredState | None = None) -> str:
             lines.append(f"  {vm.name} {vm.status}{where}: {'; '.join(parts)} "
                          f"(console {consoles})")
     lines.append("")
-    lines.append("FREE vGPU INSTANCES")
+    # A GPU lists every type it can still create; the counts of different types on one GPU are
+    # alternatives, not a sum (consolidated placement fills one type per GPU).
+    lines.append("FREE vGPU INSTANCES (per type; one GPU's types are alternatives)")
     for (name, human), count in sorted(free.items()):
         lines.append(f"  {name} {human}: {count}".replace("  :", ":"))
     if desired is not None:
