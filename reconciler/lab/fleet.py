@@ -217,6 +217,7 @@ def fleet_from_dict(data: Any, source: str = "<fleet>") -> LabFleet:
     if len(by_cluster) != len(clusters):
         raise FleetError(f"{source}: cluster names must be unique")
     host_list = []
+    expanded: dict[LabHost, tuple[LabDevice, ...]] = {}
     for i, h in enumerate(_list(top.get("hosts"), f"{source}: hosts")):
         where = f"{source}: hosts[{i}]"
         h = _take(h, where, ("name", "cluster"), (
@@ -238,7 +239,8 @@ def fleet_from_dict(data: Any, source: str = "<fleet>") -> LabFleet:
                                  f"(known: {', '.join(sorted(catalogue.MODELS))})")
             if not _ADDRESS.fullmatch(str(g["address"])):
                 raise FleetError(f"{where}: gpus[{j}]: bad PCI address {g['address']!r} "
-                                 "(expected DDDD:BB:DD.F)")
+                                 "(expected a quoted string DDDD:BB:DD.F; unquoted, YAML may "
+                                 "read 0000:41:00.0 as a number)")
             gpus.append(LabGpu(g["model"], str(g["address"]).lower(), int(g["iommuGroup"])))
         os_release = h.get("osRelease", "rhel9")
         if os_release not in ("rhel8", "rhel9"):
@@ -266,7 +268,11 @@ def fleet_from_dict(data: Any, source: str = "<fleet>") -> LabFleet:
             host = replace(host, devices=tuple(_device(d, f"{where}: devices")
                                                for d in _list(h["devices"], where)))
         else:
-            host = expand_host(host)
+            # The expansion does not depend on the name: generated fleets repeat a few kinds.
+            key = replace(host, name="")
+            if key not in expanded:
+                expanded[key] = expand_host(host).devices
+            host = replace(host, devices=expanded[key])
         host_list.append(host)
     host_names = {h.name for h in host_list}
     if len(host_names) != len(host_list):
@@ -311,6 +317,8 @@ _ADDRESS = re.compile(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]")
 
 def fleet_to_dict(fleet: LabFleet) -> dict[str, Any]:
     hosts_out = []
+    # The expansion does not depend on the host's name: compare once per kind of host.
+    expanded: dict[LabHost, tuple[LabDevice, ...]] = {}
     for h in fleet.hosts:
         d: dict[str, Any] = {
             "name": h.name, "cluster": h.cluster, "cpuType": h.cpu_type, "cpuName": h.cpu_name,
@@ -322,7 +330,10 @@ def fleet_to_dict(fleet: LabFleet) -> dict[str, Any]:
             "reinstallationRequired": h.reinstallation_required,
             "gpus": [{"model": g.model, "address": g.address, "iommuGroup": g.iommu_group}
                      for g in h.gpus]}
-        if not h.gpus or expand_host(h).devices != h.devices:
+        key = replace(h, name="", devices=())
+        if h.gpus and key not in expanded:
+            expanded[key] = expand_host(h).devices
+        if not h.gpus or expanded[key] != h.devices:
             d["devices"] = [_device_dict(x) for x in h.devices]
         hosts_out.append(d)
     return {
@@ -331,14 +342,32 @@ def fleet_to_dict(fleet: LabFleet) -> dict[str, Any]:
         "clusters": [{"name": c.name, "cpuType": c.cpu_type, "architecture": c.architecture,
                       "version": c.version} for c in fleet.clusters],
         "hosts": hosts_out,
-        "vms": [{"name": v.name, "cluster": v.cluster, "status": v.status, "host": v.host,
-                 "pinnedHosts": list(v.pinned_hosts), "affinity": v.affinity,
-                 "graphics": list(v.graphics), "hostDevices": list(v.host_devices),
-                 "mediatedDevices": [{"type": m.mdev_type, "nodisplay": m.nodisplay,
-                                      "driverParams": m.driver_params}
-                                     for m in v.mediated_devices]} for v in fleet.vms],
+        "vms": [_vm_dict(v) for v in fleet.vms],
         "extra": dict(fleet.extra),
     }
+
+
+def _vm_dict(v: LabVm) -> dict[str, Any]:
+    """A VM with its non-default fields only (large generated fleets stay small on disk)."""
+    out: dict[str, Any] = {"name": v.name, "cluster": v.cluster}
+    if v.status != "down":
+        out["status"] = v.status
+    if v.host is not None:
+        out["host"] = v.host
+    if v.pinned_hosts:
+        out["pinnedHosts"] = list(v.pinned_hosts)
+    if v.affinity != "migratable":
+        out["affinity"] = v.affinity
+    if v.graphics != ("vnc",):
+        out["graphics"] = list(v.graphics)
+    if v.host_devices:
+        out["hostDevices"] = list(v.host_devices)
+    if v.mediated_devices:
+        out["mediatedDevices"] = [
+            {"type": m.mdev_type, **({"nodisplay": True} if m.nodisplay else {}),
+             **({"driverParams": m.driver_params} if m.driver_params is not None else {})}
+            for m in v.mediated_devices]
+    return out
 
 
 def _device_dict(d: LabDevice) -> dict[str, Any]:
