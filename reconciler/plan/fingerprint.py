@@ -6,8 +6,6 @@ fingerprinting a 1,000-host fleet cheap.
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
 import hashlib
 import json
 from enum import Enum
@@ -22,19 +20,12 @@ _VOLATILE: dict[type, tuple[str, ...]] = {ProbeFacts: ("seconds",)}
 _DROP_NAMES = ("location",)
 
 
-@functools.cache
-def _dropped(cls: type) -> frozenset[str] | None:
-    """Field names left out of `cls`'s canonical form; None when `cls` is not a dataclass."""
-    fields = getattr(cls, "__dataclass_fields__", None)
-    if fields is None:
-        return None
-    return frozenset(_VOLATILE.get(cls, ()) + tuple(n for n in _DROP_NAMES if n in fields))
-
-
 def _plain(obj: object) -> Any:
-    drop = _dropped(type(obj))
-    if drop is not None:
-        data = obj.__dict__
+    cls = type(obj)
+    fields = getattr(cls, "__dataclass_fields__", None)
+    if fields is not None:
+        data: dict[str, Any] = obj.__dict__
+        drop = _VOLATILE.get(cls, ()) + tuple(n for n in _DROP_NAMES if n in fields)
         return {k: v for k, v in data.items() if k not in drop} if drop else data
     if isinstance(obj, Enum):
         return obj.value

@@ -74,9 +74,9 @@ class _Model:
                        vms=tuple(self.vms[v.name] for v in self.observed.vms),
                        probes=tuple(self.probes[p.host] for p in self.observed.probes))
 
-    def _set_device(self, host: str, name: str, **changes: object) -> None:
+    def _set_device(self, host: str, name: str, vm: str | None) -> None:
         h = self.hosts[host]
-        self.hosts[host] = replace(h, devices=tuple(replace(d, **changes) if d.name == name else d
+        self.hosts[host] = replace(h, devices=tuple(replace(d, vm=vm) if d.name == name else d
                                                     for d in h.devices))
 
     def apply(self, action: Action) -> None:

@@ -255,13 +255,15 @@ class _Planner:
                 else:
                     work.stop_vms = held
                     steps = ("deactivate", "install", "activate", "verify")
+                    cycle_note: str | None
                     if cmdline_edit:
-                        why = None
+                        cycle_note = None
                     elif kernel_unbooted:
-                        why = "configured but not booted"
+                        cycle_note = "configured but not booted"
                     else:
-                        why = "boots the new initramfs / unloads blacklisted modules"
-                    desc = "host cycle: " + " -> ".join(steps) + (f" ({why})" if why else "")
+                        cycle_note = "boots the new initramfs / unloads blacklisted modules"
+                    desc = ("host cycle: " + " -> ".join(steps)
+                            + (f" ({cycle_note})" if cycle_note else ""))
                     verify = [Verification(key, "status", "eq", "up"),
                               Verification(key, "reinstallation_required", "eq", False)]
                     verify += [Verification(key, "booted_cmdline", "contains", t)
@@ -273,7 +275,7 @@ class _Planner:
                     work.cycle = HostCycle(
                         target=key, before=host.status, after="up",
                         disruption=Disruption.HOST_REBOOT, reason=reason, description=desc,
-                        verify=tuple(verify), note=why, steps=steps, expect_args=expect_args,
+                        verify=tuple(verify), note=cycle_note, steps=steps, expect_args=expect_args,
                         expect_absent=expect_absent, expect_modules_absent=modules_absent,
                         cmdline_edit=cmdline_edit)
         if parts:

@@ -43,7 +43,7 @@ def build(tp: Any, data: Any) -> Any:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(build(args[0], d) for d in data)
         return tuple(build(a, d) for a, d in zip(args, data, strict=True))
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(data, tp):
             return data
         if not isinstance(data, dict):
