@@ -220,7 +220,7 @@ class LabApi:
                      cid: str | None) -> Reply:
         e = self.engine
         if name == "deactivate":
-            e.deactivate_host(host.id, cid=cid)
+            e.deactivate_host(host.id, reason=action.reason, cid=cid)
         elif name == "activate":
             e.activate_host(host.id, cid=cid)
         elif name == "install":

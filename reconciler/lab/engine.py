@@ -32,8 +32,9 @@ DURATIONS = {
 }
 
 _HOST_INSTALLABLE = ("maintenance", "non_operational", "install_failed", "installing_os")
-_HOST_ACTIVATABLE = ("maintenance", "preparing_for_maintenance", "non_operational",
-                     "install_failed", "error", "non_responsive")
+# MaintenanceNumberOfVdssCommand: the statuses a host may be moved to maintenance from.
+_HOST_DEACTIVATABLE = ("maintenance", "non_responsive", "up", "error",
+                       "preparing_for_maintenance", "down", "non_operational", "install_failed")
 _VM_RUNNING = ("wait_for_launch", "powering_up", "up", "powering_down", "migrating")
 
 
@@ -146,6 +147,11 @@ def iommu_enabled(cmdline: str, cpu_words: str, architecture: str) -> bool:
     if "AMD" in cpu_words:
         return "amd_iommu=off" not in tokens   # AMD kernels enable the IOMMU by default
     return "intel_iommu=on" in tokens
+
+
+def _status_word(status: str) -> str:
+    """`wait_for_launch` -> `Wait For Launch`, as the engine prints statuses in messages."""
+    return " ".join(w.capitalize() for w in status.split("_"))
 
 
 def _split_args(value: str) -> list[str]:
@@ -534,31 +540,55 @@ class LabEngine:
                         host=h, cid=cid)
             return h
 
-    def deactivate_host(self, host_id: str, cid: str | None = None) -> None:
+    def deactivate_host(self, host_id: str, reason: str | None = None,
+                        cid: str | None = None) -> None:
+        """MaintenanceNumberOfVdssCommand: VMs pinned to the host refuse the request up front;
+        other VMs are migrated, and a migration that cannot happen leaves the host in
+        preparing_for_maintenance (USER_VDS_MAINTENANCE_MIGRATION_FAILED) until they are gone."""
         with self.lock:
             h = self.host(host_id)
+            if h.status not in _HOST_DEACTIVATABLE:
+                raise EngineFault(409, "[Cannot switch Host to Maintenance mode, Host is not "
+                                       "operational.]")
+            running = [v for v in self.vms.values()
+                       if v.host_id == h.id and v.status in _VM_RUNNING]
+            pinned = [v.name for v in running if v.affinity == "pinned"]
+            if pinned:
+                raise EngineFault(409, "[Cannot switch the following Hosts to Maintenance mode: "
+                                       f"{h.name}.\nOne or more running VMs are indicated as "
+                                       "non-migratable. The non-migratable VMs are: "
+                                       f"{', '.join(pinned)}.]")
             if h.status == "maintenance":
                 raise EngineFault(409, "[Cannot switch Host to Maintenance mode. "
                                        "Host is already in Maintenance mode.]")
-            if h.status in ("installing", "reboot", "preparing_for_maintenance", "installing_os"):
-                raise EngineFault(409, "[Cannot switch Host to Maintenance mode. Host status "
-                                       f"is {h.status}.]")
+            others_up = any(o.status == "up" and o.cluster_id == h.cluster_id and o.id != h.id
+                            for o in self.hosts.values())
+            if running and not others_up:
+                cluster = self.clusters[h.cluster_id].name
+                raise EngineFault(409, "[The following Hosts have running VMs and cannot be "
+                                       f"switched to maintenance mode: {h.name}.\nPlease ensure "
+                                       "that the following Clusters have at least one Host in "
+                                       f"UP state: {cluster}.]")
             h.status = "preparing_for_maintenance"
-            h.status_detail = None
+            h.status_detail = reason
             h.op, h.op_stage, h.op_args = "deactivate", 0, {}
             h.maintenance_failed_reported = False
             self._touch(h)
-            self._event(600, "normal", f"Host {h.name} was switched to Maintenance mode by "
-                                       f"{self.user}.", host=h, cid=cid)
+            if reason:
+                self._event(600, "normal", f"Host {h.name} was switched to Maintenance mode by "
+                                           f"{self.user} (Reason: {reason}).", host=h, cid=cid)
+            else:
+                self._event(620, "normal", f"Host {h.name} was switched to Maintenance mode by "
+                                           f"{self.user}.", host=h, cid=cid)
             self._after("host", h.id, DURATIONS["deactivate"])
 
     def activate_host(self, host_id: str, cid: str | None = None) -> None:
         with self.lock:
             h = self.host(host_id)
             if h.status == "up":
-                raise EngineFault(409, "[Cannot activate Host. Host is already Up.]")
-            if h.status not in _HOST_ACTIVATABLE:
-                raise EngineFault(409, f"[Cannot activate Host. Host status is {h.status}.]")
+                raise EngineFault(409, "[Cannot activate Host. Host in Up status.]")
+            if h.status == "non_responsive":
+                raise EngineFault(409, "[Cannot activate Host. Host is in non responsive state.]")
             h.status = "initializing"
             h.op, h.op_stage, h.op_args = "activate", 0, {}
             self._touch(h)
@@ -610,14 +640,16 @@ class LabEngine:
                 continue
             self._move_running(vm, h, target)
             self._event(63, "normal", f"Migration completed (VM: {vm.name}, Source: {h.name}, "
-                                      f"Destination: {target.name}).", vm=vm, host=target)
+                                      f"Destination: {target.name}, Duration: 1 second, Total: "
+                                      "1 second, Actual downtime: 10ms)", vm=vm, host=target)
         if blocking:
             # The engine keeps the host in PreparingForMaintenance until the VMs are gone.
             if not h.maintenance_failed_reported:
                 h.maintenance_failed_reported = True
-                names = ", ".join(v.name for v in blocking)
-                self._event(17, "error", f"Failed to switch Host {h.name} to Maintenance mode. "
-                                         f"Non-migratable VMs are running on it: {names}.", host=h)
+                self._event(602, "error", f"Host {h.name} cannot change into maintenance mode - "
+                                          "not all Vms have been migrated successfully. Consider "
+                                          "manual intervention: stopping/migrating Vms running "
+                                          f"on this host. (User: {self.user}).", host=h)
                 self._touch(h)
             self._after("host", h.id, DURATIONS["deactivate"])
             return
@@ -626,7 +658,9 @@ class LabEngine:
         self._event(15, "normal", f"Host {h.name} was switched to Maintenance Mode.", host=h)
 
     def _migration_target(self, vm: Vm, source: Host) -> Host | None:
-        if vm.affinity != "migratable" or vm.host_devices or vm.running_mdevs:
+        # Host devices and vGPUs cannot be live-migrated; user_migratable VMs are not moved by
+        # the engine on its own.
+        if vm.affinity != "migratable" or vm.running_hostdevs or vm.running_mdevs:
             return None
         for cand in self.hosts.values():
             if cand.id == source.id or cand.status != "up" or cand.cluster_id != source.cluster_id:
@@ -674,6 +708,7 @@ class LabEngine:
                 h.status, h.op = "non_responsive", None
                 self._touch(h)
                 self._event(12, "error", f"Host {h.name} is non responsive.", host=h)
+                h.op_args = {}
                 return
             h.booted_args = h.stored_args
             reported = self.roots.reboot(self.lab_host(h)) if self.roots.exists(h.name) else None
@@ -738,14 +773,15 @@ class LabEngine:
                                          f"Vm {vm.name} by User {self.user}.", vm=vm)
 
     def _hostdev_preconditions(self, vm: Vm, verb: str) -> Host:
+        """AbstractVmHostDevicesCommand: no hot-plug, and exactly one pinned host."""
         if vm.status != "down":
-            raise EngineFault(409, f"[Cannot {verb} Host devices. VM {vm.name} is not Down.]")
+            raise EngineFault(409, f"[Cannot {verb} Host devices because the VM is in "
+                                   f"{_status_word(vm.status)} status.]")
         if not vm.pinned_host_ids:
-            raise EngineFault(409, f"[Cannot {verb} Host devices. VM {vm.name} is not pinned "
-                                   "to any host.]")
+            raise EngineFault(409, f"[Cannot {verb} Host devices. VM must be pinned to a host.]")
         if len(vm.pinned_host_ids) > 1:
-            raise EngineFault(409, f"[Cannot {verb} Host devices. VM {vm.name} is pinned to "
-                                   "multiple hosts.]")
+            raise EngineFault(409, f"[Cannot {verb} Host devices. VM must be pinned to a single "
+                                   "host.]")
         return self.host(vm.pinned_host_ids[0])
 
     def attach_host_device(self, vm_id: str, *, name: str | None = None,
@@ -762,19 +798,17 @@ class LabEngine:
             assert name is not None
             devices = self.devices(host.id)
             if name not in devices:
-                raise EngineFault(400, f"[Cannot add Host devices. Host device {name} was not "
-                                       f"found on host {host.name}.]")
+                raise EngineFault(400, "[Cannot add Host devices. One or more of specified host "
+                                       "devices not found.]")
             if vm.hostdev_host_id not in (None, host.id):
                 self._detach_all(vm)
-            if vm.host_devices.get(name) is False:
-                raise EngineFault(409, f"[Cannot add Host devices. Host device {name} is "
-                                       f"already attached to VM {vm.name}.]")
             group = self._group_of(host.id, devices[name])
             for member in group:
                 owner = self._attached.get((host.id, member))
                 if owner is not None and owner != vm.id:
-                    raise EngineFault(409, f"[Cannot add Host devices. Host device {member} is "
-                                           f"already in use by VM {self.vms[owner].name}.]")
+                    raise EngineFault(409, "[Cannot add Host devices. One or more configured host "
+                                           "devices are already used by a VM or a Storage "
+                                           "Domain.]")
             self._attach_group(vm, host.id, name)
             self._touch(vm)
             self._touch_devices(host.id)
@@ -826,9 +860,9 @@ class LabEngine:
 
     @staticmethod
     def _check_mdev_params(params: dict[str, str], verb: str) -> dict[str, str]:
-        if not params.get("mdevType"):
-            raise EngineFault(400, f"[Cannot {verb} VM mediated device. Invalid mediated device "
-                                   "parameters: mdevType is required.]")
+        if not params.get("mdevType") or any(v is None for v in params.values()):
+            raise EngineFault(400, f"[Cannot {verb} VM mediated device. Mediated device ID or "
+                                   "VM/Template ID or a parameter value is null.]")
         if "nodisplay" in params:
             params["nodisplay"] = "true" if params["nodisplay"].lower() in ("true", "1") else "false"
         return params
@@ -926,7 +960,7 @@ class LabEngine:
         with self.lock:
             vm = self.vm(vm_id)
             if vm.status != "down":
-                raise EngineFault(409, f"[Cannot run VM. VM {vm.name} is running.]")
+                raise EngineFault(409, "[Cannot run VM. VM is running.]")
             candidates = [self.hosts[h] for h in vm.pinned_host_ids if h in self.hosts]
             if not candidates:
                 candidates = [h for h in self.hosts.values() if h.cluster_id == vm.cluster_id]
@@ -935,14 +969,10 @@ class LabEngine:
             alloc: list[list[str]] | None = []
             for host in candidates:
                 if host.status != "up":
-                    reasons.append(f"The host {host.name} did not satisfy internal filter "
-                                   f"Status because its status is {host.status}.")
-                    continue
+                    continue   # the scheduler only considers hosts that are Up
                 if vm.host_devices:
                     if host.id != vm.hostdev_host_id:
-                        reasons.append(f"The host {host.name} did not satisfy internal filter "
-                                       "HostDevice because the VM is not pinned to it.")
-                        continue
+                        continue   # HostDevice filter: only the host the devices belong to
                     if not self.passthrough_enabled(host):
                         reasons.append(f"The host {host.name} did not satisfy internal filter "
                                        "HostDevice because it does not support host device "
@@ -952,24 +982,23 @@ class LabEngine:
                             if self._in_use.get((host.id, n)) not in (None, vm.id)]
                     if busy:
                         reasons.append(f"The host {host.name} did not satisfy internal filter "
-                                       f"HostDevice because devices are in use: {', '.join(busy)}.")
+                                       "HostDevice because some of the required host devices "
+                                       "are unavailable.")
                         continue
                 if vm.mdevs:
                     alloc = self._allocate(vm, host)
                     if alloc is None:
                         types = ", ".join(sorted({p["mdevType"] for p in vm.mdevs.values()}))
                         reasons.append(f"The host {host.name} did not satisfy internal filter "
-                                       f"MDevice because it has no free mediated device of "
-                                       f"type {types}.")
+                                       "MDevice because some of the required mDev devices are "
+                                       f"unavailable ({types}).")
                         continue
                 chosen = host
                 break
             if chosen is None:
-                if not candidates:
-                    reasons.append("There are no hosts in the VM's cluster.")
-                raise EngineFault(409, "[Cannot run VM. There is no host that satisfies current "
-                                       "scheduling constraints. See below for details:, "
-                                       + ", ".join(reasons) + "]")
+                raise EngineFault(409, "[" + ", ".join(
+                    ["Cannot run VM. There is no host that satisfies current scheduling "
+                     "constraints. See below for details:", *reasons]) + "]")
             vm.status, vm.host_id = "wait_for_launch", chosen.id
             vm.running_mdevs = [[mtype, gpu, str(uuid.uuid4())] for mtype, gpu in alloc or []]
             for mtype, gpu, mdev_uuid in vm.running_mdevs:
@@ -1015,7 +1044,7 @@ class LabEngine:
         with self.lock:
             vm = self.vm(vm_id)
             if vm.status == "down":
-                raise EngineFault(409, f"[Cannot stop VM. VM {vm.name} is not running.]")
+                raise EngineFault(409, "[Cannot stop VM. VM is not running.]")
             host = self.hosts.get(vm.host_id or "")
             self._release(vm)
             self._touch(vm)
@@ -1030,7 +1059,7 @@ class LabEngine:
         with self.lock:
             vm = self.vm(vm_id)
             if vm.status == "down":
-                raise EngineFault(409, f"[Cannot shutdown VM. VM {vm.name} is not running.]")
+                raise EngineFault(409, "[Cannot shutdown VM. VM is not running.]")
             if vm.status == "powering_down":
                 return
             host = self.hosts.get(vm.host_id or "")

@@ -130,29 +130,46 @@ def test_deactivate_migrates_migratable_vms(conn: sdk.Connection) -> None:
     assert web.status == types.VmStatus.UP and web.host.id != h2.id
 
 
-def test_deactivate_blocked_by_pinned_running_vm(conn: sdk.Connection) -> None:
+def test_deactivate_refused_while_pinned_vm_runs(conn: sdk.Connection) -> None:
     h1 = _host(conn, "host1")
     svc = _hosts(conn).host_service(h1.id)
-    svc.deactivate()
-    events = conn.system_service().events_service()
-    wait_for(lambda: events.list(search="type=17", max=1))
-    assert _status(conn, h1.id) == "preparing_for_maintenance"
-    failed = events.list(search="type=17")[0]
-    assert "vm-pinned-up" in failed.description and failed.host.id == h1.id
-    vms = conn.system_service().vms_service()
-    pinned = vms.list(search="name=vm-pinned-up")[0]
-    vms.vm_service(pinned.id).stop()
-    wait_for(lambda: _status(conn, h1.id) == "maintenance")
     with pytest.raises(sdk.Error) as err:
         svc.deactivate()
     assert err.value.code == 409
+    assert "non-migratable VMs are: vm-pinned-up" in str(err.value)
+    assert _status(conn, h1.id) == "up"
+
+
+def test_deactivate_waits_for_vms_that_cannot_migrate(conn: sdk.Connection) -> None:
+    vms = conn.system_service().vms_service()
+    pinned = vms.vm_service(vms.list(search="name=vm-pinned-up")[0].id)
+    pinned.stop()
+    passvm = vms.vm_service(vms.list(search="name=vm-pass")[0].id)
+    passvm.update(types.Vm(placement_policy=types.VmPlacementPolicy(
+        affinity=types.VmAffinity.MIGRATABLE)))
+    passvm.host_devices_service().add(types.HostDevice(name="pci_0000_3b_00_0"))
+    passvm.start()
+    h1 = _host(conn, "host1")
+    svc = _hosts(conn).host_service(h1.id)
+    svc.deactivate(reason="kernel update")
+    events = conn.system_service().events_service()
+    wait_for(lambda: events.list(search="type=602", max=1))
+    assert _status(conn, h1.id) == "preparing_for_maintenance"
+    failed = events.list(search="type=602")[0]
+    assert failed.host.id == h1.id and "not all Vms have been migrated" in failed.description
+    assert events.list(search="type=600")[0].description.endswith("(Reason: kernel update).")
+    passvm.stop()
+    wait_for(lambda: _status(conn, h1.id) == "maintenance")
+    with pytest.raises(sdk.Error) as err:
+        svc.deactivate()
+    assert err.value.code == 409 and "already in Maintenance mode" in str(err.value)
 
 
 def test_activate_up_host_is_conflict(conn: sdk.Connection) -> None:
     h = _host(conn, "host3")
     with pytest.raises(sdk.Error) as err:
         _hosts(conn).host_service(h.id).activate()
-    assert err.value.code == 409 and "Host is already Up" in str(err.value)
+    assert err.value.code == 409 and "Host in Up status" in str(err.value)
 
 
 def test_host_actions_emit_events_with_codes(conn: sdk.Connection) -> None:
@@ -165,5 +182,5 @@ def test_host_actions_emit_events_with_codes(conn: sdk.Connection) -> None:
     wait_for(lambda: _status(conn, h.id) == "up")
     events = conn.system_service().events_service().list(search="host=host3")
     codes = [e.code for e in sorted(events, key=lambda e: e.index)]
-    assert codes == [43, 600, 15, 509, 504, 13]
+    assert codes == [43, 620, 15, 509, 504, 13]
     assert all(e.host.id == h.id for e in events)
