@@ -186,6 +186,7 @@ class LabEngine:
         self._last_save = 0.0
         self._due: list[tuple[float, int, str, str]] = []          # (monotonic, seq, kind, id)
         self._seq = 0
+        self._current: dict[tuple[str, str], int] = {}            # latest queued step per entity
         self._wake = threading.Condition(self.lock)
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -375,7 +376,8 @@ class LabEngine:
         # Record how long each staged operation still has to run, for a restarted lab.
         with self.lock:
             now = time.monotonic()
-            remaining = {(k, i): due for due, _, k, i in self._due}
+            remaining = {(k, i): due for due, seq, k, i in self._due
+                         if self._current.get((k, i)) == seq}
             scale = self.time_scale or 1.0
             for h in self.hosts.values():
                 if h.op and ("host", h.id) in remaining:
@@ -388,7 +390,9 @@ class LabEngine:
         self.save()
 
     def _schedule(self, kind: str, ident: str, due: float) -> None:
+        """Queue the next step of an entity's operation; an older queued step becomes stale."""
         self._seq += 1
+        self._current[(kind, ident)] = self._seq
         heapq.heappush(self._due, (due, self._seq, kind, ident))
         self._wake.notify_all()
 
@@ -400,7 +404,10 @@ class LabEngine:
         with self.lock:
             now = time.monotonic()
             while self._due and self._due[0][0] <= now:
-                _, _, kind, ident = heapq.heappop(self._due)
+                _, seq, kind, ident = heapq.heappop(self._due)
+                if self._current.get((kind, ident)) != seq:
+                    continue   # superseded, e.g. activate during preparing_for_maintenance
+                del self._current[(kind, ident)]
                 try:
                     if kind == "host" and ident in self.hosts:
                         self._step_host(self.hosts[ident])

@@ -1,12 +1,14 @@
 """Hosts: listing, search, follow, update, and the maintenance / install / activate state machine."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import ovirtsdk4 as sdk
 import ovirtsdk4.types as types
 import pytest
 
 from reconciler.lab.server import LabServer
-from tests.lab.conftest import wait_for
+from tests.lab.conftest import connect, small_fleet, wait_for
 
 
 def _hosts(conn: sdk.Connection) -> sdk.services.HostsService:
@@ -184,3 +186,16 @@ def test_host_actions_emit_events_with_codes(conn: sdk.Connection) -> None:
     codes = [e.code for e in sorted(events, key=lambda e: e.index)]
     assert codes == [43, 620, 15, 509, 504, 13]
     assert all(e.host.id == h.id for e in events)
+
+
+def test_activate_aborts_maintenance(tmp_path: Path) -> None:
+    import time
+    with LabServer(small_fleet(), tmp_path / "s", time_scale=0.1) as lab, connect(lab) as conn:
+        h = _host(conn, "host3")
+        svc = _hosts(conn).host_service(h.id)
+        svc.deactivate()
+        assert _status(conn, h.id) == "preparing_for_maintenance"
+        svc.activate()
+        wait_for(lambda: _status(conn, h.id) == "up")
+        time.sleep(0.7)      # past the moment the superseded deactivation step was due
+        assert _status(conn, h.id) == "up"
