@@ -17,7 +17,7 @@ from reconciler.observe.facts import Host, ProbeFacts, Vm
 # Fields that change on every observation without the fleet changing (timings), or that only say
 # where a value was written: they must not make a plan stale or a desired fingerprint differ.
 _VOLATILE: dict[type, tuple[str, ...]] = {ProbeFacts: ("seconds",)}
-_DROP_NAMES = ("location",)
+_DROP_NAME = "location"
 
 
 def _plain(obj: object) -> Any:
@@ -25,8 +25,11 @@ def _plain(obj: object) -> Any:
     fields = getattr(cls, "__dataclass_fields__", None)
     if fields is not None:
         data: dict[str, Any] = obj.__dict__
-        drop = _VOLATILE.get(cls, ()) + tuple(n for n in _DROP_NAMES if n in fields)
-        return {k: v for k, v in data.items() if k not in drop} if drop else data
+        # the common case (no field to leave out) returns the instance dict itself: no copy
+        if cls not in _VOLATILE and _DROP_NAME not in fields:
+            return data
+        drop = _VOLATILE.get(cls, ()) + (_DROP_NAME,)
+        return {k: v for k, v in data.items() if k not in drop}
     if isinstance(obj, Enum):
         return obj.value
     if isinstance(obj, PurePath):

@@ -129,7 +129,6 @@ class _Planner:
 
     def _plan_host(self, host: Host, hd: HostDesired, vgpu_in_cluster: bool) -> None:
         key = f"host:{host.name}"
-        self.depends.add(key)
         reason, status = self._classify(key, hd)
         loc = hd.location
         blockers = list(hd.conflicts)
@@ -282,6 +281,7 @@ class _Planner:
             self.drift.append(DriftItem(key, status, "; ".join(parts), loc))  # type: ignore[arg-type]
         if work.config or work.cycle:
             self.host_work[host.name] = work
+            self.depends.add(key)
 
     def _pinned_vms(self, host: Host) -> list[Vm]:
         """Running VMs on `host` that cannot migrate away (pinned, holding host devices, or
@@ -319,6 +319,7 @@ class _Planner:
             out_waves.append(Wave(number, hosts))
             for name in hosts:
                 work = self.host_work[name]
+                self.depends.update(f"vm:{v.name}" for v in self.vms_on_host.get(name, ()))
                 for vm in work.stop_vms:
                     self.stopped_for_cycle[vm.name] = name
                     ordered.append(self._stop(vm, self.desired_vms[vm.name],
@@ -355,7 +356,7 @@ class _Planner:
             self._block(key, f"VM {spec.name} does not exist in the engine"
                         + checks.did_you_mean(spec.name, self.vms), loc)
             return
-        self.depends.add(key)
+        deps = {key}
         reason, status = self._classify(key, spec)
         blockers: list[str] = []
         hostdev: list[Action] = []       # need the VM down (the engine refuses otherwise)
@@ -363,6 +364,7 @@ class _Planner:
         parts: list[str] = []
 
         if spec.passthrough is not None:
+            deps.add(f"host:{spec.passthrough.host}")
             self._plan_passthrough(vm, spec, reason, blockers, hostdev, parts)
         elif any(not d.placeholder for d in vm.host_devices):
             self.drift.append(DriftItem(key, "unmanaged", "host devices " + ", ".join(
@@ -392,6 +394,14 @@ class _Planner:
         if not (hostdev or next_start):
             return
         actions = self._gate(vm, spec, reason, hostdev, next_start, parts)
+        if actions:
+            self.depends.update(deps)
+            if any(isinstance(a, AddMediatedDevice) for a in actions) \
+                    and vm.cluster not in self.capacity_clusters:
+                # seats were counted on every GPU of the cluster
+                self.capacity_clusters.add(vm.cluster)
+                self.depends.update(f"host:{h.name}"
+                                    for h in self.hosts_by_cluster.get(vm.cluster, ()))
         for a in actions:
             if isinstance(a, AddMediatedDevice):
                 self.seat_delta[a.mdev_type] += 1
@@ -440,7 +450,6 @@ class _Planner:
             blockers.append(f"passthrough host {host_name} does not exist"
                             + checks.did_you_mean(host_name, self.hosts))
             return
-        self.depends.add(f"host:{host_name}")
         devices = {d.name: d for d in host.devices}
         wanted: list[HostDevice] = []
         for name in spec.passthrough.devices:
@@ -495,10 +504,6 @@ class _Planner:
         assert spec.vgpu is not None
         key = f"vm:{vm.name}"
         want = spec.vgpu
-        if vm.cluster not in self.capacity_clusters:
-            # capacity depends on every host of the cluster
-            self.capacity_clusters.add(vm.cluster)
-            self.depends.update(f"host:{h.name}" for h in self.hosts_by_cluster.get(vm.cluster, ()))
         offered_here = self._cluster_types(vm.cluster)
         if want.type not in offered_here:
             offered = sorted(offered_here)

@@ -111,7 +111,8 @@ class Summary:
 class Plan:
     """Result of `plan()`. The mappings are read-only by convention (built once, never mutated).
 
-    fingerprints: sha256 of the canonical JSON of every observed object the plan depends on;
+    fingerprints: sha256 of the canonical JSON of every observed object the plan depends on (what
+    its actions change or were decided by; see docs/plan.md);
     snapshots: that canonical JSON itself, so a stale check can name the fields that changed;
     desired_fingerprints: per object, the fingerprint of its desired settings, which the store
     records as `applied` once the object converged.
