@@ -6,10 +6,11 @@ import fnmatch
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ovirtsdk4 import reader, readers, types  # noqa: F401 - importing readers registers them
 
-from reconciler.lab.engine import EngineFault, Host, LabEngine, Vm, not_found
+from reconciler.lab.engine import EngineFault, Host, LabEngine, Vm, name_from_hex, not_found
 from reconciler.lab.render import API, Renderer, action_xml, fault_xml
 
 
@@ -80,8 +81,11 @@ def _max(query: dict[str, str]) -> int | None:
         raise EngineFault(400, f"Invalid value '{query['max']}' for max.") from None
 
 
-def _limit(items: Iterable[object], limit: int | None) -> list[object]:
-    out: list[object] = []
+T = TypeVar("T")
+
+
+def _limit(items: Iterable[T], limit: int | None) -> list[T]:
+    out: list[T] = []
     for item in items:
         if limit is not None and len(out) >= limit:
             break
@@ -190,8 +194,7 @@ class LabApi:
                                   query.get("case_sensitive", "true").lower() != "false")
             follow = _follow(query)
             hosts = _limit((h for h in e.hosts.values() if check(h)), _max(query))
-            return Reply(200, "<hosts>" + "".join(r.host(h, follow) for h in hosts)  # type: ignore[arg-type]
-                         + "</hosts>")
+            return Reply(200, "<hosts>" + "".join(r.host(h, follow) for h in hosts) + "</hosts>")
         host = e.host(parts[1])
         if n == 2:
             if method == "GET":
@@ -255,8 +258,7 @@ class LabApi:
                                   query.get("case_sensitive", "true").lower() != "false")
             follow = _follow(query)
             vms = _limit((v for v in e.vms.values() if check(v)), _max(query))
-            return Reply(200, "<vms>" + "".join(r.vm(v, follow) for v in vms)  # type: ignore[arg-type]
-                         + "</vms>")
+            return Reply(200, "<vms>" + "".join(r.vm(v, follow) for v in vms) + "</vms>")
         vm = e.vm(parts[1])
         if n == 2:
             if method == "GET":
@@ -308,12 +310,11 @@ class LabApi:
             name = e.attach_host_device(vm.id, name=dev.name, dev_id=dev.id, cid=cid)
             return Reply(201, r.vm_host_device(vm, name))
         if len(parts) == 4:
-            from reconciler.lab.engine import name_from_hex
-            name = name_from_hex(parts[3])
+            dev_name = name_from_hex(parts[3])
             if method == "GET":
-                if name is None or name not in vm.host_devices:
+                if dev_name is None or dev_name not in vm.host_devices:
                     raise not_found("host device")
-                return Reply(200, r.vm_host_device(vm, name))
+                return Reply(200, r.vm_host_device(vm, dev_name))
             self._only(method, "DELETE")
             e.detach_host_device(vm.id, parts[3], cid=cid)
             return Reply(200, action_xml("complete"))
@@ -358,12 +359,11 @@ class LabApi:
             protocol = e.add_console(vm.id, con.protocol.value if con.protocol else "", cid=cid)
             return Reply(201, r.vm_console(vm, protocol))
         if len(parts) == 4:
-            from reconciler.lab.engine import name_from_hex
-            protocol = name_from_hex(parts[3])
+            found = name_from_hex(parts[3])
             if method == "GET":
-                if protocol not in vm.consoles:
+                if found is None or found not in vm.consoles:
                     raise not_found("graphics console")
-                return Reply(200, r.vm_console(vm, protocol))
+                return Reply(200, r.vm_console(vm, found))
             self._only(method, "DELETE")
             e.remove_console(vm.id, parts[3], cid=cid)
             return Reply(200, action_xml("complete"))

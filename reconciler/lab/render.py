@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from xml.sax.saxutils import quoteattr
 
 from ovirtsdk4 import types, writer, writers  # noqa: F401 - importing writers registers them
@@ -78,7 +78,7 @@ class Renderer:
         self._cache: dict[tuple[str, str], tuple[int, str]] = {}
         self._mdev_blocks: dict[tuple[object, ...], str] = {}
 
-    def _cached(self, key: tuple[str, str], rev: int, make: callable) -> str:  # type: ignore[valid-type]
+    def _cached(self, key: tuple[str, str], rev: int, make: Callable[[], str]) -> str:
         hit = self._cache.get(key)
         if hit is not None and hit[0] == rev:
             return hit[1]

@@ -77,7 +77,7 @@ class _Server(ThreadingHTTPServer):
                 request = self.ssl_context.wrap_socket(request, server_side=True)
             except (ssl.SSLError, OSError):
                 return   # a client that does not trust our CA hangs up during the handshake
-        self.RequestHandlerClass(request, client_address, self)
+        self.RequestHandlerClass(request, client_address, self)  # type: ignore[arg-type]
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass   # client resets are normal under fault injection; never print tracebacks
