@@ -3,10 +3,11 @@ to GitHub's comment limit (65,536 characters) with a note saying what was cut.""
 from __future__ import annotations
 
 from reconciler.plan.render_text import action_lines, drift_lines
-from reconciler.plan.result import Plan
+from reconciler.plan.result import DriftItem, Plan
 
 GITHUB_COMMENT_LIMIT = 65_536
 _RESERVE = 600          # room for closing tags and the "cut" note
+HEAD_BLOCKERS = 20      # blockers listed above the details; a longer list would crowd out the table
 
 
 def _cell(text: str) -> str:
@@ -34,15 +35,26 @@ def _head(plan: Plan) -> list[str]:
     if s.seats:
         lines += ["", "| vGPU type | seats before | seats after |", "|---|---:|---:|"]
         lines += [f"| `{_cell(x.mdev_type)}` | {x.before} | {x.after} |" for x in s.seats]
-    if plan.blockers:
+    blockers = plan.blockers
+    if blockers:
         lines += ["", "**Blockers**", ""]
-        lines += [f"- `{_cell(b.key)}`: {_cell(b.message)}"
-                  + (f" ({_cell(b.location)})" if b.location else "") for b in plan.blockers]
+        lines += [_blocker(b) for b in blockers[:HEAD_BLOCKERS]]
+        if len(blockers) > HEAD_BLOCKERS:
+            lines.append(f"- ... and {len(blockers) - HEAD_BLOCKERS} more (all in the details "
+                         "below)")
     return lines
+
+
+def _blocker(b: DriftItem) -> str:
+    return (f"- `{_cell(b.key)}`: {_cell(b.message)}"
+            + (f" ({_cell(b.location)})" if b.location else ""))
 
 
 def _sections(plan: Plan) -> list[tuple[str, list[str]]]:
     sections: list[tuple[str, list[str]]] = []
+    if len(plan.blockers) > HEAD_BLOCKERS:
+        sections.append((f"All blockers ({len(plan.blockers)})",
+                         drift_lines(plan.blockers)))
     actions = action_lines(plan)
     if actions:
         sections.append((f"Actions ({len(plan.actions)})", actions))

@@ -17,7 +17,7 @@ from reconciler.plan import plan
 from reconciler.plan.render_json import render_json
 from reconciler.plan.render_markdown import render_markdown
 from reconciler.plan.render_text import render_text, use_color
-from reconciler.plan.result import Plan
+from reconciler.plan.result import DriftItem, Plan
 from tests.plan.factsload import desired_from, observed_from
 
 HERE = Path(__file__).parent
@@ -108,3 +108,28 @@ def test_markdown_is_cut_to_the_comment_limit_with_a_note() -> None:
 
 def test_plan_twice_gives_identical_json() -> None:
     assert render_json(showcase()) == render_json(showcase())
+
+
+def test_markdown_with_thousands_of_blockers_stays_within_the_limit() -> None:
+    p = showcase()
+    many = tuple(DriftItem(f"vm:vm-{i:05d}", "blocked", "x" * 200, "specs/vms.yaml:1:1")
+                 for i in range(5000))
+    big = Plan(actions=p.actions, drift=many, summary=p.summary, sources=p.sources)
+    text = render_markdown(big)
+    assert len(text) <= 65_536
+    assert "and 4980 more (all in the details below)" in text
+    assert "Cut to fit" in text
+
+
+def test_json_is_identical_across_hash_seeds() -> None:
+    """Set and dict ordering must never leak into the plan: plan in two interpreters."""
+    import subprocess
+    import sys
+    code = ("from tests.plan.test_render import showcase; "
+            "from reconciler.plan.render_json import render_json; "
+            "import sys; sys.stdout.write(render_json(showcase()))")
+    root = HERE.parents[1]
+    outs = [subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                           env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"}, check=True,
+                           timeout=120).stdout for seed in ("1", "2")]
+    assert outs[0] == outs[1] == render_json(showcase())
