@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -74,8 +75,10 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.time_scale < 0:
         raise ReconcilerError("--time-scale must not be negative")
     state = _state_dir(args)
+    # A served lab listens on a real port: give it a fresh random password, handed over only
+    # through the 0600 password file.
     server = LabServer(args.fleet, state, port=args.port, tls=not args.http, faults=faults,
-                       time_scale=args.time_scale)
+                       time_scale=args.time_scale, password=secrets.token_urlsafe(18))
     stop = threading.Event()
 
     def _on_signal(_signum: int, _frame: object) -> None:
