@@ -1,10 +1,10 @@
 """Host changes over a Transport: our modprobe.d file, the initramfs and the persisted boot args.
 
 Every value reaching the host is validated and travels as argv or stdin, never inside a shell
-string. File writes go through `Transport.write_file` (temp file in the same folder, then rename),
-which already knows where a host path lives on a local root tree; the one command that needs a
-path inside a shell script (removal) maps it through `_shell_path`, the single place that knows
-about local roots. Each operation reads first and does nothing when the host is already right.
+string. File writes go through `Transport.write_file` (temp file in the same folder, then rename).
+Where a host path lives for the transport's file calls and for its shell (under a local root
+tree, or as is on a remote host) is decided in one place, `_where`. Each operation reads first
+and does nothing when the host is already right.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import PurePosixPath
 
 from reconciler.errors import HostAccessError
 from reconciler.log import get_logger
@@ -76,19 +77,32 @@ def _backup_path(path: str, now: Callable[[], datetime]) -> str:
     return f"{path}.{_stamp(now)}{BACKUP_SUFFIX}"
 
 
-def _shell_path(transport: Transport, path: str) -> str:
-    """Where host path `path` is for a shell started by the transport.
+@dataclass(frozen=True)
+class _Where:
+    file: str    # what to hand to transport.read_file / write_file
+    shell: str   # what a shell started by the transport must use
 
-    A local root transport runs `sh` on this machine, so its host paths live under the root;
-    a remote transport's shell sees the host's own paths.
+
+def _where(transport: Transport, path: str) -> _Where:
+    """Where host path `path` lives: the one place that knows about host roots.
+
+    A transport with `host_path` (local roots, lab hosts) maps paths onto its root tree in its
+    own file calls, while its shell runs on this machine and needs the mapped path. Any other
+    transport (SSH) takes paths as they are on the host; when it serves a tree under a root other
+    than `/`, that tree's files are under the root.
     """
+    plain = str(validate_host_path(path))
     host_path = getattr(transport, "host_path", None)
-    return str(host_path(path)) if callable(host_path) else str(validate_host_path(path))
+    if callable(host_path):
+        return _Where(plain, str(host_path(plain)))
+    root = transport.root
+    full = plain if root in ("", "/") else str(PurePosixPath(root) / plain.lstrip("/"))
+    return _Where(full, full)
 
 
 def read_file(transport: Transport, path: str) -> bytes | None:
     """Content of a host file, None when it does not exist."""
-    return transport.read_file(str(validate_host_path(path)))
+    return transport.read_file(_where(transport, path).file)
 
 
 def write_modprobe_file(transport: Transport, name: str, content: str | bytes,
@@ -104,16 +118,18 @@ def write_modprobe_file(transport: Transport, name: str, content: str | bytes,
     data = content.encode() if isinstance(content, str) else content
     if not isinstance(data, bytes) or len(data) > _MAX_FILE or b"\x00" in data:
         raise HostAccessError(f"invalid content for {path}: text up to {_MAX_FILE} bytes")
-    current = transport.read_file(path)
+    target = _where(transport, path).file
+    current = transport.read_file(target)
     if current == data:
         log.info("modprobe file already up to date", host=transport.describe(), path=path)
         return WriteResult(False, path)
     backup_path = None
     if backup and current is not None:
         backup_path = _backup_path(path, now)
-        transport.write_file(backup_path, current, mode=0o644, backup=False)
-    transport.write_file(path, data, mode=0o644, backup=False)
-    if transport.read_file(path) != data:
+        transport.write_file(_where(transport, backup_path).file, current, mode=0o644,
+                             backup=False)
+    transport.write_file(target, data, mode=0o644, backup=False)
+    if transport.read_file(target) != data:
         raise HostAccessError(f"{transport.describe()}: {path} does not hold the written content")
     log.info("modprobe file written", host=transport.describe(), path=path, backup=backup_path)
     return WriteResult(True, path, backup_path)
@@ -128,12 +144,13 @@ def remove_modprobe_file(transport: Transport, name: str, backup: bool = True, *
                          ) -> WriteResult:
     """Remove our `/etc/modprobe.d/<name>.conf` (with `backup`, rename it to a backup instead)."""
     path = modprobe_path(name)
-    if transport.read_file(path) is None:
+    target = _where(transport, path)
+    if transport.read_file(target.file) is None:
         return WriteResult(False, path)
     backup_path = _backup_path(path, now) if backup else None
-    result = transport.sh(["-c", _REMOVE_SCRIPT, "sh", _shell_path(transport, path),
-                           _shell_path(transport, backup_path) if backup_path else ""])
-    if not result.ok or transport.read_file(path) is not None:
+    result = transport.sh(["-c", _REMOVE_SCRIPT, "sh", target.shell,
+                           _where(transport, backup_path).shell if backup_path else ""])
+    if not result.ok or transport.read_file(target.file) is not None:
         raise HostCommandFailed(f"{transport.describe()}: cannot remove {path}: "
                                 f"{result.stderr_text() or 'file still present'}", result)
     log.info("modprobe file removed", host=transport.describe(), path=path, backup=backup_path)
