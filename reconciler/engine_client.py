@@ -94,11 +94,12 @@ def resolve_password(engine: EngineSpec) -> str:
 
 def connect(engine: EngineSpec, *, url: str | None = None, ca_file: Path | str | None = None,
             username: str | None = None, password: str | None = None,
-            connections: int = 1) -> CountingConnection:
+            connections: int = 4) -> CountingConnection:
     """Open a connection: TLS verified against the CA file unless the spec says `insecure`.
 
     The keyword arguments override the spec (the embedded lab supplies its own URL, CA and
     credentials). Nothing is sent until the first request; `check_connection` tests it at once.
+    `connections` bounds the parallel connections that asynchronous (`wait=False`) calls use.
     """
     url = url or engine.url
     if not url:
