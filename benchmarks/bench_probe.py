@@ -44,6 +44,8 @@ def lab_roots(base: Path, count: int) -> dict[str, Path] | None:
                              booted_custom_args="intel_iommu=on",
                              services=(("nvidia-vgpu-mgr.service", "active"),)
                              if models[0] != "h100-pcie" else (),
+                             modprobe_files=(("blacklist-nouveau.conf",
+                                              "blacklist nouveau\noptions nouveau modeset=0\n"),),
                              gpus=gpus)
         roots[host.name] = Path(hosts.ensure_host_root(base / host.name, host))
     return roots

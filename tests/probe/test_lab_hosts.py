@@ -30,6 +30,14 @@ def test_probe_lab_roots(tmp_path: Path) -> None:
         assert f.proc_cmdline == (roots[f.host] / "proc/cmdline").read_text().strip()
         assert f.boot_entries and all("$" not in e.options for e in f.boot_entries)
         assert f.loaded_modules
+        # every emulated command the root provides must yield its fact
+        bin_dir = roots[f.host] / "usr/bin"
+        if (bin_dir / "lsinitrd").exists():
+            assert f.initramfs_blacklist is not None
+        if (bin_dir / "systemctl").exists():
+            assert f.vgpu_manager_service is not None
+        if (bin_dir / "nvidia-smi").exists():
+            assert f.nvidia_smi is not None and f.nvidia_smi.driver_version
     one, two = facts
     assert "intel_iommu=on" in one.proc_cmdline.split()
     assert "0000:86:00.0" in {p.address for p in one.pci_functions}
