@@ -36,3 +36,29 @@ def test_install_reboots_the_host_root(lab: LabServer, conn: sdk.Connection) -> 
     wait_for(lambda: svc.get().status == types.HostStatus.MAINTENANCE
              and not svc.get().reinstallation_required)
     assert "iommu=pt" not in hosts_mod.proc_cmdline(root).split()
+
+
+def test_device_list_follows_the_boot(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from reconciler.lab import fleet as fleet_mod
+    if not hasattr(fleet_mod, "expand_host") or not hasattr(fleet_mod, "LabGpu"):
+        pytest.skip("GPU catalogue expansion not available")
+    from tests.lab.conftest import connect
+    base = fleet_mod.LabHost("t4-host", "Default", "Intel Cascadelake Server Family", "Xeon",
+                             gpus=(fleet_mod.LabGpu("tesla-t4", "0000:3b:00.0", 30),))
+    host = fleet_mod.expand_host(base)
+    fleet = fleet_mod.LabFleet("boot", (fleet_mod.LabCluster("Default", "Intel Cascadelake Server Family"),),
+                               (host,), ())
+    with LabServer(fleet, tmp_path / "s", time_scale=0.002) as lab, connect(lab) as conn:
+        hosts = conn.system_service().hosts_service()
+        h = hosts.list(follow="devices")[0]
+        gpu = next(d for d in h.devices if d.name == "pci_0000_3b_00_0")
+        assert gpu.iommu_group is None and h.device_passthrough.enabled is False
+        svc = hosts.host_service(h.id)
+        svc.update(types.Host(os=types.OperatingSystem(custom_kernel_cmdline="intel_iommu=on")))
+        svc.deactivate()
+        wait_for(lambda: svc.get().status == types.HostStatus.MAINTENANCE)
+        svc.install(reboot=True, activate=True)
+        wait_for(lambda: svc.get().status == types.HostStatus.UP)
+        h = hosts.list(follow="devices")[0]
+        gpu = next(d for d in h.devices if d.name == "pci_0000_3b_00_0")
+        assert gpu.iommu_group == 30 and h.device_passthrough.enabled is True
