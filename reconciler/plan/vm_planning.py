@@ -1,0 +1,268 @@
+"""VM phase: passthrough and vGPU devices, consoles, the restart policy gate, and unmanaged GPU
+use. Runs after the host phase, so VMs stopped for a host cycle are known."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+
+from reconciler.observe.facts import HostDevice, Vm
+from reconciler.plan import checks
+from reconciler.plan.actions import (Action, AddMediatedDevice, AttachHostDevice,
+                                     DetachHostDevice, Disruption, PinVm, Reason,
+                                     RemoveMediatedDevice, SetConsoleVnc, UpdateMediatedDevice,
+                                     Verification)
+from reconciler.plan.result import DriftItem
+from reconciler.plan.state import PlanState, is_down
+from reconciler.spec.model import VmSpec
+
+NEXT_START = "takes effect at next start"
+
+
+class VmPlanning(PlanState):
+    """Plans each spec VM in name order, then reports GPU use no spec mentions."""
+
+    def plan_vms(self) -> None:
+        for spec in sorted(self.desired.vms, key=lambda v: v.name):
+            self._plan_vm(spec)
+            vm = self.vms.get(spec.name)
+            if vm is not None and vm.name in self.stopped_for_cycle and vm.name not in self.started:
+                # stopped so that its host could reboot: bring it back even if nothing else changes
+                self.vm_actions.append(self._start(vm, spec, Reason.SPEC_CHANGE,
+                                                   "after its host's cycle"))
+
+    def _plan_vm(self, spec: VmSpec) -> None:
+        key = f"vm:{spec.name}"
+        loc = str(spec.location) if spec.location else None
+        vm = self.vms.get(spec.name)
+        if vm is None:
+            self._block(key, f"VM {spec.name} does not exist in the engine"
+                        + checks.did_you_mean(spec.name, self.vms), loc)
+            return
+        deps = {key}
+        reason, status = self._classify(key, spec)
+        blockers: list[str] = []
+        hostdev: list[Action] = []       # need the VM down (the engine refuses otherwise)
+        next_start: list[Action] = []    # accepted while up, effective at next start
+        parts: list[str] = []
+
+        if spec.passthrough is not None:
+            deps.add(f"host:{spec.passthrough.host}")
+            self._plan_passthrough(vm, spec, reason, blockers, hostdev, parts)
+        elif any(not d.placeholder for d in vm.host_devices):
+            self.drift.append(DriftItem(key, "unmanaged", "host devices " + ", ".join(
+                sorted(d.name for d in vm.host_devices if not d.placeholder)) +
+                " attached; the spec does not manage this VM's passthrough", loc))
+        adds: list[AddMediatedDevice] = []
+        if spec.vgpu is not None:
+            adds = self._plan_vgpu(vm, spec, reason, blockers, next_start, parts)
+        elif vm.mediated_devices:
+            self.drift.append(DriftItem(key, "unmanaged", "vGPUs " + ", ".join(
+                sorted(m.mdev_type for m in vm.mediated_devices)) +
+                " attached; the spec does not manage this VM's vGPUs", loc))
+
+        for msg in blockers:
+            self._block(key, msg, loc)
+        if blockers:
+            return
+        if adds:
+            pool = self._pool(vm.cluster)
+            assert spec.vgpu is not None
+            if pool.reserve(spec.vgpu.type, len(adds)) is None:
+                self._block(key, f"not enough {spec.vgpu.type} capacity in cluster {vm.cluster}: "
+                            f"{len(adds)} more instance(s) wanted, "
+                            f"{pool.seats_left(spec.vgpu.type)} left (available_instances, one vGPU "
+                            "type per physical GPU)", loc)
+                return
+        if not (hostdev or next_start):
+            return
+        actions = self._gate(vm, spec, reason, hostdev, next_start, parts)
+        if actions:
+            self.depends.update(deps)
+            if any(isinstance(a, AddMediatedDevice) for a in actions) \
+                    and vm.cluster not in self.capacity_clusters:
+                # seats were counted on every GPU of the cluster
+                self.capacity_clusters.add(vm.cluster)
+                self.depends.update(f"host:{h.name}"
+                                    for h in self.hosts_by_cluster.get(vm.cluster, ()))
+        for a in actions:
+            if isinstance(a, AddMediatedDevice):
+                self.seat_delta[a.mdev_type] += 1
+            elif isinstance(a, RemoveMediatedDevice):
+                self.seat_delta[a.mdev_type] -= 1
+        self.vm_actions.extend(actions)
+        self.drift.append(DriftItem(key, status, "; ".join(parts), loc))  # type: ignore[arg-type]
+
+    def _gate(self, vm: Vm, spec: VmSpec, reason: Reason, hostdev: list[Action],
+              next_start: list[Action], parts: list[str]) -> list[Action]:
+        """Apply the restart policy: which changes run now, and around which stop/start."""
+        stopped = vm.name in self.stopped_for_cycle
+        start: list[Action] = []
+        if stopped:
+            start = [self._start(vm, spec, reason, "after its host's cycle")]
+        if is_down(vm) or stopped:
+            return hostdev + next_start + start
+        if spec.restart == "allowed":
+            stop = self._stop(vm, spec, "to apply device changes")
+            stop = replace(stop, reason=reason)
+            return [stop] + hostdev + next_start + [self._start(vm, spec, reason,
+                                                                "after device changes")]
+        if spec.restart == "whenDown":
+            if hostdev:
+                parts.append("host-device changes wait for the VM to be down (restart: whenDown; "
+                             "the engine refuses them while it runs)")
+            return [replace(a, note=NEXT_START) for a in next_start]
+        parts.append(f"VM is {vm.status} and restart is never: changes wait until it is down")
+        return []
+
+    def _plan_passthrough(self, vm: Vm, spec: VmSpec, reason: Reason, blockers: list[str],
+                          hostdev: list[Action], parts: list[str]) -> None:
+        assert spec.passthrough is not None
+        key = f"vm:{vm.name}"
+        host_name = spec.passthrough.host
+        host = self.hosts.get(host_name)
+        if host is None:
+            blockers.append(f"passthrough host {host_name} does not exist"
+                            + checks.did_you_mean(host_name, self.hosts))
+            return
+        devices = {d.name: d for d in host.devices}
+        wanted: list[HostDevice] = []
+        for name in spec.passthrough.devices:
+            dev = devices.get(name)
+            if dev is None:
+                blockers.append(f"device {name} does not exist on host {host_name}"
+                                + checks.did_you_mean(name, devices))
+            else:
+                wanted.append(dev)
+        if len(wanted) != len(spec.passthrough.devices):
+            return
+        hd = self.host_desired.get(host_name)
+        blockers.extend(checks.passthrough_device_problems(vm.name, host, wanted, hd))
+        iommu_coming = bool(hd and hd.kernel and hd.kernel.iommu)
+        if not host.device_passthrough and not iommu_coming:
+            blockers.append(f"host {host_name} has device passthrough (IOMMU) disabled; set "
+                            "kernel.iommu: true on a profile selecting it")
+        if blockers:
+            return
+        current = {d.name for d in vm.host_devices if not d.placeholder}
+        if vm.pinned_hosts != (host_name,):
+            before = ",".join(vm.pinned_hosts) or None
+            note = (" (the engine drops the VM's host devices when the pinned host changes)"
+                    if vm.host_devices else "")
+            parts.append(f"pin to host {host_name} (was {before or 'not pinned'})")
+            hostdev.append(PinVm(target=key, before=before, after=host_name,
+                                 disruption=Disruption.NONE, reason=reason,
+                                 description=f"pin VM {vm.name} to host {host_name}{note}",
+                                 verify=(Verification(key, "pinned_hosts", "eq", host_name),),
+                                 host=host_name))
+            current = set()
+        want = list(dict.fromkeys(spec.passthrough.devices))
+        for name in sorted(current - set(want)):
+            parts.append(f"detach {name}")
+            hostdev.append(DetachHostDevice(
+                target=key, before=name, after=None, disruption=Disruption.VM_RESTART,
+                reason=Reason.PRUNE, description=f"detach host device {name} (not in the spec)",
+                verify=(Verification(key, "host_devices", "not-contains", name),),
+                host=host_name, device=name))
+        for name in want:
+            if name in current:
+                continue
+            parts.append(f"attach {name}")
+            hostdev.append(AttachHostDevice(
+                target=key, before=None, after=name, disruption=Disruption.VM_RESTART,
+                reason=reason, description=f"attach host device {name} from host {host_name}",
+                verify=(Verification(key, "host_devices", "contains", name),),
+                host=host_name, device=name))
+
+    def _plan_vgpu(self, vm: Vm, spec: VmSpec, reason: Reason, blockers: list[str],
+                   next_start: list[Action], parts: list[str]) -> list[AddMediatedDevice]:
+        assert spec.vgpu is not None
+        key = f"vm:{vm.name}"
+        want = spec.vgpu
+        offered_here = self._cluster_types(vm.cluster)
+        if want.type not in offered_here:
+            offered = sorted(offered_here)
+            blockers.append(
+                f"vGPU type {want.type} is not offered by any GPU in cluster {vm.cluster}"
+                + checks.did_you_mean(want.type, offered)
+                + (f"; offered: {', '.join(offered[:12])}" if offered else "; no vGPU-capable GPU"))
+            return []
+        nodisplay = want.secondary_display == "none"
+        mine = sorted((m for m in vm.mediated_devices if m.mdev_type == want.type),
+                      key=lambda m: m.id)
+        others = sorted((m for m in vm.mediated_devices if m.mdev_type != want.type),
+                        key=lambda m: m.id)
+        keep, extra = mine[:want.instances], mine[want.instances:]
+        for m in others + extra:
+            why = "type changed" if m.mdev_type != want.type else "more instances than wanted"
+            parts.append(f"remove vGPU {m.mdev_type} {m.id} ({why})")
+            next_start.append(RemoveMediatedDevice(
+                target=key, before=m.mdev_type, after=None, disruption=Disruption.VM_RESTART,
+                reason=reason, description=f"remove mediated device {m.id} ({m.mdev_type}, {why})",
+                verify=(Verification(key, "mediated_devices", "not-contains", m.id),),
+                device_id=m.id, mdev_type=m.mdev_type))
+        for m in keep:
+            if m.nodisplay != nodisplay or m.driver_params != want.driver_params:
+                parts.append(f"update vGPU {m.id} display/driver params")
+                next_start.append(UpdateMediatedDevice(
+                    target=key, before=_mdev_params(m.mdev_type, m.nodisplay, m.driver_params),
+                    after=_mdev_params(want.type, nodisplay, want.driver_params),
+                    disruption=Disruption.VM_RESTART, reason=reason,
+                    description=f"update mediated device {m.id} (all spec params)",
+                    verify=(Verification(key, f"mediated_devices[{m.id}].nodisplay", "eq",
+                                         nodisplay),),
+                    device_id=m.id, mdev_type=want.type, nodisplay=nodisplay,
+                    driver_params=want.driver_params))
+        adds: list[AddMediatedDevice] = []
+        for i in range(len(keep) + 1, want.instances + 1):
+            adds.append(AddMediatedDevice(
+                target=key, before=None, after=_mdev_params(want.type, nodisplay,
+                                                            want.driver_params),
+                disruption=Disruption.VM_RESTART, reason=reason,
+                description=f"add vGPU {want.type} (instance {i} of {want.instances})",
+                verify=(Verification(key, f"mediated_devices[mdev_type={want.type}]", "count",
+                                     want.instances),),
+                mdev_type=want.type, nodisplay=nodisplay, driver_params=want.driver_params,
+                instance=i))
+        if adds:
+            parts.append(f"add {len(adds)} x vGPU {want.type}")
+        next_start.extend(adds)
+        protocols = {g.protocol for g in vm.graphics}
+        if want.secondary_display == "vnc" and "spice" in protocols and "vnc" not in protocols:
+            parts.append("add a VNC console (SPICE-only VM with a vGPU)")
+            next_start.append(SetConsoleVnc(
+                target=key, before=",".join(sorted(protocols)), after="spice,vnc",
+                disruption=Disruption.VM_RESTART, reason=reason,
+                description="add a VNC graphics console (SPICE is kept)",
+                verify=(Verification(key, "graphics", "contains", "vnc"),)))
+        return adds
+
+    # ---- unmanaged --------------------------------------------------------------------------------
+
+    def report_unmanaged(self) -> None:
+        for host_name in sorted(self.hosts):
+            host = self.hosts[host_name]
+            for dev in host.devices:
+                if not dev.vm or not (dev.vendor_id == "10de" or dev.mdev_types):
+                    continue
+                spec = self.desired_vms.get(dev.vm)
+                if spec is not None and spec.passthrough is not None \
+                        and spec.passthrough.host == host_name:
+                    continue
+                self.drift.append(DriftItem(
+                    f"host:{host_name}", "unmanaged",
+                    f"GPU device {dev.name} ({dev.product_name or dev.pci_id or 'unknown'}) is "
+                    f"used by VM {dev.vm}, which no spec mentions for passthrough", None))
+        for name in sorted(self.vms):
+            vm = self.vms[name]
+            if vm.mediated_devices and name not in self.desired_vms:
+                types = Counter(m.mdev_type for m in vm.mediated_devices)
+                self.drift.append(DriftItem(
+                    f"vm:{name}", "unmanaged", "vGPUs " + ", ".join(
+                        f"{n} x {t}" for t, n in sorted(types.items())) +
+                    " in use; no spec mentions this VM", None))
+
+
+def _mdev_params(mdev_type: str, nodisplay: bool, driver_params: str | None) -> str:
+    """Human form of the full spec params of one mediated device."""
+    text = f"{mdev_type} nodisplay={'true' if nodisplay else 'false'}"
+    return text + (f" driverParams={driver_params}" if driver_params else "")
