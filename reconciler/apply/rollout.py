@@ -1,0 +1,112 @@
+"""Rollout: the plan's actions grouped into units of work, and the availability budget per cluster.
+
+A unit is what the executor carries out as one: the host settings that need no reboot, one host
+cycle (the VMs stopped for it, its settings, the cycle itself) or the changes of one VM. Host
+cycles roll wave by wave as the planner ordered them; before a cycle takes a host out of `up`,
+`Budget` re-reads the cluster and refuses when `maxUnavailable` hosts are already not up (a
+degraded or foreign host counts too), so the budget holds whatever happened since the plan.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from reconciler.observe.facts import Host
+from reconciler.plan.actions import HOST_KINDS, Action, HostCycle
+from reconciler.plan.expand import expand_host
+from reconciler.spec.model import DesiredState
+
+
+@dataclass(frozen=True)
+class Unit:
+    """`kind`: host-config (host settings, no reboot), host-cycle or vm."""
+
+    kind: str
+    target: str                         # host:NAME / vm:NAME
+    actions: tuple[tuple[int, Action], ...]   # (index in the plan, action)
+    wave: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.target.split(":", 1)[1]
+
+    @property
+    def cycle(self) -> tuple[int, HostCycle] | None:
+        return next(((i, a) for i, a in self.actions if isinstance(a, HostCycle)), None)
+
+
+def units_of(actions: Sequence[Action]) -> list[Unit]:
+    """Group actions in plan order: host settings without a cycle, then each wave's host cycles
+    (with the VM stops the planner put in that wave), then each VM's changes."""
+    config: dict[str, list[tuple[int, Action]]] = {}
+    cycles: dict[str, list[tuple[int, Action]]] = {}
+    cycle_wave: dict[str, int] = {}
+    vms: dict[str, list[tuple[int, Action]]] = {}
+    pending_stops: list[tuple[int, Action]] = []
+    for index, action in enumerate(actions):
+        if action.kind in HOST_KINDS and action.wave is None:
+            config.setdefault(action.target, []).append((index, action))
+        elif action.kind in HOST_KINDS:
+            cycles.setdefault(action.target, []).extend(pending_stops)
+            pending_stops = []
+            cycles[action.target].append((index, action))
+            cycle_wave[action.target] = action.wave or 0
+        elif action.wave is not None:
+            # A VM stopped so that the next host of its wave can reboot.
+            pending_stops.append((index, action))
+        else:
+            vms.setdefault(action.target, []).append((index, action))
+    units = [Unit("host-config", t, tuple(a)) for t, a in config.items()]
+    for target, items in sorted(cycles.items(), key=lambda kv: (cycle_wave[kv[0]],
+                                                                 kv[1][0][0])):
+        units.append(Unit("host-cycle", target, tuple(items), cycle_wave[target]))
+    for stop in pending_stops:                      # a stop with no cycle after it: keep it
+        vms.setdefault(stop[1].target, []).insert(0, stop)
+    units.extend(Unit("vm", t, tuple(a)) for t, a in vms.items())
+    return units
+
+
+def max_unavailable_by_host(desired: DesiredState, hosts: Sequence[Host]) -> dict[str, int]:
+    """Each managed host's maxUnavailable (the strictest of the profiles that select it)."""
+    out: dict[str, int] = {}
+    for host in hosts:
+        hd = expand_host(host, desired.host_profiles) if desired.host_profiles else None
+        if hd is not None:
+            out[host.name] = hd.max_unavailable
+    return out
+
+
+@dataclass(frozen=True)
+class BudgetVerdict:
+    allowed: bool
+    unavailable: tuple[str, ...]        # hosts of the cluster not up, other than this one
+    limit: int
+    message: str
+
+
+class Budget:
+    """maxUnavailable per cluster, checked against a fresh read before each cycle starts."""
+
+    def __init__(self, limits: Mapping[str, int],
+                 cluster_hosts: Callable[[str], Sequence[Host]]) -> None:
+        self.limits = dict(limits)
+        self.cluster_hosts = cluster_hosts
+
+    def check(self, host: Host) -> BudgetVerdict:
+        limit = self.limits.get(host.name, 1)
+        others = tuple(sorted(h.name for h in self.cluster_hosts(host.cluster)
+                              if h.name != host.name and h.status != "up"))
+        if host.status != "up":
+            # Already unavailable: cycling it takes nothing more from the budget.
+            return BudgetVerdict(True, others, limit, f"host {host.name} is already "
+                                                      f"{host.status}")
+        if len(others) >= limit:
+            return BudgetVerdict(False, others, limit,
+                                 f"cluster {host.cluster}: maxUnavailable {limit} is used up by "
+                                 f"hosts not up ({', '.join(others)}); host {host.name} is not "
+                                 "taken down")
+        return BudgetVerdict(True, others, limit,
+                             f"cluster {host.cluster}: {len(others)} of {limit} unavailable")
+
+
+__all__ = ["Budget", "BudgetVerdict", "Unit", "max_unavailable_by_host", "units_of"]

@@ -1,0 +1,299 @@
+"""From a spec (or a saved plan) to a finished apply run: lock, recover, observe, plan, confirm,
+execute, record.
+
+`apply_specs` and `apply_saved` are what `reconcile apply` and `reconcile demo` call. Both take the
+engine's apply lock *before* observing, so the plan shown and the fleet it is carried out on cannot
+be changed by a second apply in between; both report and abandon the unfinished steps of a run
+that died, then carry on from freshly observed state (planning is level-triggered, so nothing is
+replayed). After executing, the fleet is observed and planned again: objects with nothing left to
+do are recorded as applied with the desired fingerprint the plan used.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from reconciler.apply.engine_ops import Timing
+from reconciler.apply.executor import ApplyResult, Executor, Timeouts
+from reconciler.apply.progress import Progress, for_stream
+from reconciler.apply.rollout import Budget, max_unavailable_by_host
+from reconciler.apply.verify import ObjectReader
+from reconciler.apply.waiting import Backoff
+from reconciler.errors import LockedError, PlanError, ReconcilerError
+from reconciler.log import get_logger
+from reconciler.observe.facts import Observed
+from reconciler.plan import plan as make_plan
+from reconciler.plan.actions import Disruption
+from reconciler.plan.expand import expand_host
+from reconciler.plan.render_json import render_json
+from reconciler.plan.render_text import render_text, use_color
+from reconciler.plan.result import Plan
+from reconciler.plan.saved import load_plan, stale_objects
+from reconciler.spec.model import DesiredState
+from reconciler.store import DEFAULT_PATH, JournalEntry, Store
+
+log = get_logger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+# The lab's simulated seconds pass at `time_scale`; poll it at a matching pace.
+LAB_TIMING = Timing(retry=Backoff(initial=0.05, cap=0.5, jitter=0.5), attempts=8,
+                    poll=Backoff(initial=0.02, cap=0.2, jitter=0.2), verify_timeout=10.0)
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    yes: bool = False
+    max_disruption: Disruption = Disruption.HOST_REBOOT
+    state: Path = DEFAULT_PATH
+    force_unlock: str | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    timing: Timing | None = None            # None: the engine's default, or LAB_TIMING on a lab
+    probe: bool = True
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    exit_code: int
+    run_id: str | None = None
+    plan: Plan | None = None
+    result: ApplyResult | None = None
+    after: Plan | None = None              # the plan computed after executing
+
+
+class StalePlan(PlanError):
+    """The fleet changed since the saved plan was made; `keys` name the changed objects."""
+
+    def __init__(self, message: str, keys: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.keys = keys
+
+
+class NotConfirmed(ReconcilerError):
+    """The user did not confirm the apply (or could not be asked)."""
+
+
+def engine_key(desired: DesiredState) -> str:
+    """The store's name for the engine: its URL, or lab:<fleet> for the embedded lab."""
+    if desired.engine.is_lab:
+        return f"lab:{desired.engine.lab_fleet}"
+    return str(desired.engine.url)
+
+
+def tty_confirm(stdin: TextIO, stdout: TextIO) -> Callable[[Plan], bool]:
+    """Ask on the terminal; only `yes` confirms (as Terraform does)."""
+    def ask(plan: Plan) -> bool:
+        stdout.write(f"\nApply {plan.summary.changes} change(s)? Only 'yes' will be accepted: ")
+        stdout.flush()
+        answer = stdin.readline()
+        return answer.strip() == "yes"
+    return ask
+
+
+def require_confirmation(yes: bool, stdin: TextIO) -> None:
+    """Fail up front when there is no way to ask and --yes was not given."""
+    if yes:
+        return
+    isatty = getattr(stdin, "isatty", None)
+    if not (isatty and isatty()):
+        raise NotConfirmed("no terminal to ask for confirmation on: review the plan "
+                           "(`reconcile plan`) and pass --yes to apply without a prompt")
+
+
+def _spec_revision(sources: Sequence[str]) -> str | None:
+    digest = hashlib.sha256()
+    for src in sorted(sources):
+        try:
+            digest.update(Path(src).read_bytes())
+        except OSError:
+            return None
+    return digest.hexdigest()[:16]
+
+
+def _report_abandoned(entries: Sequence[JournalEntry], out: TextIO) -> None:
+    runs: dict[str, list[JournalEntry]] = {}
+    for e in entries:
+        runs.setdefault(e.run_id, []).append(e)
+    for run_id, steps in runs.items():
+        where = ", ".join(f"{e.action} {e.target} (step {e.step_id})" for e in steps)
+        print(f"run {run_id} stopped during {where}; its unfinished steps are marked abandoned "
+              "and this run continues from the fleet as observed now", file=out)
+
+
+def _vgpu_required(desired: DesiredState, observed: Observed) -> Callable[[str], bool]:
+    hosts = {h.name: h for h in observed.hosts}
+
+    def required(name: str) -> bool:
+        host = hosts.get(name)
+        hd = expand_host(host, desired.host_profiles) if host and desired.host_profiles else None
+        return hd is not None and hd.vgpu_manager == "required"
+    return required
+
+
+def _summary(result: ApplyResult, after: Plan, out: TextIO) -> None:
+    counts = {k: len(result.by_outcome(k)) for k in ("ok", "failed", "pending", "not-started")}
+    print(f"\nApply {result.run_id}: {counts['ok']} step(s) ok, {counts['failed']} failed, "
+          f"{counts['pending']} pending, {counts['not-started']} not started "
+          f"({result.seconds:.1f}s).", file=out)
+    for step in result.failed:
+        print(f"  ! failed: {step.target} {step.action}: {step.message}", file=out)
+    for host, why in sorted(result.degraded.items()):
+        print(f"  ! degraded: host {host}: {why}", file=out)
+    if result.halted:
+        print(f"  ! rollout halted: {result.halted}", file=out)
+    for step in result.pending:
+        print(f"  * pending: {step.target} {step.action} ({step.message})", file=out)
+    if after.has_changes:
+        print(f"Still to do: {after.summary.line()}", file=out)
+    else:
+        print("The fleet now matches the spec (a new plan has no changes).", file=out)
+    for item in after.blockers:
+        print(f"  ! blocked: {item.key}: {item.message}", file=out)
+
+
+def _record_converged(store: Store, key: str, run_id: str, plan: Plan, after: Plan) -> int:
+    """`applied` for objects with nothing left to do whose desired settings are what we applied."""
+    busy = {a.target for a in after.actions}
+    busy |= {d.key for d in after.drift if d.status in ("blocked", "pending", "drift")}
+    count = 0
+    for obj, fp in sorted(after.desired_fingerprints.items()):
+        if obj in busy or plan.desired_fingerprints.get(obj) != fp:
+            continue
+        store.record_applied(key, obj, fp, run_id)
+        count += 1
+    return count
+
+
+def execute(desired: DesiredState, options: ApplyOptions, *, saved: Plan | None = None,
+            confirm: Callable[[Plan], bool] | None = None, out: TextIO = sys.stdout,
+            progress: Progress | None = None, state_root: Path | None = None) -> RunOutcome:
+    """Lock, recover, observe, plan (or check the saved plan), confirm, execute, record."""
+    from reconciler.observe.session import open_fleet
+
+    key = engine_key(desired)
+    store = Store(options.state)
+    try:
+        run_id = store.start_run("apply", key, spec_revision=_spec_revision(desired.sources),
+                                 plan_digest=_digest(saved) if saved is not None else None)
+        try:
+            with store.lock(key, run_id, pid=os.getpid(), force_unlock=options.force_unlock) \
+                    as info:
+                if info.taken_over_from:
+                    print(f"took over the apply lock from run {info.taken_over_from}, whose "
+                          "process is gone", file=out)
+                _report_abandoned(store.abandon_unfinished(key, run_id), out)
+                outcome = _locked(desired, options, store, key, run_id, saved, confirm, out,
+                                  progress, state_root, open_fleet)
+        except BaseException as err:
+            record = store.run(run_id)
+            if record is not None and record.outcome is None:
+                refused = isinstance(err, (NotConfirmed, LockedError, PlanError))
+                store.finish_run(run_id, "refused" if refused else "failed",
+                                 str(err) or type(err).__name__)
+            raise
+        return outcome
+    finally:
+        store.close()
+
+
+def _digest(plan: Plan) -> str:
+    return hashlib.sha256(render_json(plan).encode()).hexdigest()[:16]
+
+
+def _locked(desired: DesiredState, options: ApplyOptions, store: Store, key: str, run_id: str,
+            saved: Plan | None, confirm: Callable[[Plan], bool] | None, out: TextIO,
+            progress: Progress | None, state_root: Path | None,
+            open_fleet: Callable[..., object]) -> RunOutcome:
+    with open_fleet(desired, state_root=state_root) as fleet:  # type: ignore[attr-defined]
+        observed = fleet.observe(probe=options.probe)
+        applied = store.applied(key)
+        if saved is not None:
+            stale = stale_objects(saved, observed)
+            if stale:
+                lines = "\n".join(f"  {s.key}: {s.what_changed}" for s in stale)
+                raise StalePlan(f"the saved plan is stale: {len(stale)} object(s) changed since "
+                                f"it was made; nothing was changed. Make a new plan.\n{lines}",
+                                tuple(s.key for s in stale))
+            the_plan = saved
+        else:
+            the_plan = make_plan(desired, observed, applied)
+        print(render_text(the_plan, color=use_color(out)), end="", file=out)
+        if not the_plan.has_changes:
+            outcome = "blocked" if the_plan.blockers else "ok"
+            store.finish_run(run_id, outcome, the_plan.summary.line())
+            _record_converged(store, key, run_id, the_plan, the_plan)
+            return RunOutcome(EXIT_FAILED if the_plan.blockers else EXIT_OK, run_id, the_plan,
+                              after=the_plan)
+        if confirm is not None and not confirm(the_plan):
+            raise NotConfirmed("apply cancelled: nothing was changed")
+        if options.max_disruption < the_plan.max_disruption:
+            print(f"\n--max-disruption {options.max_disruption.value}: actions above it are "
+                  "reported as pending and not run.", file=out)
+        transports = fleet.transports()  # type: ignore[attr-defined]
+        reader = ObjectReader(fleet.connection, observed, transports,  # type: ignore[attr-defined]
+                              probe_timeout=options.timeouts.probe)
+        timing = options.timing or (LAB_TIMING if fleet.lab is not None  # type: ignore[attr-defined]
+                                    else Timing())
+        budget = Budget(max_unavailable_by_host(desired, observed.hosts), reader.cluster_hosts)
+        own_progress = progress is None
+        progress = progress or for_stream(sys.stderr)
+        executor = Executor(connection=fleet.connection,  # type: ignore[attr-defined]
+                            reader=reader, transports=transports, store=store, run_id=run_id,
+                            budget=budget, vgpu_required=_vgpu_required(desired, observed),
+                            progress=progress, timing=timing, timeouts=options.timeouts,
+                            max_disruption=options.max_disruption)
+        try:
+            result = executor.run(the_plan)
+        finally:
+            if own_progress:
+                progress.close()
+        after_observed = fleet.observe(probe=options.probe)  # type: ignore[attr-defined]
+        after = make_plan(desired, after_observed, applied)
+        recorded = _record_converged(store, key, run_id, the_plan, after)
+        log.debug("apply.recorded_applied", run_id=run_id, objects=recorded)
+        _summary(result, after, out)
+        failed = not result.ok or bool(the_plan.blockers)
+        message = (result.halted or (f"{len(result.failed)} step(s) failed" if result.failed
+                                     else f"{len(result.pending)} pending"
+                                     if result.pending else "converged"))
+        if the_plan.blockers:
+            message += f"; {len(the_plan.blockers)} blocker(s) not applied"
+        store.finish_run(run_id, "failed" if failed else "ok", message)
+        return RunOutcome(EXIT_FAILED if failed else EXIT_OK, run_id, the_plan, result, after)
+
+
+def load_saved(path: str | os.PathLike[str]) -> tuple[Plan, DesiredState]:
+    """A saved plan and the desired state loaded from the spec files it names."""
+    from reconciler.spec import load_desired
+
+    saved = load_plan(path)
+    if not saved.sources:
+        raise PlanError(f"{path}: the saved plan names no spec files to reach the fleet with")
+    return saved, load_desired(list(saved.sources))
+
+
+def looks_like_plan(paths: Sequence[str]) -> bool:
+    """One argument that is a JSON file: a saved plan rather than specs."""
+    if len(paths) != 1:
+        return False
+    path = Path(paths[0])
+    if not path.is_file():
+        return False
+    if path.suffix == ".json":
+        return True
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(64).lstrip()
+    except OSError:
+        return False
+    return head.startswith(b"{")
+
+
+__all__ = ["ApplyOptions", "LAB_TIMING", "NotConfirmed", "RunOutcome", "StalePlan", "engine_key", "execute",
+           "load_saved", "looks_like_plan", "require_confirmation", "tty_confirm"]

@@ -1,0 +1,79 @@
+"""`reconcile apply SPEC...|PLANFILE [--yes] [--max-disruption LEVEL] [--state PATH]
+[--force-unlock RUN-ID] [--host-timeout S] [--vm-timeout S]`.
+
+With specs: observe, plan, show the plan, ask (on a TTY; `--yes` otherwise), execute. With one
+saved plan (`reconcile plan --out FILE`): execute exactly that plan, refused when anything it
+depends on changed since. Exit 0 when every step ran and verified (pending actions above
+--max-disruption included), 1 on a failure, a degraded host, a refusal, or blockers (the
+unblocked actions are still applied).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from reconciler.store import DEFAULT_PATH
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "apply", help="carry out the plan: rolling, verified, journaled",
+        description="Make the fleet match the spec: host cycles roll in waves within "
+                    "maxUnavailable, every step is verified by observing again and journaled. "
+                    "Give spec files/folders, or one plan file saved by `reconcile plan --out`.")
+    parser.add_argument("specs", nargs="+", metavar="SPEC|PLANFILE",
+                        help="spec files or folders, or one saved plan (JSON)")
+    parser.add_argument("-y", "--yes", action="store_true",
+                        help="do not ask for confirmation (required without a terminal)")
+    parser.add_argument("--max-disruption", choices=["none", "vm-restart", "host-reboot"],
+                        default="host-reboot",
+                        help="run only actions up to this disruption; the rest are reported "
+                             "as pending (default host-reboot: everything)")
+    parser.add_argument("--state", type=Path, default=DEFAULT_PATH, metavar="PATH",
+                        help=f"state store (runs, journal, lock; default {DEFAULT_PATH})")
+    parser.add_argument("--force-unlock", metavar="RUN-ID",
+                        help="take over the apply lock from this run when its heartbeat is stale")
+    parser.add_argument("--host-timeout", type=_seconds, default=1800.0, metavar="SECONDS",
+                        help="how long a host may take to reach maintenance, reinstall and "
+                             "reboot, or come up (default 1800)")
+    parser.add_argument("--vm-timeout", type=_seconds, default=300.0, metavar="SECONDS",
+                        help="how long a VM may take to shut down or start (default 300)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from reconciler.apply.executor import Timeouts
+    from reconciler.apply.runner import (ApplyOptions, execute, load_saved, looks_like_plan,
+                                         require_confirmation, tty_confirm)
+    from reconciler.errors import SpecError
+    from reconciler.plan.actions import Disruption
+
+    options = ApplyOptions(yes=args.yes, max_disruption=Disruption(args.max_disruption),
+                           state=args.state, force_unlock=args.force_unlock,
+                           timeouts=Timeouts.for_hosts(args.host_timeout, args.vm_timeout))
+    try:
+        if looks_like_plan(args.specs):
+            saved, desired = load_saved(args.specs[0])
+            # A saved plan was reviewed when it was made: it runs without a second prompt.
+            return execute(desired, options, saved=saved).exit_code
+        from reconciler.spec import load_desired
+        desired = load_desired(args.specs)
+    except SpecError as err:
+        for issue in err.issues:
+            print(issue.format(), file=sys.stderr)
+        return 1
+    require_confirmation(args.yes, sys.stdin)
+    confirm = None if args.yes else tty_confirm(sys.stdin, sys.stdout)
+    return execute(desired, options, confirm=confirm).exit_code
