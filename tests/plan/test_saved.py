@@ -5,6 +5,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
@@ -35,6 +36,8 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     assert loaded.snapshots == p.snapshots
     assert render_json(loaded, include_observed=True) == path.read_text()
     saved = json.loads(path.read_text())
+    schema = json.loads((HERE.parents[1] / "schemas" / "plan.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(saved)
     assert saved["sources"] == ["specs/fleet.yaml", "specs/vms.yaml"]
     assert set(saved["observed"]) == set(saved["fingerprints"])
 
