@@ -1135,7 +1135,8 @@ class LabEngine:
                     raise EngineFault(400, "no VM with host devices to drift")
                 name = next(n for n, ph in v.host_devices.items() if not ph)
                 host_id = v.hostdev_host_id or ""
-                group = self._group_of(host_id, self._devices[host_id][name])
+                device = self.devices(host_id).get(name) if host_id in self.hosts else None
+                group = self._group_of(host_id, device) if device else [name]
                 for m in group:
                     if m in v.host_devices:
                         del v.host_devices[m]
