@@ -67,12 +67,16 @@ class HostDidNotReturn(WaitTimeout):
     """A host did not reach its target status (maintenance / up) within the timeout."""
 
 
-class MaintenanceBlocked(WaitTimeout):
-    """A host stayed in preparing_for_maintenance; `vms` are the VMs still running on it."""
+class MaintenanceBlocked(PreconditionFailed):
+    """VMs that cannot migrate keep a host from maintenance: the engine refused up front (pinned
+    VMs, `code` 409) or the host stayed in preparing_for_maintenance (`code` None). `vms` names
+    the VMs running on it, pinned ones marked."""
 
-    def __init__(self, message: str, last: object = None, vms: tuple[str, ...] = ()) -> None:
-        super().__init__(message, last)
+    def __init__(self, message: str, vms: tuple[str, ...] = (), *, code: int | None = None,
+                 detail: str | None = None, last: object = None) -> None:
+        super().__init__(message, code=code, detail=detail)
         self.vms = vms
+        self.last = last
 
 
 class InstallFailed(ApplyError):
@@ -372,10 +376,18 @@ def _vms_on_host(ctx: _Ctx, host: str) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
+# The engine's refusal when running VMs cannot leave the host (pinned / non-migratable).
+_NON_MIGRATABLE = re.compile(r"non-migratable|running VMs", re.IGNORECASE)
+
+
 def deactivate_host(conn: sdk.Connection, host: str, timeout: float = 600.0, *,
                     reason: str | None = None, correlation_id: str | None = None,
                     timing: Timing = DEFAULT_TIMING) -> Outcome:
-    """Move a host to `maintenance` and wait for it; its VMs are migrated by the engine."""
+    """Move a host to `maintenance` and wait for it; its VMs are migrated by the engine.
+
+    VMs that cannot migrate raise `MaintenanceBlocked` naming them, whether the engine refuses
+    the request (pinned VMs) or the host stays in preparing_for_maintenance past `timeout`.
+    """
     ctx = _ctx(conn, correlation_id, timing)
     if reason is not None:
         _check_text(reason, "maintenance reason", 1000)
@@ -385,10 +397,16 @@ def deactivate_host(conn: sdk.Connection, host: str, timeout: float = 600.0, *,
     if before == "maintenance":
         return _done(ctx, f"host {host}", "already in maintenance", changed=False)
     if before != "preparing_for_maintenance":
-        ctx.call(f"move host {host} to maintenance",
-                 lambda: service.deactivate(reason=reason, headers=ctx.headers),
-                 landed=lambda: _status(service.get(headers=ctx.headers)) in (
-                     "preparing_for_maintenance", "maintenance"))
+        try:
+            ctx.call(f"move host {host} to maintenance",
+                     lambda: service.deactivate(reason=reason, headers=ctx.headers),
+                     landed=lambda: _status(service.get(headers=ctx.headers)) in (
+                         "preparing_for_maintenance", "maintenance"))
+        except PreconditionFailed as err:
+            if not _NON_MIGRATABLE.search(err.detail or ""):
+                raise
+            vms = _vms_on_host(ctx, str(current.name))
+            raise MaintenanceBlocked(str(err), vms, code=err.code, detail=err.detail) from None
     fetch = lambda: ctx.read(f"read host {host}", lambda: service.get(headers=ctx.headers))  # noqa: E731
     try:
         _poll(ctx, fetch, lambda h: _status(h) == "maintenance", timeout,
@@ -401,7 +419,7 @@ def deactivate_host(conn: sdk.Connection, host: str, timeout: float = 600.0, *,
         listing = ", ".join(vms) if vms else "none listed"
         raise MaintenanceBlocked(
             f"host {host} is stuck in preparing_for_maintenance after {timeout:g}s; VMs still "
-            f"running on it (they cannot migrate): {listing}", err.last, vms) from None
+            f"running on it (they cannot migrate): {listing}", vms, last=err.last) from None
     return _done(ctx, f"host {host}", f"{before} -> maintenance")
 
 

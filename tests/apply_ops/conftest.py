@@ -66,12 +66,15 @@ def apply_fleet() -> LabFleet:
             _host("gpu-03", status="maintenance", behaviour="never-returns"),
             _host("gpu-04", status="maintenance", behaviour="install-fails"),
             _host("gpu-05", status="maintenance"),
+            _host("gpu-06"),
         ),
         vms=(
             LabVm("web-01", "gpu", status="up", host="gpu-01"),
             LabVm("cad-01", "gpu", pinned_hosts=("gpu-01",), affinity="pinned"),
             LabVm("cad-02", "gpu", status="up", host="gpu-02", pinned_hosts=("gpu-02",),
                   affinity="pinned"),
+            # Not pinned, but only the user may migrate it: the engine cannot move it away.
+            LabVm("desk-01", "gpu", status="up", host="gpu-06", affinity="user_migratable"),
             LabVm("render-01", "gpu", graphics=("spice",)),
             LabVm("plain-01", "gpu"),
         ),

@@ -151,11 +151,21 @@ def test_failed_install_raises_install_failed(lab, conn) -> None:
         ops.install_host(conn, "gpu-04", timeout=10, timing=FAST)
 
 
-def test_maintenance_blocked_by_pinned_vm_names_it(lab, conn) -> None:
+def test_maintenance_refused_for_pinned_vm_names_it(lab, conn) -> None:
     with pytest.raises(ops.MaintenanceBlocked, match="cad-02") as info:
-        ops.deactivate_host(conn, "gpu-02", timeout=0.5, timing=FAST)
+        ops.deactivate_host(conn, "gpu-02", timeout=5, timing=FAST)
     assert info.value.vms == ("cad-02 (pinned)",)
-    assert host(conn, "gpu-02").status == sdk.types.HostStatus.PREPARING_FOR_MAINTENANCE
+    assert info.value.code == 409
+    assert isinstance(info.value, ops.PreconditionFailed)
+    assert host(conn, "gpu-02").status == sdk.types.HostStatus.UP
+
+
+def test_host_stuck_in_preparing_for_maintenance_names_the_vms(lab, conn) -> None:
+    with pytest.raises(ops.MaintenanceBlocked, match="stuck in preparing_for_maintenance") as info:
+        ops.deactivate_host(conn, "gpu-06", timeout=0.5, timing=FAST)
+    assert info.value.vms == ("desk-01",)
+    assert "desk-01" in str(info.value)
+    assert host(conn, "gpu-06").status == sdk.types.HostStatus.PREPARING_FOR_MAINTENANCE
 
 
 # --------------------------------------------------------------------------- transient faults
@@ -240,8 +250,9 @@ def test_pin_and_attach_host_device_with_iommu_sibling(lab, conn, mark) -> None:
 def test_attach_on_running_vm_is_a_precondition_error(lab, conn, mark) -> None:
     ops.pin_vm(conn, "cad-02", "gpu-02", timing=FAST)   # already pinned there: a no-op
     m = mark()
-    with pytest.raises(ops.PreconditionFailed, match="not Down"):
+    with pytest.raises(ops.PreconditionFailed, match="Cannot add Host devices") as info:
         ops.attach_host_device(conn, "cad-02", "pci_0000_03_00_0", timing=FAST)
+    assert info.value.code == 409
     assert len(m.mutating()) == 1
     assert hostdevs(conn, "cad-02") == {}
 
