@@ -77,6 +77,7 @@ class Renderer:
         self.engine = engine
         self._cache: dict[tuple[str, str], tuple[int, str]] = {}
         self._mdev_blocks: dict[tuple[object, ...], str] = {}
+        self._device_objs: dict[tuple[str, str], tuple[LabDevice, types.HostDevice]] = {}
 
     def _cached(self, key: tuple[str, str], rev: int, make: Callable[[], str]) -> str:
         hit = self._cache.get(key)
@@ -199,10 +200,15 @@ class Renderer:
         return _splice(xml, "host_device", self._mdev_types(host_id, d)) if d.mdev_types else xml
 
     def _device(self, h: Host, d: LabDevice) -> str:
-        obj = self._device_obj(h.id, d)
+        # The SDK object of a device is built once and reused (its construction costs as much as
+        # writing it); only the `vm` reference changes between renders. Callers hold the lock.
+        hit = self._device_objs.get((h.id, d.name))
+        if hit is None or hit[0] is not d:
+            hit = (d, self._device_obj(h.id, d))
+            self._device_objs[(h.id, d.name)] = hit
+        obj = hit[1]
         user = self.engine.device_user(h.id, d.name)
-        if user:
-            obj.vm = _href(types.Vm(id=user), f"{API}/vms/{user}")
+        obj.vm = _href(types.Vm(id=user), f"{API}/vms/{user}") if user else None
         return self._write_device(h.id, d, obj)
 
     # --- VMs
