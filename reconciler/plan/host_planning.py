@@ -11,7 +11,7 @@ from reconciler.plan.actions import (Action, Disruption, HostCycle, RegenerateIn
                                      WriteModprobeFile)
 from reconciler.plan.expand import MODPROBE_PATH, HostDesired, expand_host, render_modprobe
 from reconciler.plan.fingerprint import sha256_text
-from reconciler.plan.kernel import edit_cmdline, unmet, wants_for
+from reconciler.plan.kernel import edit_cmdline, unmet, unwanted_tokens, wants_for
 from reconciler.plan.result import DriftItem, Note, Wave
 from reconciler.plan.state import HostWork, PlanState, is_down
 from reconciler.plan.waves import CycleRequest, plan_waves
@@ -49,6 +49,7 @@ class HostPlanning(PlanState):
         needs_boot: list[str] = []
         expect_args: tuple[str, ...] = ()
         expect_absent: tuple[str, ...] = ()
+        gone_tokens: tuple[str, ...] = ()
         cmdline_edit = False
         kernel_unbooted = False
 
@@ -85,6 +86,7 @@ class HostPlanning(PlanState):
                     needs_boot.append("engine cmdline changes")
                 expect_args = wants.add_tokens
                 expect_absent = wants.absent_keys
+                gone_tokens = unwanted_tokens(booted, wants.wants)
 
         modules_absent: tuple[str, ...] = ()
         if hd.modprobe is not None:
@@ -179,7 +181,7 @@ class HostPlanning(PlanState):
                     verify += [Verification(key, "booted_cmdline", "contains", t)
                                for t in expect_args]
                     verify += [Verification(key, "booted_cmdline", "not-contains", t)
-                               for t in expect_absent]
+                               for t in gone_tokens]
                     verify += [Verification(key, "probe.loaded_modules", "not-contains", m)
                                for m in modules_absent]
                     work.cycle = HostCycle(

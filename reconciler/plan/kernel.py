@@ -134,3 +134,17 @@ def unmet(cmdline: str | None, wants: Sequence[KernelWant]) -> tuple[str, ...]:
                                     for t in tokens):
             missing.append(want.token)
     return tuple(missing)
+
+
+def unwanted_tokens(cmdline: str | None, wants: Sequence[KernelWant]) -> tuple[str, ...]:
+    """Tokens of `cmdline` the wants remove (absent keys, other values of exclusive keys), as
+    written, so that a check can look for exactly those tokens after a reboot."""
+    out: list[str] = []
+    for tok in tokenize(cmdline):
+        for want in wants:
+            if not want.matches(tok.raw):
+                continue
+            if want.token is None or not tok.same_arg(parse_token(want.token)):
+                out.append(tok.raw)
+                break
+    return tuple(dict.fromkeys(out))

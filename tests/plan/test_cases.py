@@ -48,6 +48,9 @@ def test_case(case: dict[str, Any]) -> None:
         if isinstance(got, tuple):
             got = list(got)
         assert got == value, f"action {index} ({result.actions[index].kind}).{name}"
+    for index, field, op, value in expect.get("verify", ()):
+        checks = [(v.field, v.op, v.value) for v in result.actions[index].verify]
+        assert (field, op, value) in checks, checks
     blocked = [d for d in result.drift if d.status == "blocked"]
     expected_blocked = expect.get("blocked", [])
     assert len(blocked) == len(expected_blocked), [b.message for b in blocked]

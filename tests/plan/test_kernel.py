@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reconciler.observe.cmdline import tokenize
-from reconciler.plan.kernel import KernelWant, edit_cmdline, unmet, wants_for
+from reconciler.plan.kernel import KernelWant, edit_cmdline, unmet, unwanted_tokens, wants_for
 from reconciler.spec.model import KernelSpec
 
 
@@ -54,3 +54,9 @@ def test_edit_is_idempotent_and_satisfies_the_wants(tokens: list[str], iommu: bo
     managed = {"intel_iommu", "amd_iommu", "rdblacklist", "pci_stub.ids", "iommu"}
     foreign = [t.raw for t in tokenize(" ".join(tokens)) if t.key not in managed]
     assert [t.raw for t in tokenize(once) if t.key not in managed] == foreign
+
+
+def test_unwanted_tokens_are_those_a_reboot_must_drop() -> None:
+    wants = wants_for(KernelSpec(iommu=True, blacklist_nouveau=False), "intel", "x86_64").wants
+    assert unwanted_tokens("ro intel_iommu=off rdblacklist=nouveau rdblacklist=radeon "
+                           "intel_iommu=on", wants) == ("intel_iommu=off", "rdblacklist=nouveau")
