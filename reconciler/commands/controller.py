@@ -1,0 +1,157 @@
+"""`reconcile controller SPEC-DIR... [--git URL --ref REF --poll 60s] [--mode observe|apply]
+[--max-disruption none|vm-restart|host-reboot] [--resync 5m] [--listen 127.0.0.1:9180]
+[--state PATH] [--notify-webhook URL] [--events-interval 1s]`.
+
+Runs until SIGTERM / SIGINT, then exits 0 once the current step is finished or safely abandoned.
+Exit 1 when it cannot start (bad options, the status port taken, a bad git source).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from reconciler.store import DEFAULT_PATH
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def duration(text: str) -> float:
+    """'250ms', '1s', '5m', '1h' or plain seconds; more than 0."""
+    match = _DURATION.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 500ms, 30s, 5m, 1h)")
+    value = float(match.group(1)) * _UNITS[match.group(2)]
+    if value <= 0:
+        raise argparse.ArgumentTypeError("a duration must be more than 0")
+    return value
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """HOST:PORT, [IPV6]:PORT or :PORT (127.0.0.1)."""
+    match = re.match(r"^(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]*)):(\d{1,5})$", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"--listen wants HOST:PORT, not {text!r}")
+    host = match.group(1) or match.group(2) or "127.0.0.1"
+    port = int(match.group(3))
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range")
+    return host, port
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "controller", help="keep reconciling: watch the spec, the engine and a git ref",
+        description="Level-triggered reconciling: spec changes, a moved git ref, engine events "
+                    "and a periodic resync each start a pass that loads the last good spec, "
+                    "observes the fleet afresh and plans; `--mode apply` also converges within "
+                    "--max-disruption. Serves /healthz, /readyz, /metrics and /status.")
+    parser.add_argument("specs", nargs="+", metavar="SPEC-DIR",
+                        help="spec files or folders (with --git: one path inside the repository)")
+    parser.add_argument("--git", metavar="URL", help="take the spec from this git repository")
+    parser.add_argument("--ref", default="main", metavar="REF",
+                        help="branch, tag or ref to follow with --git (default main)")
+    parser.add_argument("--poll", type=duration, default=60.0, metavar="DURATION",
+                        help="how often to fetch the git ref (default 60s)")
+    parser.add_argument("--mode", choices=["observe", "apply"], default="observe",
+                        help="observe: report only (default); apply: converge within "
+                             "--max-disruption")
+    parser.add_argument("--max-disruption", choices=["none", "vm-restart", "host-reboot"],
+                        default="none",
+                        help="the most disruptive actions apply mode may run (default none); "
+                             "the rest stay pending")
+    parser.add_argument("--resync", type=duration, default=300.0, metavar="DURATION",
+                        help="full pass at least this often (default 5m)")
+    parser.add_argument("--listen", type=listen_address, default=("127.0.0.1", 9180),
+                        metavar="HOST:PORT",
+                        help="where to serve /healthz /readyz /metrics /status "
+                             "(default 127.0.0.1:9180; port 0 picks one)")
+    parser.add_argument("--state", type=Path, default=DEFAULT_PATH, metavar="PATH",
+                        help=f"state store (drift history, runs, lock; default {DEFAULT_PATH}); "
+                             "the git clone lives next to it")
+    parser.add_argument("--notify-webhook", metavar="URL",
+                        help="POST drift and apply events (JSON) to this URL")
+    parser.add_argument("--notify-secret-file", type=Path, metavar="FILE",
+                        help="sign webhook bodies with the HMAC key in this file")
+    parser.add_argument("--events-interval", type=duration, default=1.0, metavar="DURATION",
+                        help="how often to poll the engine's events (default 1s)")
+    parser.add_argument("--no-probe", action="store_true",
+                        help="engine facts only; do not probe the hosts")
+    parser.add_argument("--stop-timeout", type=duration, default=240.0, metavar="DURATION",
+                        help="on SIGTERM, how long an apply may take to reach a safe point "
+                             "before the controller exits anyway (default 4m)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from reconciler import log
+    from reconciler.controller.loop import Controller, ControllerConfig
+    from reconciler.controller.metrics import ControllerMetrics
+    from reconciler.controller.notify import WebhookNotifier
+    from reconciler.controller.server import ControllerServer, ControllerState
+    from reconciler.errors import ReconcilerError
+    from reconciler.plan.actions import Disruption
+
+    logger = log.get_logger("controller")
+    config = ControllerConfig(
+        spec_paths=tuple(args.specs), state=args.state, mode=args.mode,
+        max_disruption=Disruption(args.max_disruption), resync=args.resync,
+        events_interval=args.events_interval, git_url=args.git, git_ref=args.ref,
+        git_poll=args.poll, probe=not args.no_probe)
+    if args.git is None and (args.ref != "main" or args.poll != 60.0):
+        raise ReconcilerError("--ref and --poll only apply with --git URL")
+    for spec in ([] if args.git else args.specs):
+        if not Path(spec).exists():
+            raise ReconcilerError(f"{spec}: no such spec file or folder")
+    secret: bytes | None = None
+    if args.notify_secret_file is not None:
+        try:
+            secret = args.notify_secret_file.read_bytes().strip()
+        except OSError as exc:
+            raise ReconcilerError(f"--notify-secret-file {args.notify_secret_file}: "
+                                  f"{exc.strerror or exc}") from exc
+    state = ControllerState(mode=args.mode)
+    metrics = ControllerMetrics()
+    notifier = WebhookNotifier(args.notify_webhook, secret=secret) if args.notify_webhook \
+        else None
+    if notifier is not None:
+        metrics.track("notify_dropped", "Webhook events dropped (queue full or undeliverable)",
+                      lambda: float(notifier.dropped + notifier.failed))
+    controller = Controller(config, state, metrics, notifier)
+    server = ControllerServer(state, metrics, host=args.listen[0], port=args.listen[1]).start()
+
+    stop_requested = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        logger.info("stopping", signal=signal.Signals(signum).name)
+        stop_requested.set()
+        controller.stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    loop = threading.Thread(target=controller.run, name="reconcile-loop", daemon=True)
+    try:
+        logger.info("controller started", mode=args.mode, max_disruption=args.max_disruption,
+                    status=server.url, specs=list(args.specs), git=bool(args.git))
+        loop.start()
+        while loop.is_alive() and not stop_requested.wait(0.5):
+            pass
+        loop.join(args.stop_timeout)
+        if loop.is_alive():
+            # The journal holds the unfinished step; the next apply reports and re-plans it.
+            logger.warning("the current step did not reach a safe point in time; exiting anyway",
+                           stop_timeout=args.stop_timeout)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.stop()
+        if notifier is not None:
+            notifier.close(timeout=5.0)
+    if not stop_requested.is_set():
+        logger.error("the reconcile loop ended unexpectedly")
+        return 1
+    logger.info("controller stopped")
+    return 0

@@ -1,0 +1,257 @@
+"""What makes the controller reconcile: a coalescing work queue and the triggers that feed it.
+
+Triggers only decide *when* a pass runs, never *what* it does (level-triggered): each one puts a
+reason in the `WorkQueue`, and however many arrive while a pass runs, the loop takes them all as
+one next pass. Triggers here: spec file changes (`SpecWatcher`, watchfiles, debounced), new engine
+events (`EventPoller`, `/events?from=<cursor>` through the SDK), and a periodic full resync
+(`ResyncTimer`). The git source's poller lives in `gitsource.py`.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import watchfiles
+
+from reconciler import log
+from reconciler.engine_client import describe
+
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+class WorkQueue:
+    """Reasons to reconcile, coalesced: `get()` hands out everything queued since the last get."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._reasons: dict[str, int] = {}
+        self._closed = False
+
+    def put(self, reason: str) -> None:
+        with self._cond:
+            self._reasons[reason] = self._reasons.get(reason, 0) + 1
+            self._cond.notify_all()
+
+    def get(self, timeout: float | None = None) -> frozenset[str]:
+        """Wait up to `timeout` for work; empty when nothing came (or the queue is closed)."""
+        with self._cond:
+            self._cond.wait_for(lambda: bool(self._reasons) or self._closed, timeout)
+            reasons = frozenset(self._reasons)
+            self._reasons.clear()
+            return reasons
+
+    def pending(self) -> frozenset[str]:
+        with self._cond:
+            return frozenset(self._reasons)
+
+    def close(self) -> None:
+        """Wake every waiter for good (shutdown)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        with self._cond:
+            return self._closed
+
+
+class _Trigger:
+    """A background thread that feeds the queue until `stop()`."""
+
+    name = "trigger"
+
+    def __init__(self, queue: WorkQueue) -> None:
+        self.queue = queue
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> _Trigger:
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class ResyncTimer(_Trigger):
+    """A full pass every `interval` seconds, whatever else happens (missed events, host drift
+    that raises no engine event)."""
+
+    name = "resync-timer"
+
+    def __init__(self, queue: WorkQueue, interval: float) -> None:
+        super().__init__(queue)
+        self.interval = interval
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.queue.put("resync")
+
+
+def spec_filter(paths: Iterable[Path]) -> Callable[[watchfiles.Change, str], bool]:
+    """Only spec files count: the named files, and YAML files under the named folders."""
+    files = {p.resolve() for p in paths if not p.is_dir()}
+    dirs = [p.resolve() for p in paths if p.is_dir()]
+    default = watchfiles.DefaultFilter()
+
+    def accept(change: watchfiles.Change, path: str) -> bool:
+        if not default(change, path):
+            return False
+        resolved = Path(path).resolve()
+        if resolved in files:
+            return True
+        if resolved.suffix not in SPEC_SUFFIXES:
+            return False
+        return any(resolved.is_relative_to(d) for d in dirs)
+    return accept
+
+
+class SpecWatcher(_Trigger):
+    """Enqueues "spec" when a spec file changes. Files are watched through their folder, since
+    editors and `git checkout` replace files by renaming (a watch on the old inode would go deaf).
+    watchfiles groups a burst of writes: it yields once no change came for `step_ms`, and at the
+    latest after `debounce_ms`."""
+
+    name = "spec-watcher"
+
+    def __init__(self, queue: WorkQueue, paths: Iterable[str | Path], debounce_ms: int = 200,
+                 step_ms: int = 50) -> None:
+        super().__init__(queue)
+        self.paths = [Path(p) for p in paths]
+        self.debounce_ms = debounce_ms
+        self.step_ms = step_ms
+        self._log = log.get_logger("controller.triggers")
+        self.ready = threading.Event()
+
+    def _roots(self) -> list[Path]:
+        roots = {(p if p.is_dir() else p.parent).resolve() for p in self.paths}
+        return sorted(r for r in roots if r.exists())
+
+    def _run(self) -> None:
+        accept = spec_filter(self.paths)
+        while not self._stop.is_set():
+            roots = self._roots()
+            if not roots:
+                self.ready.set()
+                self._stop.wait(1.0)
+                continue
+            try:
+                # yield_on_timeout: an empty set every rust_timeout, which marks the watch as set
+                # up (tests and the benchmark wait for it) and lets the thread notice stop().
+                for changes in watchfiles.watch(
+                        *roots, watch_filter=accept, debounce=self.debounce_ms, step=self.step_ms,
+                        stop_event=self._stop, rust_timeout=200, yield_on_timeout=True,
+                        raise_interrupt=False):
+                    self.ready.set()
+                    if changes:
+                        self._log.info("spec changed", files=sorted({c[1] for c in changes}))
+                        self.queue.put("spec")
+            except (OSError, RuntimeError) as exc:
+                # A watched folder removed or replaced: watch again after a pause.
+                self._log.warning("spec watch failed; retrying", error=str(exc))
+                self._stop.wait(1.0)
+
+
+def event_is_ours(event: Any, correlation_ids: Callable[[], Iterable[str]]) -> bool:
+    cid = getattr(event, "correlation_id", None)
+    return bool(cid) and cid in set(correlation_ids())
+
+
+class EventPoller(_Trigger):
+    """Polls the engine's audit log incrementally and enqueues "engine-event" when anything new
+    appears that our own applies did not cause.
+
+    The cursor starts at the newest event (`max=1`), so history never triggers; the engine lists
+    newest first, so the highest index of each answer becomes the next cursor. The poller has its
+    own connection (an SDK connection is not safe to share between threads); on errors it backs
+    off (capped) and reconnects, and the periodic resync covers what it misses meanwhile.
+    """
+
+    name = "event-poller"
+
+    def __init__(self, queue: WorkQueue, connect: Callable[[], Any], interval: float = 1.0,
+                 ours: Callable[[], Iterable[str]] = lambda: (),
+                 on_request: Callable[[bool], None] | None = None,
+                 backoff_cap: float = 30.0) -> None:
+        super().__init__(queue)
+        self._connect = connect
+        self.interval = interval
+        self._ours = ours
+        self._on_request = on_request or (lambda _failed: None)
+        self._backoff_cap = backoff_cap
+        self.cursor: int | None = None
+        self.ready = threading.Event()
+        self._log = log.get_logger("controller.triggers")
+
+    def _list(self, conn: Any, **kwargs: Any) -> list[Any]:
+        try:
+            events = conn.system_service().events_service().list(**kwargs)
+        except Exception:
+            self._on_request(True)
+            raise
+        self._on_request(False)
+        return list(events)
+
+    def poll_once(self, conn: Any) -> int:
+        """One poll; returns how many new events not caused by us it saw."""
+        if self.cursor is None:
+            latest = self._list(conn, max=1)
+            self.cursor = max((int(e.index) for e in latest), default=0)
+            self.ready.set()
+            return 0
+        events = self._list(conn, from_=self.cursor)
+        if not events:
+            return 0
+        self.cursor = max(self.cursor, max(int(e.index) for e in events))
+        foreign = [e for e in events if not event_is_ours(e, self._ours)]
+        if foreign:
+            self._log.debug("engine events", count=len(foreign), cursor=self.cursor,
+                            codes=sorted({int(e.code) for e in foreign if e.code is not None}))
+            self.queue.put("engine-event")
+        return len(foreign)
+
+    def _run(self) -> None:
+        conn: Any = None
+        failures = 0
+        delay = 0.0
+        try:
+            while not self._stop.wait(delay):
+                started = time.monotonic()
+                try:
+                    if conn is None:
+                        conn = self._connect()
+                    self.poll_once(conn)
+                    failures = 0
+                    delay = max(0.0, self.interval - (time.monotonic() - started))
+                except Exception as exc:  # noqa: BLE001 - the SDK raises its own and pycurl's
+                    failures += 1
+                    delay = min(self._backoff_cap, self.interval * 2 ** min(failures, 10))
+                    self._log.warning("event poll failed", error=str(describe(exc, "engine")),
+                                      retry_in=round(delay, 1))
+                    _close_quietly(conn)
+                    conn = None
+        finally:
+            _close_quietly(conn)
+
+
+def _close_quietly(conn: Any) -> None:
+    if conn is None:
+        return
+    try:
+        conn.close()
+    except Exception:  # noqa: BLE001 - logout failures do not matter here
+        pass
+
+
+__all__ = ["EventPoller", "ResyncTimer", "SpecWatcher", "WorkQueue", "event_is_ours",
+           "spec_filter"]
