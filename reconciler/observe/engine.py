@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import ovirtsdk4
@@ -259,6 +259,14 @@ class _Names:
         return self._names.get(ident)
 
 
+def _name_device_users(host: Host, vm_names: Callable[[str], str | None]) -> Host:
+    """Replace the VM ids left on devices by `read_engine` with the VMs' names."""
+    if not any(d.vm for d in host.devices):
+        return host
+    return replace(host, devices=tuple(replace(d, vm=vm_names(d.vm)) if d.vm else d
+                                       for d in host.devices))
+
+
 def read_engine(connection: ovirtsdk4.Connection, desired: DesiredState | None = None, *,
                 attempts: int = 4, base: float = 0.5, cap: float = 10.0) -> EngineRead:
     """Read the fleet's engine facts in a constant number of requests (see the module doc)."""
@@ -270,21 +278,28 @@ def read_engine(connection: ovirtsdk4.Connection, desired: DesiredState | None =
         return with_retries(fn, attempts=attempts, base=base, cap=cap, what=what, url=url)
 
     raw_clusters = call("list clusters", lambda: system.clusters_service().list())
-    hsearch, vsearch = host_search(desired), vm_search(desired)
-    raw_hosts = call("list hosts", lambda: system.hosts_service().list(
-        follow=HOST_FOLLOW, search=hsearch))
-    raw_vms = call("list vms", lambda: system.vms_service().list(follow=VM_FOLLOW,
-                                                                  search=vsearch))
-
     clusters = tuple(sorted((cluster_fact(c) for c in raw_clusters), key=lambda c: c.name))
     by_id = {c.id: c for c in clusters}
-    host_names = _Names({h.id: h.name for h in raw_hosts},
+    hsearch, vsearch = host_search(desired), vm_search(desired)
+
+    # Hosts are converted (devices keep their VM's id for now) and their SDK objects dropped
+    # before the VMs are read, so the two largest answers are never in memory together.
+    raw_hosts = call("list hosts", lambda: system.hosts_service().list(
+        follow=HOST_FOLLOW, search=hsearch))
+    host_ids = {h.id: h.name for h in raw_hosts}
+    addresses = {h.name: h.address for h in raw_hosts if h.address}
+    unnamed = [host_fact(h, by_id, lambda vm_id: vm_id) for h in raw_hosts]
+    del raw_hosts
+
+    raw_vms = call("list vms", lambda: system.vms_service().list(follow=VM_FOLLOW,
+                                                                  search=vsearch))
+    host_names = _Names(host_ids,
                         lambda: call("name hosts", lambda: system.hosts_service().list()))
+    vms = tuple(sorted((vm_fact(v, by_id, host_names) for v in raw_vms), key=lambda v: v.name))
     vm_names = _Names({v.id: v.name for v in raw_vms},
                       lambda: call("name vms", lambda: system.vms_service().list()))
-    hosts = tuple(sorted((host_fact(h, by_id, vm_names) for h in raw_hosts),
+    del raw_vms
+    hosts = tuple(sorted((_name_device_users(h, vm_names) for h in unnamed),
                          key=lambda h: h.name))
-    vms = tuple(sorted((vm_fact(v, by_id, host_names) for v in raw_vms), key=lambda v: v.name))
-    addresses = {h.name: h.address for h in raw_hosts if h.address}
     sent = (getattr(connection, "request_count", 0) - counted) if counted is not None else 0
     return EngineRead(clusters, hosts, vms, addresses, sent)
