@@ -39,10 +39,16 @@ class Gpu:
 
     @staticmethod
     def of(host: str, dev: HostDevice) -> Gpu:
-        gpu = Gpu(host, dev.name, {t.name: t.available_instances for t in dev.mdev_types},
-                  {t.name: max_instances(t) for t in dev.mdev_types})
-        in_use = [n for n, avail in gpu.available.items()
-                  if gpu.maximum[n] is not None and avail < gpu.maximum[n]]  # type: ignore[operator]
+        available: dict[str, int] = {}
+        maximum: dict[str, int | None] = {}
+        in_use: list[str] = []
+        for t in dev.mdev_types:
+            most = t.max_instances if t.max_instances is not None else max_instances(t)
+            available[t.name] = t.available_instances
+            maximum[t.name] = most
+            if most is not None and t.available_instances < most:
+                in_use.append(t.name)
+        gpu = Gpu(host, dev.name, available, maximum)
         if len(in_use) == 1:
             gpu.locked = in_use[0]
         elif len(in_use) > 1 and all(v == 0 for v in gpu.available.values()):

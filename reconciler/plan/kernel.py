@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
-from reconciler.observe.cmdline import arg_key, parse_token, tokenize
+from reconciler.observe.cmdline import Token, arg_key, parse_token, tokenize
 from reconciler.observe.facts import CpuVendor
 from reconciler.spec.model import KernelSpec
 
@@ -27,16 +28,24 @@ class KernelWant:
     exclusive: bool = True
     value: str | None = None
 
-    def matches(self, raw: str) -> bool:
-        """True when `raw` is a token this want governs (same key; same value for value-scoped)."""
-        tok = parse_token(raw)
+    @cached_property
+    def parsed(self) -> Token | None:
+        return parse_token(self.token) if self.token is not None else None
+
+    def matches(self, tok: Token | str) -> bool:
+        """True when `tok` is a token this want governs (same key; same value for value-scoped)."""
+        if isinstance(tok, str):
+            tok = parse_token(tok)
         if tok.key != self.key:
             return False
-        if self.token is None:
+        if self.parsed is None:
             return self.value is None or tok.value == self.value
         if self.exclusive:
             return True
-        return tok.same_arg(parse_token(self.token))
+        return tok.same_arg(self.parsed)
+
+    def is_desired(self, tok: Token) -> bool:
+        return self.parsed is not None and tok.same_arg(self.parsed)
 
     def describe(self) -> str:
         if self.token is not None:
@@ -95,44 +104,42 @@ def wants_for(spec: KernelSpec, vendor: CpuVendor | None, architecture: str | No
 
 def edit_cmdline(current: str | None, wants: Iterable[KernelWant]) -> str:
     """Apply the wants to `current`: keep every other token as found, append what is missing."""
-    tokens = [t.raw for t in tokenize(current)]
+    tokens = tokenize(current)
     for want in wants:
-        if want.token is None:
+        if want.parsed is None:
             tokens = [t for t in tokens if not want.matches(t)]
             continue
-        desired = parse_token(want.token)
         present = False
-        kept: list[str] = []
-        for raw in tokens:
-            if want.matches(raw):
-                if parse_token(raw).same_arg(desired) and not present:
-                    present = True
-                    kept.append(raw)
-                elif not want.exclusive and not parse_token(raw).same_arg(desired):
-                    kept.append(raw)
+        kept: list[Token] = []
+        for tok in tokens:
+            if want.matches(tok):
+                if want.is_desired(tok):
+                    if not present:
+                        present = True
+                        kept.append(tok)
+                elif not want.exclusive:
+                    kept.append(tok)
                 continue
-            kept.append(raw)
+            kept.append(tok)
         if not present:
-            kept.append(want.token)
+            kept.append(want.parsed)
         tokens = kept
-    return " ".join(tokens)
+    return " ".join(t.raw for t in tokens)
 
 
 def unmet(cmdline: str | None, wants: Sequence[KernelWant]) -> tuple[str, ...]:
     """The wants a (booted) command line does not satisfy, described as tokens or `-key`."""
-    tokens = [t.raw for t in tokenize(cmdline)]
+    tokens = tokenize(cmdline)
     missing: list[str] = []
     for want in wants:
-        if want.token is None:
+        if want.parsed is None:
             if any(want.matches(t) for t in tokens):
                 missing.append(want.describe())
             continue
-        desired = parse_token(want.token)
-        if not any(parse_token(t).same_arg(desired) for t in tokens):
-            missing.append(want.token)
-        elif want.exclusive and any(want.matches(t) and not parse_token(t).same_arg(desired)
-                                    for t in tokens):
-            missing.append(want.token)
+        if not any(want.is_desired(t) for t in tokens):
+            missing.append(want.describe())
+        elif want.exclusive and any(want.matches(t) and not want.is_desired(t) for t in tokens):
+            missing.append(want.describe())
     return tuple(missing)
 
 
@@ -141,10 +148,6 @@ def unwanted_tokens(cmdline: str | None, wants: Sequence[KernelWant]) -> tuple[s
     written, so that a check can look for exactly those tokens after a reboot."""
     out: list[str] = []
     for tok in tokenize(cmdline):
-        for want in wants:
-            if not want.matches(tok.raw):
-                continue
-            if want.token is None or not tok.same_arg(parse_token(want.token)):
-                out.append(tok.raw)
-                break
+        if any(want.matches(tok) and not want.is_desired(tok) for want in wants):
+            out.append(tok.raw)
     return tuple(dict.fromkeys(out))
