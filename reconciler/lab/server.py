@@ -86,6 +86,7 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
+    _drop = False
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass
@@ -96,28 +97,41 @@ class _Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_GET  # noqa: N815
 
     def _dispatch(self) -> None:
-        start = time.perf_counter()
-        lab = self.server.lab
+        self._start = time.perf_counter()
+        self._drop = False
+        self._recorded = False
         split = urlsplit(self.path)
         path, raw_query = split.path.rstrip("/") or "/", split.query
+        self._log_path, self._log_query = path, raw_query
         query = dict(parse_qsl(raw_query, keep_blank_values=True))
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        status, sent = 0, 0
         try:
             if path == SSO_TOKEN:
-                status, sent = self._sso_token(body)
+                self._sso_token(body)
             elif path == SSO_LOGOUT:
-                status, sent = self._sso_logout(body)
+                self._sso_logout(body)
             elif path == API_PREFIX or path.startswith(API_PREFIX + "/"):
-                status, sent = self._api(path[len(API_PREFIX):], query, body)
+                self._api(path[len(API_PREFIX):], query, body)
             else:
-                status, sent = self._send(404, fault_xml("Not Found", f"No resource at {path}"))
+                self._send(404, fault_xml("Not Found", f"No resource at {path}"))
         finally:
-            lab._record(RequestRecord(self.command, path, raw_query, status,
-                                      time.perf_counter() - start, sent))
+            self._record(0, 0)   # dropped, or failed before answering
+            if self._drop:
+                # Hang up only after the record exists, so a client that sees the reset can
+                # already find it in the log.
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     # --- responses
+
+    def _record(self, status: int, sent: int) -> None:
+        if not self._recorded:
+            self._recorded = True
+            self.server.lab._record(RequestRecord(self.command, self._log_path, self._log_query,
+                                                  status, time.perf_counter() - self._start, sent))
 
     def _send(self, status: int, text: str, content_type: str = "application/xml") -> tuple[int, int]:
         data = text.encode("utf-8")
@@ -125,6 +139,8 @@ class _Handler(BaseHTTPRequestHandler):
         if len(data) >= _GZIP_MIN and "gzip" in (self.headers.get("Accept-Encoding") or ""):
             data = gzip.compress(data, compresslevel=1)
             headers["Content-Encoding"] = "gzip"
+        # Record before answering: a client that has the answer can already find it in the log.
+        self._record(status, len(data))
         self.send_response(status)
         for key, value in headers.items():
             self.send_header(key, value)
@@ -169,10 +185,7 @@ class _Handler(BaseHTTPRequestHandler):
         roll = lab._dice.roll()
         if roll == "drop":
             self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            self._drop = True
             return 0, 0
         if roll == "error":
             return self._send(503, fault_xml("Operation Failed", "Injected lab fault: the "
