@@ -45,6 +45,8 @@ log = get_logger(__name__)
 # Step outcomes as reported; the journal records ok / failed / skipped.
 OK, FAILED, PENDING, NOT_STARTED = "ok", "failed", "pending", "not-started"
 _HEALTHY_DOWN = frozenset({"maintenance", "preparing_for_maintenance"})
+_INSTALLING = frozenset({"installing", "reboot", "installing_os"})
+_ACTIVATING = frozenset({"initializing", "connecting", "unassigned"})
 VGPU_MODULE = "nvidia_vgpu_vfio"
 
 
@@ -155,8 +157,7 @@ class Executor:
                     self._simple(unit, halt_on_failure=False)
             except _Halt:
                 pass
-        return ApplyResult(self.run_id, tuple(self._steps), dict(self._degraded), self._halted,
-                           time.monotonic() - started)
+        return self.result(time.monotonic() - started)
 
     def _not_started(self, unit: Unit) -> None:
         for index, action in unit.actions:
@@ -248,6 +249,61 @@ class Executor:
                     self._halted = f"{unit.target}: {action.kind} failed"
                     raise _Halt
                 return
+
+    # ---- bringing back what a dead run left down ----------------------------------------------
+
+    def recover(self, hosts: Sequence[str], vms: Sequence[str]) -> None:
+        """Activate hosts and start VMs that a dead run took down and never brought back.
+
+        A host still installing is awaited first; a host in any other state than maintenance
+        (non_responsive, install_failed, ...) is reported degraded and left for a person.
+        """
+        for name in hosts:
+            host = self._safe_host(name)
+            if host is None or host.status == "up":
+                continue
+            key = f"host:{name}"
+            if host.status in _INSTALLING:
+                ok, _, err = self._step("recover.install", key, "install",
+                                        Disruption.HOST_REBOOT.value,
+                                        lambda name=name: ops.install_host(
+                                            self.conn, name, reboot=True, activate=False,
+                                            timeout=self.timeouts.install,
+                                            correlation_id=self.run_id,
+                                            timing=self.timing).summary,
+                                        {"why": "an interrupted run left it installing"})
+                if not ok:
+                    self._degraded[name] = f"left installing by an interrupted run: {err}"
+                    continue
+            elif host.status not in _HEALTHY_DOWN | _ACTIVATING:
+                self._degraded[name] = (f"an interrupted run took it down and it is "
+                                        f"{host.status}; not touched")
+                continue
+            ok, _, err = self._step("recover.activate", key, "activate",
+                                    Disruption.HOST_REBOOT.value,
+                                    lambda name=name: ops.activate_host(
+                                        self.conn, name, self.timeouts.activate,
+                                        correlation_id=self.run_id, timing=self.timing).summary,
+                                    {"why": "an interrupted run left it out of up"})
+            if not ok:
+                self._degraded[name] = f"activating it again failed: {err}"
+        for name in vms:
+            try:
+                vm = self.reader.vm(name)
+            except ReconcilerError as err:
+                log.warning("apply.vm_unreadable", vm=name, error=str(err))
+                continue
+            if vm is None or vm.status != "down":
+                continue
+            self._step("recover.start", f"vm:{name}", "start-vm", Disruption.VM_RESTART.value,
+                       lambda name=name: ops.start_vm(self.conn, name, self.timeouts.vm_start,
+                                                      correlation_id=self.run_id,
+                                                      timing=self.timing).summary,
+                       {"why": "an interrupted run stopped it"})
+
+    def result(self, seconds: float = 0.0) -> ApplyResult:
+        return ApplyResult(self.run_id, tuple(self._steps), dict(self._degraded), self._halted,
+                           seconds)
 
     # ---- host cycles -------------------------------------------------------------------------
 

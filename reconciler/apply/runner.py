@@ -16,11 +16,12 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from reconciler.apply.engine_ops import Timing
 from reconciler.apply.executor import ApplyResult, Executor, Timeouts
 from reconciler.apply.progress import Progress, for_stream
+from reconciler.apply import recovery
 from reconciler.apply.rollout import Budget, max_unavailable_by_host
 from reconciler.apply.verify import ObjectReader
 from reconciler.apply.waiting import Backoff
@@ -187,9 +188,18 @@ def execute(desired: DesiredState, options: ApplyOptions, *, saved: Plan | None 
                 if info.taken_over_from:
                     print(f"took over the apply lock from run {info.taken_over_from}, whose "
                           "process is gone", file=out)
+                dead = recovery.dead_runs(store, key, run_id)
+                left = recovery.interrupted(store, key, run_id, dead)
                 _report_abandoned(store.abandon_unfinished(key, run_id), out)
+                for record in dead:
+                    if (store.run(record.run_id) or record).outcome is None:
+                        # Killed between two steps: nothing unfinished, but it never ended.
+                        store.finish_run(record.run_id, "crashed",
+                                         f"found unfinished by run {run_id}")
+                        print(f"run {record.run_id} stopped between steps; marked crashed",
+                              file=out)
                 outcome = _locked(desired, options, store, key, run_id, saved, confirm, out,
-                                  progress, state_root, open_fleet)
+                                  progress, state_root, open_fleet, left)
         except BaseException as err:
             record = store.run(run_id)
             if record is not None and record.outcome is None:
@@ -209,32 +219,9 @@ def _digest(plan: Plan) -> str:
 def _locked(desired: DesiredState, options: ApplyOptions, store: Store, key: str, run_id: str,
             saved: Plan | None, confirm: Callable[[Plan], bool] | None, out: TextIO,
             progress: Progress | None, state_root: Path | None,
-            open_fleet: Callable[..., object]) -> RunOutcome:
+            open_fleet: Callable[..., object], left: recovery.Interrupted) -> RunOutcome:
     with open_fleet(desired, state_root=state_root) as fleet:  # type: ignore[attr-defined]
         observed = fleet.observe(probe=options.probe)
-        applied = store.applied(key)
-        if saved is not None:
-            stale = stale_objects(saved, observed)
-            if stale:
-                lines = "\n".join(f"  {s.key}: {s.what_changed}" for s in stale)
-                raise StalePlan(f"the saved plan is stale: {len(stale)} object(s) changed since "
-                                f"it was made; nothing was changed. Make a new plan.\n{lines}",
-                                tuple(s.key for s in stale))
-            the_plan = saved
-        else:
-            the_plan = make_plan(desired, observed, applied)
-        print(render_text(the_plan, color=use_color(out)), end="", file=out)
-        if not the_plan.has_changes:
-            outcome = "blocked" if the_plan.blockers else "ok"
-            store.finish_run(run_id, outcome, the_plan.summary.line())
-            _record_converged(store, key, run_id, the_plan, the_plan)
-            return RunOutcome(EXIT_FAILED if the_plan.blockers else EXIT_OK, run_id, the_plan,
-                              after=the_plan)
-        if confirm is not None and not confirm(the_plan):
-            raise NotConfirmed("apply cancelled: nothing was changed")
-        if options.max_disruption < the_plan.max_disruption:
-            print(f"\n--max-disruption {options.max_disruption.value}: actions above it are "
-                  "reported as pending and not run.", file=out)
         transports = fleet.transports()  # type: ignore[attr-defined]
         reader = ObjectReader(fleet.connection, observed, transports,  # type: ignore[attr-defined]
                               probe_timeout=options.timeouts.probe)
@@ -249,23 +236,63 @@ def _locked(desired: DesiredState, options: ApplyOptions, store: Store, key: str
                             progress=progress, timing=timing, timeouts=options.timeouts,
                             max_disruption=options.max_disruption)
         try:
-            result = executor.run(the_plan)
+            return _plan_and_run(desired, options, store, key, run_id, saved, confirm, out,
+                                 fleet, observed, executor, left)
         finally:
             if own_progress:
                 progress.close()
-        after_observed = fleet.observe(probe=options.probe)  # type: ignore[attr-defined]
-        after = make_plan(desired, after_observed, applied)
-        recorded = _record_converged(store, key, run_id, the_plan, after)
-        log.debug("apply.recorded_applied", run_id=run_id, objects=recorded)
-        _summary(result, after, out)
-        failed = not result.ok or bool(the_plan.blockers)
-        message = (result.halted or (f"{len(result.failed)} step(s) failed" if result.failed
-                                     else f"{len(result.pending)} pending"
-                                     if result.pending else "converged"))
-        if the_plan.blockers:
-            message += f"; {len(the_plan.blockers)} blocker(s) not applied"
-        store.finish_run(run_id, "failed" if failed else "ok", message)
-        return RunOutcome(EXIT_FAILED if failed else EXIT_OK, run_id, the_plan, result, after)
+
+
+def _plan_and_run(desired: DesiredState, options: ApplyOptions, store: Store, key: str,
+                  run_id: str, saved: Plan | None, confirm: Callable[[Plan], bool] | None,
+                  out: TextIO, fleet: Any, observed: Observed, executor: Executor,
+                  left: recovery.Interrupted) -> RunOutcome:
+    if not left.empty:
+        print("bringing back what an interrupted run left down: "
+              + ", ".join([f"host {h}" for h in left.hosts] + [f"vm {v}" for v in left.vms]),
+              file=out)
+        executor.recover(left.hosts, left.vms)
+        observed = fleet.observe(probe=options.probe)
+    applied = store.applied(key)
+    if saved is not None:
+        stale = stale_objects(saved, observed)
+        if stale:
+            lines = "\n".join(f"  {s.key}: {s.what_changed}" for s in stale)
+            raise StalePlan(f"the saved plan is stale: {len(stale)} object(s) changed since "
+                            f"it was made; nothing was changed. Make a new plan.\n{lines}",
+                            tuple(s.key for s in stale))
+        the_plan = saved
+    else:
+        the_plan = make_plan(desired, observed, applied)
+    print(render_text(the_plan, color=use_color(out)), end="", file=out)
+    if not the_plan.has_changes:
+        recovered = executor.result()
+        bad = bool(the_plan.blockers) or not recovered.ok
+        for host, why in sorted(recovered.degraded.items()):
+            print(f"  ! degraded: host {host}: {why}", file=out)
+        store.finish_run(run_id, "failed" if bad else "ok", the_plan.summary.line())
+        _record_converged(store, key, run_id, the_plan, the_plan)
+        return RunOutcome(EXIT_FAILED if bad else EXIT_OK, run_id, the_plan, recovered,
+                          after=the_plan)
+    if confirm is not None and not confirm(the_plan):
+        raise NotConfirmed("apply cancelled: nothing was changed")
+    if options.max_disruption < the_plan.max_disruption:
+        print(f"\n--max-disruption {options.max_disruption.value}: actions above it are "
+              "reported as pending and not run.", file=out)
+    result = executor.run(the_plan)
+    after_observed = fleet.observe(probe=options.probe)  # type: ignore[attr-defined]
+    after = make_plan(desired, after_observed, applied)
+    recorded = _record_converged(store, key, run_id, the_plan, after)
+    log.debug("apply.recorded_applied", run_id=run_id, objects=recorded)
+    _summary(result, after, out)
+    failed = not result.ok or bool(the_plan.blockers)
+    message = (result.halted or (f"{len(result.failed)} step(s) failed" if result.failed
+                                 else f"{len(result.pending)} pending"
+                                 if result.pending else "converged"))
+    if the_plan.blockers:
+        message += f"; {len(the_plan.blockers)} blocker(s) not applied"
+    store.finish_run(run_id, "failed" if failed else "ok", message)
+    return RunOutcome(EXIT_FAILED if failed else EXIT_OK, run_id, the_plan, result, after)
 
 
 def load_saved(path: str | os.PathLike[str]) -> tuple[Plan, DesiredState]:

@@ -128,6 +128,11 @@ def reconcile(*args: str, cwd: Path | None = None, timeout: float = 120,
                           text=True, cwd=cwd or REPO, timeout=timeout, **kwargs)
 
 
+def api_mutations(records: list[Any]) -> list[Any]:
+    """Requests that change the engine (SSO logins and logouts are not)."""
+    return [r for r in records if r.method in MUTATING and r.path.startswith("/ovirt-engine/api")]
+
+
 _HOST_PATH = re.compile(r"/hosts/([^/]+)(/|$)")
 _VM_PATH = re.compile(r"/vms/([^/]+)(/|$)")
 

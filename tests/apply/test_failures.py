@@ -1,0 +1,79 @@
+"""Safety under failure: a host that never returns halts the rollout and nothing else is touched;
+the budget holds on the next run; disruption caps leave the rest pending."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from reconciler.lab.faults import FaultConfig
+from reconciler.plan.actions import Disruption
+from reconciler.store import Store
+
+from .conftest import api_mutations, TEST_TIMEOUTS, mutating_targets
+
+
+def test_host_that_never_returns_halts_the_rollout(served_lab) -> None:
+    lab = served_lab(faults=FaultConfig(never_returns=("m60-02",)))
+    ids = lab.host_ids()
+    quick = replace(TEST_TIMEOUTS, install=3.0)
+
+    outcome = lab.apply(timeouts=quick)
+
+    assert outcome.exit_code == 1
+    result = outcome.result
+    assert result is not None and set(result.degraded) == {"m60-02"}
+    assert "m60-02" in (result.halted or "")
+    assert "degraded: host m60-02" in lab.output
+    # amd-01 (earlier in wave 1) is done; t4-01 (wave 2) and every VM change never started
+    assert [s.outcome for s in result.steps if s.target == "host:amd-01"] == ["ok"] * 7
+    not_started = {s.target for s in result.steps if s.outcome == "not-started"}
+    assert {"host:t4-01", "vm:vdi-02", "vm:vdi-03", "vm:ml-01"} <= not_started
+
+    log = lab.server.request_log
+    touched = mutating_targets(log, ids)
+    assert "t4-01" not in touched
+    install_at = max(i for i, r in enumerate(log) if r.method == "POST"
+                     and r.path.endswith(f"/hosts/{ids['m60-02']}/install"))
+    after = api_mutations(log[install_at + 1:])
+    assert after == [], [(r.method, r.path) for r in after]
+
+    with Store(lab.store) as store:
+        assert store.run(outcome.run_id).outcome == "failed"
+        install = [e for e in store.journal(outcome.run_id) if e.step_id.endswith(".install")
+                   and e.target == "host:m60-02"]
+        assert install and install[0].outcome == "failed"
+
+    # The next run must not take t4-01 down while m60-02 (same cluster, maxUnavailable 1) is
+    # out: the plan holds it, and nothing is sent to it.
+    lab.server.clear_request_log()
+    again = lab.apply(timeouts=quick)
+    assert again.exit_code == 1
+    assert "t4-01" not in mutating_targets(lab.server.request_log, ids)
+    assert any(d.key == "host:t4-01" and d.status == "blocked" for d in again.plan.drift)
+
+
+def test_max_disruption_leaves_host_reboots_pending(served_lab) -> None:
+    lab = served_lab()
+    roots = lab.state / "hosts"
+    before = {h: (roots / h / "proc/cmdline").read_text() for h in ("amd-01", "m60-02")}
+
+    outcome = lab.apply(max_disruption=Disruption.VM_RESTART)
+
+    assert outcome.exit_code == 0, lab.output
+    result = outcome.result
+    pending = {(s.target, s.action) for s in result.pending}
+    assert ("host:amd-01", "host-cycle") in pending and ("host:m60-01",
+                                                         "write-modprobe-file") in pending
+    # host-reboot actions, and the VM stops that only served those host cycles
+    assert all(s.disruption == "host-reboot" or s.action == "stop-vm" for s in result.pending)
+    ran = {(s.target, s.action) for s in result.steps if s.outcome == "ok"}
+    assert ("vm:ml-01", "attach-host-device") in ran and ("vm:vdi-03", "start-vm") in ran
+    assert not [r for r in api_mutations(lab.server.request_log) if "/hosts/" in r.path]
+    assert not (roots / "m60-01/etc/modprobe.d/gpu-reconciler.conf").exists()
+    assert {h: (roots / h / "proc/cmdline").read_text() for h in before} == before
+    # what is left: the host work, and stop/start of VMs that now hold a host's cycle
+    left = outcome.after.actions
+    assert {a.target for a in left if a.disruption == Disruption.HOST_REBOOT} == {
+        "host:amd-01", "host:m60-01", "host:m60-02", "host:t4-01"}
+    assert {a.kind for a in left if a.disruption != Disruption.HOST_REBOOT} <= {"stop-vm",
+                                                                               "start-vm"}
+    assert "pending: host:amd-01 host-cycle" in lab.output
