@@ -495,6 +495,21 @@ class LabEngine:
         return replace(base, custom_kernel_cmdline=host.custom_kernel_cmdline,
                        booted_custom_args=host.booted_args)
 
+    def host_root(self, name: str) -> Path:
+        """The host's root tree, materialised on first use; from then on the engine reports what
+        the tree says (as the engine reports what VDSM reads on the host)."""
+        with self.lock:
+            h = self.host_by_name(name)
+            fresh = not self.roots.exists(name)
+            root = self.roots.root(self.lab_host(h))
+            if fresh:
+                reported = self.roots.proc_cmdline(name)
+                if reported is not None:
+                    h.reported_cmdline = reported
+                self._touch(h)
+                self._refresh_devices(h.id)
+            return root
+
     def devices(self, host_id: str) -> dict[str, LabDevice]:
         self._ensure_host_index(host_id)
         return self._devices[host_id]

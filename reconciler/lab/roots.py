@@ -61,6 +61,12 @@ class HostRoots:
         self._mod.reboot(root)
         return str(self._mod.proc_cmdline(root)).strip()
 
+    def proc_cmdline(self, name: str) -> str | None:
+        if not self.available or not self.exists(name):
+            return None
+        assert self._mod is not None
+        return str(self._mod.proc_cmdline(self.base / name)).strip()
+
     def devices(self, host: LabHost) -> tuple[LabDevice, ...] | None:
         """The device list of a materialised host in its current boot, or None."""
         if not self.available or not self.exists(host.name):

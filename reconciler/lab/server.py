@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from reconciler.errors import ReconcilerError
 from reconciler.lab.api import LabApi
-from reconciler.lab.engine import LabEngine
+from reconciler.lab.engine import EngineFault, LabEngine
 from reconciler.lab.faults import FaultConfig, FaultDice
 from reconciler.lab.fleet import LabFleet
 from reconciler.lab.render import fault_xml
@@ -310,10 +310,10 @@ class LabServer:
             self._log.clear()
 
     def host_root(self, name: str) -> Path:
-        engine = self._engine()
-        with engine.lock:
-            host = engine.host_by_name(name)
-            return engine.roots.root(engine.lab_host(host))
+        try:
+            return self._engine().host_root(name)
+        except EngineFault:
+            raise LabError(f"the lab has no host named {name!r}") from None
 
     def _engine(self) -> LabEngine:
         if self.engine is None:

@@ -62,3 +62,12 @@ def test_device_list_follows_the_boot(tmp_path) -> None:  # type: ignore[no-unty
         h = hosts.list(follow="devices")[0]
         gpu = next(d for d in h.devices if d.name == "pci_0000_3b_00_0")
         assert gpu.iommu_group == 30 and h.device_passthrough.enabled is True
+
+
+def test_materialised_root_is_what_the_engine_reports(lab: LabServer, conn: sdk.Connection) -> None:
+    root = lab.host_root("host1")
+    assert lab.host_root("host1") == root                      # idempotent
+    h = conn.system_service().hosts_service().list(search="name=host1")[0]
+    assert h.os.reported_kernel_cmdline == hosts_mod.proc_cmdline(root).strip()
+    with pytest.raises(Exception, match="no host named 'nope'"):
+        lab.host_root("nope")
