@@ -1,0 +1,161 @@
+"""The controller's parts on their own: the work queue, backoff, option parsing, git source
+validation, the event poller against the lab, and the loop's behaviour when the engine is down."""
+from __future__ import annotations
+
+import argparse
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import ovirtsdk4.types as types
+import pytest
+
+from reconciler.commands.controller import duration, listen_address
+from reconciler.controller.gitsource import (GitSourceError, check_ref, check_subpath,
+                                             check_url)
+from reconciler.controller.loop import Backoff, Controller, ControllerConfig, spec_revision
+from reconciler.controller.triggers import EventPoller, WorkQueue
+from reconciler.drift import build_report, render_json, render_markdown, render_text
+from reconciler.lab.server import LabServer
+from reconciler.plan.result import DriftItem, Plan
+
+from .conftest import sdk_connection, wait_for
+
+
+def test_work_queue_coalesces_a_burst_into_one_item_of_work() -> None:
+    queue = WorkQueue()
+    threads = [threading.Thread(target=lambda r=r: [queue.put(r) for _ in range(50)])
+               for r in ("spec", "engine-event", "resync")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert queue.get(timeout=1) == {"spec", "engine-event", "resync"}
+    assert queue.get(timeout=0.01) == frozenset()
+    queue.close()
+    assert queue.get(timeout=5) == frozenset() and queue.closed
+
+
+def test_backoff_is_exponential_and_capped() -> None:
+    backoff = Backoff(1.0, 30.0)
+    assert backoff.delay() == 0
+    assert [backoff.failed() for _ in range(7)] == [1, 2, 4, 8, 16, 30, 30]
+    backoff.reset()
+    assert backoff.delay() == 0
+
+
+def test_option_parsers() -> None:
+    assert duration("60s") == 60 and duration("5m") == 300 and duration("250ms") == 0.25
+    assert duration("2") == 2 and duration("1h") == 3600
+    for bad in ("0s", "soon", "-1s", "5 parsecs"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            duration(bad)
+    assert listen_address("127.0.0.1:9180") == ("127.0.0.1", 9180)
+    assert listen_address("[::1]:0") == ("::1", 0)
+    assert listen_address(":9180") == ("127.0.0.1", 9180)
+    for bad in ("9180", "host:99999", "a:b:c"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            listen_address(bad)
+
+
+def test_git_inputs_are_validated() -> None:
+    assert check_ref("main") == "main" and check_ref("refs/heads/release-1.2") \
+        == "refs/heads/release-1.2"
+    for bad in ("-x", "--upload-pack=sh", "a..b", "a b", "a/", "x.lock", "@{1}", "a;b", ""):
+        with pytest.raises(GitSourceError):
+            check_ref(bad)
+    assert check_url("https://git.example.com/fleet.git")
+    assert check_url("git@git.example.com:ops/fleet.git")
+    for bad in ("-uevil", "ext::sh -c id", "fleet.git", "https://x\n"):
+        with pytest.raises(GitSourceError):
+            check_url(bad)
+    assert str(check_subpath("specs/prod")) == "specs/prod"
+    for bad in ("/etc", "../outside", "a/../../b"):
+        with pytest.raises(GitSourceError):
+            check_subpath(bad)
+
+
+def test_spec_revision_follows_content(tmp_path: Path) -> None:
+    spec = tmp_path / "a.yaml"
+    spec.write_text("one")
+    first = spec_revision([str(spec)])
+    assert spec_revision([str(spec)]) == first
+    spec.write_text("two")
+    assert spec_revision([str(spec)]) != first
+
+
+def test_event_poller_starts_at_the_newest_event_and_skips_our_own(tmp_path: Path) -> None:
+    with LabServer("demo", tmp_path / "lab", time_scale=0.01) as lab:
+        queue = WorkQueue()
+        ours = {"r-ours-1"}
+        poller = EventPoller(queue, lambda: sdk_connection(lab), ours=lambda: tuple(ours))
+        conn = sdk_connection(lab)
+        try:
+            assert poller.poll_once(conn) == 0          # initialises the cursor, no trigger
+            start = poller.cursor
+            assert start is not None and start > 0      # the fleet has history; it is skipped
+            assert queue.pending() == frozenset()
+            hosts = conn.system_service().hosts_service()
+            host = hosts.list(search="name=m60-02")[0]
+            # A change made under our own correlation id is not a reason to reconcile...
+            hosts.host_service(host.id).update(
+                types.Host(os=types.OperatingSystem(custom_kernel_cmdline="iommu=pt")),
+                query={"correlation_id": "r-ours-1"})
+            assert poller.poll_once(conn) == 0
+            assert poller.cursor is not None and poller.cursor > start
+            assert queue.pending() == frozenset()
+            # ...anyone else's is.
+            hosts.host_service(host.id).update(
+                types.Host(os=types.OperatingSystem(custom_kernel_cmdline="")))
+            assert poller.poll_once(conn) == 1
+            assert queue.get(timeout=1) == {"engine-event"}
+            assert poller.poll_once(conn) == 0           # nothing new since
+        finally:
+            conn.close()
+
+
+def test_unreachable_engine_backs_off_instead_of_spinning(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("x\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("apiVersion: gpu-reconciler/v1\nengine:\n"
+                    "  url: https://127.0.0.1:9/ovirt-engine/api\n  username: admin@internal\n"
+                    f"  passwordFrom: {{file: {secret}}}\n  insecure: true\n")
+    config = ControllerConfig(spec_paths=(str(spec),), state=tmp_path / "state.db",
+                              backoff_initial=0.2, backoff_cap=1.0, idle_beat=0.1)
+    controller = Controller(config)
+    thread = threading.Thread(target=controller.run, daemon=True)
+    thread.start()
+    try:
+        wait_for("a few failed passes", lambda: controller._pass_backoff.failures >= 3)
+    finally:
+        controller.stop()
+        thread.join(10)
+    assert not thread.is_alive()
+    errors = controller.metrics.passes.labels(result="error")._value.get()
+    # Delays 0.2, 0.4, 0.8, 1.0, ...: a handful of passes, where a tight loop would make hundreds.
+    assert 3 <= errors <= 6
+    snapshot = controller.state.snapshot()
+    assert snapshot["last_pass"]["result"] == "error"
+    assert "127.0.0.1:9" in snapshot["last_pass"]["error"]
+
+
+def test_drift_report_renderings_show_class_location_and_since() -> None:
+    at = datetime(2026, 11, 25, 9, 0, tzinfo=timezone.utc)
+    the_plan = Plan(drift=(
+        DriftItem("host:gpu-01", "drift", "kernel args differ", "specs/a.yaml:4:3"),
+        DriftItem("vm:x", "unmanaged", "vGPUs in use; no spec mentions this VM"),
+    ))
+    since = {("host:gpu-01", "drift", "kernel args differ"): at - timedelta(minutes=5)}
+    report = build_report(the_plan, "https://engine/api", since, at=at)
+    assert not report.in_sync and report.counts()["drift"] == 1
+    text = render_text(report)
+    assert "host:gpu-01: kernel args differ (specs/a.yaml:4:3)" in text
+    assert "since 2026-11-25 08:55:00 UTC (300s ago)" not in text   # minutes past 2
+    assert "since 2026-11-25 08:55:00 UTC (5m ago)" in text
+    assert "first seen now" in text                                  # the unmanaged VM
+    assert '"since": "2026-11-25T08:55:00Z"' in render_json(report)
+    assert "| `host:gpu-01` | drift |" in render_markdown(report)
+    only_unmanaged = build_report(Plan(drift=the_plan.drift[1:]), "e", {}, at=at)
+    assert only_unmanaged.in_sync
+
