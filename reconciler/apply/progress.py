@@ -130,6 +130,21 @@ class LiveLine:
             self.stream.flush()
 
 
+class StepLines(LogProgress):
+    """One plain line per finished step on `stream` (plus the structured log event), for a
+    reader following along without a terminal, such as `reconcile demo` in a pipe."""
+
+    def step_finished(self, event: StepEvent, outcome: str, seconds: float,
+                      message: str | None = None) -> None:
+        super().step_finished(event, outcome, seconds, message)
+        if self.stream is not None:
+            wave = f"wave {event.wave}: " if event.wave else ""
+            line = f"  [{outcome}] {wave}{event.target} {event.action} ({seconds:.1f}s)"
+            if message:
+                line += f": {message}"
+            print(line, file=self.stream, flush=True)
+
+
 def for_stream(stream: TextIO) -> Progress:
     isatty = getattr(stream, "isatty", None)
     if isatty is not None and isatty():
@@ -137,4 +152,4 @@ def for_stream(stream: TextIO) -> Progress:
     return LogProgress(stream)
 
 
-__all__ = ["LiveLine", "LogProgress", "Progress", "StepEvent", "for_stream"]
+__all__ = ["LiveLine", "LogProgress", "Progress", "StepEvent", "StepLines", "for_stream"]

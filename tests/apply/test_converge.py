@@ -100,5 +100,4 @@ def test_converges_with_one_request_in_ten_failing(served_lab) -> None:
     assert outcome.exit_code == 0, lab.output
     failed = [r for r in lab.server.request_log if r.status == 503]
     assert failed, "the fault injection did not fire"
-    assert not outcome.after.has_changes
-    assert lab.plan().actions == ()
+    assert not outcome.after.has_changes      # re-observed and planned after the apply
