@@ -36,12 +36,14 @@ def dead_runs(store: Store, engine_key: str, own_run: str, limit: int = 50
 
 
 def left_down(entries: Iterable[JournalEntry]) -> tuple[list[str], list[str]]:
-    """Hosts and VMs a run took down (step ended ok, or begun and never ended) and did not
-    bring back, in journal order."""
+    """Hosts and VMs a run took down (or tried to: the step ended ok or failed, or never ended)
+    and did not bring back, in journal order."""
     down: dict[str, str] = {}
     for entry in entries:
         kind = _TOOK_DOWN.get(entry.action)
-        if kind is not None and entry.outcome in ("ok", None, "abandoned"):
+        # A failed step may still have taken effect (the engine went on after our deadline);
+        # recovery looks at the object's status before touching it.
+        if kind is not None and entry.outcome in ("ok", "failed", None, "abandoned"):
             down[entry.target] = kind
         elif entry.action in _BROUGHT_BACK and entry.outcome == "ok":
             down.pop(entry.target, None)

@@ -1,0 +1,101 @@
+"""Pure parts of the executor: grouping a plan into units, the availability budget, evaluating
+verifications on facts, and reading what a dead run left down from its journal."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from reconciler.apply.recovery import left_down
+from reconciler.apply.rollout import Budget, units_of
+from reconciler.apply.verify import ObjectView, holds
+from reconciler.observe.facts import (Host, MediatedDevice, ModprobeFile, ProbeFacts, Vm,
+                                      VmHostDevice)
+from reconciler.plan.actions import (AddMediatedDevice, Disruption, HostCycle, Reason,
+                                     RegenerateInitramfs, SetKernelCmdline, StartVm, StopVm,
+                                     Verification, WriteModprobeFile)
+from reconciler.store import JournalEntry
+
+R = Reason.SPEC_CHANGE
+
+
+def _host(name: str, status: str = "up", cluster: str = "c1") -> Host:
+    return Host(id=name, name=name, cluster=cluster, status=status)
+
+
+def test_units_keep_plan_order_and_put_cycle_stops_with_their_host() -> None:
+    actions = (
+        WriteModprobeFile("host:a", None, "x", Disruption.HOST_REBOOT, R, "w"),
+        StopVm("vm:v1", "up", "down", Disruption.VM_RESTART, R, "stop", wave=1),
+        SetKernelCmdline("host:b", "", "k", Disruption.HOST_REBOOT, R, "k", wave=1),
+        HostCycle("host:b", "up", "up", Disruption.HOST_REBOOT, R, "cycle", wave=1),
+        HostCycle("host:c", "up", "up", Disruption.HOST_REBOOT, R, "cycle", wave=2),
+        StartVm("vm:v1", "down", "up", Disruption.VM_RESTART, R, "start"),
+        AddMediatedDevice("vm:v2", None, "t", Disruption.VM_RESTART, R, "add"),
+    )
+    units = units_of(actions)
+    assert [(u.kind, u.target, u.wave) for u in units] == [
+        ("host-config", "host:a", None), ("host-cycle", "host:b", 1),
+        ("host-cycle", "host:c", 2), ("vm", "vm:v1", None), ("vm", "vm:v2", None)]
+    assert [i for i, _ in units[1].actions] == [1, 2, 3]
+    assert units[1].cycle == (3, actions[3])
+
+
+def test_budget_counts_hosts_already_not_up() -> None:
+    hosts = {"c1": [_host("a"), _host("b", "non_responsive"), _host("c")]}
+    budget = Budget({"a": 1, "c": 2, "b": 1}, lambda cluster: hosts[cluster])
+    refused = budget.check(_host("a"))
+    assert not refused.allowed and refused.unavailable == ("b",)
+    assert "maxUnavailable 1" in refused.message and "b" in refused.message
+    assert budget.check(_host("c")).allowed                       # limit 2: b + c
+    assert budget.check(_host("b", "maintenance")).allowed       # already out: no new budget
+
+
+def test_verifications_on_facts() -> None:
+    host = Host(id="h", name="h", cluster="c", status="up", custom_kernel_cmdline="a=1 b",
+                reported_kernel_cmdline="ro quiet")
+    probe = ProbeFacts(host="h", proc_cmdline="ro intel_iommu=on",
+                       loaded_modules=("vfio", "nvidia_vgpu_vfio"),
+                       modprobe_files=(ModprobeFile("/etc/modprobe.d/x.conf", sha256="abc"),))
+    view = ObjectView("host:h", host=host, probe=probe)
+    check = lambda field, op, value: holds(Verification("host:h", field, op, value), view)  # noqa: E731
+    assert check("booted_cmdline", "contains", "intel_iommu=on") is True
+    assert check("booted_cmdline", "not-contains", "rdblacklist=nouveau") is True
+    assert check("custom_kernel_cmdline", "eq", "a=1 b") is True
+    assert check("probe.loaded_modules", "not-contains", "nouveau") is True
+    assert check("probe.loaded_modules", "not-contains", "vfio") is False
+    assert check("probe.modprobe_files[/etc/modprobe.d/x.conf].sha256", "eq", "abc") is True
+    assert check("probe.modprobe_files[/etc/modprobe.d/y.conf].sha256", "eq", "abc") is None
+    unprobed = ObjectView("host:h", host=host)
+    assert holds(Verification("host:h", "booted_cmdline", "contains", "intel_iommu=on"),
+                 unprobed) is False                    # falls back to the engine's report
+    assert holds(Verification("host:h", "probe.loaded_modules", "not-contains", "x"),
+                 unprobed) is None                     # not observable: never counted as ok
+
+    vm = Vm(id="v", name="v", cluster="c", status="down", pinned_hosts=("h",),
+            host_devices=(VmHostDevice("pci_1"), VmHostDevice("pci_2", placeholder=True)),
+            mediated_devices=(MediatedDevice("m1", "nvidia-18"),
+                              MediatedDevice("m2", "nvidia-18", nodisplay=True)))
+    vview = ObjectView("vm:v", vm=vm)
+    vcheck = lambda field, op, value: holds(Verification("vm:v", field, op, value), vview)  # noqa: E731
+    assert vcheck("pinned_hosts", "eq", "h") is True
+    assert vcheck("host_devices", "contains", "pci_1") is True
+    assert vcheck("host_devices", "contains", "pci_2") is False    # a placeholder is not ours
+    assert vcheck("mediated_devices[mdev_type=nvidia-18]", "count", 2) is True
+    assert vcheck("mediated_devices[mdev_type=nvidia-22]", "count", 0) is True
+    assert vcheck("mediated_devices[m2].nodisplay", "eq", True) is True
+    assert vcheck("mediated_devices", "not-contains", "m3") is True
+    assert vcheck("status", "eq", "up") is False
+
+
+def _entry(n: int, action: str, target: str, outcome: str | None) -> JournalEntry:
+    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    return JournalEntry(n, "r", str(n), target, action, "host-reboot", {}, at, None, outcome,
+                        None, None)
+
+
+def test_left_down_follows_the_journal() -> None:
+    entries = [_entry(1, "deactivate", "host:a", "ok"), _entry(2, "install", "host:a", None),
+               _entry(3, "deactivate", "host:b", "ok"), _entry(4, "activate", "host:b", "ok"),
+               _entry(5, "stop-vm", "vm:v", "ok"), _entry(6, "deactivate", "host:c", "failed"),
+               _entry(7, "stop-vm", "vm:w", "ok"), _entry(8, "start-vm", "vm:w", "ok")]
+    # c: the deactivation failed, but may have gone through later; recovery checks its status
+    assert left_down(entries) == (["a", "c"], ["v"])
