@@ -48,7 +48,8 @@ class CountingConnection(ovirtsdk4.Connection):
 
     `send` is the SDK's single entry for every service call (synchronous or `wait=False`), and
     `wait` returns every response, so counting there sees exactly what goes over the wire (the SSO
-    token request is not an API request and is not counted).
+    token request is not an API request and is not counted). libcurl itself resends a request
+    once, unseen here, when a reused keep-alive connection turns out to be closed.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

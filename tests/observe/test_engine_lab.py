@@ -160,3 +160,33 @@ def test_retries_give_up_with_engine_error(start_lab, lab_connect, fleets):
         read_engine(lab_connect(lab), None, attempts=3, base=0.001, cap=0.01)
     assert err.value.status == 503
     assert len(api_requests(lab)) == 3
+
+
+def test_dropped_connections_are_retried(start_lab, lab_connect, fleets):
+    from reconciler.lab.faults import FaultConfig
+    fleet = fleets.load_fleet("demo")
+    lab = start_lab(fleet, faults=FaultConfig(drop_rate=0.4, seed=3))
+    conn = lab_connect(lab)
+    read = read_engine(conn, None, attempts=12, base=0.001, cap=0.01)
+    assert {h.name for h in read.hosts} == {h.name for h in fleet.hosts}
+    assert {v.name for v in read.vms} == {v.name for v in fleet.vms}
+    statuses = [r.status for r in api_requests(lab)]
+    assert 0 in statuses and statuses.count(200) == 3      # dropped unanswered, then answered
+    # libcurl silently resends once when a reused keep-alive connection turns out dead, so the
+    # lab's log (the ground truth) can hold more than the requests the SDK sent
+    assert 3 <= conn.request_count <= len(statuses)
+
+
+def test_expired_token_is_renewed_by_the_sdk(start_lab, lab_connect, fleets):
+    import time
+
+    from reconciler.lab.faults import FaultConfig
+    lab = start_lab(fleets.load_fleet("demo"), faults=FaultConfig(token_ttl=0.2))
+    conn = lab_connect(lab)
+    first = read_engine(conn, None)
+    time.sleep(0.4)
+    second = read_engine(conn, None)
+    assert first.hosts == second.hosts
+    logins = [r for r in lab.request_log if r.path.endswith("/sso/oauth/token")]
+    assert len(logins) == 2
+    assert any(r.status == 401 for r in api_requests(lab))
