@@ -94,7 +94,8 @@ def _synthetic_message(actions: Sequence[Action]) -> str:
 def drift_items(plan: Plan) -> list[tuple[str, str, str, str | None]]:
     """(key, class, message, location) for every drift item, plus one per object that has
     actions but no pending/drift/blocked item of its own."""
-    items = [(d.key, d.status, d.message, d.location) for d in plan.drift]
+    items: list[tuple[str, str, str, str | None]] = [
+        (d.key, d.status, d.message, d.location) for d in plan.drift]
     covered = {d.key for d in plan.drift if d.status in OUT_OF_SYNC}
     by_target: dict[str, list[Action]] = {}
     for action in plan.actions:

@@ -84,7 +84,7 @@ class Backoff:
     def delay(self) -> float:
         if self.failures == 0:
             return 0.0
-        return min(self.cap, self.initial * 2 ** (self.failures - 1))
+        return float(min(self.cap, self.initial * 2 ** (self.failures - 1)))
 
     def reset(self) -> None:
         self.failures = 0
@@ -441,7 +441,8 @@ class Controller:
         self._notify("apply.started", {"max_disruption": self.config.max_disruption.value})
         out = io.StringIO()
         try:
-            outcome = execute(desired, options, out=out, progress=progress)
+            with self._beating():
+                outcome = execute(desired, options, out=out, progress=progress)
         except LockedError as err:
             self.log.warning("apply skipped: the lock is held", error=str(err))
             self._apply_not_before = time.monotonic() + self._apply_backoff.failed()
@@ -480,6 +481,23 @@ class Controller:
             self._apply_not_before = time.monotonic() + self._apply_backoff.failed()
             self.queue.put("apply-retry")
         return after
+
+    @contextmanager
+    def _beating(self) -> Iterator[None]:
+        """Keep /healthz green while one long step (a host reinstall) runs: the executor's own
+        timeouts bound every step, so a live apply is never mistaken for a stalled loop."""
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(self.config.idle_beat):
+                self.state.beat()
+        thread = threading.Thread(target=beat, name="apply-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
     # ---- results -----------------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ import pytest
 from reconciler.commands.controller import duration, listen_address
 from reconciler.controller.gitsource import (GitSourceError, check_ref, check_subpath,
                                              check_url)
-from reconciler.controller.loop import Backoff, Controller, ControllerConfig, spec_revision
+from reconciler.controller.loop import (Backoff, Controller, ControllerConfig, running,
+                                        spec_revision)
 from reconciler.controller.triggers import EventPoller, WorkQueue
 from reconciler.drift import build_report, render_json, render_markdown, render_text
 from reconciler.lab.server import LabServer
@@ -124,13 +125,8 @@ def test_unreachable_engine_backs_off_instead_of_spinning(tmp_path: Path) -> Non
     config = ControllerConfig(spec_paths=(str(spec),), state=tmp_path / "state.db",
                               backoff_initial=0.2, backoff_cap=1.0, idle_beat=0.1)
     controller = Controller(config)
-    thread = threading.Thread(target=controller.run, daemon=True)
-    thread.start()
-    try:
+    with running(controller) as thread:
         wait_for("a few failed passes", lambda: controller._pass_backoff.failures >= 3)
-    finally:
-        controller.stop()
-        thread.join(10)
     assert not thread.is_alive()
     errors = controller.metrics.passes.labels(result="error")._value.get()
     # Delays 0.2, 0.4, 0.8, 1.0, ...: a handful of passes, where a tight loop would make hundreds.
