@@ -13,11 +13,15 @@ from pathlib import Path
 
 import ovirtsdk4 as sdk
 
+from benchmarks.common import add_json_option, write_json
 from reconciler.lab.fleet import generate_fleet
 from reconciler.lab.server import LabServer
 
 
-def _step(name: str, seconds: float, extra: str = "") -> None:
+def _step(name: str, seconds: float, extra: str = "",
+          steps: list[dict[str, object]] | None = None) -> None:
+    if steps is not None:
+        steps.append({"step": name, "seconds": seconds, "detail": extra})
     print(f"{name:<44} {seconds:8.3f} s  {extra}", flush=True)
 
 
@@ -29,19 +33,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="list rounds (first is cold)")
     parser.add_argument("--warm", action="store_true",
                         help="wait for the background cache warm-up before listing")
+    add_json_option(parser)
     args = parser.parse_args()
+    steps: list[dict[str, object]] = []
+
+    def step(name: str, seconds: float, extra: str = "") -> None:
+        _step(name, seconds, extra, steps)
 
     t = time.perf_counter()
     fleet = generate_fleet(args.hosts, args.gpus_per_host, args.vms)
     devices = sum(len(h.devices) for h in fleet.hosts)
-    _step("generate fleet", time.perf_counter() - t,
+    step("generate fleet", time.perf_counter() - t,
           f"{len(fleet.hosts)} hosts, {devices} devices, {len(fleet.vms)} VMs")
 
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / "state"
         t = time.perf_counter()
         lab = LabServer(fleet, state).start()
-        _step("load engine + start server (TLS)", time.perf_counter() - t)
+        step("load engine + start server (TLS)", time.perf_counter() - t)
         try:
             conn = sdk.Connection(url=lab.url, username=lab.username, password=lab.password,
                                   ca_file=str(lab.ca_file))
@@ -49,7 +58,7 @@ def main() -> None:
             if args.warm:
                 t = time.perf_counter()
                 lab.wait_warm()
-                _step("background cache warm-up", time.perf_counter() - t)
+                step("background cache warm-up", time.perf_counter() - t)
             for rnd in range(args.rounds):
                 label = "cold" if rnd == 0 and not args.warm else f"round {rnd + 1}"
                 for what, call in (
@@ -63,7 +72,7 @@ def main() -> None:
                     items = call()
                     total = time.perf_counter() - t
                     rec = lab.request_log[-1]
-                    _step(f"{what} ({label})", total,
+                    step(f"{what} ({label})", total,
                           f"{len(items)} items, server {rec.seconds:.3f} s, "
                           f"{rec.bytes_sent / 1e6:.1f} MB sent (gzip)")
             conn.close()
@@ -72,13 +81,14 @@ def main() -> None:
             lab.engine._dirty = True
             lab.engine.save()
             size = (state / "engine.json").stat().st_size
-            _step("save state (JSON, atomic)", time.perf_counter() - t, f"{size / 1e6:.1f} MB")
+            step("save state (JSON, atomic)", time.perf_counter() - t, f"{size / 1e6:.1f} MB")
         finally:
             t = time.perf_counter()
             lab.stop()
-            _step("stop", time.perf_counter() - t)
+            step("stop", time.perf_counter() - t)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{'peak RSS':<44} {peak:8.1f} MB", flush=True)
+    write_json(args.json, {"steps": steps, "peak_rss_mib": peak})
 
 
 if __name__ == "__main__":

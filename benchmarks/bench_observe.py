@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import add_json_option, write_json
+
 GPUS_PER_HOST = 8
 VMS_PER_HOST = 10
 
@@ -82,6 +84,7 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--naive-max", type=int, default=100,
                         help="skip the N+1 walk for fleets larger than this many hosts")
+    add_json_option(parser)
     args = parser.parse_args()
 
     from reconciler.lab.fleet import generate_fleet
@@ -89,6 +92,7 @@ def main() -> None:
 
     print(f"{'hosts':>6} {'vms':>6} {'way':>6} {'seconds':>9} {'requests':>9} "
           f"{'MiB recv':>9} {'peak MiB':>9}")
+    figures: list[dict[str, Any]] = []
     for hosts in args.hosts:
         fleet = generate_fleet(hosts, GPUS_PER_HOST, hosts * VMS_PER_HOST)
         with tempfile.TemporaryDirectory() as state, LabServer(fleet, Path(state)) as lab:
@@ -99,6 +103,9 @@ def main() -> None:
             for way in ways:
                 seconds, requests, received, peak_kib, _ = measure(way, target)
                 rows[way] = (seconds, requests)
+                figures.append({"hosts": hosts, "vms": hosts * VMS_PER_HOST, "way": way,
+                                "seconds": seconds, "requests": requests,
+                                "bytes_received": received, "peak_rss_mib": peak_kib / 1024})
                 print(f"{hosts:>6} {hosts * VMS_PER_HOST:>6} {way:>6} {seconds:>9.2f} "
                       f"{requests:>9} {received / 2**20:>9.1f} {peak_kib / 1024:>9.1f}",
                       flush=True)
@@ -106,6 +113,7 @@ def main() -> None:
                 (bs, br), (ns, nr) = rows["bulk"], rows["naive"]
                 print(f"{'':>6} {'':>6} {'ratio':>6} {ns / bs:>8.1f}x {nr / br:>8.0f}x"
                       "   (naive / bulk)", flush=True)
+    write_json(args.json, {"rows": figures})
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import resource
 import statistics
 import time
 
+from benchmarks.common import add_json_option, write_json
 from reconciler.observe.facts import (Cluster, GraphicsConsole, Host, HostDevice, MdevType,
                                       MediatedDevice, ModprobeFile, Observed, ProbeFacts, Vm,
                                       VmHostDevice)
@@ -113,6 +114,7 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=1000)
     parser.add_argument("--vms", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=7)
+    add_json_option(parser)
     args = parser.parse_args()
     started = time.perf_counter()
     desired, observed = build(args.hosts, args.vms)
@@ -135,6 +137,14 @@ def main() -> None:
           f"(min {min(times):.3f}, max {max(times):.3f}, {args.runs} runs); "
           f"CPU time median {statistics.median(cpu):.3f} s")
     print(f"peak RSS {peak_mib:.0f} MiB")
+    write_json(args.json, {"hosts": args.hosts, "gpus_per_host": GPUS_PER_HOST, "vms": args.vms,
+                           "build_seconds": built, "actions": len(result.actions),
+                           "drift": len(result.drift), "blockers": len(result.blockers),
+                           "waves": len(result.waves), "runs": args.runs,
+                           "median_seconds": statistics.median(times),
+                           "min_seconds": min(times), "max_seconds": max(times),
+                           "cpu_median_seconds": statistics.median(cpu),
+                           "peak_rss_mib": peak_mib})
 
 
 if __name__ == "__main__":

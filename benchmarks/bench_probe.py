@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks.common import add_json_option, write_json
 from reconciler.observe.probe import probe_hosts
 from reconciler.observe.transport import LocalRootTransport, Transport
 
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--source", choices=("auto", "lab", "fixtures"), default="auto")
     ap.add_argument("--keep", type=Path, help="build the roots here and keep them")
+    add_json_option(ap)
     args = ap.parse_args(argv)
 
     base = args.keep or Path(tempfile.mkdtemp(prefix="bench-probe-"))
@@ -107,6 +109,14 @@ def main(argv: list[str] | None = None) -> int:
           f"mdev types: {sum(len(f.mdev_types) for f in facts)}")
     print(f"peak RSS:         {self_rss:.1f} MiB (this process), "
           f"{child_rss:.1f} MiB (largest child)")
+    write_json(args.json, {"hosts": len(roots), "source": source, "concurrency": args.concurrency,
+                           "build_seconds": built, "total_seconds": total,
+                           "hosts_per_second": len(facts) / total,
+                           "median_seconds": statistics.median(seconds), "p95_seconds": p95,
+                           "max_seconds": seconds[-1], "unknown_hosts": len(unknown),
+                           "pci_functions": sum(len(f.pci_functions) for f in facts),
+                           "mdev_types": sum(len(f.mdev_types) for f in facts),
+                           "peak_rss_mib": self_rss, "largest_child_rss_mib": child_rss})
     return 0
 
 

@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.common import add_json_option, write_json
 from reconciler.spec.build import check_and_build
 
 ENGINE = """apiVersion: gpu-reconciler/v1
@@ -74,6 +75,7 @@ def main() -> None:
     parser.add_argument("--vms", type=int, default=1000)
     parser.add_argument("--profiles", type=int, default=100)
     parser.add_argument("--runs", type=int, default=7)
+    add_json_option(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -94,6 +96,11 @@ def main() -> None:
     print(f"  median {statistics.median(times):.3f} s  min {min(times):.3f} s  "
           f"max {max(times):.3f} s  ({args.runs} runs, full load + schema + semantics + build)")
     print(f"  peak RSS {rss_mib:.1f} MiB")
+    write_json(args.json, {"vms": len(state.vms), "host_profiles": len(state.host_profiles),
+                           "lines": lines, "files": len(state.sources), "runs": args.runs,
+                           "median_seconds": statistics.median(times),
+                           "min_seconds": min(times), "max_seconds": max(times),
+                           "peak_rss_mib": rss_mib})
 
 
 if __name__ == "__main__":
