@@ -3,19 +3,21 @@ validation, the event poller against the lab, and the loop's behaviour when the 
 from __future__ import annotations
 
 import argparse
+import os
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import ovirtsdk4.types as types
 import pytest
+from watchfiles import Change
 
 from reconciler.commands.controller import duration, listen_address
 from reconciler.controller.gitsource import (GitSourceError, check_ref, check_subpath,
                                              check_url)
 from reconciler.controller.loop import (Backoff, Controller, ControllerConfig, running,
                                         spec_revision)
-from reconciler.controller.triggers import EventPoller, WorkQueue
+from reconciler.controller.triggers import EventPoller, SpecWatcher, WorkQueue, spec_filter
 from reconciler.drift import build_report, render_json, render_markdown, render_text
 from reconciler.lab.server import LabServer
 from reconciler.plan.result import DriftItem, Plan
@@ -155,3 +157,26 @@ def test_drift_report_renderings_show_class_location_and_since() -> None:
     only_unmanaged = build_report(Plan(drift=the_plan.drift[1:]), "e", {}, at=at)
     assert only_unmanaged.in_sync
 
+
+
+def test_spec_watcher_on_a_file_sees_its_replacement_only(tmp_path: Path) -> None:
+    spec = tmp_path / "fleet.yaml"
+    spec.write_text("a: 1\n")
+    accept = spec_filter([spec])
+    assert accept(Change.modified, str(spec))
+    assert not accept(Change.modified, str(tmp_path / "other.yaml"))
+    folder_accept = spec_filter([tmp_path])
+    assert folder_accept(Change.added, str(tmp_path / "sub" / "more.yml"))
+    assert not folder_accept(Change.added, str(tmp_path / "notes.txt"))
+
+    queue = WorkQueue()
+    watcher = SpecWatcher(queue, [spec])
+    watcher.start()
+    try:
+        assert watcher.ready.wait(10)
+        replacement = tmp_path / "fleet.yaml.tmp"
+        replacement.write_text("a: 2\n")
+        os.replace(replacement, spec)                  # as editors save
+        assert wait_for("the spec trigger", lambda: queue.get(timeout=0.2)) == {"spec"}
+    finally:
+        watcher.stop()
