@@ -101,24 +101,29 @@ class HostPlanning(PlanState):
                 differs = current is None or current.sha256 != sha256_text(content)
                 lacking = ([] if probe.initramfs_blacklist is None else
                            [m for m in blacklist if m not in probe.initramfs_blacklist])
+                loaded = [m for m in blacklist if m in probe.loaded_modules]
+                # A new file and initramfs only need a reboot to unload a module that is loaded
+                # now; with none loaded (e.g. already kept off by a kernel argument) they take
+                # effect without touching the running host.
+                file_disruption = Disruption.HOST_REBOOT if loaded else Disruption.NONE
                 if differs or lacking:
                     why = ("missing" if current is None else "differs") if differs else (
                         "initramfs lacks blacklist " + ", ".join(lacking))
                     parts.append(f"modprobe file {MODPROBE_PATH}: {why}")
-                    needs_boot.append("modprobe/initramfs changes")
+                    if loaded:
+                        needs_boot.append("modprobe/initramfs changes")
                     work.config.append(WriteModprobeFile(
                         target=key, before=current.sha256 if current else None,
-                        after=sha256_text(content), disruption=Disruption.HOST_REBOOT,
+                        after=sha256_text(content), disruption=file_disruption,
                         reason=reason, description=f"write {MODPROBE_PATH}",
                         verify=(Verification(key, f"probe.modprobe_files[{MODPROBE_PATH}].sha256",
                                              "eq", sha256_text(content)),),
                         path=MODPROBE_PATH, content=content))
                     work.config.append(RegenerateInitramfs(
-                        target=key, before=None, after=None, disruption=Disruption.HOST_REBOOT,
+                        target=key, before=None, after=None, disruption=file_disruption,
                         reason=reason, description="regenerate the initramfs (dracut --force)",
                         verify=tuple(Verification(key, "probe.initramfs_blacklist", "contains", m)
                                      for m in blacklist)))
-                loaded = [m for m in blacklist if m in probe.loaded_modules]
                 if loaded and not (differs or lacking):
                     needs_boot.append("blacklisted module loaded: " + ", ".join(loaded))
                     parts.append("blacklisted module(s) still loaded: " + ", ".join(loaded))
