@@ -21,6 +21,7 @@ from reconciler.store import DriftChange, DriftItemRecord, Store
 # Classes that mean "not in sync"; unmanaged items are reported but never acted on.
 OUT_OF_SYNC = frozenset({"pending", "drift", "blocked"})
 CLASS_ORDER = {"blocked": 0, "drift": 1, "pending": 2, "unmanaged": 3}
+_SIDE_EFFECTS = frozenset({"stop-vm", "start-vm"})
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,9 @@ def _iso(at: datetime | None) -> str | None:
     return at.isoformat().replace("+00:00", "Z") if at else None
 
 
-def _difference(action: Action) -> Difference:
-    return Difference(action.kind, action.description, action.before, action.after,
+def _difference(action: Action, owner: str) -> Difference:
+    kind = action.kind if action.target == owner else f"{action.kind} {action.target}"
+    return Difference(kind, action.description, action.before, action.after,
                       action.disruption.value, action.note)
 
 
@@ -93,7 +95,8 @@ def _synthetic_message(actions: Sequence[Action]) -> str:
 
 def drift_items(plan: Plan) -> list[tuple[str, str, str, str | None]]:
     """(key, class, message, location) for every drift item, plus one per object that has
-    actions but no pending/drift/blocked item of its own."""
+    actions but no pending/drift/blocked item of its own (other than being stopped and started
+    for its host's cycle)."""
     items: list[tuple[str, str, str, str | None]] = [
         (d.key, d.status, d.message, d.location) for d in plan.drift]
     covered = {d.key for d in plan.drift if d.status in OUT_OF_SYNC}
@@ -101,7 +104,8 @@ def drift_items(plan: Plan) -> list[tuple[str, str, str, str | None]]:
     for action in plan.actions:
         by_target.setdefault(action.target, []).append(action)
     for key, actions in sorted(by_target.items()):
-        if key in covered:
+        # A VM stopped and started around its host's cycle does not itself differ from the spec.
+        if key in covered or all(a.kind in _SIDE_EFFECTS for a in actions):
             continue
         cls = "drift" if any(a.reason == Reason.DRIFT for a in actions) else "pending"
         items.append((key, cls, _synthetic_message(actions), None))
@@ -127,13 +131,19 @@ def build_report(plan: Plan, engine_key: str,
     by_target: dict[str, list[Action]] = {}
     for action in plan.actions:
         by_target.setdefault(action.target, []).append(action)
+    listed = {key for key, *_ in drift_items(plan)}
+    for action in plan.actions:
+        # A VM stopped only for its host's cycle is shown with that host's changes.
+        host = getattr(action, "host", None)
+        if action.kind in _SIDE_EFFECTS and action.target not in listed and host:
+            by_target.setdefault(f"host:{host}", []).append(action)
     entries: list[DriftEntry] = []
     shown: set[str] = set()
     for key, cls, message, location in drift_items(plan):
         changes: tuple[Difference, ...] = ()
         # Each object's planned changes are listed once, under its first out-of-sync item.
         if cls in OUT_OF_SYNC and key not in shown:
-            changes = tuple(_difference(a) for a in by_target.get(key, ()))
+            changes = tuple(_difference(a, key) for a in by_target.get(key, ()))
             shown.add(key)
         entries.append(DriftEntry(key, cls, message, location, seen.get((key, cls, message)),
                                   changes))

@@ -180,3 +180,20 @@ def test_spec_watcher_on_a_file_sees_its_replacement_only(tmp_path: Path) -> Non
         assert wait_for("the spec trigger", lambda: queue.get(timeout=0.2)) == {"spec"}
     finally:
         watcher.stop()
+
+
+def test_drift_report_lists_vm_stops_under_the_host_being_cycled() -> None:
+    from reconciler.plan.actions import Disruption, HostCycle, Reason, StartVm, StopVm
+
+    common = {"disruption": Disruption.VM_RESTART, "reason": Reason.SPEC_CHANGE}
+    stop = StopVm(target="vm:v1", before="up", after="down", description="stop v1", host="h1",
+                  **common)
+    start = StartVm(target="vm:v1", before="down", after="up", description="start v1",
+                    host="h1", **common)
+    cycle = HostCycle(target="host:h1", before="up", after="up", description="cycle h1",
+                      disruption=Disruption.HOST_REBOOT, reason=Reason.DRIFT)
+    report = build_report(Plan(actions=(stop, cycle, start)), "e")
+    assert [e.key for e in report.entries] == ["host:h1"]      # v1 itself matches the spec
+    entry = report.entries[0]
+    assert entry.cls == "drift" and entry.message == "differs from the spec: host-cycle"
+    assert [c.kind for c in entry.changes] == ["host-cycle", "stop-vm vm:v1", "start-vm vm:v1"]
