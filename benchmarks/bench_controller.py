@@ -9,7 +9,7 @@ subprocess, then:
   the new spec (the pending item appears / disappears after a pass triggered by the spec).
 /status is polled every 10 ms; changes are spaced 0.2-1.2 s apart at random. Targets: drift visible within 2 s p95; spec edit -> plan within 1 s.
 
-    python -m benchmarks.bench_controller [--changes 20] [--events-interval 1s]
+    python -m benchmarks.bench_controller [--changes 20] [--events-interval 1s] [--json FILE]
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ import ovirtsdk4 as sdk
 import ovirtsdk4.types as types
 import yaml
 
+from benchmarks.common import add_json_option, machine, percentile, write_json
 from reconciler.lab.server import LabServer
 
 POLL = 0.01
@@ -62,7 +63,8 @@ def _write(path: Path, text: str) -> None:
 
 def _status(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url + "/status", timeout=5) as resp:
-        return json.loads(resp.read())
+        body: dict[str, Any] = json.loads(resp.read())
+        return body
 
 
 def _until(check: Callable[[], bool], timeout: float = 30.0) -> float:
@@ -79,13 +81,8 @@ def _keys(url: str) -> set[str]:
             if i["class"] in ("pending", "drift", "blocked")}
 
 
-def _p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-
-
 def _line(name: str, values: list[float], target: float) -> str:
-    med, p95 = statistics.median(values), _p95(values)
+    med, p95 = statistics.median(values), percentile(values, 95)
     verdict = "meets" if p95 <= target else "MISSES"
     return (f"{name:<34} n={len(values):<3} median {med * 1000:7.0f} ms   p95 {p95 * 1000:7.0f} ms"
             f"   max {max(values) * 1000:7.0f} ms   ({verdict} the {target:g} s p95 target)")
@@ -95,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--changes", type=int, default=20)
     parser.add_argument("--events-interval", default="1s")
+    add_json_option(parser)
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp, \
@@ -151,6 +149,18 @@ def main(argv: list[str] | None = None) -> int:
             print(_line("engine change -> drift in /status", appear, 2.0))
             print(_line("engine undo -> drift cleared", clear, 2.0))
             print(_line("spec edit -> new plan in /status", edits, 1.0))
+
+            def figures(values: list[float], target: float) -> dict[str, float | bool]:
+                return {"median_seconds": statistics.median(values),
+                        "p95_seconds": percentile(values, 95), "max_seconds": max(values),
+                        "target_p95_seconds": target, "meets_target":
+                        percentile(values, 95) <= target}
+            write_json(args.json, {
+                "changes": args.changes, "events_interval": args.events_interval,
+                "machine": machine(),
+                "engine_change_to_drift": figures(appear, 2.0),
+                "engine_undo_to_cleared": figures(clear, 2.0),
+                "spec_edit_to_plan": figures(edits, 1.0)})
         finally:
             conn.close()
             proc.send_signal(signal.SIGTERM)
