@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -87,38 +86,51 @@ def run_module(module: str, args: Sequence[str], *, timeout: float,
                env: Mapping[str, str] | None = None) -> ChildRun:
     """Run `python -m module args...` in a fresh process; peak RSS is that process's alone.
 
-    `os.wait4` gives the child's own rusage (RUSAGE_CHILDREN would mix in every earlier child).
+    The child is started by a small launcher process (`python -m benchmarks.common`), never
+    forked from the caller directly: Linux counts the memory a child inherits at fork into its
+    ru_maxrss, so a child forked from a process holding a 1,000-host lab would report the lab's
+    size. The launcher waits with `os.wait4` (the child's own rusage) and reports it in a file.
     Output goes through temporary files so a chatty child can never block on a full pipe.
     """
     child_env = dict(os.environ if env is None else env)
     child_env["PYTHONPATH"] = str(REPO) + os.pathsep + child_env.get("PYTHONPATH", "")
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
+        report = Path(tmp) / "rusage.json"
         started = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=out, stderr=err,
-                                stdin=subprocess.DEVNULL, env=child_env, cwd=REPO,
-                                start_new_session=True)
-        expired = threading.Event()
-
-        def kill() -> None:
-            expired.set()
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-        timer = threading.Timer(timeout, kill)
-        timer.start()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.common", str(report), "--",
+             sys.executable, "-m", module, *args],
+            stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=child_env, cwd=REPO,
+            start_new_session=True)
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-        seconds = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
+            proc.wait(timeout=timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            timed_out = True
+        wall = time.perf_counter() - started
+        usage = read_json(report) or {}
         out.seek(0)
         err.seek(0)
-        return ChildRun(proc.returncode, seconds, usage.ru_maxrss / 1024,
+        return ChildRun(int(usage.get("returncode", proc.returncode)),
+                        float(usage.get("seconds", wall)), float(usage.get("peak_rss_mib", 0.0)),
                         out.read().decode("utf-8", "replace"),
-                        err.read().decode("utf-8", "replace"), expired.is_set())
+                        err.read().decode("utf-8", "replace"), timed_out)
+
+
+def _launch(report: Path, argv: Sequence[str]) -> int:
+    """Run argv as a child of this small process and write its own wall time and rusage."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(list(argv))
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    code = os.waitstatus_to_exitcode(status)
+    proc.returncode = code
+    write_json(report, {"returncode": code, "seconds": seconds,
+                        "peak_rss_mib": usage.ru_maxrss / 1024})
+    return code
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -127,3 +139,10 @@ def read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+if __name__ == "__main__":
+    # python -m benchmarks.common REPORT -- COMMAND...   (the launcher of run_module)
+    if len(sys.argv) < 4 or sys.argv[2] != "--":
+        sys.exit("usage: python -m benchmarks.common REPORT -- COMMAND...")
+    sys.exit(_launch(Path(sys.argv[1]), sys.argv[3:]))
