@@ -83,3 +83,27 @@ def test_max_disruption_leaves_host_reboots_pending(served_lab) -> None:
     assert all(a.target in cycling for a in left if a.kind in ("write-modprobe-file",
                                                                 "regenerate-initramfs"))
     assert "pending: host:amd-01 host-cycle" in lab.output
+
+
+def test_blockers_are_reported_and_the_rest_is_applied(served_lab) -> None:
+    import yaml
+
+    from .conftest import REPO
+    blocked = yaml.safe_load((REPO / "specs/examples/lab-blocked.yaml").read_text())
+    lab = served_lab(hostProfiles=blocked["hostProfiles"], vms=blocked["vms"])
+
+    outcome = lab.apply()
+
+    assert outcome.exit_code == 1                      # blockers make the run fail ...
+    assert {d.key for d in outcome.plan.blockers} == {"host:amd-01", "vm:vdi-02"}
+    assert "blocked: host:amd-01" in lab.output and "blocked: vm:vdi-02" in lab.output
+    assert outcome.result is not None and not outcome.result.failed
+    # ... but what does not depend on them was applied and verified
+    assert ("host:m60-02", "host-cycle") in {(s.target, s.action) for s in outcome.result.steps
+                                             if s.outcome == "ok"}
+    assert not outcome.after.actions
+    ids = lab.host_ids()
+    assert "amd-01" not in mutating_targets(lab.server.request_log, ids)
+    with Store(lab.store) as store:
+        run = store.run(outcome.run_id)
+        assert run.outcome == "failed" and "blocker" in run.message
