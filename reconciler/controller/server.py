@@ -192,8 +192,16 @@ class ControllerState:
                 if self._spec_error:
                     reason = f"the spec could not be loaded: {self._spec_error}"
                 return False, reason
-            if self._last_pass is None:
+            last = self._last_pass
+            if last is None:
                 return False, "the first reconcile pass has not completed yet"
+            if last.result == "error":
+                # Ready means the controller currently sees the fleet: a failed last pass (engine
+                # unreachable, a broken session) leaves /status describing an older world.
+                return False, (f"the last reconcile pass failed at {_iso(last.finished_at)}: "
+                               f"{last.error or 'unknown error'}")
+            if self._spec_error:
+                return True, f"ok, but the spec could not be reloaded: {self._spec_error}"
             return True, "ok"
 
     def snapshot(self) -> dict[str, Any]:

@@ -89,6 +89,30 @@ def test_ready_after_spec_and_first_pass_with_reasons(served: Any) -> None:
     assert get(server, "/readyz")[0] == 200
 
 
+def test_not_ready_while_the_last_pass_failed_and_ready_again_after_a_good_one(
+        served: Any) -> None:
+    server, state, _ = served
+    state.loop_started()
+    state.spec_loaded("abc123")
+    state.pass_started()
+    state.pass_finished("error", 1.0, error="engine: connection refused")
+    status, _, body = get(server, "/readyz")
+    assert status == 503 and "last reconcile pass failed" in body
+    assert "connection refused" in body
+    state.pass_started()
+    state.pass_finished("drift", 0.5)
+    assert get(server, "/readyz")[0] == 200
+    state.pass_started()
+    state.pass_finished("error", 1.0, error="engine: 503")
+    assert get(server, "/readyz")[0] == 503
+    state.pass_started()
+    state.pass_finished("ok", 0.5)
+    state.spec_failed("specs/a.yaml:4:3: bad")
+    status, _, body = get(server, "/readyz")
+    # A bad edit does not make a controller serving the last good spec unready; it says why.
+    assert status == 200 and "specs/a.yaml:4:3" in body
+
+
 def test_status_reports_pass_drift_and_running_apply(served: Any) -> None:
     server, state, _ = served
     from datetime import datetime, timezone
