@@ -1,14 +1,20 @@
-"""`reconcile plan SPEC... [-o text|json|markdown] [--out FILE] [--detailed-exitcode] [--no-probe]`.
+"""`reconcile plan SPEC... [-o text|json|markdown] [--out FILE] [--detailed-exitcode] [--no-probe]
+[--state PATH]`.
 
 Loads the spec, observes the fleet, plans, renders to stdout and optionally saves the plan for
-`reconcile apply FILE`. Exit codes: 0 success (with --detailed-exitcode: 0 no changes, 2 changes),
+`reconcile apply FILE`. The state store's `applied` records tell drift (the fleet moved away from
+an applied spec) from pending changes; the store is only read, and a missing one means nothing was
+applied yet. Exit codes: 0 success (with --detailed-exitcode: 0 no changes, 2 changes),
 1 on an error or when the plan has blockers.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
+
+from reconciler.store import DEFAULT_PATH
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -30,11 +36,28 @@ def register(subparsers: Any) -> None:
                         help="exit 0 when there are no changes, 2 when there are, 1 on error")
     parser.add_argument("--no-probe", action="store_true",
                         help="engine facts only; do not probe the hosts")
+    parser.add_argument("--state", type=Path, default=DEFAULT_PATH, metavar="PATH",
+                        help="state store whose applied records tell drift from pending changes "
+                             f"(default {DEFAULT_PATH}; read only, a missing file means none)")
     parser.set_defaults(func=run)
+
+
+def applied_records(state: Path, engine_key: str) -> dict[str, str]:
+    """The store's applied fingerprints for the engine; none when the store does not exist.
+
+    Planning only reads: a missing store is not created, so `plan` leaves no files behind.
+    """
+    from reconciler.store import Store
+
+    if not state.exists():
+        return {}
+    with Store(state) as store:
+        return store.applied(engine_key)
 
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `reconcile --help` stays fast and does not need the engine client.
+    from reconciler.drift import engine_key
     from reconciler.errors import SpecError
     from reconciler.observe.session import open_fleet
     from reconciler.plan import plan
@@ -50,9 +73,11 @@ def run(args: argparse.Namespace) -> int:
         for issue in err.issues:
             print(issue.format(), file=sys.stderr)
         return EXIT_ERROR
+    # Read before observing, so a broken store is reported without waiting for the fleet.
+    applied = applied_records(args.state, engine_key(desired))
     with open_fleet(desired) as fleet:
         observed = fleet.observe(probe=not args.no_probe)
-    result = plan(desired, observed)
+    result = plan(desired, observed, applied)
     if args.output == "json":
         text = render_json(result)
     elif args.output == "markdown":

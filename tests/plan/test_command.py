@@ -71,3 +71,37 @@ def test_plan_bad_spec_lists_locations(tmp_path: Path) -> None:
     assert "lab.yaml:9:" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stdout == ""
+
+
+def test_plan_reads_applied_records_from_the_state_store(tmp_path: Path) -> None:
+    from reconciler.store import Store
+
+    (tmp_path / "lab.yaml").write_text(SPEC)
+    first = reconcile(tmp_path, "lab.yaml", "-o", "json")
+    assert first.returncode == 0, first.stderr
+    # Planning only reads the store: a missing one is not created.
+    assert not (tmp_path / ".reconciler").exists()
+    data = json.loads(first.stdout)
+    statuses = {d["key"]: d["status"] for d in data["drift"]}
+    assert statuses["host:m60-02"] == "pending" and statuses["vm:vdi-02"] == "pending"
+    # As if an apply had converged these objects and the fleet then moved away from them.
+    with Store(tmp_path / "state.db") as store:
+        for key in ("host:m60-02", "vm:vdi-02"):
+            store.record_applied("lab:demo", key, data["desired_fingerprints"][key], "r-1")
+        store.record_applied("lab:other", "host:m60-01", "x", "r-1")
+    again = reconcile(tmp_path, "lab.yaml", "-o", "json", "--state", "state.db")
+    assert again.returncode == 0, again.stderr
+    redo = json.loads(again.stdout)
+    statuses = {d["key"]: d["status"] for d in redo["drift"]}
+    assert statuses["host:m60-02"] == "drift" and statuses["vm:vdi-02"] == "drift"
+    assert {a["reason"] for a in redo["actions"] if a["target"] == "host:m60-02"} == {"drift"}
+    text = reconcile(tmp_path, "lab.yaml", "--state", "state.db")
+    assert "Drift:" in text.stdout and "host:m60-02" in text.stdout
+
+
+def test_plan_unreadable_state_store_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "lab.yaml").write_text(SPEC)
+    (tmp_path / "state.db").write_text("not a database\n" * 100)
+    proc = reconcile(tmp_path, "lab.yaml", "--state", "state.db")
+    assert proc.returncode == 1
+    assert "state database state.db" in proc.stderr and "Traceback" not in proc.stderr
