@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from reconciler.commands.drift import usage_errors_exit
 from reconciler.store import DEFAULT_PATH
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -85,6 +86,7 @@ def register(subparsers: Any) -> None:
                         help="on SIGTERM, how long an apply may take to reach a safe point "
                              "before the controller exits anyway (default 4m)")
     parser.set_defaults(func=run)
+    usage_errors_exit(parser, 1)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from reconciler.store import DEFAULT_PATH
 
@@ -33,6 +33,16 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--no-probe", action="store_true",
                         help="engine facts only; do not probe the hosts")
     parser.set_defaults(func=run)
+    usage_errors_exit(parser, EXIT_ERROR)
+
+
+def usage_errors_exit(parser: argparse.ArgumentParser, code: int) -> None:
+    """Make this subcommand's usage errors exit `code`: argparse's own 2 would read as "out of
+    sync" to a script or CI job that checks `reconcile drift`'s exit code."""
+    def error(message: str) -> NoReturn:
+        parser.print_usage(sys.stderr)
+        parser.exit(code, f"{parser.prog}: error: {message}\n")
+    parser.error = error  # type: ignore[method-assign]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -71,3 +71,12 @@ def test_drift_errors_exit_1(tmp_path: Path) -> None:
     done = run_cli("drift", str(unreachable), "--state", str(tmp_path / "s.db"), cwd=tmp_path)
     assert done.returncode == 1
     assert done.stderr.startswith("error:") and "Traceback" not in done.stderr
+
+
+def test_usage_errors_exit_1_not_the_out_of_sync_code(tmp_path: Path) -> None:
+    missing = run_cli("drift", cwd=tmp_path)
+    assert missing.returncode == 1 and "required: SPEC" in missing.stderr
+    bad_format = run_cli("drift", "x.yaml", "-o", "yaml", cwd=tmp_path)
+    assert bad_format.returncode == 1 and "invalid choice" in bad_format.stderr
+    bad_duration = run_cli("controller", "specs", "--resync", "0s", cwd=tmp_path)
+    assert bad_duration.returncode == 1 and "more than 0" in bad_duration.stderr
