@@ -29,7 +29,7 @@ from reconciler.controller.metrics import ControllerMetrics, PassResult
 from reconciler.controller.notify import WebhookNotifier
 from reconciler.controller.server import ControllerState
 from reconciler.controller.triggers import EventPoller, ResyncTimer, SpecWatcher, WorkQueue
-from reconciler.errors import LockedError, ReconcilerError, SpecError
+from reconciler.errors import EngineError, LockedError, ReconcilerError, SpecError
 from reconciler.plan import plan as make_plan
 from reconciler.plan.actions import Disruption
 from reconciler.plan.result import Plan
@@ -286,6 +286,9 @@ class Controller:
             outcome = PassOutcome("error", error=str(exc))
         except ReconcilerError as exc:
             outcome = PassOutcome("error", error=str(exc))
+            if isinstance(exc, EngineError):
+                # The client already retried: this is one engine request that finally failed.
+                self.metrics.engine_requests_add(0, 1)
             self._close_link()          # reconnect next time: the session may be broken
         except Exception as exc:  # noqa: BLE001 - the loop must outlive any one pass
             self.log.exception("pass crashed")

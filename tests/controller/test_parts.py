@@ -133,6 +133,8 @@ def test_unreachable_engine_backs_off_instead_of_spinning(tmp_path: Path) -> Non
     errors = controller.metrics.passes.labels(result="error")._value.get()
     # Delays 0.2, 0.4, 0.8, 1.0, ...: a handful of passes, where a tight loop would make hundreds.
     assert 3 <= errors <= 6
+    # Each failed pass is an engine error on /metrics, not only in the log.
+    assert controller.metrics.engine_errors._value.get() == errors
     snapshot = controller.state.snapshot()
     assert snapshot["last_pass"]["result"] == "error"
     assert "127.0.0.1:9" in snapshot["last_pass"]["error"]
