@@ -5,7 +5,9 @@ The whole fleet is read in a constant number of requests, whatever its size:
   2. GET /hosts?follow=devices              (narrowed to the spec's clusters with `search`)
   3. GET /vms?follow=host_devices,mediated_devices,graphics_consoles   (narrowed likewise)
 plus, only when a reference points outside the narrowed set, one shallow GET /hosts or GET /vms to
-name it. SDK objects are converted into the frozen facts of `reconciler.observe.facts` here and go
+name it, and, only when a spec VM lives in a cluster no profile selects or is pinned to a host
+outside those clusters, one more GET /hosts?follow=devices for those clusters and hosts (a VM's
+candidate hosts decide vGPU capacity; its passthrough host must be known). SDK objects are converted into the frozen facts of `reconciler.observe.facts` here and go
 no further.
 """
 from __future__ import annotations
@@ -237,6 +239,29 @@ def vm_fact(v: types.Vm, clusters_by_id: Mapping[str, Cluster],
         legacy_mdev_property=legacy)
 
 
+def outside_search(desired: DesiredState | None, read_host_names: Iterable[str],
+                   vm_clusters: Mapping[str, str]) -> str | None:
+    """Search for the hosts a narrowed host read missed but the spec's VMs need, or None.
+
+    `vm_clusters` maps each read spec VM to its cluster name. Returns "" when nothing is missing
+    and None when the missing set cannot be named safely (then every host is read).
+    """
+    if desired is None or host_search(desired) is None:
+        return ""
+    covered = {p.selector.cluster for p in desired.host_profiles}
+    clusters = {c for c in vm_clusters.values() if c and c not in covered}
+    known = set(read_host_names)
+    pinned = {v.passthrough.host for v in desired.vms
+              if v.passthrough is not None and v.passthrough.host not in known}
+    if not clusters and not pinned:
+        return ""
+    parts = [_or_search("cluster", clusters) if clusters else "",
+             _or_search("name", pinned) if pinned else ""]
+    if any(part is None for part in parts):
+        return None
+    return " or ".join(part for part in parts if part)
+
+
 def _listed(value: Any) -> Sequence[Any]:
     """A followed link is a list; an unfollowed one is an `ovirtsdk4.List` with only an href."""
     return value if isinstance(value, list) else ()
@@ -293,6 +318,17 @@ def read_engine(connection: ovirtsdk4.Connection, desired: DesiredState | None =
 
     raw_vms = call("list vms", lambda: system.vms_service().list(follow=VM_FOLLOW,
                                                                   search=vsearch))
+    spec_vms = {v.name for v in desired.vms} if desired is not None else set()
+    extra = outside_search(desired, host_ids.values(), {
+        v.name: by_id[v.cluster.id].name for v in raw_vms
+        if v.name in spec_vms and v.cluster is not None and v.cluster.id in by_id})
+    if extra != "":
+        more = [h for h in call("list more hosts", lambda: system.hosts_service().list(
+            follow=HOST_FOLLOW, search=extra)) if h.id not in host_ids]
+        host_ids.update({h.id: h.name for h in more})
+        addresses.update({h.name: h.address for h in more if h.address})
+        unnamed += [host_fact(h, by_id, lambda vm_id: vm_id) for h in more]
+        del more
     host_names = _Names(host_ids,
                         lambda: call("name hosts", lambda: system.hosts_service().list()))
     vms = tuple(sorted((vm_fact(v, by_id, host_names) for v in raw_vms), key=lambda v: v.name))

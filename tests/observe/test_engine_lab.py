@@ -10,7 +10,8 @@ from reconciler.engine_client import EngineCallError, check_connection, connect
 from reconciler.errors import EngineError
 from reconciler.observe.engine import read_engine
 from reconciler.observe.vendor import derive_vendor
-from reconciler.spec.model import DesiredState, EngineSpec, HostProfile, HostSelector
+from reconciler.spec.model import (DesiredState, EngineSpec, HostProfile, HostSelector,
+                                   PassthroughSpec, VgpuSpec, VmSpec)
 
 from .conftest import api_requests
 
@@ -100,6 +101,45 @@ def test_search_narrows_to_the_spec_clusters(start_lab, lab_connect, fleets):
     assert {h.name for h in read.hosts} == {h.name for h in fleet.hosts if h.cluster == cluster}
     assert {v.name for v in read.vms} == {v.name for v in fleet.vms if v.cluster == cluster}
     assert read.requests <= 5
+
+
+def test_spec_vms_outside_the_profile_clusters_get_their_hosts_read(start_lab, lab_connect,
+                                                                    fleets):
+    """A vGPU VM's candidate hosts and a passthrough VM's host are read even when no profile
+    selects their cluster, with one more request (the planner would report them unknown)."""
+    fleet = fleets.load_fleet("demo")
+    lab = start_lab(fleet)
+    cluster_of = {h.name: h.cluster for h in fleet.hosts}
+    vgpu_vm = next(v for v in fleet.vms if v.mediated_devices)
+    pt_vm = next(v for v in fleet.vms if v.pinned_hosts and v.host_devices)
+    pt_host = pt_vm.pinned_hosts[0]
+    vgpu_cluster = cluster_of[vgpu_vm.host or ""] if vgpu_vm.host else vgpu_vm.cluster
+    assert vgpu_cluster != cluster_of[pt_host]          # the demo fleet's two clusters
+
+    def profile(cluster: str) -> tuple[HostProfile, ...]:
+        return (HostProfile("p", HostSelector(cluster=cluster)),)
+
+    vgpu_spec = VmSpec(vgpu_vm.name, vgpu=VgpuSpec("nvidia-18"))
+    pt_spec = VmSpec(pt_vm.name, passthrough=PassthroughSpec(pt_host, tuple(pt_vm.host_devices)))
+    engine = EngineSpec(lab_fleet="demo")
+    conn = lab_connect(lab)
+
+    read = read_engine(conn, DesiredState(engine, host_profiles=profile(cluster_of[pt_host]),
+                                          vms=(vgpu_spec,)))
+    assert {h.name for h in read.hosts} == set(cluster_of)
+    assert all(h.devices for h in read.hosts if cluster_of[h.name] == vgpu_cluster)
+    assert read.requests == 4
+
+    read = read_engine(conn, DesiredState(engine, host_profiles=profile(vgpu_cluster),
+                                          vms=(pt_spec,)))
+    assert pt_host in {h.name for h in read.hosts}
+    assert next(h for h in read.hosts if h.name == pt_host).devices
+    assert read.requests == 4
+
+    # Spec VMs inside the profile clusters need no extra request.
+    read = read_engine(conn, DesiredState(engine, host_profiles=profile(vgpu_cluster),
+                                          vms=(vgpu_spec,)))
+    assert read.requests == 3
 
 
 def test_wrong_ca_is_refused_with_a_clear_error(start_lab, lab_connect, fleets, tmp_path):
