@@ -439,9 +439,11 @@ class Controller:
             # The embedded lab is one process-local server: the apply opens its own.
             self._close_link()
         progress = _ApplyProgress(self)
+        revision = self.state.snapshot()["revision"]
         options = ApplyOptions(yes=True, max_disruption=self.config.max_disruption,
                                state=self.config.state, probe=self.config.probe)
-        self._notify("apply.started", {"max_disruption": self.config.max_disruption.value})
+        self._notify("apply.started", {"max_disruption": self.config.max_disruption.value,
+                                       "revision": revision})
         out = io.StringIO()
         try:
             with self._beating():
@@ -453,13 +455,16 @@ class Controller:
             return None
         except _Abandon:
             if progress.run_id:
-                self.state.apply_finished(progress.run_id, "abandoned", str(_Abandon()))
-            self._notify("apply.failed", {"run_id": progress.run_id, "outcome": "abandoned"})
+                self.state.apply_finished(progress.run_id, "abandoned", str(_Abandon()),
+                                          revision)
+            self._notify("apply.failed", {"run_id": progress.run_id, "outcome": "abandoned",
+                                          "revision": revision})
             raise
         except ReconcilerError as err:
             if progress.run_id:
-                self.state.apply_finished(progress.run_id, "failed", str(err))
-            self._notify("apply.failed", {"run_id": progress.run_id, "error": str(err)})
+                self.state.apply_finished(progress.run_id, "failed", str(err), revision)
+            self._notify("apply.failed", {"run_id": progress.run_id, "error": str(err),
+                                          "revision": revision})
             self._apply_not_before = time.monotonic() + self._apply_backoff.failed()
             raise
         finally:
@@ -473,9 +478,10 @@ class Controller:
                    f"{len(result.pending)} pending" if result is not None else "nothing to do")
         if result is not None and result.halted:
             message += f"; halted: {result.halted}"
-        self.state.apply_finished(run_id, "ok" if ok else "failed", message)
+        self.state.apply_finished(run_id, "ok" if ok else "failed", message, revision)
         self._notify("apply.finished" if ok else "apply.failed",
-                     {"run_id": run_id, "outcome": "ok" if ok else "failed", "message": message})
+                     {"run_id": run_id, "outcome": "ok" if ok else "failed", "message": message,
+                      "revision": revision})
         if ok and after is not None and not self._allowed(after):
             self._apply_backoff.reset()
             self._apply_not_before = 0.0

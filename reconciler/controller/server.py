@@ -100,6 +100,7 @@ class ControllerState:
         self._drift: tuple[DriftStatus, ...] = ()
         self._apply: ApplyStatus | None = None
         self._last_apply: dict[str, Any] | None = None
+        self._applied_revision: str | None = None
         self._started_at = _now()
 
     # -- writers (the loop) -------------------------------------------------------------------
@@ -165,11 +166,15 @@ class ControllerState:
             done = current.steps_done if steps_done is None else steps_done
             self._apply = ApplyStatus(run_id, current.started_at, step, done, current.steps_total)
 
-    def apply_finished(self, run_id: str, outcome: str, message: str | None = None) -> None:
+    def apply_finished(self, run_id: str, outcome: str, message: str | None = None,
+                       revision: str | None = None) -> None:
+        """`revision` is the spec revision the apply converged to (a git commit with --git)."""
         with self._lock:
             self._apply = None
             self._last_apply = {"run_id": run_id, "outcome": outcome, "message": message,
-                                "finished_at": _iso(_now())}
+                                "finished_at": _iso(_now()), "revision": revision}
+            if outcome == "ok" and revision is not None:
+                self._applied_revision = revision
 
     # -- readers (the server) -----------------------------------------------------------------
 
@@ -214,6 +219,7 @@ class ControllerState:
                 "engine": self.engine,
                 "started_at": _iso(self._started_at),
                 "revision": self._revision,
+                "applied_revision": self._applied_revision,
                 "spec_error": self._spec_error,
                 "pass_running": self._pass_started is not None,
                 "last_pass": None if last is None else {

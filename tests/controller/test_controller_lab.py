@@ -116,6 +116,7 @@ def test_apply_mode_heals_a_removed_vgpu(lab: LabServer, tmp_path: Path,
     finally:
         conn.close()
     assert status["last_apply"]["outcome"] == "ok", status
+    assert status["applied_revision"] == status["revision"] == status["last_apply"]["revision"]
     adds = [w for w in mutating_requests(lab) if w[0] == "POST" and "mediateddevices" in w[1]]
     assert len(adds) == 1
     assert ctl.terminate() == 0

@@ -140,9 +140,15 @@ def test_status_reports_pass_drift_and_running_apply(served: Any) -> None:
     assert doc["apply"]["step"] == "host-cycle gpu-01"
     assert (doc["apply"]["steps_done"], doc["apply"]["steps_total"]) == (1, 4)
 
-    state.apply_finished("r-20261125-081500-ab12", "ok", "4 steps")
+    assert doc["applied_revision"] is None
+    state.apply_finished("r-20261125-081500-ab12", "ok", "4 steps", revision="rev-7")
     doc = json.loads(get(server, "/status")[2])
     assert doc["apply"] is None and doc["last_apply"]["outcome"] == "ok"
+    assert doc["last_apply"]["revision"] == "rev-7" and doc["applied_revision"] == "rev-7"
+    # A failed apply of a newer revision does not move the applied revision.
+    state.apply_finished("r-20261125-082000-cd34", "failed", "host down", revision="rev-8")
+    doc = json.loads(get(server, "/status")[2])
+    assert doc["last_apply"]["revision"] == "rev-8" and doc["applied_revision"] == "rev-7"
 
 
 def test_metrics_endpoint_is_prometheus_text_from_its_own_registry(served: Any) -> None:
