@@ -92,6 +92,11 @@ def resolve_path(value: str, base: Path) -> Path:
     return p if p.is_absolute() else base / p
 
 
+def _whole(value: Any) -> Any:
+    """A count as an int: JSON Schema's "integer" also admits 2.0, which slices and ranges refuse."""
+    return int(value) if isinstance(value, float) else value
+
+
 def _optional_path(raw: dict[str, Any], key: str, base: Path) -> Path | None:
     value = raw.get(key)
     return resolve_path(value, base) if value is not None else None
@@ -125,10 +130,10 @@ def _host_access(raw: dict[str, Any], base: Path) -> model.HostAccess:
     if ssh is not None:
         defaults = model.SshAccess()
         ssh_access = model.SshAccess(
-            user=ssh.get("user", defaults.user), port=ssh.get("port", defaults.port),
+            user=ssh.get("user", defaults.user), port=_whole(ssh.get("port", defaults.port)),
             identity_file=_optional_path(ssh, "identityFile", base),
             known_hosts_file=_optional_path(ssh, "knownHostsFile", base),
-            concurrency=ssh.get("concurrency", defaults.concurrency),
+            concurrency=_whole(ssh.get("concurrency", defaults.concurrency)),
             timeout_seconds=float(ssh.get("timeoutSeconds", defaults.timeout_seconds)))
     return model.HostAccess(ssh=ssh_access, local_roots=_optional_path(raw, "localRoots", base))
 
@@ -155,7 +160,7 @@ def _profile(raw: dict[str, Any], location: model.Location) -> model.HostProfile
                                  for module, opts in (modprobe.get("options") or {}).items()))),
         vgpu=None if vgpu is None else model.VgpuHostSpec(
             manager=vgpu.get("manager", "ignore"), placement=vgpu.get("placement")),
-        rollout=model.RolloutSpec(max_unavailable=rollout.get("maxUnavailable", 1),
+        rollout=model.RolloutSpec(max_unavailable=_whole(rollout.get("maxUnavailable", 1)),
                                   reboot=rollout.get("reboot", "allowed")),
         location=location)
 
@@ -168,7 +173,7 @@ def _vm(raw: dict[str, Any], location: model.Location) -> model.VmSpec:
         passthrough=None if pt is None else model.PassthroughSpec(
             host=pt["host"], devices=tuple(model.normalise_device_name(d) for d in pt["devices"])),
         vgpu=None if vgpu is None else model.VgpuSpec(
-            type=vgpu["type"], instances=vgpu.get("instances", 1),
+            type=vgpu["type"], instances=_whole(vgpu.get("instances", 1)),
             secondary_display=vgpu.get("secondaryDisplay", "vnc"),
             driver_params=vgpu.get("driverParams")),
         restart=raw.get("restart", "whenDown"),

@@ -187,3 +187,20 @@ def test_pure_python_loader_gives_the_same_answers(tmp_path, write, monkeypatch)
     deep = write("d.yaml", "apiVersion: gpu-reconciler/v1\nvms: " + "[" * 3000 + "]" * 3000 + "\n")
     (issue,) = validate_paths([str(deep)])
     assert issue.message == "nested more than 32 levels deep"
+
+
+def test_whole_numbers_written_as_floats_build_as_ints(tmp_path, write) -> None:
+    # JSON Schema's "integer" admits 2.0; the planner slices and counts with these values.
+    spec = write("f.yaml", "apiVersion: gpu-reconciler/v1\nengine: {lab: {fleet: demo}}\n"
+                           "hostAccess: {ssh: {port: 2222.0, concurrency: 4.0}}\n"
+                           "hostProfiles:\n  - name: p\n    selector: {cluster: c}\n"
+                           "    rollout: {maxUnavailable: 2.0}\n"
+                           "vms:\n  - name: a\n    vgpu: {type: nvidia-22, instances: 2.0}\n")
+    state = load_desired([str(spec)])
+    vgpu = state.vms[0].vgpu
+    assert vgpu is not None and vgpu.instances == 2 and type(vgpu.instances) is int
+    ssh = state.host_access.ssh
+    assert ssh is not None and (ssh.port, ssh.concurrency) == (2222, 4)
+    assert type(ssh.port) is int and type(ssh.concurrency) is int
+    assert type(state.host_profiles[0].rollout.max_unavailable) is int
+    assert list(range(vgpu.instances)) == [0, 1]
