@@ -11,7 +11,7 @@ APT_PACKAGES := libxml2-dev libcurl4-openssl-dev libssl-dev openssh-server opens
 
 demo: venv
 	$(BIN)/reconcile --log-level warning validate --each specs/examples
-	$(BIN)/reconcile demo specs/examples/lab.yaml
+	$(BIN)/reconcile --log-level warning demo specs/examples/lab.yaml
 
 test: venv
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
