@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler.apply.runner import ApplyOptions, RunOutcome, execute
+from reconciler.apply.runner import LAB_TIMING, ApplyOptions, RunOutcome, execute
 from reconciler.apply.executor import Timeouts
 from reconciler.lab.faults import FaultConfig
 from reconciler.lab.server import LabServer
@@ -76,6 +76,7 @@ class ServedLab:
         options.setdefault("yes", True)
         options.setdefault("state", self.store)
         options.setdefault("timeouts", TEST_TIMEOUTS)
+        options.setdefault("timing", LAB_TIMING)      # poll the lab at its own pace
         out = io.StringIO()
         outcome = execute(self.desired(), ApplyOptions(**options), out=out)
         self.output = out.getvalue()

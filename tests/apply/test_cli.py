@@ -69,44 +69,55 @@ def test_without_a_terminal_yes_is_required(tmp_path: Path) -> None:
     assert not (tmp_path / "lab").exists()        # refused before the fleet was opened
 
 
+def _run_until_killed(argv: list[str], steps: int, extra: float) -> tuple[bool, str]:
+    """Start an apply and SIGKILL it `extra` seconds after its `steps`-th finished step."""
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    seen = 0
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if '"apply.step"' in line:
+            seen += 1
+            if seen >= steps:
+                time.sleep(extra)
+                proc.send_signal(signal.SIGKILL)
+                break
+    proc.stderr.close()
+    proc.wait(timeout=60)
+    return proc.returncode == -signal.SIGKILL, f"after step {seen} + {extra:.2f}s"
+
+
 def test_kill_at_random_points_then_rerun_converges(pristine_demo: Path, tmp_path: Path) -> None:
     import shutil
-    state = tmp_path / "lab"
-    shutil.copytree(pristine_demo, state, symlinks=True)
-    spec = embedded_spec(tmp_path, state)
-    store = tmp_path / "state.db"
-    argv = [sys.executable, "-m", "reconciler", "--log-format", "json", "apply", "--yes",
-            "--state", str(store), "--host-timeout", "60", str(spec)]
     rng = random.Random(int(os.environ.get("APPLY_KILL_SEED", "0")) or None)
-    killed: list[str] = []
     for point in range(5):
-        # Each run first starts the lab and observes (a few seconds), so kill inside its steps.
-        delay = rng.uniform(3.0, 9.0)
-        proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
-        try:
-            proc.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-        out, err = proc.communicate(timeout=30)
-        if proc.returncode == -signal.SIGKILL:
-            killed.append(f"{delay:.1f}s")
-        else:
-            assert proc.returncode == 0, f"kill point {point}: {out}\n{err}"
-    assert killed, "no run was killed"
+        where = tmp_path / f"point{point}"
+        state = where / "lab"
+        shutil.copytree(pristine_demo, state, symlinks=True)
+        spec = embedded_spec(where, state)
+        store = where / "state.db"
+        argv = [sys.executable, "-m", "reconciler", "--log-format", "json", "apply", "--yes",
+                "--state", str(store), "--host-timeout", "60", str(spec)]
+        # The demo plan runs ~30 journaled steps; kill somewhere in them, often mid-step.
+        killed, at = _run_until_killed(argv, rng.randint(1, 28), rng.uniform(0.0, 0.4))
+        assert killed, f"kill point {point} ({at}): the run ended before the kill"
 
-    final = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert final.returncode == 0, f"killed at {killed}\n{final.stdout}\n{final.stderr}"
-    assert "The fleet now matches the spec" in final.stdout or "No changes" in final.stdout
-
-    with Store(store) as db:
-        runs = db.runs(limit=20)
-        assert all(r.outcome is not None for r in runs), [(r.run_id, r.outcome) for r in runs]
-        assert sum(1 for r in runs if r.outcome == "crashed") == len(killed)
-        assert db.lock_info(f"lab:demo") is None
+        again = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, f"killed {at}\n{again.stdout}\n{again.stderr}"
+        assert ("The fleet now matches the spec" in again.stdout
+                or "No changes" in again.stdout), again.stdout
+        with Store(store) as db:
+            runs = db.runs(limit=10)
+            assert len(runs) == 2 and all(r.outcome is not None for r in runs), runs
+            assert runs[-1].outcome == "crashed"          # the killed run, reported once
+            assert db.lock_info("lab:demo") is None
+            assert all(e.outcome is not None for r in runs for e in db.journal(r.run_id))
+        # no kill left a host out of up or a VM stopped that should run
+        engine = json.loads((state / "engine.json").read_text())
+        assert {h["name"]: h["status"] for h in engine["hosts"]} == dict.fromkeys(
+            ("m60-01", "m60-02", "t4-01", "amd-01"), "up"), at
+        assert {v["name"]: v["status"] for v in engine["vms"]
+                if v["name"] in ("vdi-01", "vdi-03", "web-01")} == dict.fromkeys(
+            ("vdi-01", "vdi-03", "web-01"), "up"), at
     plan = reconcile("--log-level", "warning", "plan", "--detailed-exitcode", str(spec))
     assert plan.returncode == 0, plan.stdout + plan.stderr
-    # every host is back up: no run's kill left one in maintenance
-    engine = json.loads((state / "engine.json").read_text())
-    assert {h["name"]: h["status"] for h in engine["hosts"]} == dict.fromkeys(
-        ("m60-01", "m60-02", "t4-01", "amd-01"), "up")
