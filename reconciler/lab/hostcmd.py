@@ -7,9 +7,11 @@ formats and exit codes follow the real tools (host-facts §§ 1-7) for the optio
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
+import shlex
 import sys
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
@@ -632,6 +634,182 @@ COMMANDS: dict[str, Callable[[Path, Sequence[str], Out, Out], int]] = {
 }
 
 
+# ---- pre-rendered answers to read-only queries --------------------------------------------------
+# Every emulated command is a Python start (60-80 ms) and a probe runs about seven, so probing 200
+# lab hosts used to take over a minute of interpreter starts. The outputs of read-only queries are
+# therefore kept under .lab/out for the host's current state, and the wrapper at usr/bin/<cmd>
+# `cat`s them (see `wrapper_script`). They are rendered for the probe's queries whenever a host
+# (re)boots, stored after any other query runs here, and dropped when a command or a lab
+# operation changes the state they came from. As a guard against edits made behind the lab's
+# back, the wrapper also ignores an entry that is not newer than every state file it depends on.
+
+OUT_DIR = f"{hosts.LAB_DIR}/out"
+_INDEX = "index"
+_DEPS = "deps"
+_SEP = "\x1f"      # joins argv in the index: cannot occur in an argument we store
+_STATE = (hosts.RECORD, hosts.BOOT, hosts.UNITS, hosts.MDEVS, hosts.VGPUS, "proc/modules",
+          "proc/cmdline", "proc/sys/kernel/osrelease", "boot", "usr/lib/systemd/system",
+          "etc/systemd/system")
+_READ_ONLY_VERBS = {"show", "is-active", "is-enabled"}
+
+
+def is_query(name: str, argv: Sequence[str]) -> bool:
+    """True for invocations that only read the host's state (their output can be kept)."""
+    if name in ("lsinitrd", "nvidia-smi", "lsmod"):
+        return True
+    if name == "systemctl":
+        _, pos = _opts(argv, {"-p", "--property"})
+        return bool(pos) and pos[0] in _READ_ONLY_VERBS
+    return False
+
+
+def _state_files(root: Path) -> list[str]:
+    images = sorted(p.relative_to(root).as_posix() for p in (root / "boot").glob("initramfs-*"))
+    return [*_STATE, *images]
+
+
+def _snapshot(root: Path, deps: Sequence[str]) -> tuple[tuple[int, int, int] | None, ...]:
+    out = []
+    for rel in deps:
+        try:
+            st = os.stat(root / rel)
+        except OSError:
+            out.append(None)
+        else:
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+    return tuple(out)
+
+
+def _atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def forget_answers(root: Path) -> None:
+    """Drop every kept answer (the host's state is about to change or just changed)."""
+    try:
+        os.unlink(Path(root) / OUT_DIR / _INDEX)
+    except FileNotFoundError:
+        pass
+
+
+def _keep(root: Path, name: str, argv: Sequence[str], out: str, err: str, code: int,
+          deps: Sequence[str], before: tuple[tuple[int, int, int] | None, ...]) -> None:
+    if any(_SEP in a or "\n" in a for a in argv):
+        return
+    joined = _SEP.join((name, *argv))
+    key = hashlib.sha256(joined.encode()).hexdigest()[:32]
+    folder = root / OUT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    _atomic(folder / f"{key}.rc", f"{code}\n".encode())
+    _atomic(folder / f"{key}.err", err.encode())
+    _atomic(folder / f"{key}.out", out.encode())
+    if _snapshot(root, deps) != before:
+        return      # the state changed while this answer was being made: do not keep it
+    deps_text = "".join(d + "\n" for d in deps).encode()
+    deps_file = folder / _DEPS
+    if not deps_file.exists() or deps_file.read_bytes() != deps_text:
+        _atomic(deps_file, deps_text)
+    index = folder / _INDEX
+    try:
+        lines = [line for line in index.read_text().splitlines()
+                 if line.split(" ", 1)[0] != key]
+    except FileNotFoundError:
+        lines = []
+    _atomic(index, "".join(f"{line}\n" for line in [*lines, f"{key} {joined}"]).encode())
+
+
+def answer(root: Path, name: str, argv: Sequence[str], out: Out, err: Out) -> int:
+    """Run one command; keep the answer of a read-only query for the wrapper to replay."""
+    if not is_query(name, argv):
+        forget_answers(root)
+        try:
+            return COMMANDS[name](root, argv, out, err)
+        finally:
+            forget_answers(root)
+    deps = _state_files(root)
+    before = _snapshot(root, deps)
+    buf_out, buf_err = io.StringIO(), io.StringIO()
+    code = COMMANDS[name](root, argv, buf_out, buf_err)
+    out.write(buf_out.getvalue())
+    err.write(buf_err.getvalue())
+    _keep(root, name, argv, buf_out.getvalue(), buf_err.getvalue(), code, deps, before)
+    return code
+
+
+def probe_queries(root: Path) -> list[tuple[str, list[str]]]:
+    """The queries `reconciler.observe.probe` runs on this host, as it spells them."""
+    from reconciler.observe.probe import NVIDIA_SMI_QUERY, VGPU_SERVICE
+
+    queries: list[tuple[str, list[str]]] = []
+    bin_dir = root / "usr/bin"
+    kver = hosts.running_kernel(root)
+    image = f"/boot/initramfs-{kver}.img"
+    if (bin_dir / "lsinitrd").exists() and (root / image.lstrip("/")).exists():
+        queries.append(("lsinitrd", [image]))
+        files = hosts.read_initramfs(root / image.lstrip("/"))["files"]
+        assert isinstance(files, dict)
+        queries += [("lsinitrd", ["-f", p, image]) for p in sorted(files)
+                    if re.fullmatch(r"[^ ]*modprobe\.d/[^ ]*\.conf", p)]
+    if (bin_dir / "systemctl").exists():
+        queries.append(("systemctl", ["show", VGPU_SERVICE, "--no-pager", "-p", "LoadState",
+                                      "-p", "ActiveState", "-p", "SubState"]))
+        queries.append(("systemctl", ["is-active", VGPU_SERVICE]))
+    if (bin_dir / "nvidia-smi").exists():
+        queries.append(("nvidia-smi", [NVIDIA_SMI_QUERY, "--format=csv,noheader,nounits"]))
+        queries.append(("nvidia-smi", ["vgpu", "-q"]))
+    return queries
+
+
+def prerender(root: Path) -> None:
+    """Render and keep the answers to the probe's queries for the host's current state."""
+    root = Path(root)
+    forget_answers(root)
+    for name, argv in probe_queries(root):
+        try:
+            answer(root, name, argv, io.StringIO(), io.StringIO())
+        except (Usage, OSError, ValueError):
+            continue    # left to the command itself, which reports it
+
+
+def wrapper_script(cmd: str, python: str, package_parent: str) -> str:
+    """The executable at <root>/usr/bin/<cmd>: replay a kept answer, else run this module."""
+    q = shlex.quote
+    return f"""#!/bin/sh
+# lab emulation of a host command; acts on the tree named by HOST_ROOT
+# A kept answer to this exact query is replayed when it is newer than every state file it was
+# made from; anything else runs the emulation.
+o="${{HOST_ROOT:-/nonexistent}}/{OUT_DIR}"
+if [ -f "$o/{_INDEX}" ] && [ -f "$o/{_DEPS}" ]; then
+  us=$(printf '\\037')
+  IFS=$us
+  want="{cmd}$us$*"
+  unset IFS
+  hit=
+  while IFS= read -r line; do
+    if [ "${{line#* }}" = "$want" ]; then hit=${{line%% *}}; break; fi
+  done < "$o/{_INDEX}"
+  if [ -n "$hit" ] && [ -f "$o/$hit.out" ] && [ -f "$o/$hit.rc" ]; then
+    while IFS= read -r dep; do
+      if ! [ "$o/$hit.out" -nt "$HOST_ROOT/$dep" ] && [ -e "$HOST_ROOT/$dep" ]; then
+        hit=; break
+      fi
+    done < "$o/{_DEPS}"
+  fi
+  if [ -n "$hit" ]; then
+    read -r rc < "$o/$hit.rc"
+    cat "$o/$hit.out"
+    [ -s "$o/$hit.err" ] && cat "$o/$hit.err" >&2
+    exit "$rc"
+  fi
+fi
+PYTHONPATH={q(package_parent)}${{PYTHONPATH:+:$PYTHONPATH}}
+export PYTHONPATH
+exec {q(python)} -m reconciler.lab.hostcmd {cmd} "$@"
+"""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] not in COMMANDS:
@@ -648,7 +826,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"{name}: {root} is not a lab host root\n")
         return 2
     try:
-        return COMMANDS[name](root, rest, sys.stdout, sys.stderr)
+        return answer(root, name, rest, sys.stdout, sys.stderr)
     except Usage as exc:
         sys.stderr.write(f"{exc}\n")
         return exc.code

@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import re
-import shlex
 import shutil
 import sys
 from collections.abc import Iterable, Iterator, Mapping
@@ -698,6 +697,7 @@ def build_initramfs(root: Path, kver: str, args: list[str]) -> Path:
     path = initramfs_path(root, kver)
     _write(path, json.dumps({"format": INITRAMFS_FORMAT, "kver": kver, "dracut_args": args,
                              "files": files}, indent=1, sort_keys=True) + "\n", 0o600)
+    _state_changed(root)
     return path
 
 
@@ -726,11 +726,17 @@ def initramfs_modprobe(root: Path, kver: str) -> list[str]:
 # ---- materialise, reboot, runtime vGPUs ---------------------------------------------------------
 
 def _wrapper(cmd: str) -> str:
-    package_parent = str(Path(__file__).resolve().parents[2])
-    return ("#!/bin/sh\n# lab emulation of a host command; acts on the tree named by HOST_ROOT\n"
-            f"PYTHONPATH={shlex.quote(package_parent)}${{PYTHONPATH:+:$PYTHONPATH}}\n"
-            "export PYTHONPATH\n"
-            f"exec {shlex.quote(sys.executable)} -m reconciler.lab.hostcmd {cmd} \"$@\"\n")
+    from reconciler.lab.hostcmd import wrapper_script   # hostcmd builds on this module
+    return wrapper_script(cmd, sys.executable, str(Path(__file__).resolve().parents[2]))
+
+
+def _state_changed(root: Path, *, booted: bool = False) -> None:
+    """Kept answers of the emulated queries are stale now; after a boot, render them anew."""
+    from reconciler.lab import hostcmd
+    if booted:
+        hostcmd.prerender(root)
+    else:
+        hostcmd.forget_answers(root)
 
 
 def ensure_host_root(root: Path, host: LabHost) -> Path:
@@ -817,6 +823,7 @@ def reboot(root: Path) -> None:
     _write(root / "proc/sys/kernel/osrelease", kver + "\n")
     _write(root / "proc/modules", proc_modules(boot.modules))
     render_sys(root, record, boot)
+    _state_changed(root, booted=True)
 
 
 def _unit_state(active: str) -> dict[str, str]:
@@ -972,6 +979,7 @@ def create_mdev(root: Path, parent: str, mdev_type: str, uuid: str, vm: str | No
     active.append(ActiveMdev(uuid, parent, mdev_type, vm))
     _save_json(root, MDEVS, [asdict(a) for a in active])
     render_sys(root, record, boot)
+    _state_changed(root)
 
 
 def remove_mdev(root: Path, uuid: str) -> None:
@@ -981,6 +989,7 @@ def remove_mdev(root: Path, uuid: str) -> None:
         raise ValueError(f"no mdev {uuid}")
     _save_json(root, MDEVS, [asdict(a) for a in active if a.uuid != uuid])
     render_sys(root, load_record(root), load_boot(root))
+    _state_changed(root)
 
 
 def active_mdevs(root: Path) -> list[ActiveMdev]:
@@ -1010,3 +1019,4 @@ def set_vgpu_type(root: Path, vf: str, type_id: int) -> None:
         vgpus.pop(vf, None)
     _save_json(root, VGPUS, vgpus)
     render_sys(root, record, boot)
+    _state_changed(root)
