@@ -3,6 +3,7 @@ use. Runs after the host phase, so VMs stopped for a host cycle are known."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from reconciler.observe.facts import HostDevice, Vm
@@ -166,10 +167,17 @@ class VmPlanning(PlanState):
         for name in want:
             if name in current:
                 continue
-            parts.append(f"attach {name}")
+            # The engine attaches the device's whole IOMMU group; the reviewer sees what follows.
+            siblings = _group_siblings(devices, devices[name], want)
+            follow = "follows as a placeholder" if len(siblings) == 1 else \
+                "follow as placeholders"
+            with_siblings = (f" (IOMMU group {devices[name].iommu_group}: "
+                             f"{', '.join(siblings)} {follow})" if siblings else "")
+            parts.append(f"attach {name}{' with ' + ', '.join(siblings) if siblings else ''}")
             hostdev.append(AttachHostDevice(
                 target=key, before=None, after=name, disruption=Disruption.VM_RESTART,
-                reason=reason, description=f"attach host device {name} from host {host_name}",
+                reason=reason,
+                description=f"attach host device {name} from host {host_name}{with_siblings}",
                 verify=(Verification(key, "host_devices", "contains", name),),
                 host=host_name, device=name))
 
@@ -266,3 +274,14 @@ def _mdev_params(mdev_type: str, nodisplay: bool, driver_params: str | None) -> 
     """Human form of the full spec params of one mediated device."""
     text = f"{mdev_type} nodisplay={'true' if nodisplay else 'false'}"
     return text + (f" driverParams={driver_params}" if driver_params else "")
+
+
+def _group_siblings(devices: Mapping[str, HostDevice], device: HostDevice,
+                    named: Iterable[str]) -> list[str]:
+    """The other members of `device`'s IOMMU group that the spec does not name."""
+    if device.iommu_group is None:
+        return []
+    skip = set(named)
+    return sorted(d.name for d in devices.values()
+                  if d.iommu_group == device.iommu_group and d.name not in skip
+                  and d.name != device.name)
