@@ -529,7 +529,7 @@ class Store:
         if not stale:
             raise LockedError(
                 f"apply lock of {held.engine_key} is held by {holder}, which is alive; wait for "
-                f"it to finish (reconcile status shows its progress) or stop it first")
+                f"it to finish (a controller shows its progress on /status) or stop it first")
         if force_unlock is None:
             raise LockedError(
                 f"apply lock of {held.engine_key} is held by {holder}; its heartbeat is older "

@@ -89,6 +89,7 @@ def test_live_holder_in_another_process_blocks_with_a_useful_message(db_path: Pa
             message = str(err.value)
             for part in (holder, "by ops", f"pid {proc.pid}", s.hostname, "since", "alive"):
                 assert part in message
+            assert "reconcile status" not in message      # no such command to point at
             # Forcing does not steal from a live holder either.
             with pytest.raises(LockedError, match="alive"):
                 s.acquire_lock(ENGINE, "r-me", force_unlock=holder)
