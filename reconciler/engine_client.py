@@ -128,12 +128,15 @@ def connect(engine: EngineSpec, *, url: str | None = None, ca_file: Path | str |
         raise EngineError(f"cannot set up the engine connection to {url}: {exc}") from None
 
 
-def check_connection(connection: ovirtsdk4.Connection) -> None:
-    """Authenticate now, so a bad CA or bad credentials fail with a clear message up front."""
-    try:
-        connection.authenticate()
-    except Exception as exc:  # noqa: BLE001 - the SDK raises its own and pycurl errors here
-        raise describe(exc, connection.url) from None
+def check_connection(connection: ovirtsdk4.Connection, *, attempts: int = 4, base: float = 0.5,
+                     cap: float = 5.0) -> None:
+    """Authenticate now, so a bad CA or bad credentials fail with a clear message up front.
+
+    An engine that is restarting (connection refused, 5xx) is retried like any request; TLS and
+    credential errors are permanent and fail at once.
+    """
+    with_retries(connection.authenticate, attempts=attempts, base=base, cap=cap,
+                 what="authenticate", url=connection.url)
 
 
 def curl_code(exc: BaseException) -> int | None:

@@ -230,3 +230,28 @@ def test_expired_token_is_renewed_by_the_sdk(start_lab, lab_connect, fleets):
     logins = [r for r in lab.request_log if r.path.endswith("/sso/oauth/token")]
     assert len(logins) == 2
     assert any(r.status == 401 for r in api_requests(lab))
+
+
+def test_connecting_waits_for_an_engine_that_is_restarting(fleets, tmp_path):
+    """Connection refused while the engine restarts is retried; the first login then succeeds."""
+    import threading
+
+    from reconciler.lab.server import LabServer
+
+    fleet = fleets.load_fleet("demo")
+    first = LabServer(fleet, tmp_path / "lab", password="pw-restart")
+    first.start()
+    port, ca = first.port, Path(first.ca_file)
+    first.stop()
+    conn = connect(EngineSpec(url=f"https://127.0.0.1:{port}/ovirt-engine/api",
+                              username=first.username, ca_file=ca), password="pw-restart")
+    again = LabServer(fleet, tmp_path / "lab", port=port, password="pw-restart")
+    starter = threading.Timer(0.5, again.start)
+    starter.start()
+    try:
+        check_connection(conn, attempts=10, base=0.2, cap=0.4)
+        assert len(read_engine(conn).hosts) == len(fleet.hosts)
+    finally:
+        starter.join()
+        conn.close(logout=False)
+        again.stop()
