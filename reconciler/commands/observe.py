@@ -4,11 +4,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 from collections import defaultdict
 from typing import Any
 
-from reconciler.observe.facts import Host, KernelArgView, Observed, ProbeFacts
+from reconciler.observe.facts import BootEntry, Host, KernelArgView, Observed, ProbeFacts
 from reconciler.spec.model import DesiredState, KernelSpec
 
 GPU_VENDOR_IDS = frozenset({"10de", "1002"})     # NVIDIA, AMD/ATI
@@ -82,11 +83,23 @@ def managed_kernel_args(kernel: KernelSpec, host: Host) -> dict[str, str | None]
     return managed
 
 
-def _persisted(probe: ProbeFacts | None) -> str | None:
+def _version_key(entry: BootEntry) -> tuple[tuple[int, int | str], ...]:
+    """Natural order of BLS ids (`<machine-id>-5.14.0-427.13.1.el9_4.x86_64`), as GRUB sorts."""
+    return tuple((0, int(p)) if p.isdigit() else (1, p)
+                 for p in re.findall(r"\d+|[^\d.\-_]+", entry.id))
+
+
+def persisted_args(probe: ProbeFacts | None) -> str | None:
+    """The boot args the host's next default boot gets: the newest non-rescue boot entry.
+
+    Entries are listed by file name, which puts `<machine-id>-0-rescue` first; the rescue entry
+    is never the default and often carries stale arguments.
+    """
     if probe is None or not probe.ok:
         return None
-    if probe.boot_entries:
-        return probe.boot_entries[0].options
+    entries = [e for e in probe.boot_entries if "rescue" not in e.id]
+    if entries:
+        return max(entries, key=_version_key).options
     return probe.etc_kernel_cmdline
 
 
@@ -104,7 +117,7 @@ def kernel_views(desired: DesiredState, observed: Observed) -> dict[str, tuple[K
         probe = observed.probe(host.name)
         views[host.name] = kernel_arg_views(
             managed_kernel_args(profile.kernel, host), host.custom_kernel_cmdline,
-            _persisted(probe), host.reported_kernel_cmdline,
+            persisted_args(probe), host.reported_kernel_cmdline,
             probe.proc_cmdline if probe is not None and probe.ok else None)
     return views
 

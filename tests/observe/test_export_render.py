@@ -105,3 +105,18 @@ def test_text_summary():
     assert "nvidia-18 GRID M60-2Q: 6" in text          # 3 free on each of two hosts
     assert "web-01" not in text and "pci_0000_01_00_0" not in text
     assert text.rstrip().endswith("engine requests: 3, hosts probed: 0, failures: 0, seconds: 0.50")
+
+
+def test_persisted_args_come_from_the_newest_non_rescue_entry():
+    from reconciler.commands.observe import persisted_args
+    from reconciler.observe.facts import BootEntry, ProbeFacts
+
+    mid = "0d7c5e1fa2b34c6d8e9f0a1b2c3d4ee2"
+    entries = (BootEntry(f"{mid}-0-rescue", f"/vmlinuz-0-rescue-{mid}", "ro stale=1"),
+               BootEntry(f"{mid}-5.14.0-70.13.1.el9_0.x86_64", None, "ro old=1"),
+               BootEntry(f"{mid}-5.14.0-427.13.1.el9_4.x86_64", None, "ro intel_iommu=on"),
+               BootEntry(f"{mid}-5.14.0-362.8.1.el9_3.x86_64", None, "ro middle=1"))
+    assert persisted_args(ProbeFacts("h", boot_entries=entries)) == "ro intel_iommu=on"
+    assert persisted_args(ProbeFacts("h", boot_entries=entries[:1],
+                                     etc_kernel_cmdline="ro k=1")) == "ro k=1"
+    assert persisted_args(ProbeFacts("h", status="unknown", reason="x")) is None
