@@ -124,6 +124,21 @@ def record(store: Store, engine_key: str, plan: Plan, at: datetime | None = None
     return change, store.drift_since(engine_key)
 
 
+def record_converged(store: Store, engine_key: str, plan: Plan, run_id: str) -> int:
+    """Record objects observed matching the spec as applied with the spec's fingerprint, so a
+    later change away from it is classed as drift (the fleet moved), not pending (the spec moved).
+    Returns how many records changed."""
+    busy = {a.target for a in plan.actions}
+    busy |= {d.key for d in plan.drift if d.status in OUT_OF_SYNC}
+    known = store.applied(engine_key)
+    changed = 0
+    for obj, fp in sorted(plan.desired_fingerprints.items()):
+        if obj not in busy and known.get(obj) != fp:
+            store.record_applied(engine_key, obj, fp, run_id)
+            changed += 1
+    return changed
+
+
 def build_report(plan: Plan, engine_key: str,
                  since: Mapping[tuple[str, str, str], datetime] | None = None,
                  at: datetime | None = None) -> DriftReport:
@@ -233,7 +248,7 @@ def render_markdown(report: DriftReport) -> str:
 RENDERERS = {"text": render_text, "json": render_json, "markdown": render_markdown}
 
 __all__ = ["DriftEntry", "DriftReport", "Difference", "OUT_OF_SYNC", "RENDERERS", "build_report",
-           "drift_items", "engine_key", "record", "records", "render_json", "render_markdown", "render_text"]
+           "drift_items", "engine_key", "record", "record_converged", "records", "render_json", "render_markdown", "render_text"]
 
 
 def engine_key(desired: Any) -> str:

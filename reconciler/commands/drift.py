@@ -1,9 +1,10 @@
 """`reconcile drift SPEC... [-o text|json|markdown] [--state PATH] [--no-probe]`.
 
-Observes the fleet, plans, records the drift items in the store's drift history and reports each
-one with what differs, where (the spec location) and since when (first seen). Exit codes: 0 in
-sync, 2 out of sync (pending, drift or blocked items; unmanaged ones alone do not count), 1 on an
-error.
+Observes the fleet, plans, records the drift items in the store's drift history (and the objects
+found matching the spec, so that a later out-of-band change is told apart from a spec edit) and
+reports each one with what differs, where (the spec location) and since when (first seen). Exit
+codes: 0 in sync, 2 out of sync (pending, drift or blocked items; unmanaged ones alone do not
+count), 1 on an error.
 """
 from __future__ import annotations
 
@@ -66,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
             with open_fleet(desired) as fleet:
                 observed = fleet.observe(probe=not args.no_probe)
             result = plan(desired, observed, store.applied(key))
+            # Shared with the controller: what matches the spec now is what a later out-of-band
+            # change is measured against (drift), while spec edits stay pending.
+            drift.record_converged(store, key, result, run_id)
             _, since = drift.record(store, key, result)
         except BaseException as err:
             store.finish_run(run_id, "failed", str(err) or type(err).__name__)

@@ -511,14 +511,7 @@ class Controller:
     # ---- results -----------------------------------------------------------------------------
 
     def _record_converged(self, key: str, the_plan: Plan, run_id: str) -> None:
-        """Objects observed matching the spec are recorded as applied with the spec's
-        fingerprint, so a later change away from it is classed as drift, not pending."""
-        busy = {a.target for a in the_plan.actions}
-        busy |= {d.key for d in the_plan.drift if d.status in drift_report.OUT_OF_SYNC}
-        known = self.store.applied(key)
-        for obj, fp in sorted(the_plan.desired_fingerprints.items()):
-            if obj not in busy and known.get(obj) != fp:
-                self.store.record_applied(key, obj, fp, run_id)
+        drift_report.record_converged(self.store, key, the_plan, run_id)
 
     def _publish(self, key: str, the_plan: Plan
                  ) -> tuple[PassResult, list[Any], dict[tuple[str, str, str], datetime]]:
