@@ -16,7 +16,9 @@ from reconciler.errors import ReconcilerError
 from reconciler.lab.embedded import DEFAULT_STATE_ROOT, fleet_key
 from reconciler.lab.engine import EngineFault, LabEngine
 from reconciler.lab.faults import FaultConfig
+from reconciler.lab.fleet import LabFleet
 from reconciler.lab.server import LabError, LabServer, _load_fleet
+from reconciler.lab.statelock import state_lock
 
 
 def register(subparsers: Any) -> None:
@@ -26,7 +28,7 @@ def register(subparsers: Any) -> None:
 
     serve = sub.add_parser("serve", help="serve a lab engine in the foreground")
     _fleet_args(serve, required=True)
-    serve.add_argument("--port", type=int, default=0, help="TCP port (default: any free port)")
+    serve.add_argument("--port", type=_port, default=0, help="TCP port (default: any free port)")
     serve.add_argument("--http", action="store_true", help="plain HTTP instead of TLS")
     serve.add_argument("--faults", default="", metavar="SPEC",
                        help="error-rate=0.1,latency-ms=5,drop-rate=0.01,token-ttl=30,"
@@ -56,6 +58,16 @@ def register(subparsers: Any) -> None:
     drift.set_defaults(func=run_drift)
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0-65535; 0: any free port)")
+    return port
+
+
 def _fleet_args(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--fleet", required=required, help="fleet name (deploy/lab/fleets) or file")
     parser.add_argument("--state", type=Path,
@@ -75,32 +87,51 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.time_scale < 0:
         raise ReconcilerError("--time-scale must not be negative")
     state = _state_dir(args)
-    # A served lab listens on a real port: give it a fresh random password, handed over only
-    # through the 0600 password file.
-    server = LabServer(args.fleet, state, port=args.port, tls=not args.http, faults=faults,
-                       time_scale=args.time_scale, password=secrets.token_urlsafe(18))
+    fleet = _load_fleet(args.fleet)
+    if faults is not None:
+        _check_fault_hosts(faults, fleet)
     stop = threading.Event()
 
     def _on_signal(_signum: int, _frame: object) -> None:
         stop.set()
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with server:
-            password_file = state / "password"
-            fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(server.password + "\n")
-            os.chmod(password_file, 0o600)
-            print(json.dumps({"url": server.url,
-                              "ca_file": str(server.ca_file) if server.ca_file else None,
-                              "username": server.username,
-                              "password_file": str(password_file)}), flush=True)
-            while not stop.wait(0.5):
-                pass
+        with state_lock(state):
+            # A served lab listens on a real port: give it a fresh random password, handed over
+            # only through the 0600 password file.
+            server = LabServer(fleet, state, port=args.port, tls=not args.http, faults=faults,
+                               time_scale=args.time_scale, password=secrets.token_urlsafe(18))
+            try:
+                server.start()
+            except OSError as err:
+                raise LabError(f"cannot start the lab in {state}: {err.strerror or err}") from None
+            with server:
+                password_file = state / "password"
+                fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(server.password + "\n")
+                os.chmod(password_file, 0o600)
+                print(json.dumps({"url": server.url,
+                                  "ca_file": str(server.ca_file) if server.ca_file else None,
+                                  "username": server.username,
+                                  "password_file": str(password_file)}), flush=True)
+                while not stop.wait(0.5):
+                    pass
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+def _check_fault_hosts(faults: FaultConfig, fleet: LabFleet) -> None:
+    """A misspelt host in --faults would silently inject nothing: refuse it instead."""
+    known = {host.name for host in fleet.hosts}
+    for option, names in (("never-returns", faults.never_returns),
+                          ("install-fails", faults.install_fails)):
+        unknown = sorted(set(names) - known)
+        if unknown:
+            raise ReconcilerError(f"--faults {option}: no host named {', '.join(unknown)} in "
+                                  f"fleet {fleet.name!r}")
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -114,7 +145,10 @@ def run_generate(args: argparse.Namespace) -> int:
             raise ReconcilerError(f"--{name.replace('_', '-')} must not be negative")
     text = dump(generate(args.hosts, args.gpus_per_host, args.vms))
     if args.output:
-        args.output.write_text(text)
+        try:
+            args.output.write_text(text)
+        except OSError as err:
+            raise ReconcilerError(f"cannot write {args.output}: {err.strerror or err}") from None
     else:
         sys.stdout.write(text)
     return 0
@@ -125,7 +159,8 @@ def run_reset(args: argparse.Namespace) -> int:
     if state.exists():
         if not (state / "engine.json").exists() and not (state / "tls").exists():
             raise ReconcilerError(f"{state} does not look like a lab state folder; not removing")
-        shutil.rmtree(state)
+        with state_lock(state):     # never pull the state from under a running lab
+            shutil.rmtree(state)
         print(f"removed {state}")
     else:
         print(f"nothing to reset at {state}")
@@ -135,12 +170,14 @@ def run_reset(args: argparse.Namespace) -> int:
 def run_drift(args: argparse.Namespace) -> int:
     state = _state_dir(args)
     fleet = _load_fleet(args.fleet)
-    engine = LabEngine(fleet, state)
-    try:
-        done = engine.drift(args.kind, host=args.host, vm=args.vm, value=args.value)
-    except EngineFault as fault:
-        raise ReconcilerError(f"drift failed: {fault.detail}") from None
-    finally:
-        engine.stop()
+    # A running lab would overwrite the change with its own state: drift only a stopped lab.
+    with state_lock(state):
+        engine = LabEngine(fleet, state)
+        try:
+            done = engine.drift(args.kind, host=args.host, vm=args.vm, value=args.value)
+        except EngineFault as fault:
+            raise ReconcilerError(f"drift failed: {fault.detail}") from None
+        finally:
+            engine.stop()
     print(done)
     return 0

@@ -1,7 +1,8 @@
 """Run the lab engine in-process for specs whose engine is `lab: {fleet: ...}`.
 
 State lives under `<state_root>/<fleet>/` (or the spec's `engine.lab.state`), so `plan`, `apply`
-and `plan` again, each a separate CLI run, see one continuing fleet.
+and `plan` again, each a separate CLI run, see one continuing fleet. One process at a time: a
+second one on the same state is refused (`statelock`).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.lab.server import LabError, LabServer
+from reconciler.lab.statelock import state_lock
 from reconciler.spec.model import EngineSpec
 
 DEFAULT_STATE_ROOT = Path(".reconciler/lab")
@@ -48,7 +50,9 @@ def embedded_lab(engine_spec: EngineSpec, state_root: Path | None = None, *,
                  time_scale: float = 0.01) -> Iterator[EmbeddedLab]:
     if engine_spec.lab_fleet is None:
         raise LabError("the spec's engine is not a lab engine")
-    server = LabServer(engine_spec.lab_fleet, lab_state_dir(engine_spec, state_root),
-                       time_scale=time_scale)
-    with server:
-        yield EmbeddedLab(server.url, server.ca_file, server.username, server.password, server)
+    state = lab_state_dir(engine_spec, state_root)
+    with state_lock(state):
+        server = LabServer(engine_spec.lab_fleet, state, time_scale=time_scale)
+        with server:
+            yield EmbeddedLab(server.url, server.ca_file, server.username, server.password,
+                              server)

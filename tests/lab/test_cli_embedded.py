@@ -128,3 +128,55 @@ def test_embedded_lab_continues_across_runs(tmp_path: Path) -> None:
     explicit = EngineSpec(lab_fleet="demo", lab_state=tmp_path / "mine")
     assert lab_state_dir(explicit) == tmp_path / "mine"
     assert lab_state_dir(explicit, tmp_path / "mine") == tmp_path / "mine"
+
+
+@needs_fleet_files
+def test_one_lab_per_state_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # A second engine on the same state would save over the first one's changes.
+    from reconciler.lab.statelock import LabStateBusy
+    fleet_file = _fleet_file(tmp_path)
+    spec = EngineSpec(lab_fleet=str(fleet_file))
+    root = tmp_path / "labs"
+    state = lab_state_dir(spec, root)
+    drift = ["lab", "drift", "--fleet", str(fleet_file), "--state", str(state),
+             "--kind", "kernel-args", "--host", "host2", "--value", "intel_iommu=on"]
+    with embedded_lab(spec, root):
+        with pytest.raises(LabStateBusy, match=r"in use by another process \(pid \d+\)"):
+            with embedded_lab(spec, root):
+                pass
+        assert main(drift) == 1
+        assert main(["lab", "reset", "--state", str(state)]) == 1
+        err = capsys.readouterr().err
+        assert err.count(f"the lab state in {state} is in use by another process") == 2
+        assert state.exists()
+    # Released on exit: the stopped lab's state can be drifted and reused.
+    assert main(drift) == 0
+    with embedded_lab(spec, root) as lab:
+        assert lab.server.engine is not None
+        assert lab.server.engine.host_by_name("host2").custom_kernel_cmdline == "intel_iommu=on"
+
+
+def test_serve_refuses_bad_ports_and_unknown_fault_hosts(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["lab", "serve", "--fleet", "demo", "--state", str(tmp_path), "--port", "70000"])
+    assert exited.value.code == 2
+    assert "70000 is not a port number" in capsys.readouterr().err
+    code = main(["lab", "serve", "--fleet", "demo", "--state", str(tmp_path / "s"),
+                 "--faults", "never-returns=m60-01+m60-99"])
+    assert code == 1
+    assert "--faults never-returns: no host named m60-99 in fleet 'demo'" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_serve_and_generate_report_unusable_paths(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["lab", "serve", "--fleet", "demo", "--state", str(blocker / "state")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot use {blocker / 'state'} as a lab state folder")
+    assert main(["lab", "generate", "--hosts", "1", "--gpus-per-host", "1", "--vms", "1",
+                 "-o", str(blocker / "fleet.yaml")]) == 1
+    assert capsys.readouterr().err.startswith(f"error: cannot write {blocker / 'fleet.yaml'}")
