@@ -1,6 +1,6 @@
 """`reconcile controller SPEC-DIR... [--git URL --ref REF --poll 60s] [--mode observe|apply]
 [--max-disruption none|vm-restart|host-reboot] [--resync 5m] [--listen 127.0.0.1:9180]
-[--state PATH] [--notify-webhook URL] [--events-interval 1s]`.
+[--state PATH] [--notify-webhook URL | --notify-webhook-file FILE] [--events-interval 1s]`.
 
 Runs until SIGTERM / SIGINT, then exits 0 once the current step is finished or safely abandoned.
 Exit 1 when it cannot start (bad options, the status port taken, a bad git source).
@@ -74,8 +74,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--state", type=Path, default=DEFAULT_PATH, metavar="PATH",
                         help=f"state store (drift history, runs, lock; default {DEFAULT_PATH}); "
                              "the git clone lives next to it")
-    parser.add_argument("--notify-webhook", metavar="URL",
-                        help="POST drift and apply events (JSON) to this URL")
+    hook = parser.add_mutually_exclusive_group()
+    hook.add_argument("--notify-webhook", metavar="URL",
+                      help="POST drift and apply events (JSON) to this URL")
+    hook.add_argument("--notify-webhook-file", type=Path, metavar="FILE",
+                      help="the same, with the URL read from FILE: webhook URLs usually carry "
+                           "a token, which a command line shows to every local user")
     parser.add_argument("--notify-secret-file", type=Path, metavar="FILE",
                         help="sign webhook bodies with the HMAC key in this file")
     parser.add_argument("--events-interval", type=duration, default=1.0, metavar="DURATION",
@@ -87,6 +91,25 @@ def register(subparsers: Any) -> None:
                              "before the controller exits anyway (default 4m)")
     parser.set_defaults(func=run)
     usage_errors_exit(parser, 1)
+
+
+def webhook_url(args: argparse.Namespace) -> str | None:
+    """The webhook URL from --notify-webhook, or from the file --notify-webhook-file names."""
+    from reconciler.errors import ReconcilerError
+
+    path: Path | None = getattr(args, "notify_webhook_file", None)
+    if path is None:
+        return args.notify_webhook  # type: ignore[no-any-return]
+    try:
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ReconcilerError(f"--notify-webhook-file {path}: {reason}") from exc
+    urls = [ln for ln in lines if ln and not ln.startswith("#")]
+    if len(urls) != 1:
+        raise ReconcilerError(f"--notify-webhook-file {path}: want exactly one URL line, found "
+                              f"{len(urls)}")
+    return urls[0]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,8 +141,8 @@ def run(args: argparse.Namespace) -> int:
                                   f"{exc.strerror or exc}") from exc
     state = ControllerState(mode=args.mode)
     metrics = ControllerMetrics()
-    notifier = WebhookNotifier(args.notify_webhook, secret=secret) if args.notify_webhook \
-        else None
+    url = webhook_url(args)
+    notifier = WebhookNotifier(url, secret=secret) if url else None
     if notifier is not None:
         metrics.track("notify_dropped", "Webhook events dropped (queue full or undeliverable)",
                       lambda: float(notifier.dropped + notifier.failed))

@@ -46,9 +46,12 @@ def test_observe_mode_reports_out_of_band_changes_and_changes_nothing(
     hook = HTTPServer(("127.0.0.1", 0), _Hook)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
     try:
+        # The URL from a file, as with a token in it: never on the command line.
+        url_file = tmp_path / "webhook-url"
+        url_file.write_text(f"# team channel\nhttp://127.0.0.1:{hook.server_port}/hook?t=s3cret\n")
         ctl = start_controller(str(spec.parent), "--state", str(tmp_path / "state.db"),
                                "--resync", "10m", "--events-interval", "0.2s",
-                               "--notify-webhook", f"http://127.0.0.1:{hook.server_port}/hook")
+                               "--notify-webhook-file", str(url_file))
         status = ctl.wait_ready()
         assert status["mode"] == "observe"
         assert status["drift"]["count"] == 0, status
@@ -91,6 +94,7 @@ def test_observe_mode_reports_out_of_band_changes_and_changes_nothing(
                  lambda: {e["details"]["key"] for e in _Hook.received
                           if e["event"] == "drift.new"} >= {"vm:vdi-01", "host:m60-01"})
         assert ctl.terminate() == 0
+        assert "s3cret" not in ctl.logs()
     finally:
         hook.shutdown()
         hook.server_close()

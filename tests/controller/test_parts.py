@@ -199,3 +199,20 @@ def test_drift_report_lists_vm_stops_under_the_host_being_cycled() -> None:
     entry = report.entries[0]
     assert entry.cls == "drift" and entry.message == "differs from the spec: host-cycle"
     assert [c.kind for c in entry.changes] == ["host-cycle", "stop-vm vm:v1", "start-vm vm:v1"]
+
+
+def test_webhook_url_from_a_file(tmp_path: Path) -> None:
+    from reconciler.commands.controller import webhook_url
+    from reconciler.errors import ReconcilerError
+    url_file = tmp_path / "hook"
+    url_file.write_text("# ops channel\n\nhttps://hooks.example.com/T0/B0/tok\n")
+    args = argparse.Namespace(notify_webhook=None, notify_webhook_file=url_file)
+    assert webhook_url(args) == "https://hooks.example.com/T0/B0/tok"
+    assert webhook_url(argparse.Namespace(notify_webhook="http://h/x",
+                                          notify_webhook_file=None)) == "http://h/x"
+    url_file.write_text("https://a/1\nhttps://b/2\n")
+    with pytest.raises(ReconcilerError, match="exactly one URL"):
+        webhook_url(args)
+    with pytest.raises(ReconcilerError, match="No such file"):
+        webhook_url(argparse.Namespace(notify_webhook=None,
+                                       notify_webhook_file=tmp_path / "missing"))
