@@ -169,6 +169,8 @@ def _short(value: object) -> str:
 def _value_message(error: ValidationError) -> str:
     kind, expected, value = error.validator, error.validator_value, error.instance
     custom = _schema_message(error, value)
+    if kind == "pattern" and value == "":
+        return "must not be empty"   # the same words as minLength, so the two make one issue
     if kind in ("pattern", "minProperties", "maxProperties") and custom:
         return custom
     if kind == "type":

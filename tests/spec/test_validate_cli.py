@@ -65,3 +65,11 @@ def test_no_traceback_as_a_real_process(tmp_path) -> None:
     assert proc.returncode == 1
     assert proc.stdout.startswith(f"{bad}:3:6: (document): YAML syntax error: '[' is not closed")
     assert "Traceback" not in proc.stderr
+
+
+def test_an_empty_path_is_one_problem_not_two(write, validate) -> None:
+    spec = write("e.yaml", "apiVersion: gpu-reconciler/v1\nengine: {lab: {fleet: demo}}\n"
+                           "hostAccess: {ssh: {identityFile: ''}}\n")
+    result = validate(str(spec))
+    assert result.code == 1
+    assert result.lines == [f"{spec}:3:34: hostAccess.ssh.identityFile: must not be empty"]
