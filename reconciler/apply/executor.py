@@ -266,7 +266,7 @@ class Executor:
             if host.status in _INSTALLING:
                 ok, _, err = self._step("recover.install", key, "install",
                                         Disruption.HOST_REBOOT.value,
-                                        lambda name=name: ops.install_host(
+                                        lambda: ops.install_host(
                                             self.conn, name, reboot=True, activate=False,
                                             timeout=self.timeouts.install,
                                             correlation_id=self.run_id,
@@ -281,7 +281,7 @@ class Executor:
                 continue
             ok, _, err = self._step("recover.activate", key, "activate",
                                     Disruption.HOST_REBOOT.value,
-                                    lambda name=name: ops.activate_host(
+                                    lambda: ops.activate_host(
                                         self.conn, name, self.timeouts.activate,
                                         correlation_id=self.run_id, timing=self.timing).summary,
                                     {"why": "an interrupted run left it out of up"})
@@ -296,7 +296,7 @@ class Executor:
             if vm is None or vm.status != "down":
                 continue
             self._step("recover.start", f"vm:{name}", "start-vm", Disruption.VM_RESTART.value,
-                       lambda name=name: ops.start_vm(self.conn, name, self.timeouts.vm_start,
+                       lambda: ops.start_vm(self.conn, name, self.timeouts.vm_start,
                                                       correlation_id=self.run_id,
                                                       timing=self.timing).summary,
                        {"why": "an interrupted run stopped it"})
@@ -401,7 +401,16 @@ class Executor:
         elif was_up and status != "up":
             self._degraded[name] = f"{why}; host is {status}"
         self._halted = f"host {name}: {why}"
+        self._rest_not_started(unit)
         raise _Halt
+
+    def _rest_not_started(self, unit: Unit) -> None:
+        done = {s.step_id for s in self._steps}
+        for index, action in unit.actions:
+            if str(index) not in done:
+                self._record(StepRecord(str(index), action.target, action.kind,
+                                        action.disruption.value, NOT_STARTED,
+                                        f"not started: {self._halted}"))
 
     def _after_reboot_failure(self, unit: Unit, name: str, was_up: bool, stopped: list[str],
                               stage: str, err: ReconcilerError | None) -> None:
@@ -411,6 +420,7 @@ class Executor:
                 or status not in ("up", "maintenance"):
             self._degraded[name] = f"{stage}: {err} (status {status})"
             self._halted = f"host {name} is degraded after {stage}; rollout halted"
+            self._rest_not_started(unit)
             raise _Halt
         self._abort_cycle(unit, name, was_up, stopped, f"{stage} failed: {err}")
 
@@ -424,7 +434,7 @@ class Executor:
     def _restart(self, vms: Sequence[str]) -> None:
         for vm in vms:
             self._step(f"restore.{vm}", f"vm:{vm}", "start-vm", Disruption.VM_RESTART.value,
-                       lambda vm=vm: ops.start_vm(self.conn, vm, self.timeouts.vm_start,
+                       lambda: ops.start_vm(self.conn, vm, self.timeouts.vm_start,
                                                   correlation_id=self.run_id,
                                                   timing=self.timing).summary,
                        {"why": "its host's cycle was abandoned"})

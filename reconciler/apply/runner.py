@@ -201,8 +201,8 @@ def execute(desired: DesiredState, options: ApplyOptions, *, saved: Plan | None 
                 outcome = _locked(desired, options, store, key, run_id, saved, confirm, out,
                                   progress, state_root, open_fleet, left)
         except BaseException as err:
-            record = store.run(run_id)
-            if record is not None and record.outcome is None:
+            current = store.run(run_id)
+            if current is not None and current.outcome is None:
                 refused = isinstance(err, (NotConfirmed, LockedError, PlanError))
                 store.finish_run(run_id, "refused" if refused else "failed",
                                  str(err) or type(err).__name__)

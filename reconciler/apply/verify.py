@@ -9,12 +9,13 @@ within the deadline fails the step.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import ovirtsdk4
+import ovirtsdk4  # type: ignore[import-untyped]
 
 from reconciler.apply.waiting import Backoff, wait_until
 from reconciler.engine_client import with_retries
@@ -253,6 +254,10 @@ def _observed_value(view: ObjectView, field: str) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
+def _read_view(reader: ObjectReader, key: str, probe: bool, files: Sequence[str]) -> ObjectView:
+    return reader.view(key, probe=probe, files=files)
+
+
 @dataclass(frozen=True)
 class VerifyReport:
     checked: tuple[str, ...]
@@ -273,8 +278,7 @@ def verify(reader: ObjectReader, checks: Sequence[Verification], timeout: float,
                           for c in group)
         files = [m.group(1) for m in (_FILE_CHECK.fullmatch(c.field) for c in group) if m]
         narrow = tuple(files) if len(files) == len(group) else ()
-        read = fetch or (lambda key, probe, narrow=narrow: reader.view(key, probe=probe,
-                                                                        files=narrow))
+        read = fetch or functools.partial(_read_view, reader, files=narrow)
 
         def settled(view: ObjectView) -> bool:
             return view.exists and all(holds(c, view) is not False for c in group)
