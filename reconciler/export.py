@@ -3,7 +3,9 @@
 Hosts are grouped into one profile per cluster and identical observed settings (managed kernel
 arguments found in the engine's custom cmdline, vGPU placement). VMs get their passthrough devices
 (non-placeholder host devices on their pinned host) and their vGPUs (type, count, display, driver
-params). Planning the exported spec against the same fleet shows no changes.
+params). Planning the exported spec against the same fleet shows no changes: hosts whose engine
+args are configured but not booted get `rollout.reboot: never`, so they show as pending a reboot
+instead of being cycled (remove it to let the reconciler reboot them).
 """
 from __future__ import annotations
 
@@ -57,11 +59,25 @@ def is_gpu_host(host: Host) -> bool:
     return any(d.mdev_types or d.vendor_id == NVIDIA_VENDOR_ID for d in host.devices)
 
 
+def waits_for_reboot(host: Host) -> bool:
+    """True when the engine's custom args are configured but not in the booted line."""
+    if host.reported_kernel_cmdline is None:
+        return False
+    booted = {t.raw for t in tokenize(host.reported_kernel_cmdline)}
+    return any(t.raw not in booted for t in tokenize(host.custom_kernel_cmdline))
+
+
 def host_settings(host: Host) -> dict[str, Any]:
-    """The per-host settings a profile carries (everything but the selector and name)."""
+    """The per-host settings a profile carries (everything but the selector and name).
+
+    A host whose configured args were never booted gets `rollout.reboot: never`: adopting a
+    fleet must not reboot anything by itself; the plan lists the host as waiting for a reboot.
+    """
     settings: dict[str, Any] = {"kernel": kernel_from_cmdline(host.custom_kernel_cmdline)}
     if any(d.mdev_types for d in host.devices) and host.vgpu_placement:
         settings["vgpu"] = {"placement": host.vgpu_placement}
+    if waits_for_reboot(host):
+        settings["rollout"] = {"reboot": "never"}
     return settings
 
 

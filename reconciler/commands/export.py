@@ -40,7 +40,7 @@ def engine_blocks(path: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reconciler.export import dump_spec, export_spec
+    from reconciler.export import dump_spec, export_spec, waits_for_reboot
     from reconciler.observe.facts import Observed
     from reconciler.observe.session import open_fleet
     from reconciler.spec import load_desired
@@ -53,8 +53,13 @@ def run(args: argparse.Namespace) -> int:
         read = fleet.read_engine()
     observed = Observed(clusters=read.clusters, hosts=read.hosts, vms=read.vms)
     stamp = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
-    text = dump_spec(export_spec(observed, engine, access),
-                     header=f"Exported by `reconcile export {args.spec}` at {stamp}.")
+    header = f"Exported by `reconcile export {args.spec}` at {stamp}."
+    waiting = sorted(h.name for h in observed.hosts if waits_for_reboot(h))
+    if waiting:
+        header += (f"\nConfigured kernel args not booted yet on {', '.join(waiting)}: their "
+                   "profiles say rollout.reboot: never,\nso adopting the fleet reboots nothing; "
+                   "remove it to let the reconciler reboot them.")
+    text = dump_spec(export_spec(observed, engine, access), header=header)
     if args.output:
         write_atomic(Path(args.output), text)
     else:

@@ -107,7 +107,10 @@ def drift_lines(items: tuple[DriftItem, ...], color: bool = False) -> list[str]:
 def render_text(plan: Plan, color: bool = False) -> str:
     paint = _Paint(color)
     out: list[str] = []
-    out += action_lines(plan, color) or ["No changes. The fleet matches the spec."]
+    in_sync = not any(d.status in ("pending", "drift", "blocked") for d in plan.drift)
+    out += action_lines(plan, color) or [
+        "No changes. The fleet matches the spec." if in_sync else
+        "No changes can be made now; see the items below."]
     drift = drift_lines(plan.drift, color)
     if drift:
         out += [""] + drift

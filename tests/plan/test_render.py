@@ -133,3 +133,15 @@ def test_json_is_identical_across_hash_seeds() -> None:
                            env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"}, check=True,
                            timeout=120).stdout for seed in ("1", "2")]
     assert outs[0] == outs[1] == render_json(showcase())
+
+
+def test_no_actions_says_in_sync_only_when_nothing_is_out_of_sync() -> None:
+    from dataclasses import replace
+    p = showcase()
+    empty = replace(p, actions=(), waves=(),
+                    drift=tuple(d for d in p.drift if d.status == "unmanaged"))
+    assert render_text(empty).startswith("No changes. The fleet matches the spec.")
+    held = replace(empty, drift=p.drift)
+    text = render_text(held)
+    assert "matches the spec" not in text
+    assert text.startswith("No changes can be made now")
