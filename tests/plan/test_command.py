@@ -105,3 +105,34 @@ def test_plan_unreadable_state_store_is_a_clear_error(tmp_path: Path) -> None:
     proc = reconcile(tmp_path, "lab.yaml", "--state", "state.db")
     assert proc.returncode == 1
     assert "state database state.db" in proc.stderr and "Traceback" not in proc.stderr
+
+
+EXAMPLES = Path(__file__).parents[2] / "specs" / "examples"
+
+
+def test_demo_examples_show_the_runbook_and_the_blockers(tmp_path: Path) -> None:
+    """The lab examples against the demo fleet: IOMMU argument per CPU vendor, the host that is
+    configured but not booted, a running vGPU VM deferred to its next start; the second example
+    holds the capacity blocker."""
+    proc = reconcile(tmp_path, str(EXAMPLES / "lab.yaml"), "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    jsonschema.Draft202012Validator(SCHEMA).validate(data)
+    by = {(a["kind"], a["target"]): a for a in data["actions"]}
+    assert "amd_iommu=on" in by[("set-kernel-cmdline", "host:amd-01")]["after"]
+    assert "intel_iommu=on" in by[("set-kernel-cmdline", "host:m60-02")]["after"]
+    assert "intel_iommu=on" not in by[("set-kernel-cmdline", "host:amd-01")]["after"]
+    assert by[("host-cycle", "host:t4-01")]["cmdline_edit"] is False
+    assert ("set-kernel-cmdline", "host:t4-01") not in by
+    assert any(d["key"] == "host:t4-01" and "configured but not booted" in d["message"]
+               for d in data["drift"])
+    deferred = by[("update-mediated-device", "vm:vdi-01")]
+    assert deferred["note"] == "takes effect at next start"
+    assert ("stop-vm", "vm:vdi-01") not in by
+    assert data["summary"]["blockers"] == 0
+
+    blocked = reconcile(tmp_path, str(EXAMPLES / "lab-blocked.yaml"), "-o", "json")
+    assert blocked.returncode == 1, blocked.stderr
+    items = json.loads(blocked.stdout)["drift"]
+    assert any(d["key"] == "vm:vdi-02" and d["status"] == "blocked"
+               and "capacity" in d["message"] for d in items)
