@@ -37,6 +37,9 @@ trap - EXIT
 _READ_SCRIPT = r'''if [ -e "$1" ]; then exec cat -- "$1"; else exit 44; fi'''
 _MISSING_RC = 44
 
+# What sudo -n prints when it will not run the command (no rule, or a rule that needs a password).
+_SUDO_REFUSED = re.compile(r"^sudo: (a password is required|a terminal is required|.*not in the "
+                           r"sudoers|.*is not allowed to)", re.MULTILINE)
 _USER_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 _HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                           r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
@@ -272,7 +275,12 @@ class OpenSSHTransport:
         if self.identity_file is not None:
             argv += ["-i", str(self.identity_file)]
         argv += ["-p", str(self.port), "--", f"{self.user}@{self.host}"]
-        argv.append(" ".join(shlex.quote(a) for a in validate_argv(remote)))
+        remote = validate_argv(remote)
+        if self.user != "root":
+            # A non-root login works through passwordless sudo (the spec's documented contract);
+            # -n makes a missing sudo rule fail at once instead of waiting for a password.
+            remote = ["sudo", "-n", "--", *remote]
+        argv.append(" ".join(shlex.quote(a) for a in remote))
         return argv
 
     def run(self, argv: Sequence[str], stdin: bytes | None = None,
@@ -285,6 +293,11 @@ class OpenSSHTransport:
         result = run_process(self.ssh_argv(argv), stdin, timeout, self.describe())
         if result.returncode == 255:
             raise self._ssh_error(result.stderr.decode(errors="replace"))
+        if self.user != "root" and result.returncode == 1 and _SUDO_REFUSED.search(
+                result.stderr.decode(errors="replace")):
+            raise HostAccessError(f"{self.describe()}: sudo refused to run {argv[0]} without a "
+                                  f"password; give {self.user} passwordless sudo on the host or "
+                                  "log in as root (hostAccess.ssh.user)")
         return result
 
     def _ssh_error(self, stderr: str) -> HostAccessError:

@@ -136,3 +136,12 @@ def test_forged_or_broken_records_are_unknown() -> None:
                 f"@@other@@ probe 1\n@@other@@ done\n"):                      # another marker
         with pytest.raises(ParseError):
             parse_probe_output("h", bad.encode(), m)
+
+
+def test_ssh_as_a_non_root_user_goes_through_passwordless_sudo(tmp_path: Path) -> None:
+    t = OpenSSHTransport("gpu-01", "ops", 22, None, tmp_path / "kh", 5)
+    argv = t.ssh_argv(["cat", "/proc/cmdline"])
+    assert argv[-2] == "ops@gpu-01"
+    assert shlex.split(argv[-1]) == ["sudo", "-n", "--", "cat", "/proc/cmdline"]
+    root = OpenSSHTransport("gpu-01", "root", 22, None, tmp_path / "kh", 5)
+    assert shlex.split(root.ssh_argv(["cat", "/proc/cmdline"])[-1]) == ["cat", "/proc/cmdline"]
