@@ -65,22 +65,14 @@ def is_gpu(device: Any) -> bool:
     return bool(device.mdev_types) or device.vendor_id in GPU_VENDOR_IDS
 
 
-def managed_kernel_args(kernel: KernelSpec, host: Host) -> dict[str, str | None]:
-    """Managed argument key -> desired token (None: must be absent), for the three-way view."""
-    managed: dict[str, str | None] = {}
-    if kernel.iommu is not None and host.cpu_vendor in ("intel", "amd"):
-        key = f"{host.cpu_vendor}_iommu"
-        managed[key] = f"{key}=on" if kernel.iommu else None
-    if kernel.iommu_passthrough is not None:
-        managed["iommu"] = "iommu=pt" if kernel.iommu_passthrough else None
-    if kernel.blacklist_nouveau is not None:
-        managed["rdblacklist"] = "rdblacklist=nouveau" if kernel.blacklist_nouveau else None
-    if kernel.pci_stub is not None:
-        managed["pci_stub.ids"] = f"pci-stub.ids={','.join(kernel.pci_stub)}" \
-            if kernel.pci_stub else None
-    for arg in kernel.extra_args:
-        managed[arg.split("=", 1)[0]] = arg
-    return managed
+def managed_kernel_args(kernel: KernelSpec, host: Host, architecture: str | None = None
+                        ) -> dict[str, str | None]:
+    """Managed argument key -> desired token (None: must be absent), as the planner reads the
+    spec (plan.kernel.wants_for), so observe and plan never disagree about a host."""
+    from reconciler.plan.kernel import wants_for
+
+    wants = wants_for(kernel, host.cpu_vendor, architecture, host.cpu_vendor_note).wants
+    return {w.key: w.token for w in wants}
 
 
 def _version_key(entry: BootEntry) -> tuple[tuple[int, int | str], ...]:
@@ -104,20 +96,21 @@ def persisted_args(probe: ProbeFacts | None) -> str | None:
 
 
 def kernel_views(desired: DesiredState, observed: Observed) -> dict[str, tuple[KernelArgView, ...]]:
-    """Three-way kernel argument view per managed host (first profile with a kernel block)."""
+    """Three-way kernel argument view per managed host, from all the profiles selecting it
+    merged as the planner merges them."""
     from reconciler.observe.cmdline import kernel_arg_views
-    from reconciler.observe.session import profile_selects
+    from reconciler.plan.expand import expand_host
 
+    arch = {c.name: c.architecture for c in observed.clusters}
     views: dict[str, tuple[KernelArgView, ...]] = {}
     for host in observed.hosts:
-        profile = next((p for p in desired.host_profiles
-                        if p.kernel is not None and profile_selects(p, host)), None)
-        if profile is None or profile.kernel is None:
+        merged = expand_host(host, desired.host_profiles)
+        if merged is None or merged.kernel is None:
             continue
         probe = observed.probe(host.name)
         views[host.name] = kernel_arg_views(
-            managed_kernel_args(profile.kernel, host), host.custom_kernel_cmdline,
-            persisted_args(probe), host.reported_kernel_cmdline,
+            managed_kernel_args(merged.kernel, host, arch.get(host.cluster)),
+            host.custom_kernel_cmdline, persisted_args(probe), host.reported_kernel_cmdline,
             probe.proc_cmdline if probe is not None and probe.ok else None)
     return views
 

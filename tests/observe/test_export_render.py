@@ -120,3 +120,26 @@ def test_persisted_args_come_from_the_newest_non_rescue_entry():
     assert persisted_args(ProbeFacts("h", boot_entries=entries[:1],
                                      etc_kernel_cmdline="ro k=1")) == "ro k=1"
     assert persisted_args(ProbeFacts("h", status="unknown", reason="x")) is None
+
+
+def test_kernel_view_merges_every_profile_like_the_planner():
+    from reconciler.commands.observe import kernel_views
+    from reconciler.spec.model import (DesiredState, EngineSpec, HostProfile, HostSelector,
+                                       KernelSpec)
+
+    desired = DesiredState(engine=EngineSpec(lab_fleet="demo"), host_profiles=(
+        HostProfile("base", HostSelector(cluster="gpu"), kernel=KernelSpec(iommu=True)),
+        HostProfile("pt", HostSelector(names=("pt-*",)),
+                    kernel=KernelSpec(iommu_passthrough=True, blacklist_nouveau=False)),
+        HostProfile("off", HostSelector(cluster="other"), kernel=KernelSpec(iommu=False))))
+    observed = fleet()
+    views = {h: {v.key: v for v in vs} for h, vs in kernel_views(desired, observed).items()}
+    # pt-01 (AMD) gets the first profile's IOMMU and the second's iommu=pt and nouveau rule.
+    assert views["pt-01"]["amd_iommu"].desired == "amd_iommu=on"
+    assert views["pt-01"]["amd_iommu"].configured == "amd_iommu=on"
+    assert views["pt-01"]["iommu"].desired == "iommu=pt"
+    assert views["pt-01"]["rdblacklist"].desired is None
+    assert views["gpu-01"].keys() == {"intel_iommu"}
+    # iommu: false must drop both vendors' arguments, whatever the host's vendor.
+    assert {k: v.desired for k, v in views["plain-01"].items()} == {
+        "intel_iommu": None, "amd_iommu": None}
