@@ -8,6 +8,7 @@ from typing import Any
 
 from reconciler.errors import SpecError, SpecIssue
 from reconciler.spec import model
+from reconciler.spec.fleetref import is_fleet_path
 from reconciler.spec.load import SpecDocument, load_documents
 from reconciler.spec.schema import check_document
 from reconciler.spec.semantic import check_documents
@@ -100,11 +101,6 @@ def _whole(value: Any) -> Any:
 def _optional_path(raw: dict[str, Any], key: str, base: Path) -> Path | None:
     value = raw.get(key)
     return resolve_path(value, base) if value is not None else None
-
-
-def is_fleet_path(fleet: str) -> bool:
-    """`demo` names a built-in fleet; anything that looks like a file is a path."""
-    return "/" in fleet or fleet.endswith((".yaml", ".yml")) or fleet.startswith("~")
 
 
 def _engine(raw: dict[str, Any], base: Path) -> model.EngineSpec:

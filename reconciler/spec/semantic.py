@@ -5,11 +5,13 @@ one run; each check therefore looks at a value only when it has the expected sha
 """
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from reconciler.errors import SpecIssue
+from reconciler.spec.fleetref import builtin_fleets, is_fleet_path
 from reconciler.spec.load import SpecDocument, SpecPath
 from reconciler.spec.model import normalise_device_name
 from reconciler.spec.patterns import DEVICE_NAME
@@ -125,6 +127,7 @@ def _engine_access(doc: SpecDocument) -> Iterator[SpecIssue]:
                                                 "passwordFrom: {env: ...} or {file: ...}",
                         prefer_key=True)
     if "lab" in engine:
+        yield from _lab_fleet(doc, engine["lab"])
         return
     insecure = engine.get("insecure") is True
     url = engine.get("url")
@@ -134,6 +137,21 @@ def _engine_access(doc: SpecDocument) -> Iterator[SpecIssue]:
     if "url" in engine and "caFile" not in engine and not insecure:
         yield doc.issue(("engine",), "missing 'caFile': TLS is verified against a CA file "
                                      "(set insecure: true to skip verification)", prefer_key=True)
+
+
+def _lab_fleet(doc: SpecDocument, lab: object) -> Iterator[SpecIssue]:
+    """A fleet given by name must be a built-in one: a typo would only show up at `plan`."""
+    fleet = lab.get("fleet") if isinstance(lab, dict) else None
+    if not isinstance(fleet, str) or not fleet or is_fleet_path(fleet):
+        return
+    known = builtin_fleets()
+    if fleet in known:
+        return
+    close = difflib.get_close_matches(fleet, known, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    yield doc.issue(("engine", "lab", "fleet"),
+                    f"unknown lab fleet '{fleet}' ({hint}built-in fleets: {', '.join(known)}; "
+                    "a fleet file is given by its path, e.g. fleets/big.yaml)")
 
 
 # extraArgs keys owned by a managed kernel option, and the value that option writes.

@@ -46,6 +46,8 @@ EXPECTED: list[tuple[str, int, int, str, str]] = [
     ("engine-timeout-zero", 7, 19, "engine.timeoutSeconds", "must be > 0"),
     ("engine-insecure-string", 7, 13, "engine.insecure", "must be true or false, not 'no way'"),
     ("engine-lab-missing-fleet", 3, 3, "engine.lab", "missing required key 'fleet'"),
+    ("engine-lab-unknown-fleet", 3, 16, "engine.lab.fleet",
+     "unknown lab fleet 'dmeo' (did you mean 'demo'? built-in fleets: demo"),
     ("engine-not-mapping", 2, 9, "engine", "must be a mapping"),
     ("engine-empty", 2, 1, "engine",
      "give a real engine (url, username, passwordFrom) or a lab engine (lab)"),

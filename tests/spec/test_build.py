@@ -204,3 +204,16 @@ def test_whole_numbers_written_as_floats_build_as_ints(tmp_path, write) -> None:
     assert type(ssh.port) is int and type(ssh.concurrency) is int
     assert type(state.host_profiles[0].rollout.max_unavailable) is int
     assert list(range(vgpu.instances)) == [0, 1]
+
+
+def test_lab_fleet_names_must_be_built_in_but_paths_are_not_checked(tmp_path, write) -> None:
+    from reconciler.spec.fleetref import builtin_fleets
+    assert "demo" in builtin_fleets()
+    typo = write("t.yaml", "apiVersion: gpu-reconciler/v1\nengine: {lab: {fleet: dmo}}\n")
+    (issue,) = validate_paths([str(typo)])
+    assert (issue.line, issue.column, issue.path) == (2, 23, "engine.lab.fleet")
+    assert "did you mean 'demo'?" in issue.message
+    # A fleet file is read only when the lab starts: it may be generated after validation.
+    by_path = write("p.yaml", "apiVersion: gpu-reconciler/v1\n"
+                              "engine: {lab: {fleet: fleets/later.yaml}}\n")
+    assert validate_paths([str(by_path)]) == []
