@@ -5,9 +5,10 @@ queue. Each pass takes everything queued as one piece of work and does the same 
 reasons: load the spec (a bad edit is reported and the last good spec stays in force), observe the
 fleet afresh, plan, record drift (store history, /status, /metrics, notifications) and, in apply
 mode, converge within --max-disruption through the apply runner (which holds the store's lock).
-A failing pass is retried with capped exponential backoff; triggers arriving meanwhile wait, so
-there is never a tight loop. `stop()` (SIGTERM) lets an apply finish its current step, or the
-whole step sequence that must not be split (a host cycle, a VM stopped for a change), then ends.
+A failing pass is retried with capped exponential backoff; triggers arriving meanwhile wait (except
+a new spec, which may be the fix), so there is never a tight loop. `stop()` (SIGTERM) lets an apply
+finish its current step, or the whole step sequence that must not be split (a host cycle, a VM
+stopped for a change), then ends.
 """
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ from reconciler.spec.model import DesiredState, EngineSpec
 from reconciler.store import DriftChange, Store
 
 Mode = Literal["observe", "apply"]
+# Trigger reasons that bring a new spec: they end a backoff wait (a spec edit is at most one pass
+# per debounced change, so this cannot become a tight loop).
+NEW_SPEC = frozenset({"spec", "git"})
 
 
 @dataclass(frozen=True)
@@ -249,8 +253,11 @@ class Controller:
             while not self.stopping:
                 wait = not_before - time.monotonic()
                 if wait > 0:
-                    # Backing off: triggers keep queueing (coalesced) but do not cut the wait.
-                    self._stop.wait(min(wait, self.config.idle_beat))
+                    # Backing off: engine events and resyncs keep queueing (coalesced) without
+                    # cutting the wait, but a new spec may be the fix, so it is tried at once.
+                    if self.queue.wait_for_any(NEW_SPEC, min(wait, self.config.idle_beat)):
+                        self.log.info("new spec while backing off; trying it now")
+                        not_before = 0.0
                     self.state.beat()
                     continue
                 reasons = self.queue.get(timeout=self.config.idle_beat)

@@ -43,6 +43,14 @@ class WorkQueue:
             self._reasons.clear()
             return reasons
 
+    def wait_for_any(self, reasons: Iterable[str], timeout: float) -> bool:
+        """Wait up to `timeout` until one of `reasons` is queued (left queued); True if so."""
+        wanted = frozenset(reasons)
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: bool(wanted & self._reasons.keys()) or self._closed, timeout) \
+                and bool(wanted & self._reasons.keys())
+
     def pending(self) -> frozenset[str]:
         with self._cond:
             return frozenset(self._reasons)

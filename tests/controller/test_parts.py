@@ -216,3 +216,28 @@ def test_webhook_url_from_a_file(tmp_path: Path) -> None:
     with pytest.raises(ReconcilerError, match="No such file"):
         webhook_url(argparse.Namespace(notify_webhook=None,
                                        notify_webhook_file=tmp_path / "missing"))
+
+
+def test_a_spec_fix_ends_the_backoff_at_once(tmp_path: Path) -> None:
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "fleet.yaml").write_text("apiVersion: gpu-reconciler/v1\nengine: [\n")
+    # A backoff long enough that only the spec edit can explain a pass within the wait below.
+    config = ControllerConfig(spec_paths=(str(specs),), state=tmp_path / "state.db",
+                              backoff_initial=600.0, backoff_cap=600.0, idle_beat=0.2,
+                              debounce_ms=50, resync=3600.0)
+    controller = Controller(config)
+    with LabServer("demo", tmp_path / "lab", time_scale=0.01) as lab, running(controller):
+        wait_for("the failed first pass", lambda: controller._pass_backoff.failures >= 1)
+        wait_for("the spec watcher", lambda: any(
+            isinstance(t, SpecWatcher) and t.ready.is_set() for t in controller._triggers))
+        password = tmp_path / "pw"
+        password.write_text(lab.password)
+        (specs / "fleet.yaml").write_text(
+            "apiVersion: gpu-reconciler/v1\nengine:\n"
+            f"  url: {lab.url}\n  username: {lab.username}\n"
+            f"  passwordFrom: {{file: {password}}}\n  caFile: {lab.ca_file}\n")
+        wait_for("a good pass", lambda: (controller.state.snapshot()["last_pass"] or {})
+                 .get("result") in ("ok", "drift"))
+        assert controller.state.readiness() == (True, "ok")
+        assert "spec" in controller.state.snapshot()["last_pass"]["trigger"]
