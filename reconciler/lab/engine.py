@@ -770,11 +770,12 @@ class LabEngine:
                         except EngineFault:
                             raise EngineFault(400, f"[Cannot edit VM. Host {ref} does not "
                                                    "exist.]") from None
-                if ids != vm.pinned_host_ids:
-                    if vm.host_devices and vm.hostdev_host_id not in ids[:1]:
-                        # UpdateVmCommand: "Pinned host changed ... Dropping configured host devices."
+                # UpdateVmCommand#isDedicatedVmForVdsChanged compares the pinned hosts as a set
+                # (order aside): any change, adding a second host too, drops every host device.
+                if len(ids) != len(vm.pinned_host_ids) or set(ids) != set(vm.pinned_host_ids):
+                    if vm.host_devices:
                         self._detach_all(vm)
-                    vm.pinned_host_ids = ids
+                vm.pinned_host_ids = ids
             if affinity is not None:
                 if affinity not in ("migratable", "user_migratable", "pinned"):
                     raise EngineFault(400, f"Invalid value '{affinity}' for affinity.")

@@ -107,6 +107,20 @@ def test_changing_pinned_host_drops_host_devices(conn: sdk.Connection) -> None:
     assert _devs(svc) == {}
 
 
+def test_any_change_of_the_pinned_hosts_drops_host_devices(conn: sdk.Connection) -> None:
+    # UpdateVmCommand#isDedicatedVmForVdsChanged: the pinned hosts as a set, order aside.
+    svc = _vms(conn).vm_service(_vm(conn, "vm-pass").id)
+    svc.host_devices_service().add(types.HostDevice(name=GPU2))
+    svc.update(types.Vm(placement_policy=types.VmPlacementPolicy(
+        hosts=[types.Host(name="host1")])))            # the same host again: kept
+    assert _devs(svc) == {GPU2: False}
+    svc.update(types.Vm(placement_policy=types.VmPlacementPolicy(
+        hosts=[types.Host(name="host1"), types.Host(name="host2")])))
+    assert _devs(svc) == {}
+    assert [h.id for h in svc.get().placement_policy.hosts] == [
+        _host_id(conn, "host1"), _host_id(conn, "host2")]
+
+
 def test_start_with_host_devices_needs_passthrough_host(conn: sdk.Connection) -> None:
     svc = _vms(conn).vm_service(_vm(conn, "vm-pass").id)
     svc.update(types.Vm(placement_policy=types.VmPlacementPolicy(
