@@ -4,8 +4,8 @@
 Loads the spec, observes the fleet, plans, renders to stdout and optionally saves the plan for
 `reconcile apply FILE`. The state store's `applied` records tell drift (the fleet moved away from
 an applied spec) from pending changes; the store is only read, and a missing one means nothing was
-applied yet. Exit codes: 0 success (with --detailed-exitcode: 0 no changes, 2 changes),
-1 on an error or when the plan has blockers.
+applied yet. Exit codes: 0 success (with --detailed-exitcode: 0 the fleet matches the spec, 2
+changes, planned or waiting), 1 on an error or when the plan has blockers.
 """
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--out", metavar="FILE",
                         help="also save the plan (with fingerprints) for `reconcile apply FILE`")
     parser.add_argument("--detailed-exitcode", action="store_true",
-                        help="exit 0 when there are no changes, 2 when there are, 1 on error")
+                        help="exit 0 when the fleet matches the spec, 2 when there are changes "
+                             "(planned or waiting), 1 on error or blockers")
     parser.add_argument("--no-probe", action="store_true",
                         help="engine facts only; do not probe the hosts")
     parser.add_argument("--state", type=Path, default=DEFAULT_PATH, metavar="PATH",
@@ -91,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"plan saved to {args.out}", file=sys.stderr)
     if result.blockers:
         return EXIT_ERROR
-    if args.detailed_exitcode and result.has_changes:
+    # A change that must wait (VM not down, reboots not allowed) is still a difference: exit 0
+    # means the fleet matches the spec, so a loop "until exit 0" never stops early.
+    waiting = any(d.status in ("pending", "drift") for d in result.drift)
+    if args.detailed_exitcode and (result.has_changes or waiting):
         return EXIT_CHANGES
     return EXIT_OK

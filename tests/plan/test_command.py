@@ -136,3 +136,25 @@ def test_demo_examples_show_the_runbook_and_the_blockers(tmp_path: Path) -> None
     items = json.loads(blocked.stdout)["drift"]
     assert any(d["key"] == "vm:vdi-02" and d["status"] == "blocked"
                and "capacity" in d["message"] for d in items)
+
+
+def test_detailed_exitcode_counts_changes_that_wait(tmp_path: Path) -> None:
+    """t4-01 has its args configured but not booted; with reboots forbidden nothing can be done
+    now, yet the fleet does not match the spec: 2, not 0."""
+    (tmp_path / "lab.yaml").write_text("""\
+apiVersion: gpu-reconciler/v1
+engine:
+  lab: {fleet: demo, state: ./state}
+hostProfiles:
+  - name: t4
+    selector: {cluster: gpu-intel, names: ["t4-01"]}
+    kernel: {iommu: true, blacklistNouveau: true}
+    rollout: {reboot: never}
+""")
+    proc = reconcile(tmp_path, "lab.yaml", "-o", "json", "--detailed-exitcode")
+    assert proc.returncode == 2, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["actions"] == []
+    assert [d["key"] for d in data["drift"] if d["status"] == "pending"] == ["host:t4-01"]
+    settled = reconcile(tmp_path, "lab.yaml", "--detailed-exitcode")
+    assert settled.stdout.startswith("No changes can be made now")
