@@ -143,8 +143,7 @@ def main() -> None:
                 executor = Executor(
                     connection=fleet.connection, reader=reader, transports={}, store=store,
                     run_id=run_id,
-                    budget=Budget(max_unavailable_by_host(desired, observed.hosts),
-                                  reader.cluster_hosts),
+                    budget=Budget(max_unavailable_by_host(desired, observed.hosts)),
                     progress=LogProgress(io.StringIO()), timing=timing,
                     timeouts=Timeouts.for_hosts(120.0, 120.0))
                 before = fleet.request_count

@@ -18,7 +18,9 @@ Order and safety (docs/apply.md):
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -122,9 +124,17 @@ class Executor:
                  budget: Budget, vgpu_required: Callable[[str], bool] = lambda _h: False,
                  progress: Progress | None = None, timing: ops.Timing = ops.DEFAULT_TIMING,
                  timeouts: Timeouts = Timeouts(),
-                 max_disruption: Disruption = Disruption.HOST_REBOOT) -> None:
-        self.conn = connection
-        self.reader = reader
+                 max_disruption: Disruption = Disruption.HOST_REBOOT,
+                 connect: Callable[[], Any] | None = None, max_parallel: int = 8) -> None:
+        self._main_conn = connection
+        self._main_reader = reader
+        # Host cycles of one wave run side by side when we can open more connections (an SDK
+        # connection serves one thread); each worker keeps its connection and reader here.
+        self._connect = connect
+        self.max_parallel = max(1, max_parallel)
+        self._local = threading.local()
+        self._budget_lock = threading.Lock()
+        self._in_flight: set[str] = set()
         self.transports = transports
         self.store = store
         self.run_id = run_id
@@ -137,27 +147,103 @@ class Executor:
         self._steps: list[StepRecord] = []
         self._degraded: dict[str, str] = {}
         self._halted: str | None = None
-        self._wave: int | None = None
+
+    @property
+    def conn(self) -> Any:
+        return getattr(self._local, "conn", None) or self._main_conn
+
+    @property
+    def reader(self) -> ObjectReader:
+        return getattr(self._local, "reader", None) or self._main_reader
+
+    @property
+    def _wave(self) -> int | None:
+        return getattr(self._local, "wave", None)
+
+    @_wave.setter
+    def _wave(self, value: int | None) -> None:
+        self._local.wave = value
 
     # ---- the run ----------------------------------------------------------------------------
 
     def run(self, plan: Plan) -> ApplyResult:
         started = time.monotonic()
-        for unit in units_of(plan.actions):
+        units = units_of(plan.actions)
+        position = 0
+        while position < len(units):
+            unit = units[position]
+            if unit.kind == "host-cycle":
+                wave = [u for u in units[position:] if u.kind == "host-cycle"
+                        and u.wave == unit.wave]
+                position += len(wave)
+                self._run_wave(wave)
+                continue
+            position += 1
             if self._halted is not None:
                 self._not_started(unit)
                 continue
             self._wave = unit.wave
             try:
-                if unit.kind == "host-cycle":
-                    self._host_cycle(unit)
-                elif unit.kind == "host-config":
+                if unit.kind == "host-config":
                     self._simple(unit, halt_on_failure=True)
                 else:
                     self._simple(unit, halt_on_failure=False)
             except _Halt:
                 pass
         return self.result(time.monotonic() - started)
+
+    def _run_wave(self, wave: Sequence[Unit]) -> None:
+        """One wave's host cycles: side by side when there is more than one (the budget still
+        decides, host by host, whether each may start); a failure lets the cycles already
+        running finish and starts nothing more."""
+        if self._connect is None or len(wave) == 1:
+            for unit in wave:
+                self._cycle_guarded(unit)
+            return
+        with ThreadPoolExecutor(max_workers=min(len(wave), self.max_parallel),
+                                thread_name_prefix="host-cycle") as pool:
+            for future in [pool.submit(self._cycle_worker, unit) for unit in wave]:
+                future.result()
+
+    def _cycle_worker(self, unit: Unit) -> None:
+        assert self._connect is not None
+        if self._halted is not None:
+            self._not_started(unit)
+            return
+        try:
+            conn = self._connect()
+        except ReconcilerError as err:
+            self._fail_unit_quietly(unit, f"cannot open an engine connection: {err}")
+            return
+        self._local.conn = conn
+        self._local.reader = self._main_reader.with_connection(conn)
+        try:
+            self._cycle_guarded(unit)
+        finally:
+            self._local.conn = self._local.reader = None
+            try:
+                conn.close()
+            except Exception as err:  # noqa: BLE001 - a failed logout must not hide the outcome
+                log.debug("apply.connection_close_failed", error=str(err))
+
+    def _cycle_guarded(self, unit: Unit) -> None:
+        if self._halted is not None:
+            self._not_started(unit)
+            return
+        self._wave = unit.wave
+        try:
+            self._host_cycle(unit)
+        except _Halt:
+            pass
+        finally:
+            with self._budget_lock:
+                self._in_flight.discard(unit.name)
+
+    def _fail_unit_quietly(self, unit: Unit, why: str) -> None:
+        try:
+            self._fail_unit(unit, why)
+        except _Halt:
+            pass
 
     def _not_started(self, unit: Unit) -> None:
         for index, action in unit.actions:
@@ -246,7 +332,7 @@ class Executor:
                                             f"not started: an earlier step of {unit.target} "
                                             "failed"))
                 if halt_on_failure:
-                    self._halted = f"{unit.target}: {action.kind} failed"
+                    self._halt(f"{unit.target}: {action.kind} failed")
                     raise _Halt
                 return
 
@@ -320,9 +406,13 @@ class Executor:
         if host is None:
             self._fail_unit(unit, f"host {name} no longer exists on the engine")
             return
-        verdict = self.budget.check(host)
+        cluster = self.reader.cluster_hosts(host.cluster)
+        with self._budget_lock:
+            verdict = self.budget.check(host, cluster, self._in_flight)
+            if verdict.allowed:
+                self._in_flight.add(name)
         if not verdict.allowed:
-            self._halted = verdict.message
+            self._halt(verdict.message)
             self._not_started(unit)
             raise _Halt
         was_up = host.status == "up"
@@ -371,14 +461,14 @@ class Executor:
                                 lambda: "host back up" + self._verify(checks),
                                 {"description": cycle.description, "checks": len(checks)})
         if not ok:
-            self._halted = f"host {name} came back up but did not verify: {err}"
+            self._halt(f"host {name} came back up but did not verify: {err}")
             raise _Halt
 
     def _fail_unit(self, unit: Unit, why: str) -> None:
         for index, action in unit.actions:
             self._record(StepRecord(str(index), action.target, action.kind,
                                     action.disruption.value, FAILED, why))
-        self._halted = why
+        self._halt(why)
         raise _Halt
 
     def _abort_cycle(self, unit: Unit, name: str, was_up: bool, stopped: list[str],
@@ -400,9 +490,14 @@ class Executor:
                 self._degraded[name] = f"{why}; activating it again failed: {err}"
         elif was_up and status != "up":
             self._degraded[name] = f"{why}; host is {status}"
-        self._halted = f"host {name}: {why}"
+        self._halt(f"host {name}: {why}")
         self._rest_not_started(unit)
         raise _Halt
+
+    def _halt(self, why: str) -> None:
+        with self._budget_lock:
+            if self._halted is None:      # the first reason is the one to report
+                self._halted = why
 
     def _rest_not_started(self, unit: Unit) -> None:
         done = {s.step_id for s in self._steps}
@@ -419,7 +514,7 @@ class Executor:
         if isinstance(err, (ops.HostDidNotReturn, ops.InstallFailed, ops.ActivationFailed)) \
                 or status not in ("up", "maintenance"):
             self._degraded[name] = f"{stage}: {err} (status {status})"
-            self._halted = f"host {name} is degraded after {stage}; rollout halted"
+            self._halt(f"host {name} is degraded after {stage}; rollout halted")
             self._rest_not_started(unit)
             raise _Halt
         self._abort_cycle(unit, name, was_up, stopped, f"{stage} failed: {err}")

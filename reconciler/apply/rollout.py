@@ -8,7 +8,7 @@ degraded or foreign host counts too), so the budget holds whatever happened sinc
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from reconciler.observe.facts import Host
@@ -85,17 +85,20 @@ class BudgetVerdict:
 
 
 class Budget:
-    """maxUnavailable per cluster, checked against a fresh read before each cycle starts."""
+    """maxUnavailable per cluster, checked against a fresh read of the cluster before each
+    cycle, plus the hosts whose cycles this run has started and not finished (they may not show
+    as down yet when cycles start side by side)."""
 
-    def __init__(self, limits: Mapping[str, int],
-                 cluster_hosts: Callable[[str], Sequence[Host]]) -> None:
+    def __init__(self, limits: Mapping[str, int]) -> None:
         self.limits = dict(limits)
-        self.cluster_hosts = cluster_hosts
 
-    def check(self, host: Host) -> BudgetVerdict:
+    def check(self, host: Host, cluster_hosts: Sequence[Host],
+              in_flight: Collection[str] = ()) -> BudgetVerdict:
         limit = self.limits.get(host.name, 1)
-        others = tuple(sorted(h.name for h in self.cluster_hosts(host.cluster)
-                              if h.name != host.name and h.status != "up"))
+        members = {h.name for h in cluster_hosts}
+        others = tuple(sorted({h.name for h in cluster_hosts
+                               if h.name != host.name and h.status != "up"}
+                              | {n for n in in_flight if n in members and n != host.name}))
         if host.status != "up":
             # Already unavailable: cycling it takes nothing more from the budget.
             return BudgetVerdict(True, others, limit, f"host {host.name} is already "

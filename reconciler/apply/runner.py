@@ -227,20 +227,37 @@ def _locked(desired: DesiredState, options: ApplyOptions, store: Store, key: str
                               probe_timeout=options.timeouts.probe)
         timing = options.timing or (LAB_TIMING if fleet.lab is not None  # type: ignore[attr-defined]
                                     else Timing())
-        budget = Budget(max_unavailable_by_host(desired, observed.hosts), reader.cluster_hosts)
+        budget = Budget(max_unavailable_by_host(desired, observed.hosts))
         own_progress = progress is None
         progress = progress or for_stream(sys.stderr)
         executor = Executor(connection=fleet.connection,  # type: ignore[attr-defined]
                             reader=reader, transports=transports, store=store, run_id=run_id,
                             budget=budget, vgpu_required=_vgpu_required(desired, observed),
                             progress=progress, timing=timing, timeouts=options.timeouts,
-                            max_disruption=options.max_disruption)
+                            max_disruption=options.max_disruption,
+                            connect=_connection_factory(desired, fleet))
         try:
             return _plan_and_run(desired, options, store, key, run_id, saved, confirm, out,
                                  fleet, observed, executor, left)
         finally:
             if own_progress:
                 progress.close()
+
+
+def _connection_factory(desired: DesiredState, fleet: Any) -> Callable[[], Any]:
+    """More connections like the session's, for host cycles that run side by side."""
+    from reconciler.engine_client import check_connection, connect
+
+    def open_one() -> Any:
+        lab = fleet.lab
+        if lab is not None:
+            conn = connect(desired.engine, url=lab.url, ca_file=lab.ca_file,
+                           username=lab.username, password=lab.password)
+        else:
+            conn = connect(desired.engine)
+        check_connection(conn)
+        return conn
+    return open_one
 
 
 def _plan_and_run(desired: DesiredState, options: ApplyOptions, store: Store, key: str,

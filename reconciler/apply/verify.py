@@ -71,6 +71,13 @@ class ObjectReader:
         self._host_names = {h.id: h.name for h in observed.hosts}
         self._vm_names = {v.id: v.name for v in observed.vms}
 
+    def with_connection(self, connection: ovirtsdk4.Connection) -> ObjectReader:
+        """The same reader over another connection (an SDK connection serves one thread)."""
+        other = object.__new__(ObjectReader)
+        other.__dict__.update(self.__dict__)
+        other.connection = connection
+        return other
+
     def _list(self, kind: str, name: str) -> list[Any]:
         if not _SAFE_NAME.fullmatch(name):
             raise ApplyError(f"invalid {kind} name {name!r}")

@@ -40,13 +40,17 @@ def test_units_keep_plan_order_and_put_cycle_stops_with_their_host() -> None:
 
 
 def test_budget_counts_hosts_already_not_up() -> None:
-    hosts = {"c1": [_host("a"), _host("b", "non_responsive"), _host("c")]}
-    budget = Budget({"a": 1, "c": 2, "b": 1}, lambda cluster: hosts[cluster])
-    refused = budget.check(_host("a"))
+    cluster = [_host("a"), _host("b", "non_responsive"), _host("c"), _host("d")]
+    budget = Budget({"a": 1, "c": 2, "b": 1, "d": 2})
+    refused = budget.check(_host("a"), cluster)
     assert not refused.allowed and refused.unavailable == ("b",)
     assert "maxUnavailable 1" in refused.message and "b" in refused.message
-    assert budget.check(_host("c")).allowed                       # limit 2: b + c
-    assert budget.check(_host("b", "maintenance")).allowed       # already out: no new budget
+    assert budget.check(_host("c"), cluster).allowed               # limit 2: b + c
+    assert budget.check(_host("b", "maintenance"), cluster).allowed  # already out: no new budget
+    # a cycle this run started, not yet visible as down, counts too
+    busy = budget.check(_host("d"), cluster, in_flight={"c"})
+    assert not busy.allowed and busy.unavailable == ("b", "c")
+    assert budget.check(_host("d"), cluster, in_flight={"x-elsewhere"}).allowed
 
 
 def test_verifications_on_facts() -> None:
