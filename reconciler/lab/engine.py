@@ -831,10 +831,13 @@ class LabEngine:
                                        "devices not found.]")
             if vm.hostdev_host_id not in (None, host.id):
                 self._detach_all(vm)
+            # AddVmHostDevicesCommand refuses only a SCSI device a running VM uses; a PCI device
+            # may be configured on several VMs, and the scheduler's HostDevice filter refuses
+            # the second start while the first VM runs.
             group = self._group_of(host.id, devices[name])
             for member in group:
-                owner = self._attached.get((host.id, member))
-                if owner is not None and owner != vm.id:
+                owner = self._in_use.get((host.id, member))
+                if devices[member].capability == "scsi" and owner not in (None, vm.id):
                     raise EngineFault(409, "[Cannot add Host devices. One or more configured host "
                                            "devices are already used by a VM or a Storage "
                                            "Domain.]")

@@ -91,12 +91,32 @@ def test_hostdev_rules(conn: sdk.Connection) -> None:
     passvm = vms.vm_service(_vm(conn, "vm-pass").id)
     err = _fault(lambda: passvm.host_devices_service().add(types.HostDevice(name="pci_0000_99_00_0")))
     assert err.code == 400 and "specified host devices not found" in str(err)
-    passvm.host_devices_service().add(types.HostDevice(name=GPU))
-    vgpu.update(types.Vm(placement_policy=types.VmPlacementPolicy(hosts=[types.Host(name="host1")])))
-    err = _fault(lambda: vgpu.host_devices_service().add(types.HostDevice(name=AUDIO)))
-    assert err.code == 409 and "already used by a VM" in str(err)
     err = _fault(lambda: passvm.host_devices_service().device_service("00").remove())
     assert isinstance(err, sdk.NotFoundError)
+
+
+def test_a_pci_device_on_two_vms_is_refused_at_the_second_start(conn: sdk.Connection) -> None:
+    # AddVmHostDevicesCommand refuses only a SCSI device in use; for PCI devices the scheduler's
+    # HostDevice filter refuses to start a VM whose devices another running VM holds.
+    vms = _vms(conn)
+    first = vms.vm_service(_vm(conn, "vm-pass").id)
+    second = vms.vm_service(_vm(conn, "vm-vgpu").id)
+    second.update(types.Vm(placement_policy=types.VmPlacementPolicy(
+        hosts=[types.Host(name="host1")])))
+    first.host_devices_service().add(types.HostDevice(name=GPU))
+    second.host_devices_service().add(types.HostDevice(name=AUDIO))
+    assert _devs(first) == {GPU: False, AUDIO: True}
+    assert _devs(second) == {GPU: True, AUDIO: False}
+    first.start()
+    wait_for(lambda: first.get().status == types.VmStatus.UP)
+    err = _fault(second.start)
+    assert err.code == 409
+    assert "did not satisfy internal filter HostDevice because some of the required host " \
+           "devices are unavailable" in str(err)
+    first.stop()
+    wait_for(lambda: first.get().status == types.VmStatus.DOWN)
+    second.start()
+    wait_for(lambda: second.get().status == types.VmStatus.UP)
 
 
 def test_changing_pinned_host_drops_host_devices(conn: sdk.Connection) -> None:
