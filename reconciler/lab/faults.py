@@ -1,6 +1,7 @@
 """Fault injection for the lab engine: errors, latency, dropped connections, token expiry, bad hosts."""
 from __future__ import annotations
 
+import math
 import random
 import threading
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ class FaultConfig:
                     values[key] = rate
                 elif key in ("latency_ms", "token_ttl"):
                     number = float(raw)
-                    if number < 0:
+                    if not math.isfinite(number) or number < 0:
                         raise ValueError
                     values[key] = number
                 elif key == "seed":

@@ -18,7 +18,8 @@ def test_parse_fault_string() -> None:
                             "never-returns=host1,host4,install-fails=host2")
     assert cfg == FaultConfig(error_rate=0.1, latency_ms=5, drop_rate=0.01, token_ttl=30,
                               never_returns=("host1", "host4"), install_fails=("host2",))
-    for bad in ("error-rate=2", "latency-ms=x", "colour=red", "justaword"):
+    for bad in ("error-rate=2", "error-rate=nan", "latency-ms=x", "latency-ms=inf",
+                "latency-ms=nan", "token-ttl=-1", "token-ttl=inf", "colour=red", "justaword"):
         with pytest.raises(FaultSpecError):
             FaultConfig.parse(bad)
 
