@@ -4,12 +4,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
 import sys
 from collections import defaultdict
 from typing import Any
 
-from reconciler.observe.facts import BootEntry, Host, KernelArgView, Observed, ProbeFacts
+from reconciler.observe.cmdline import persisted_args
+from reconciler.observe.facts import Host, KernelArgView, Observed
 from reconciler.spec.model import DesiredState, KernelSpec
 
 GPU_VENDOR_IDS = frozenset({"10de", "1002"})     # NVIDIA, AMD/ATI
@@ -73,26 +73,6 @@ def managed_kernel_args(kernel: KernelSpec, host: Host, architecture: str | None
 
     wants = wants_for(kernel, host.cpu_vendor, architecture, host.cpu_vendor_note).wants
     return {w.key: w.token for w in wants}
-
-
-def _version_key(entry: BootEntry) -> tuple[tuple[int, int | str], ...]:
-    """Natural order of BLS ids (`<machine-id>-5.14.0-427.13.1.el9_4.x86_64`), as GRUB sorts."""
-    return tuple((0, int(p)) if p.isdigit() else (1, p)
-                 for p in re.findall(r"\d+|[^\d.\-_]+", entry.id))
-
-
-def persisted_args(probe: ProbeFacts | None) -> str | None:
-    """The boot args the host's next default boot gets: the newest non-rescue boot entry.
-
-    Entries are listed by file name, which puts `<machine-id>-0-rescue` first; the rescue entry
-    is never the default and often carries stale arguments.
-    """
-    if probe is None or not probe.ok:
-        return None
-    entries = [e for e in probe.boot_entries if "rescue" not in e.id]
-    if entries:
-        return max(entries, key=_version_key).options
-    return probe.etc_kernel_cmdline
 
 
 def kernel_views(desired: DesiredState, observed: Observed) -> dict[str, tuple[KernelArgView, ...]]:

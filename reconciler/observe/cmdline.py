@@ -11,7 +11,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from reconciler.errors import ReconcilerError
-from reconciler.observe.facts import KernelArgView
+from reconciler.observe.facts import BootEntry, KernelArgView, ProbeFacts
 
 # A token may hold any printable character except whitespace, or whitespace inside double quotes;
 # control characters never belong on a kernel line and would break the files that persist it.
@@ -138,3 +138,23 @@ def kernel_arg_views(managed: Mapping[str, str | None], engine_custom: str,
         views.append(KernelArgView(key=key, desired=desired, configured=configured,
                                    booted=find_arg(booted_line, key, desired)))
     return tuple(views)
+
+
+def _version_key(entry: BootEntry) -> tuple[tuple[int, int | str], ...]:
+    """Natural order of BLS ids (`<machine-id>-5.14.0-427.13.1.el9_4.x86_64`), as GRUB sorts."""
+    return tuple((0, int(p)) if p.isdigit() else (1, p)
+                 for p in re.findall(r"\d+|[^\d.\-_]+", entry.id))
+
+
+def persisted_args(probe: ProbeFacts | None) -> str | None:
+    """The boot args the host's next default boot gets: the newest non-rescue boot entry.
+
+    Entries are listed by file name, which puts `<machine-id>-0-rescue` first; the rescue entry
+    is never the default and often carries stale arguments.
+    """
+    if probe is None or not probe.ok:
+        return None
+    entries = [e for e in probe.boot_entries if "rescue" not in e.id]
+    if entries:
+        return max(entries, key=_version_key).options
+    return probe.etc_kernel_cmdline

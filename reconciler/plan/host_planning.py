@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from reconciler.observe.cmdline import persisted_args, tokenize
 from reconciler.observe.facts import Host, Vm
 from reconciler.plan import checks
 from reconciler.plan.actions import (Action, Disruption, HostCycle, RegenerateInitramfs,
@@ -21,6 +22,22 @@ CYCLE_STATES = frozenset({"up", "maintenance"})
 
 def _norm_module(name: str) -> str:
     return name.replace("-", "_")
+
+
+def _engine_cannot_remove(host: Host, persisted: str | None,
+                          tokens: tuple[str, ...]) -> tuple[str, ...]:
+    """Unwanted booted tokens that a host cycle would bring back.
+
+    The engine's reinstall runs `grubby --remove-args <what it applied last>` then `--args <custom
+    cmdline>` (shared/ovirt-api.md § 1.1). With `reinstallation_required` false, what it applied
+    last is the current custom cmdline, so a token on the host's persisted args that the custom
+    cmdline lacks came from elsewhere and survives every cycle: cycling would loop forever.
+    """
+    if not tokens or persisted is None or host.reinstallation_required:
+        return ()
+    engine_set = {t.raw for t in tokenize(host.custom_kernel_cmdline)}
+    on_disk = {t.raw for t in tokenize(persisted)}
+    return tuple(t for t in tokens if t not in engine_set and t in on_disk)
 
 
 class HostPlanning(PlanState):
@@ -87,6 +104,16 @@ class HostPlanning(PlanState):
                 expect_args = wants.add_tokens
                 expect_absent = wants.absent_keys
                 gone_tokens = unwanted_tokens(booted, wants.wants)
+                stuck = _engine_cannot_remove(host, persisted_args(probe), gone_tokens)
+                if stuck:
+                    them = "it" if len(stuck) == 1 else "them"
+                    blockers.append(
+                        f"host {host.name}: {' '.join(stuck)} must go, but the host's persisted "
+                        "boot args carry it and the engine's custom cmdline does not, so a "
+                        f"reinstall and reboot would not remove {them} (the engine removes only "
+                        "arguments it applied); remove it on the host (grubby "
+                        f"--update-kernel=ALL --remove-args=\"{' '.join(stuck)}\") or stop "
+                        "managing that argument")
 
         modules_absent: tuple[str, ...] = ()
         if hd.modprobe is not None:
