@@ -61,6 +61,7 @@ class ControllerConfig:
     backoff_initial: float = 1.0
     backoff_cap: float = 300.0
     idle_beat: float = 5.0
+    hold_off_cap: float = 60.0      # longest pause after a good pass (it lasts as long as the pass)
 
 
 @dataclass(frozen=True)
@@ -253,10 +254,10 @@ class Controller:
             while not self.stopping:
                 wait = not_before - time.monotonic()
                 if wait > 0:
-                    # Backing off: engine events and resyncs keep queueing (coalesced) without
-                    # cutting the wait, but a new spec may be the fix, so it is tried at once.
+                    # Backing off, or pausing after a pass: engine events and resyncs keep
+                    # queueing (coalesced) without cutting the wait; a new spec is tried at once
+                    # (it may be the fix, and an edit is at most one pass per debounced change).
                     if self.queue.wait_for_any(NEW_SPEC, min(wait, self.config.idle_beat)):
-                        self.log.info("new spec while backing off; trying it now")
                         not_before = 0.0
                     self.state.beat()
                     continue
@@ -264,7 +265,9 @@ class Controller:
                 self.state.beat()
                 if not reasons or self.stopping:
                     continue
+                started = time.monotonic()
                 outcome = self.run_pass(reasons)
+                took = time.monotonic() - started
                 if outcome.result == "error":
                     delay = self._pass_backoff.failed()
                     self.log.warning("pass failed; backing off", error=outcome.error,
@@ -273,7 +276,11 @@ class Controller:
                     self.queue.put("retry")
                 else:
                     self._pass_backoff.reset()
-                    not_before = 0.0
+                    # A busy engine logs events all the time: without a pause, passes (each a
+                    # full observation, host probes included) would run back to back. Waiting
+                    # as long as the pass took keeps the controller at most half busy; a spec
+                    # change still goes at once.
+                    not_before = time.monotonic() + min(took, self.config.hold_off_cap)
         finally:
             self.stop_triggers()
             self._close_link()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import ovirtsdk4.types as types
 import pytest
@@ -241,3 +243,52 @@ def test_a_spec_fix_ends_the_backoff_at_once(tmp_path: Path) -> None:
                  .get("result") in ("ok", "drift"))
         assert controller.state.readiness() == (True, "ok")
         assert "spec" in controller.state.snapshot()["last_pass"]["trigger"]
+
+
+class _RecordingController(Controller):
+    def __init__(self, config: ControllerConfig) -> None:
+        super().__init__(config)
+        self.passes: list[tuple[float, float, frozenset[str]]] = []
+
+    def run_pass(self, reasons: Any = frozenset({"manual"})) -> Any:
+        started = time.monotonic()
+        try:
+            return super().run_pass(reasons)
+        finally:
+            self.passes.append((started, time.monotonic(), frozenset(reasons)))
+
+
+def test_an_event_storm_never_runs_passes_back_to_back(tmp_path: Path) -> None:
+    from reconciler.lab.faults import FaultConfig
+    with LabServer("demo", tmp_path / "lab", time_scale=0.01,
+                   faults=FaultConfig(latency_ms=150)) as lab:
+        password = tmp_path / "pw"
+        password.write_text(lab.password)
+        spec = tmp_path / "fleet.yaml"
+        spec.write_text("apiVersion: gpu-reconciler/v1\nengine:\n"
+                        f"  url: {lab.url}\n  username: {lab.username}\n"
+                        f"  passwordFrom: {{file: {password}}}\n  caFile: {lab.ca_file}\n")
+        controller = _RecordingController(ControllerConfig(
+            spec_paths=(str(spec),), state=tmp_path / "state.db", probe=False,
+            events_interval=0.05, resync=3600.0, idle_beat=0.2))
+        conn = sdk_connection(lab)
+        try:
+            hosts = conn.system_service().hosts_service()
+            host = hosts.list(search="name=m60-01")[0]
+            with running(controller):
+                wait_for("the first pass", lambda: controller.passes)
+                # Engine events without pause: every poll finds something new.
+                deadline = time.monotonic() + 3.0
+                flip = 0
+                while time.monotonic() < deadline:
+                    flip += 1
+                    hosts.host_service(host.id).update(types.Host(
+                        os=types.OperatingSystem(custom_kernel_cmdline=f"quiet{flip % 2 or ''}")))
+        finally:
+            conn.close()
+    storm = [(prev, cur) for prev, cur in zip(controller.passes, controller.passes[1:])
+             if cur[2] <= {"engine-event", "resync"}]
+    assert len(storm) >= 2, controller.passes
+    for (p_start, p_end, _), (c_start, _, _) in storm:
+        # Each event-triggered pass waited at least about as long as the pass before it took.
+        assert c_start - p_end >= 0.9 * (p_end - p_start), controller.passes
