@@ -156,7 +156,10 @@ def load_fleet(name_or_path: str | Path) -> LabFleet:
     try:
         data = yaml.load(path.read_text(), Loader=loader)
     except yaml.YAMLError as exc:
-        raise FleetError(f"{path}: not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise FleetError(f"{where}: not valid YAML: {problem}") from None
     return fleet_from_dict(data, str(path))
 
 

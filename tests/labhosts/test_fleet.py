@@ -138,3 +138,12 @@ def test_example_specs_name_demo_things(demo: LabFleet) -> None:
         for profile in spec["hostProfiles"]:
             sel = profile["selector"]
             assert sel["cluster"] in {c.name for c in demo.clusters}
+
+
+def test_fleet_yaml_error_is_one_located_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nclusters: [\n")
+    with pytest.raises(ReconcilerError) as caught:
+        load_fleet(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:3:1: not valid YAML: ") and "\n" not in message
