@@ -80,20 +80,25 @@ class FleetSession:
             from reconciler.observe.transport import LocalRootTransport
             return {n: LocalRootTransport(Path(access.local_roots) / n) for n in names}
         if access.ssh is not None:
-            from reconciler.observe.transport import OpenSSHTransport
+            from reconciler.observe.transport import OpenSSHTransport, UnreachableTransport
             ssh = access.ssh
-            result = {}
+            result: dict[str, Any] = {}
             for n in names:
+                # One host the engine gives no usable address for must not stop the others.
                 address = engine.addresses.get(n)
                 if not address:
-                    raise HostAccessError(f"host {n}: the engine reports no address to reach "
-                                          "it over SSH")
+                    result[n] = UnreachableTransport(
+                        n, "the engine reports no address to reach it over SSH")
+                    continue
                 extra: dict[str, Any] = {}
                 if ssh.known_hosts_file is not None:
                     extra["known_hosts_file"] = ssh.known_hosts_file
-                result[n] = OpenSSHTransport(
-                    address, user=ssh.user, port=ssh.port, identity_file=ssh.identity_file,
-                    connect_timeout=min(ssh.timeout_seconds, 10.0), **extra)
+                try:
+                    result[n] = OpenSSHTransport(
+                        address, user=ssh.user, port=ssh.port, identity_file=ssh.identity_file,
+                        connect_timeout=min(ssh.timeout_seconds, 10.0), **extra)
+                except HostAccessError as exc:
+                    result[n] = UnreachableTransport(n, f"engine address {address!r}: {exc}")
             return result
         return {}
 

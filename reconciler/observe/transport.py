@@ -339,3 +339,39 @@ class OpenSSHTransport:
                          timeout=timeout)
         if not result.ok:
             raise HostAccessError(f"{self.describe()}: cannot write {path}: {result.stderr_text()}")
+
+
+class UnreachableTransport:
+    """A host we know up front we cannot reach (no address, an address ssh would refuse).
+
+    Every use raises HostAccessError with the reason, so the probe reports that host `unknown`
+    and the others are still probed, instead of the whole run stopping on one host.
+    """
+
+    def __init__(self, host: str, reason: str) -> None:
+        self.host, self.reason = host, reason
+
+    @property
+    def root(self) -> str:
+        return "/"
+
+    def describe(self) -> str:
+        return f"host {self.host} (unreachable)"
+
+    def _fail(self) -> HostAccessError:
+        return HostAccessError(f"host {self.host}: {self.reason}")
+
+    def run(self, argv: Sequence[str], stdin: bytes | None = None,
+            timeout: float = DEFAULT_TIMEOUT) -> CommandResult:
+        raise self._fail()
+
+    def sh(self, args: Sequence[str], stdin: bytes | None = None,
+           timeout: float = DEFAULT_TIMEOUT) -> CommandResult:
+        raise self._fail()
+
+    def read_file(self, path: str, timeout: float = DEFAULT_TIMEOUT) -> bytes | None:
+        raise self._fail()
+
+    def write_file(self, path: str, content: bytes, mode: int = 0o644, backup: bool = True,
+                   timeout: float = DEFAULT_TIMEOUT) -> None:
+        raise self._fail()

@@ -81,3 +81,30 @@ def test_embedded_lab_session(tmp_path, fleets):
         observed = fleet_session.observe()
         assert {type(t).__name__ for t in fleet_session.transports().values()} == {"LabTransport"}
     assert observed.probes and all(p.ok for p in observed.probes)
+
+
+def test_a_host_without_a_usable_address_is_unknown_and_the_others_are_probed(tmp_path):
+    """One host the engine gives no address (or a refused one) does not stop the observation."""
+    from reconciler.observe.engine import EngineRead
+    from reconciler.observe.facts import Cluster, Host
+    from reconciler.observe.session import FleetSession
+
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    hosts = tuple(Host(f"h{i}", f"gpu-0{i}", "gpu", "up") for i in (1, 2, 3))
+    desired = DesiredState(
+        engine=EngineSpec(lab_fleet="demo"),
+        host_access=HostAccess(ssh=SshAccess(user="root", known_hosts_file=known,
+                                             timeout_seconds=5)),
+        host_profiles=(HostProfile("p", HostSelector(cluster="gpu")),))
+    session = FleetSession(desired, connection=None)  # type: ignore[arg-type]
+    session._engine = EngineRead((Cluster("c", "gpu"),), hosts, (), addresses={
+        "gpu-02": "-oProxyCommand=reboot", "gpu-03": "gpu-03.invalid"})
+    transports = session.transports()
+    assert set(transports) == {"gpu-01", "gpu-02", "gpu-03"}
+    probes = {p.host: p for p in session.probe(transports)}
+    assert probes["gpu-01"].status == "unknown"
+    assert "no address" in (probes["gpu-01"].reason or "")
+    assert "invalid host name" in (probes["gpu-02"].reason or "")
+    assert probes["gpu-03"].status == "unknown"          # ssh ran and could not resolve it
+    assert "gpu-03.invalid" in (probes["gpu-03"].reason or "")
