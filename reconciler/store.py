@@ -391,6 +391,22 @@ class Store:
             if cur.rowcount == 0:
                 raise StoreError(f"no run {run_id!r} in {self.path}")
 
+    def prune_runs(self, engine_key: str, kind: str, keep: int) -> int:
+        """Delete all but the newest `keep` finished runs of `kind` on `engine_key` (with their
+        journal entries); returns how many went. For the kinds that run all day (controller
+        passes, scheduled drift reports), whose history would otherwise grow without bound.
+        Unfinished runs are never deleted: recovery reads them."""
+        if keep < 0:
+            raise ValueError("keep must be >= 0")
+        with self._write("prune old runs") as conn:
+            doomed = ("SELECT run_id FROM runs WHERE engine_key = ? AND kind = ? AND "
+                      "finished_at IS NOT NULL ORDER BY started_at DESC, rowid DESC "
+                      "LIMIT -1 OFFSET ?")
+            args = (engine_key, kind, keep)
+            conn.execute(f"DELETE FROM journal WHERE run_id IN ({doomed})", args)
+            cur = conn.execute(f"DELETE FROM runs WHERE run_id IN ({doomed})", args)
+            return cur.rowcount
+
     def run(self, run_id: str) -> RunRecord | None:
         row = self._read("read a run", lambda c: c.execute(
             f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", (run_id,)).fetchone())

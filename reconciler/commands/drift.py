@@ -18,6 +18,7 @@ from reconciler.store import DEFAULT_PATH
 EXIT_IN_SYNC = 0
 EXIT_ERROR = 1
 EXIT_OUT_OF_SYNC = 2
+KEEP_RUNS = 1000
 
 
 def register(subparsers: Any) -> None:
@@ -78,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         counts = report.counts()
         store.finish_run(run_id, "in-sync" if report.in_sync else "out-of-sync",
                          ", ".join(f"{n} {c}" for c, n in counts.items() if n))
+        # Often run from cron: keep a bounded history of these runs.
+        store.prune_runs(key, "drift", KEEP_RUNS)
     sys.stdout.write(drift.RENDERERS[args.output](report))
     sys.stdout.flush()
     return EXIT_IN_SYNC if report.in_sync else EXIT_OUT_OF_SYNC

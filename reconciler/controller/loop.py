@@ -61,6 +61,7 @@ class ControllerConfig:
     backoff_initial: float = 1.0
     backoff_cap: float = 300.0
     idle_beat: float = 5.0
+    keep_passes: int = 1000         # controller-pass runs kept in the store's history
     hold_off_cap: float = 60.0      # longest pause after a good pass (it lasts as long as the pass)
 
 
@@ -341,6 +342,7 @@ class Controller:
             self.store.finish_run(run_id, "failed", str(exc) or type(exc).__name__)
             raise
         self.store.finish_run(run_id, result, the_plan.summary.line())
+        self.store.prune_runs(key, "controller-pass", self.config.keep_passes)
         return PassOutcome(result, the_plan, applied=applied, drift=tuple(records), since=since)
 
     # ---- spec --------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from reconciler.controller.triggers import EventPoller, SpecWatcher, WorkQueue, 
 from reconciler.drift import build_report, render_json, render_markdown, render_text
 from reconciler.lab.server import LabServer
 from reconciler.plan.result import DriftItem, Plan
+from reconciler.store import Store
 
 from .conftest import sdk_connection, wait_for
 
@@ -270,7 +271,7 @@ def test_an_event_storm_never_runs_passes_back_to_back(tmp_path: Path) -> None:
                         f"  passwordFrom: {{file: {password}}}\n  caFile: {lab.ca_file}\n")
         controller = _RecordingController(ControllerConfig(
             spec_paths=(str(spec),), state=tmp_path / "state.db", probe=False,
-            events_interval=0.05, resync=3600.0, idle_beat=0.2))
+            events_interval=0.05, resync=3600.0, idle_beat=0.2, keep_passes=2))
         conn = sdk_connection(lab)
         try:
             hosts = conn.system_service().hosts_service()
@@ -289,6 +290,8 @@ def test_an_event_storm_never_runs_passes_back_to_back(tmp_path: Path) -> None:
     storm = [(prev, cur) for prev, cur in zip(controller.passes, controller.passes[1:])
              if cur[2] <= {"engine-event", "resync"}]
     assert len(storm) >= 2, controller.passes
+    with Store(tmp_path / "state.db") as store:          # the pass history stays bounded
+        assert [r.kind for r in store.runs(limit=100)] == ["controller-pass"] * 2
     for (p_start, p_end, _), (c_start, _, _) in storm:
         # Each event-triggered pass waited at least about as long as the pass before it took.
         assert c_start - p_end >= 0.9 * (p_end - p_start), controller.passes

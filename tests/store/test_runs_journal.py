@@ -115,3 +115,24 @@ def test_unfinished_steps_after_a_crash(db_path: Path) -> None:
         # Our own open step and the other engine's are untouched.
         assert s.journal(next_run)[0].entry_id == mine and s.journal(next_run)[0].outcome is None
         assert len(s.unfinished_steps("lab:other")) == 1
+
+
+def test_prune_keeps_the_newest_finished_runs_of_one_kind(store: Store) -> None:
+    passes = [store.start_run("controller-pass", "lab:demo") for _ in range(5)]
+    for run_id in passes[:4]:
+        store.finish_run(run_id, "ok")
+    apply_run = store.start_run("apply", "lab:demo")
+    entry = store.journal_begin(apply_run, "1", "vm:a", "stop-vm", "vm-restart", {})
+    store.journal_end(entry, "ok")
+    store.finish_run(apply_run, "ok")
+    other = store.start_run("controller-pass", "https://e/ovirt-engine/api")
+    store.finish_run(other, "ok")
+
+    assert store.prune_runs("lab:demo", "controller-pass", keep=2) == 2
+    left = {r.run_id for r in store.runs(limit=100)}
+    # The two newest finished passes, the unfinished one, the apply and the other engine's pass.
+    assert left == {passes[2], passes[3], passes[4], apply_run, other}
+    assert len(store.journal(apply_run)) == 1
+    assert store.prune_runs("lab:demo", "controller-pass", keep=2) == 0
+    with pytest.raises(ValueError):
+        store.prune_runs("lab:demo", "controller-pass", keep=-1)
