@@ -125,7 +125,8 @@ class Executor:
                  progress: Progress | None = None, timing: ops.Timing = ops.DEFAULT_TIMING,
                  timeouts: Timeouts = Timeouts(),
                  max_disruption: Disruption = Disruption.HOST_REBOOT,
-                 connect: Callable[[], Any] | None = None, max_parallel: int = 8) -> None:
+                 connect: Callable[[], Any] | None = None, max_parallel: int = 8,
+                 restart_policy: Callable[[str], str | None] = lambda _vm: None) -> None:
         self._main_conn = connection
         self._main_reader = reader
         # Host cycles of one wave run side by side when we can open more connections (an SDK
@@ -136,6 +137,7 @@ class Executor:
         self._budget_lock = threading.Lock()
         self._in_flight: set[str] = set()
         self.transports = transports
+        self.restart_policy = restart_policy
         self.store = store
         self.run_id = run_id
         self.budget = budget
@@ -585,6 +587,12 @@ class Executor:
                 raise ApplyError(f"{action.target}: removing the SPICE console is not supported")
             return ops.add_vnc_console(self.conn, name, **kw).summary
         if isinstance(action, StopVm):
+            # The planner only stops VMs whose spec allows it; a saved plan is checked again
+            # against the spec it names, so an edited file cannot stop a VM the spec protects.
+            policy = self.restart_policy(name)
+            if policy is not None and policy != "allowed":
+                raise ApplyError(f"{action.target}: refusing to stop the VM: its spec says "
+                                 f"restart: {policy}")
             return ops.shutdown_vm(self.conn, name, self.timeouts.vm_shutdown,
                                    stop_timeout=self.timeouts.vm_stop, **kw).summary
         if isinstance(action, StartVm):

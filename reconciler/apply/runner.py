@@ -235,13 +235,21 @@ def _locked(desired: DesiredState, options: ApplyOptions, store: Store, key: str
                             budget=budget, vgpu_required=_vgpu_required(desired, observed),
                             progress=progress, timing=timing, timeouts=options.timeouts,
                             max_disruption=options.max_disruption,
-                            connect=_connection_factory(desired, fleet))
+                            connect=_connection_factory(desired, fleet),
+                            restart_policy=_restart_policy(desired))
         try:
             return _plan_and_run(desired, options, store, key, run_id, saved, confirm, out,
                                  fleet, observed, executor, left)
         finally:
             if own_progress:
                 progress.close()
+
+
+def _restart_policy(desired: DesiredState) -> Callable[[str], str | None]:
+    """The spec's restart policy per VM; "never" for a VM the spec does not name (we only ever
+    stop VMs the spec allows us to)."""
+    policies = {v.name: v.restart for v in desired.vms}
+    return lambda vm: policies.get(vm, "never")
 
 
 def _connection_factory(desired: DesiredState, fleet: Any) -> Callable[[], Any]:

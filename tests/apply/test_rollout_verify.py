@@ -103,3 +103,16 @@ def test_left_down_follows_the_journal() -> None:
                _entry(7, "stop-vm", "vm:w", "ok"), _entry(8, "start-vm", "vm:w", "ok")]
     # c: the deactivation failed, but may have gone through later; recovery checks its status
     assert left_down(entries) == (["a", "c"], ["v"])
+
+
+def test_a_stop_the_spec_does_not_allow_is_refused() -> None:
+    from reconciler.apply.executor import Executor
+    from reconciler.errors import ApplyError
+    import pytest
+
+    executor = Executor(connection=None, reader=None, transports={}, store=None,  # type: ignore[arg-type]
+                        run_id="r-1", budget=Budget({}),
+                        restart_policy={"vdi-01": "whenDown"}.get)
+    stop = StopVm("vm:vdi-01", "up", "down", Disruption.VM_RESTART, R, "stop")
+    with pytest.raises(ApplyError, match="restart: whenDown"):
+        executor._perform(stop)
