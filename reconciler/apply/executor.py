@@ -39,6 +39,7 @@ from reconciler.plan.actions import (Action, AddMediatedDevice, AttachHostDevice
                                      RegenerateInitramfs, RemoveMediatedDevice, SetConsoleVnc,
                                      SetKernelCmdline, SetVgpuPlacement, StartVm, StopVm,
                                      UpdateMediatedDevice, Verification, WriteModprobeFile)
+from reconciler.plan.expand import MODPROBE_PATH
 from reconciler.plan.result import Plan
 from reconciler.store import Store
 
@@ -550,9 +551,9 @@ class Executor:
         name = action.object_name
         if isinstance(action, WriteModprobeFile):
             path = PurePosixPath(action.path)
-            if str(path.parent) != host_ops.MODPROBE_DIR or path.suffix != ".conf":
+            if str(path) != MODPROBE_PATH:
                 raise ApplyError(f"{action.target}: refusing to write {action.path}: only our "
-                                 f"own {host_ops.MODPROBE_DIR}/*.conf file is written")
+                                 f"own {MODPROBE_PATH} is ever written")
             result = host_ops.write_modprobe_file(self._transport(action), path.stem,
                                                   action.content, backup=True)
             if not result.changed:

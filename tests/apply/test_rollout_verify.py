@@ -116,3 +116,16 @@ def test_a_stop_the_spec_does_not_allow_is_refused() -> None:
     stop = StopVm("vm:vdi-01", "up", "down", Disruption.VM_RESTART, R, "stop")
     with pytest.raises(ApplyError, match="restart: whenDown"):
         executor._perform(stop)
+
+
+def test_only_our_own_modprobe_file_is_ever_written() -> None:
+    from reconciler.apply.executor import Executor
+    from reconciler.errors import ApplyError
+    import pytest
+
+    executor = Executor(connection=None, reader=None, transports={}, store=None,  # type: ignore[arg-type]
+                        run_id="r-1", budget=Budget({}))
+    foreign = WriteModprobeFile("host:h", None, "x", Disruption.HOST_REBOOT, R, "w",
+                                path="/etc/modprobe.d/blacklist-nouveau.conf", content="")
+    with pytest.raises(ApplyError, match="only our own /etc/modprobe.d/gpu-reconciler.conf"):
+        executor._perform(foreign)
