@@ -58,6 +58,7 @@ class PlanState:
         self.started: set[str] = set()
         self.seat_delta: Counter[str] = Counter()
         self.desired_vms: dict[str, VmSpec] = {v.name: v for v in desired.vms}
+        self.device_holders: dict[tuple[str, str], list[str]] | None = None   # see VmPlanning
         self.vms_on_host: dict[str, list[Vm]] = {}
         for vm in observed.vms:
             if vm.host:

@@ -12,7 +12,7 @@ from reconciler.plan.actions import (Action, AddMediatedDevice, AttachHostDevice
                                      DetachHostDevice, Disruption, PinVm, Reason,
                                      RemoveMediatedDevice, SetConsoleVnc, UpdateMediatedDevice,
                                      Verification)
-from reconciler.plan.result import DriftItem
+from reconciler.plan.result import DriftItem, Note
 from reconciler.plan.state import PlanState, is_down
 from reconciler.spec.model import VmSpec
 
@@ -167,6 +167,13 @@ class VmPlanning(PlanState):
         for name in want:
             if name in current:
                 continue
+            sharing = [v for v in self._device_holders().get((host_name, name), ())
+                       if v != vm.name]
+            if sharing:
+                # The engine lets several down VMs hold one device; only one of them can run.
+                self.notes.append(Note(key, f"device {name} on host {host_name} is also attached "
+                                            f"to VM(s) {', '.join(sharing)} (down); only one of "
+                                            "them can run at a time"))
             # The engine attaches the device's whole IOMMU group; the reviewer sees what follows.
             siblings = _group_siblings(devices, devices[name], want)
             follow = "follows as a placeholder" if len(siblings) == 1 else \
@@ -180,6 +187,17 @@ class VmPlanning(PlanState):
                 description=f"attach host device {name} from host {host_name}{with_siblings}",
                 verify=(Verification(key, "host_devices", "contains", name),),
                 host=host_name, device=name))
+
+    def _device_holders(self) -> dict[tuple[str, str], list[str]]:
+        """(host, device) -> VMs whose configuration holds it (built once per run)."""
+        if self.device_holders is None:
+            holders: dict[tuple[str, str], list[str]] = {}
+            for other in sorted(self.observed.vms, key=lambda v: v.name):
+                for d in other.host_devices:
+                    if d.host:
+                        holders.setdefault((d.host, d.name), []).append(other.name)
+            self.device_holders = holders
+        return self.device_holders
 
     def _plan_vgpu(self, vm: Vm, spec: VmSpec, reason: Reason, blockers: list[str],
                    next_start: list[Action], parts: list[str]) -> list[AddMediatedDevice]:
