@@ -105,6 +105,11 @@ def render_text(observed: Observed, desired: DesiredState | None = None) -> str:
     lines.append(f"{len(observed.clusters)} clusters, {len(observed.hosts)} hosts, "
                  f"{gpu_count} GPU functions, {len(observed.vms)} VMs")
     free: dict[tuple[str, str], int] = defaultdict(int)
+    holders: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for vm in observed.vms:
+        for d in vm.host_devices:
+            if d.host:
+                holders[(d.host, d.name)].append(vm.name)
     lines.append("")
     lines.append("HOSTS")
     for host in observed.hosts:
@@ -118,6 +123,10 @@ def render_text(observed: Observed, desired: DesiredState | None = None) -> str:
             lines.append(f"    note: {host.cpu_vendor_note}")
         for dev in (d for d in host.devices if is_gpu(d)):
             used = f" -> {dev.vm}" if dev.vm else ""
+            # The engine names a device's VM only while it runs; down VMs still hold it.
+            idle = [v for v in holders.get((host.name, dev.name), ()) if v != dev.vm]
+            if idle:
+                used += f" (attached to {', '.join(idle)}, not running)"
             lines.append(f"    {dev.name} {dev.pci_id or '?'} {dev.product_name or ''} "
                          f"driver={dev.driver or '-'} iommu={_or_dash(dev.iommu_group)}{used}".rstrip())
             for m in dev.mdev_types:

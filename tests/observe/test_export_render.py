@@ -143,3 +143,15 @@ def test_kernel_view_merges_every_profile_like_the_planner():
     # iommu: false must drop both vendors' arguments, whatever the host's vendor.
     assert {k: v.desired for k, v in views["plain-01"].items()} == {
         "intel_iommu": None, "amd_iommu": None}
+
+
+def test_text_names_down_vms_that_hold_a_gpu():
+    from dataclasses import replace
+    observed = fleet()
+    pt = next(h for h in observed.hosts if h.name == "pt-01")
+    idle = replace(pt, devices=tuple(replace(d, vm=None) for d in pt.devices))
+    observed = replace(observed, hosts=tuple(idle if h is pt else h for h in observed.hosts))
+    text = render_text(observed)
+    assert "pci_0000_03_00_0 10de:13ba" in text
+    assert "(attached to cad-01, not running)" in text
+    assert "-> cad-01" not in text
