@@ -8,6 +8,7 @@ events (`EventPoller`, `/events?from=<cursor>` through the SDK), and a periodic 
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -107,16 +108,26 @@ class ResyncTimer(_Trigger):
 
 
 def spec_filter(paths: Iterable[Path]) -> Callable[[watchfiles.Change, str], bool]:
-    """Only spec files count: the named files, and YAML files under the named folders."""
-    files = {p.resolve() for p in paths if not p.is_dir()}
+    """Only spec files count: the named files, and YAML files under the named folders.
+
+    A named file may be a symlink whose target moves: Kubernetes mounts a ConfigMap as
+    `fleet.yaml -> ..data/fleet.yaml` and updates it by swapping the `..data` symlink to a new
+    `..<timestamp>` folder, so the swap itself (a `..` entry beside the file) counts, and the
+    file's target is resolved afresh for every change."""
+    named = [Path(os.path.abspath(p)) for p in paths if not p.is_dir()]
+    files = {p.resolve() for p in named}
+    parents = {p.parent for p in named} | {p.parent.resolve() for p in named}
     dirs = [p.resolve() for p in paths if p.is_dir()]
     default = watchfiles.DefaultFilter()
 
     def accept(change: watchfiles.Change, path: str) -> bool:
         if not default(change, path):
             return False
-        resolved = Path(path).resolve()
-        if resolved in files:
+        changed = Path(path)
+        if changed.parent in parents and changed.name.startswith(".."):
+            return True
+        resolved = changed.resolve()
+        if resolved in files or changed in named or any(resolved == p.resolve() for p in named):
             return True
         if resolved.suffix not in SPEC_SUFFIXES:
             return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -295,3 +296,37 @@ def test_an_event_storm_never_runs_passes_back_to_back(tmp_path: Path) -> None:
     for (p_start, p_end, _), (c_start, _, _) in storm:
         # Each event-triggered pass waited at least about as long as the pass before it took.
         assert c_start - p_end >= 0.9 * (p_end - p_start), controller.passes
+
+
+def _configmap_update(folder: Path, generation: int, text: str) -> None:
+    """What Kubernetes' atomic writer does to a mounted ConfigMap: the files are symlinks through
+    `..data`, which is swapped (rename over) to a new timestamped folder; the old one is deleted."""
+    new = folder / f"..2026_11_25_{generation:02d}"
+    new.mkdir()
+    (new / "fleet.yaml").write_text(text)
+    old = os.readlink(folder / "..data") if (folder / "..data").is_symlink() else None
+    tmp = folder / "..data_tmp"
+    tmp.symlink_to(new.name)
+    os.replace(tmp, folder / "..data")
+    if not (folder / "fleet.yaml").is_symlink():
+        (folder / "fleet.yaml").symlink_to("..data/fleet.yaml")
+    if old is not None:
+        shutil.rmtree(folder / old)
+
+
+@pytest.mark.parametrize("as_file", [False, True])
+def test_spec_watcher_follows_configmap_updates(tmp_path: Path, as_file: bool) -> None:
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    _configmap_update(folder, 1, "a: 1\n")
+    queue = WorkQueue()
+    watcher = SpecWatcher(queue, [folder / "fleet.yaml" if as_file else folder], debounce_ms=50)
+    watcher.start()
+    try:
+        assert watcher.ready.wait(10)
+        for generation in (2, 3, 4):      # every update, not only the first
+            _configmap_update(folder, generation, f"a: {generation}\n")
+            assert wait_for(f"update {generation}",
+                            lambda: queue.get(timeout=0.2), timeout=10) == {"spec"}
+    finally:
+        watcher.stop()
