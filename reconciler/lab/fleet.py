@@ -120,8 +120,9 @@ from typing import Any  # noqa: E402
 from reconciler.errors import ReconcilerError  # noqa: E402
 from reconciler.lab import catalogue  # noqa: E402
 from reconciler.lab import hosts as labhosts  # noqa: E402
+# deploy/lab/fleets/ in a checkout; an installed copy reads the copies a wheel ships.
+from reconciler.spec.fleetref import BUILTIN_FLEETS_DIR as FLEETS_DIR  # noqa: E402
 
-FLEETS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "lab" / "fleets"
 _DEFAULT_CPU_NAME = {"intel": "Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz",
                      "amd": "AMD EPYC 7313 16-Core Processor"}
 RHEL8_CMDLINE = ("BOOT_IMAGE=(hd0,msdos1)/vmlinuz-4.18.0-477.10.1.el8_8.x86_64 "

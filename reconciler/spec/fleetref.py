@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# The built-in fleets ship with the project (reconciler.lab.fleet.FLEETS_DIR reads the same
-# folder); named here so that validating a spec never imports the lab engine.
-BUILTIN_FLEETS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "lab" / "fleets"
+# The built-in fleets: deploy/lab/fleets/ in a checkout, reconciler/data/fleets/ (the copy a wheel
+# ships) in an installed copy. reconciler.lab.fleet.FLEETS_DIR is the same folder; it is named
+# here so that validating a spec never imports the lab engine.
+_REPO_FLEETS = Path(__file__).resolve().parents[2] / "deploy" / "lab" / "fleets"
+PACKAGED_FLEETS = Path(__file__).resolve().parents[1] / "data" / "fleets"
+BUILTIN_FLEETS_DIR = _REPO_FLEETS if _REPO_FLEETS.is_dir() else PACKAGED_FLEETS
 
 
 def is_fleet_path(fleet: str) -> bool:

@@ -18,7 +18,11 @@ from jsonschema.exceptions import ValidationError
 from reconciler.errors import SpecIssue
 from reconciler.spec.load import SpecDocument, SpecPath
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "spec.schema.json"
+# schemas/spec.schema.json is the copy editors point at; reconciler/data/ holds the copy a wheel
+# ships (tests keep the two identical). A checkout reads the former, an installed copy the latter.
+_REPO_SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "spec.schema.json"
+PACKAGED_SCHEMA = Path(__file__).resolve().parents[1] / "data" / "spec.schema.json"
+SCHEMA_PATH = _REPO_SCHEMA if _REPO_SCHEMA.is_file() else PACKAGED_SCHEMA
 
 _TYPE_WORDS = {"object": "a mapping", "array": "a list", "string": "a string",
                "integer": "a whole number", "number": "a number", "boolean": "true or false",
