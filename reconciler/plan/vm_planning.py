@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
-from reconciler.observe.facts import HostDevice, Vm
+from reconciler.observe.facts import Host, HostDevice, Vm
 from reconciler.plan import checks
 from reconciler.plan.actions import (Action, AddMediatedDevice, AttachHostDevice,
                                      DetachHostDevice, Disruption, PinVm, Reason,
@@ -280,6 +280,17 @@ class VmPlanning(PlanState):
                     f"used by VM {dev.vm}, which no spec mentions for passthrough", None))
         for name in sorted(self.vms):
             vm = self.vms[name]
+            if name not in self.desired_vms:
+                # A VM that is not running holds its GPUs only in its configuration: the host
+                # device names no VM then, so the host-level report above cannot see it.
+                idle = sorted(f"{d.name} on {d.host}" for d in vm.host_devices
+                              if not d.placeholder and d.host in self.hosts
+                              and _is_gpu_function(self.hosts[d.host], d.name)
+                              and self.hosts[d.host].device(d.name).vm != name)
+                if idle:
+                    self.drift.append(DriftItem(
+                        f"vm:{name}", "unmanaged", "GPU host device(s) " + ", ".join(idle) +
+                        f" attached (VM is {vm.status}); no spec mentions this VM", None))
             if vm.mediated_devices and name not in self.desired_vms:
                 types = Counter(m.mdev_type for m in vm.mediated_devices)
                 self.drift.append(DriftItem(
@@ -303,3 +314,8 @@ def _group_siblings(devices: Mapping[str, HostDevice], device: HostDevice,
     return sorted(d.name for d in devices.values()
                   if d.iommu_group == device.iommu_group and d.name not in skip
                   and d.name != device.name)
+
+
+def _is_gpu_function(host: Host, name: str) -> bool:
+    dev = host.device(name)
+    return dev is not None and (dev.vendor_id == "10de" or bool(dev.mdev_types))
