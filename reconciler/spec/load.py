@@ -153,7 +153,8 @@ def _compose(typed: str, path: Path, text: str) -> SpecDocument:
     loader = _Loader(text)
     try:
         root = loader.get_node() if loader.check_node() else None
-        if root is None:
+        if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == _TAG + "null"):
+            # `---` alone (or `~`) is a document holding nothing, like an empty file
             raise _LoadFailed(SpecIssue(typed, 1, 1, "(document)",
                                         "file is empty (a spec needs at least apiVersion)"))
         if loader.check_node():

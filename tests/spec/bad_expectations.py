@@ -13,6 +13,7 @@ EXPECTED: list[tuple[str, int, int, str, str]] = [
     ("yaml-multi-doc", 4, 1, "(document)", "only one YAML document per file"),
     ("yaml-empty", 1, 1, "(document)", "file is empty"),
     ("yaml-only-comment", 1, 1, "(document)", "file is empty"),
+    ("yaml-empty-document", 1, 1, "(document)", "file is empty"),
     ("yaml-list-document", 1, 1, "(document)", "must be a mapping of keys, not a list"),
     ("yaml-scalar-document", 1, 1, "(document)", "not a single value"),
     ("yaml-duplicate-key", 6, 5, "vms[0].name",
