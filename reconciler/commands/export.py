@@ -45,7 +45,15 @@ def run(args: argparse.Namespace) -> int:
     from reconciler.observe.session import open_fleet
     from reconciler.spec import load_desired
 
-    desired = load_desired([args.spec])
+    from reconciler.errors import SpecError
+
+    try:
+        desired = load_desired([args.spec])
+    except SpecError as err:
+        # One problem per line, FILE:LINE:COL first, as `validate` and `plan` print them.
+        for issue in err.issues:
+            print(issue.format(), file=sys.stderr)
+        return 1
     engine, access = engine_blocks(args.spec)
     # The input spec's own profiles and VMs must not narrow what we read: export everything.
     from dataclasses import replace

@@ -70,9 +70,14 @@ def test_observe_no_probe(tmp_path, capsys, fleets):
 def test_observe_bad_spec_is_a_clear_error(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("apiVersion: gpu-reconciler/v1\nengine: {url: 3}\n")
-    assert main(["observe", str(bad)]) != 0
-    err = capsys.readouterr().err
-    assert "bad.yaml" in err and "Traceback" not in err
+    bad.write_text("apiVersion: gpu-reconciler/v1\nengine: {url: 3}\nvms: [{name: 1}]\n")
+    for command in ("observe", "export"):
+        assert main([command, str(bad)]) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        # every problem on its own line, located, as validate and plan print them
+        lines = err.strip().splitlines()
+        assert len(lines) >= 2 and all(line.startswith(f"{bad}:") for line in lines), err
 
 
 def _export(tmp_path, fleet_ref, fleet):
