@@ -1,7 +1,8 @@
 """Observed state -> a spec that describes the fleet as it is, so a running fleet can be adopted.
 
 Hosts are grouped into one profile per cluster and identical observed settings (managed kernel
-arguments found in the engine's custom cmdline, vGPU placement). VMs get their passthrough devices
+arguments found in the engine's custom cmdline, only those it sets: an argument it does not set is
+left unmanaged, never exported as "must be absent"; vGPU placement). VMs get their passthrough devices
 (non-placeholder host devices on their pinned host) and their vGPUs (type, count, display, driver
 params). Planning the exported spec against the same fleet shows no changes: hosts whose engine
 args are configured but not booted get `rollout.reboot: never`, so they show as pending a reboot
@@ -51,8 +52,19 @@ def kernel_from_cmdline(custom: str) -> dict[str, Any]:
         else:
             _log.warning("export_kernel_arg_skipped", arg=tok.raw,
                          reason="not expressible as kernel.extraArgs; left unmanaged")
-    return {"iommu": iommu, "iommuPassthrough": passthrough, "blacklistNouveau": nouveau,
-            "pciStub": stub, "extraArgs": extra}
+    # Only what the engine line sets: an argument it does not set may come from the host's own
+    # boot config (e.g. rdblacklist=nouveau in GRUB_CMDLINE_LINUX, as vGPU guides advise), and a
+    # `false` here would make the planner try to remove it from a fleet it is adopting.
+    block: dict[str, Any] = {"iommu": True} if iommu else {}
+    if passthrough:
+        block["iommuPassthrough"] = True
+    if nouveau:
+        block["blacklistNouveau"] = True
+    if stub:
+        block["pciStub"] = stub
+    if extra:
+        block["extraArgs"] = extra
+    return block
 
 
 def is_gpu_host(host: Host) -> bool:
@@ -73,7 +85,8 @@ def host_settings(host: Host) -> dict[str, Any]:
     A host whose configured args were never booted gets `rollout.reboot: never`: adopting a
     fleet must not reboot anything by itself; the plan lists the host as waiting for a reboot.
     """
-    settings: dict[str, Any] = {"kernel": kernel_from_cmdline(host.custom_kernel_cmdline)}
+    kernel = kernel_from_cmdline(host.custom_kernel_cmdline)
+    settings: dict[str, Any] = {"kernel": kernel} if kernel else {}
     if any(d.mdev_types for d in host.devices) and host.vgpu_placement:
         settings["vgpu"] = {"placement": host.vgpu_placement}
     if waits_for_reboot(host):

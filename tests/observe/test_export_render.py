@@ -60,9 +60,11 @@ def fleet():
 
 def test_kernel_block_from_custom_cmdline():
     assert kernel_from_cmdline("amd_iommu=on iommu=pt pci-stub.ids=10DE:13ba pci=realloc") == {
-        "iommu": True, "iommuPassthrough": True, "blacklistNouveau": False,
+        "iommu": True, "iommuPassthrough": True,
         "pciStub": ["10de:13ba"], "extraArgs": ["pci=realloc"]}
-    assert kernel_from_cmdline("")["iommu"] is False
+    # What the engine line does not set stays unmanaged (it may be in the host's GRUB config).
+    assert kernel_from_cmdline("") == {}
+    assert kernel_from_cmdline("rdblacklist=nouveau") == {"blacklistNouveau": True}
 
 
 def test_export_groups_identical_hosts_and_validates_against_the_spec_schema():
@@ -155,3 +157,25 @@ def test_text_names_down_vms_that_hold_a_gpu():
     assert "pci_0000_03_00_0 10de:13ba" in text
     assert "(attached to cad-01, not running)" in text
     assert "-> cad-01" not in text
+
+
+def test_export_of_args_set_outside_the_engine_plans_nothing(tmp_path):
+    """Arguments a host boots with from its own GRUB config are not the engine's: the export
+    leaves them unmanaged, so planning it neither cycles the host nor blocks it."""
+    from dataclasses import replace
+
+    from reconciler.observe.facts import BootEntry, ProbeFacts
+    from reconciler.plan import plan
+    from reconciler.spec import load_desired
+
+    grub = "ro rdblacklist=nouveau intel_iommu=on iommu=pt quiet"
+    observed = fleet()
+    hosts = tuple(replace(h, custom_kernel_cmdline="", reported_kernel_cmdline=grub)
+                  if h.name == "gpu-02" else h for h in observed.hosts)
+    observed = replace(observed, hosts=hosts, probes=(ProbeFacts(
+        "gpu-02", proc_cmdline=grub, boot_entries=(BootEntry("m-5.14.0", None, grub),)),))
+    path = tmp_path / "exported.yaml"
+    path.write_text(dump_spec(export_spec(observed, {"lab": {"fleet": "demo"}})))
+    result = plan(load_desired([str(path)]), observed)
+    assert not [a for a in result.actions if a.target == "host:gpu-02"]
+    assert not [d for d in result.drift if d.key == "host:gpu-02"]
