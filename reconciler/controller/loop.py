@@ -122,43 +122,69 @@ class _Abandon(BaseException):
 class _ApplyProgress:
     """The executor's progress hook: feeds /status and /metrics, learns the apply's correlation
     id (its run id) and, once stopping, abandons the apply at the first safe point: between steps,
-    with no host taken out of service and no VM stopped for a change that is not back."""
+    with no step running, no host taken out of service and no VM stopped that is not back.
+
+    Host cycles of one wave run side by side in the executor's threads, so the hook is called
+    concurrently: one lock guards its state, a step counts as taking its host or VM down from the
+    moment it starts, and once the safe point is reached every later step is refused before it
+    runs (raising from `step_started`), so no other thread can take anything down afterwards.
+    """
+
+    _TAKES_DOWN = {"deactivate": "host", "stop-vm": "vm"}
 
     def __init__(self, controller: Controller) -> None:
         self.c = controller
         self.run_id: str | None = None
         self.done = 0
+        self._lock = threading.Lock()
+        self._running = 0
+        self._abandoning = False
         self._hosts_out: set[str] = set()
         self._vms_stopped: set[str] = set()
 
     def step_started(self, event: Any) -> None:
-        if self.run_id is None:
-            self.run_id = event.run_id
-            self.c.own_correlation_ids.add(event.run_id)
-            self.c.state.apply_started(event.run_id)
-        if event.action == "deactivate":
-            self._hosts_out.add(event.target)
-        self.c.state.apply_step(event.run_id, f"{event.target} {event.action}", self.done)
+        with self._lock:
+            if self._abandoning:
+                raise _Abandon()
+            if self.run_id is None:
+                self.run_id = event.run_id
+                self.c.own_correlation_ids.add(event.run_id)
+                self.c.state.apply_started(event.run_id)
+            self._running += 1
+            kind = self._TAKES_DOWN.get(event.action)
+            if kind == "host":
+                self._hosts_out.add(event.target)
+            elif kind == "vm":
+                self._vms_stopped.add(event.target)
+            done = self.done
+        self.c.state.apply_step(event.run_id, f"{event.target} {event.action}", done)
         self.c.state.beat()
 
     def step_finished(self, event: Any, outcome: str, seconds: float,
                       message: str | None = None) -> None:
-        self.done += 1
+        with self._lock:
+            self.done += 1
+            self._running = max(0, self._running - 1)
+            if outcome == "ok":
+                if event.action == "start-vm":
+                    self._vms_stopped.discard(event.target)
+                elif event.action in ("host-cycle", "activate"):
+                    self._hosts_out.discard(event.target)
+            elif event.action == "stop-vm":
+                # A VM that failed to stop is not brought back by the executor either way.
+                self._vms_stopped.discard(event.target)
+            safe = (self.c.stopping and outcome == "ok" and self._running == 0
+                    and not self._hosts_out and not self._vms_stopped)
+            if safe:
+                self._abandoning = True
+            done = self.done
         self.c.metrics.apply_step({"ok": "ok", "failed": "failed"}.get(outcome, "skipped"))
-        self.c.state.apply_step(event.run_id, f"{event.target} {event.action}", self.done)
+        self.c.state.apply_step(event.run_id, f"{event.target} {event.action}", done)
         self.c.state.beat()
         self.c.log.info("apply step", run_id=event.run_id, target=event.target,
                         action=event.action, outcome=outcome, seconds=round(seconds, 3),
                         message=message)
-        if outcome == "ok":
-            if event.action == "stop-vm":
-                self._vms_stopped.add(event.target)
-            elif event.action == "start-vm":
-                self._vms_stopped.discard(event.target)
-            elif event.action in ("host-cycle", "activate"):
-                self._hosts_out.discard(event.target)
-        if (self.c.stopping and outcome == "ok" and not self._hosts_out
-                and not self._vms_stopped):
+        if safe:
             raise _Abandon()
 
     def message(self, text: str) -> None:
