@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import sys
 import tempfile
@@ -16,7 +17,9 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "export", help="write a spec from the fleet as observed (adopt a running fleet)",
         description="Read the engine named by ENGINE-SPEC and write a spec (host profiles grouped "
-                    "by identical settings, VMs with their GPUs) that plans to no changes.")
+                    "by identical settings, VMs with their GPUs) that plans to no changes. "
+                    "With -o, relative paths of the engine and hostAccess blocks are rewritten "
+                    "to stay valid from the output file's folder.")
     parser.add_argument("spec", metavar="ENGINE-SPEC", help="spec file with the engine block")
     parser.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     parser.set_defaults(func=run)
@@ -39,6 +42,33 @@ def engine_blocks(path: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
     return engine, access
 
 
+# Spec keys that hold paths, relative to the folder of the file that names them (docs/spec.md).
+_PATH_KEYS = (("caFile",), ("passwordFrom", "file"), ("lab", "state"), ("lab", "fleet"),
+              ("ssh", "identityFile"), ("ssh", "knownHostsFile"), ("localRoots",))
+
+
+def rebase_paths(block: dict[str, Any], src_dir: Path, dst_dir: Path) -> dict[str, Any]:
+    """A copy of an `engine` / `hostAccess` block whose relative paths still name the same files
+    when the block is written to a spec in `dst_dir` instead of `src_dir`."""
+    from reconciler.spec.fleetref import is_fleet_path
+
+    out: dict[str, Any] = json.loads(json.dumps(block))    # deep copy of plain YAML data
+    for keys in _PATH_KEYS:
+        parent: Any = out
+        for key in keys[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict) or not isinstance(parent.get(keys[-1]), str):
+            continue
+        value = parent[keys[-1]]
+        if keys == ("lab", "fleet") and not is_fleet_path(value):
+            continue                                       # a built-in fleet's name
+        if value.startswith("~") or os.path.isabs(value):
+            continue
+        parent[keys[-1]] = os.path.relpath(os.path.abspath(src_dir / value),
+                                           os.path.abspath(dst_dir))
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from reconciler.export import dump_spec, export_spec, waits_for_reboot
     from reconciler.observe.facts import Observed
@@ -55,6 +85,12 @@ def run(args: argparse.Namespace) -> int:
             print(issue.format(), file=sys.stderr)
         return 1
     engine, access = engine_blocks(args.spec)
+    if args.output:
+        # Relative paths are taken from the folder of the file that names them: keep them
+        # pointing at the same files from where the export is written.
+        src, dst = Path(args.spec).parent, Path(args.output).parent
+        engine = rebase_paths(engine, src, dst)
+        access = rebase_paths(access, src, dst) if access else access
     # The input spec's own profiles and VMs must not narrow what we read: export everything.
     from dataclasses import replace
     with open_fleet(replace(desired, host_profiles=(), vms=())) as fleet:

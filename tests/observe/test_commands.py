@@ -142,3 +142,32 @@ def test_export_of_a_settled_fleet_plans_no_changes(tmp_path, capsys, fleets):
     plan = _plan(_export(tmp_path, str(path), settled), capsys)
     assert plan["actions"] == [], plan["actions"]
     assert plan["summary"]["drift"] == 0
+
+
+def test_export_elsewhere_keeps_relative_paths_valid(tmp_path, capsys, fleets):
+    lab_modules()
+    pytest.importorskip("reconciler.lab.embedded", reason="the embedded lab is not built yet")
+    from reconciler.commands.export import rebase_paths
+
+    src = tmp_path / "specs"
+    src.mkdir()
+    spec = src / "fleet.yaml"
+    spec.write_text(yaml.safe_dump({"apiVersion": "gpu-reconciler/v1",
+                                    "engine": {"lab": {"fleet": "demo", "state": "lab-state"}}}))
+    out = tmp_path / "exports" / "now.yaml"
+    assert main(["--log-level", "error", "export", str(spec), "-o", str(out)]) == 0
+    exported = yaml.safe_load(out.read_text())
+    assert exported["engine"] == {"lab": {"fleet": "demo", "state": "../specs/lab-state"}}
+    plan = _plan(out, capsys)            # the same lab state, reached from the new folder
+    assert plan["actions"] == []
+
+    block = {"url": "https://e/ovirt-engine/api", "caFile": "ca.pem",
+             "passwordFrom": {"file": "/run/secrets/pw"},
+             "ssh": {"knownHostsFile": "~/.ssh/known_hosts", "identityFile": "keys/id"},
+             "localRoots": "roots"}
+    moved = rebase_paths(block, tmp_path / "a", tmp_path / "b" / "c")
+    assert moved["caFile"] == "../../a/ca.pem" and moved["localRoots"] == "../../a/roots"
+    assert moved["passwordFrom"]["file"] == "/run/secrets/pw"
+    assert moved["ssh"] == {"knownHostsFile": "~/.ssh/known_hosts",
+                            "identityFile": "../../a/keys/id"}
+    assert block["caFile"] == "ca.pem"                      # the input is not changed
