@@ -492,6 +492,9 @@ class Controller:
                 outcome = execute(desired, options, out=out, progress=progress)
         except LockedError as err:
             self.log.warning("apply skipped: the lock is held", error=str(err))
+            # Shown on /status: the reason the controller is not converging (e.g. a lock left
+            # by a crashed holder that needs --force-unlock).
+            self.state.apply_finished(None, "locked", str(err), revision)
             self._apply_not_before = time.monotonic() + self._apply_backoff.failed()
             self.queue.put("apply-retry")
             return None

@@ -166,7 +166,7 @@ class ControllerState:
             done = current.steps_done if steps_done is None else steps_done
             self._apply = ApplyStatus(run_id, current.started_at, step, done, current.steps_total)
 
-    def apply_finished(self, run_id: str, outcome: str, message: str | None = None,
+    def apply_finished(self, run_id: str | None, outcome: str, message: str | None = None,
                        revision: str | None = None) -> None:
         """`revision` is the spec revision the apply converged to (a git commit with --git)."""
         with self._lock:

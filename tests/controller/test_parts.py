@@ -23,6 +23,7 @@ from reconciler.controller.loop import (Backoff, Controller, ControllerConfig, r
 from reconciler.controller.triggers import EventPoller, SpecWatcher, WorkQueue, spec_filter
 from reconciler.drift import build_report, render_json, render_markdown, render_text
 from reconciler.lab.server import LabServer
+from reconciler.plan.actions import Disruption
 from reconciler.plan.result import DriftItem, Plan
 from reconciler.store import Store
 
@@ -365,3 +366,28 @@ def test_sigterm_safe_point_holds_across_parallel_host_cycles(tmp_path: Path) ->
     with pytest.raises(_Abandon):
         hook.step_started(ev("host:c", "deactivate"))
     controller.store.close()
+
+
+def test_an_apply_refused_by_the_lock_shows_why_on_status(tmp_path: Path) -> None:
+    with LabServer("demo", tmp_path / "lab", time_scale=0.01) as lab:
+        password = tmp_path / "pw"
+        password.write_text(lab.password)
+        spec = tmp_path / "fleet.yaml"
+        # A second vGPU for vdi-01: a vm-restart change, which apply mode may make.
+        spec.write_text("apiVersion: gpu-reconciler/v1\nengine:\n"
+                        f"  url: {lab.url}\n  username: {lab.username}\n"
+                        f"  passwordFrom: {{file: {password}}}\n  caFile: {lab.ca_file}\n"
+                        "vms:\n  - name: vdi-01\n"
+                        "    vgpu: {type: nvidia-18, instances: 2, secondaryDisplay: vnc}\n")
+        state = tmp_path / "state.db"
+        with Store(state) as holder:
+            holder.acquire_lock(lab.url, "r-20261125-000000-beef", who="ops")
+            controller = Controller(ControllerConfig(
+                spec_paths=(str(spec),), state=state, mode="apply", resync=3600.0,
+                idle_beat=0.2, max_disruption=Disruption.VM_RESTART))
+            with running(controller):
+                last = wait_for("the refused apply",
+                                lambda: controller.state.snapshot()["last_apply"])
+        assert last["outcome"] == "locked"
+        assert "r-20261125-000000-beef" in last["message"] and "by ops" in last["message"]
+        assert controller.state.snapshot()["applied_revision"] is None
