@@ -16,6 +16,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.lab.embedded import DEFAULT_STATE_ROOT, fleet_key
 from reconciler.lab.engine import EngineFault, LabEngine
 from reconciler.lab.faults import FaultConfig
+from reconciler.lab.fleetmark import check_fleet_mark
 from reconciler.lab.fleet import LabFleet
 from reconciler.lab.server import LabError, LabServer, _load_fleet
 from reconciler.lab.statelock import state_lock
@@ -97,6 +98,7 @@ def run_serve(args: argparse.Namespace) -> int:
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         with state_lock(state):
+            check_fleet_mark(state, args.fleet)
             # A served lab listens on a real port: give it a fresh random password, handed over
             # only through the 0600 password file.
             server = LabServer(fleet, state, port=args.port, tls=not args.http, faults=faults,
@@ -172,6 +174,7 @@ def run_drift(args: argparse.Namespace) -> int:
     fleet = _load_fleet(args.fleet)
     # A running lab would overwrite the change with its own state: drift only a stopped lab.
     with state_lock(state):
+        check_fleet_mark(state, args.fleet)
         engine = LabEngine(fleet, state)
         try:
             done = engine.drift(args.kind, host=args.host, vm=args.vm, value=args.value)

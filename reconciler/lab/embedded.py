@@ -2,7 +2,8 @@
 
 State lives under `<state_root>/<fleet>/` (or the spec's `engine.lab.state`), so `plan`, `apply`
 and `plan` again, each a separate CLI run, see one continuing fleet. One process at a time: a
-second one on the same state is refused (`statelock`).
+second one on the same state is refused (`statelock`), and so is a state made from another
+fleet (`fleetmark`).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.lab.fleetmark import check_fleet_mark
 from reconciler.lab.server import LabError, LabServer
 from reconciler.lab.statelock import state_lock
 from reconciler.spec.model import EngineSpec
@@ -52,6 +54,7 @@ def embedded_lab(engine_spec: EngineSpec, state_root: Path | None = None, *,
         raise LabError("the spec's engine is not a lab engine")
     state = lab_state_dir(engine_spec, state_root)
     with state_lock(state):
+        check_fleet_mark(state, engine_spec.lab_fleet)
         server = LabServer(engine_spec.lab_fleet, state, time_scale=time_scale)
         with server:
             yield EmbeddedLab(server.url, server.ca_file, server.username, server.password,

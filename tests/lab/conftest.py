@@ -96,3 +96,12 @@ def conn(lab: LabServer) -> Iterator[sdk.Connection]:
     c = connect(lab)
     yield c
     c.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """`main()` points structlog at the captured stderr of its test; undo that afterwards, so a
+    later test that logs never writes to a closed stream."""
+    yield
+    import structlog
+    structlog.reset_defaults()

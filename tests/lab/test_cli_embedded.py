@@ -180,3 +180,30 @@ def test_serve_and_generate_report_unusable_paths(tmp_path: Path,
     assert main(["lab", "generate", "--hosts", "1", "--gpus-per-host", "1", "--vms", "1",
                  "-o", str(blocker / "fleet.yaml")]) == 1
     assert capsys.readouterr().err.startswith(f"error: cannot write {blocker / 'fleet.yaml'}")
+
+
+@needs_fleet_files
+def test_state_made_from_another_fleet_is_refused(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from dataclasses import replace
+
+    from reconciler.lab.fleetmark import LabFleetChanged
+    fleet_file = _fleet_file(tmp_path)
+    spec = EngineSpec(lab_fleet=str(fleet_file))
+    root = tmp_path / "labs"
+    state = lab_state_dir(spec, root)
+    with embedded_lab(spec, root) as lab:
+        assert lab.server.engine is not None and len(lab.server.engine.hosts) == 3
+    with embedded_lab(spec, root):       # the same fleet again: its state goes on
+        pass
+    smaller = small_fleet()
+    fleet_file.write_text(fleet_mod.dump_fleet(replace(smaller, hosts=smaller.hosts[:2])))
+    with pytest.raises(LabFleetChanged, match=r"was made from a different fleet than .*small\.yaml"):
+        with embedded_lab(spec, root):
+            pass
+    serve = ["lab", "serve", "--fleet", str(fleet_file), "--state", str(state)]
+    assert main(serve) == 1
+    assert f"run `reconcile lab reset --state {state}`" in capsys.readouterr().err
+    assert main(["lab", "reset", "--state", str(state)]) == 0
+    with embedded_lab(spec, root) as lab:
+        assert lab.server.engine is not None and len(lab.server.engine.hosts) == 2

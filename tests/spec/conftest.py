@@ -1,7 +1,7 @@
 """Shared helpers for the spec tests: run `reconcile validate` in-process and capture its output."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,3 +50,12 @@ def write(tmp_path: Path) -> Callable[[str, str], Path]:
         path.write_text(text, encoding="utf-8")
         return path
     return put
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """`main()` points structlog at the captured stderr of its test; undo that afterwards, so a
+    later test that logs never writes to a closed stream."""
+    yield
+    import structlog
+    structlog.reset_defaults()
