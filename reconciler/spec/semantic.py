@@ -9,6 +9,7 @@ import difflib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from reconciler.errors import SpecIssue
 from reconciler.spec.fleetref import builtin_fleets, is_fleet_path
@@ -134,6 +135,12 @@ def _engine_access(doc: SpecDocument) -> Iterator[SpecIssue]:
     if isinstance(url, str) and url.lower().startswith("http://") and not insecure:
         yield doc.issue(("engine", "url"), "http:// sends the password in clear text: use "
                                            "https:// or set insecure: true")
+    if isinstance(url, str) and url.lower().startswith(("http://", "https://")):
+        # The SDK appends /hosts, /vms ... to this URL: without the API path every call is a 404.
+        parts = urlsplit(url)
+        if not parts.path.rstrip("/").endswith(_API_PATH):
+            yield doc.issue(("engine", "url"), f"the engine API URL ends in {_API_PATH}: "
+                                               f"{parts.scheme}://{parts.netloc}{_API_PATH}")
     if "url" in engine and "caFile" not in engine and not insecure:
         yield doc.issue(("engine",), "missing 'caFile': TLS is verified against a CA file "
                                      "(set insecure: true to skip verification)", prefer_key=True)
@@ -152,6 +159,9 @@ def _lab_fleet(doc: SpecDocument, lab: object) -> Iterator[SpecIssue]:
     yield doc.issue(("engine", "lab", "fleet"),
                     f"unknown lab fleet '{fleet}' ({hint}built-in fleets: {', '.join(known)}; "
                     "a fleet file is given by its path, e.g. fleets/big.yaml)")
+
+
+_API_PATH = "/ovirt-engine/api"
 
 
 # extraArgs keys owned by a managed kernel option, and the value that option writes.

@@ -40,6 +40,8 @@ EXPECTED: list[tuple[str, int, int, str, str]] = [
      "inline passwords are not allowed: use passwordFrom: {env: ...} or {file: ...}"),
     ("engine-http-without-insecure", 3, 8, "engine.url", "use https:// or set insecure: true"),
     ("engine-missing-cafile", 2, 1, "engine", "missing 'caFile'"),
+    ("engine-url-without-api-path", 3, 8, "engine.url",
+     "the engine API URL ends in /ovirt-engine/api: https://engine.example.com/ovirt-engine/api"),
     ("engine-password-both-sources", 5, 17, "engine.passwordFrom", "exactly one of: env, file"),
     ("engine-missing-username", 2, 1, "engine", "missing required key 'username'"),
     ("engine-bad-env-name", 5, 23, "engine.passwordFrom.env",
