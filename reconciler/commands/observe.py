@@ -148,8 +148,8 @@ def render_text(observed: Observed, desired: DesiredState | None = None) -> str:
             parts.append("passthrough " + " ".join(real))
         if vm.mediated_devices:
             kinds: dict[str, int] = defaultdict(int)
-            for m in vm.mediated_devices:
-                kinds[m.mdev_type] += 1
+            for mdev in vm.mediated_devices:
+                kinds[mdev.mdev_type] += 1
             parts.append("vgpu " + " ".join(f"{n}x{t}" for t, n in sorted(kinds.items())))
         if vm.legacy_mdev_property:
             parts.append(f"legacy mdev_type={vm.legacy_mdev_property}")

@@ -285,8 +285,7 @@ class VmPlanning(PlanState):
                 # device names no VM then, so the host-level report above cannot see it.
                 idle = sorted(f"{d.name} on {d.host}" for d in vm.host_devices
                               if not d.placeholder and d.host in self.hosts
-                              and _is_gpu_function(self.hosts[d.host], d.name)
-                              and self.hosts[d.host].device(d.name).vm != name)
+                              and _idle_gpu_function(self.hosts[d.host], d.name, name))
                 if idle:
                     self.drift.append(DriftItem(
                         f"vm:{name}", "unmanaged", "GPU host device(s) " + ", ".join(idle) +
@@ -316,6 +315,8 @@ def _group_siblings(devices: Mapping[str, HostDevice], device: HostDevice,
                   and d.name != device.name)
 
 
-def _is_gpu_function(host: Host, name: str) -> bool:
+def _idle_gpu_function(host: Host, name: str, vm: str) -> bool:
+    """True for a GPU function of `host` held by `vm`'s configuration but not in use by it."""
     dev = host.device(name)
-    return dev is not None and (dev.vendor_id == "10de" or bool(dev.mdev_types))
+    return dev is not None and (dev.vendor_id == "10de" or bool(dev.mdev_types)) \
+        and dev.vm != vm
