@@ -136,14 +136,23 @@ def _engine_access(doc: SpecDocument) -> Iterator[SpecIssue]:
         yield doc.issue(("engine", "url"), "http:// sends the password in clear text: use "
                                            "https:// or set insecure: true")
     if isinstance(url, str) and url.lower().startswith(("http://", "https://")):
-        # The SDK appends /hosts, /vms ... to this URL: without the API path every call is a 404.
-        parts = urlsplit(url)
-        if not parts.path.rstrip("/").endswith(_API_PATH):
-            yield doc.issue(("engine", "url"), f"the engine API URL ends in {_API_PATH}: "
-                                               f"{parts.scheme}://{parts.netloc}{_API_PATH}")
+        problem = _api_url_problem(url)
+        if problem:
+            yield doc.issue(("engine", "url"), problem)
     if "url" in engine and "caFile" not in engine and not insecure:
         yield doc.issue(("engine",), "missing 'caFile': TLS is verified against a CA file "
                                      "(set insecure: true to skip verification)", prefer_key=True)
+
+
+def _api_url_problem(url: str) -> str | None:
+    """The SDK appends /hosts, /vms ... to the URL: without the API path every call is a 404."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as err:   # e.g. a stray bracket in the host part
+        return f"'{url}' is not a valid URL ({err})"
+    if parts.path.rstrip("/").endswith(_API_PATH):
+        return None
+    return f"the engine API URL ends in {_API_PATH}: {parts.scheme}://{parts.netloc}{_API_PATH}"
 
 
 def _lab_fleet(doc: SpecDocument, lab: object) -> Iterator[SpecIssue]:

@@ -73,3 +73,13 @@ def test_an_empty_path_is_one_problem_not_two(write, validate) -> None:
     result = validate(str(spec))
     assert result.code == 1
     assert result.lines == [f"{spec}:3:34: hostAccess.ssh.identityFile: must not be empty"]
+
+
+def test_an_unparsable_engine_url_is_an_issue_not_a_crash(write, validate) -> None:
+    spec = write("u.yaml", "apiVersion: gpu-reconciler/v1\nengine:\n"
+                           "  url: https://]e.example.com/ovirt-engine/api\n"
+                           "  username: admin@internal\n  passwordFrom: {env: P}\n  caFile: ca.pem\n")
+    result = validate(str(spec))
+    assert result.code == 1
+    assert result.lines == [f"{spec}:3:8: engine.url: 'https://]e.example.com/ovirt-engine/api' "
+                            "is not a valid URL (Invalid IPv6 URL)"]
