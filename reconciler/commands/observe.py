@@ -44,7 +44,13 @@ def run(args: argparse.Namespace) -> int:
     with open_fleet(desired) as fleet:
         observed = fleet.observe(probe=not args.no_probe)
     if args.output == "json":
-        json.dump(observed_to_json(observed), sys.stdout, indent=2, sort_keys=False)
+        data = observed_to_json(observed)
+        views = kernel_views(desired, observed)
+        if views:
+            data["kernel_args"] = {host: [dict(_plain(v), waiting_for_reboot=v.waiting_for_reboot)
+                                          for v in host_views]
+                                   for host, host_views in views.items()}
+        json.dump(data, sys.stdout, indent=2, sort_keys=False)
         sys.stdout.write("\n")
     else:
         sys.stdout.write(render_text(observed, desired))

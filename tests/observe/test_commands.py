@@ -44,6 +44,12 @@ def test_observe_json_matches_the_schema(tmp_path, capsys, fleets):
     assert data["stats"]["engine_requests"] == 3
     assert {p["host"] for p in data["probes"]} == managed
     assert data["stats"]["hosts_probed"] == len(managed)
+    # the three-way kernel view: t4-01 has the args configured in the engine but not booted
+    t4 = {v["key"]: v for v in data["kernel_args"]["t4-01"]}
+    assert t4["intel_iommu"] == {"key": "intel_iommu", "desired": "intel_iommu=on",
+                                 "configured": "intel_iommu=on", "booted": None,
+                                 "waiting_for_reboot": True}
+    assert set(data["kernel_args"]) == managed
 
 
 def test_observe_text_summary(tmp_path, capsys, fleets):
