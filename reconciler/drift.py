@@ -117,18 +117,44 @@ def records(plan: Plan) -> list[DriftItemRecord]:
     return [DriftItemRecord(k, c, m) for k, c, m, _ in drift_items(plan)]
 
 
-def record(store: Store, engine_key: str, plan: Plan, at: datetime | None = None
+def unobserved(observed: Any) -> frozenset[str]:
+    """Keys of hosts whose probe failed this time (SSH down, host rebooting): their host-level
+    drift was not looked at, which is not the same as gone."""
+    return frozenset(f"host:{p.host}" for p in getattr(observed, "probes", ()) if not p.ok)
+
+
+def carried(store: Store, engine_key: str, plan: Plan,
+            not_seen: frozenset[str] | set[str]) -> list[DriftItemRecord]:
+    """Open drift items of objects that could not be observed, kept as they were."""
+    if not not_seen:
+        return []
+    current = set(records(plan))
+    return [DriftItemRecord(k, c, m) for (k, c, m) in sorted(store.drift_since(engine_key))
+            if k in not_seen and DriftItemRecord(k, c, m) not in current]
+
+
+def record(store: Store, engine_key: str, plan: Plan, at: datetime | None = None,
+           not_seen: frozenset[str] | set[str] = frozenset()
            ) -> tuple[DriftChange, dict[tuple[str, str, str], datetime]]:
-    """Record this observation's drift; returns what changed and the first-seen times."""
-    change = store.record_drift(engine_key, records(plan), at=at)
+    """Record this observation's drift; returns what changed and the first-seen times.
+
+    Objects in `not_seen` (see `unobserved`) keep their open items: a host that cannot be probed
+    for a while neither resolves its drift nor, once back, reports it as new with a fresh time."""
+    scope = None
+    if not_seen:
+        known = {k for k, _, _ in store.drift_since(engine_key)}
+        scope = (known | {r.key for r in records(plan)}) - set(not_seen)
+    change = store.record_drift(engine_key, records(plan), at=at, scope=scope)
     return change, store.drift_since(engine_key)
 
 
-def record_converged(store: Store, engine_key: str, plan: Plan, run_id: str) -> int:
+def record_converged(store: Store, engine_key: str, plan: Plan, run_id: str,
+                     not_seen: frozenset[str] | set[str] = frozenset()) -> int:
     """Record objects observed matching the spec as applied with the spec's fingerprint, so a
     later change away from it is classed as drift (the fleet moved), not pending (the spec moved).
+    Objects in `not_seen` (a failed probe) were not fully observed and are left alone.
     Returns how many records changed."""
-    busy = {a.target for a in plan.actions}
+    busy = {a.target for a in plan.actions} | set(not_seen)
     busy |= {d.key for d in plan.drift if d.status in OUT_OF_SYNC}
     known = store.applied(engine_key)
     changed = 0
@@ -141,7 +167,9 @@ def record_converged(store: Store, engine_key: str, plan: Plan, run_id: str) -> 
 
 def build_report(plan: Plan, engine_key: str,
                  since: Mapping[tuple[str, str, str], datetime] | None = None,
-                 at: datetime | None = None) -> DriftReport:
+                 at: datetime | None = None,
+                 kept: Sequence[DriftItemRecord] = ()) -> DriftReport:
+    """`kept`: open items of objects not observed this time (see `carried`), listed as before."""
     seen = since or {}
     by_target: dict[str, list[Action]] = {}
     for action in plan.actions:
@@ -162,6 +190,9 @@ def build_report(plan: Plan, engine_key: str,
             shown.add(key)
         entries.append(DriftEntry(key, cls, message, location, seen.get((key, cls, message)),
                                   changes))
+    for item in kept:
+        entries.append(DriftEntry(item.key, item.cls, item.message, None,
+                                  seen.get((item.key, item.cls, item.message))))
     entries.sort(key=lambda e: (CLASS_ORDER.get(e.cls, 9), e.key, e.message))
     notes = tuple(f"{n.key}: {n.message}" for n in plan.notes)
     return DriftReport(engine_key, at or datetime.now(timezone.utc), tuple(entries), notes)
@@ -248,7 +279,8 @@ def render_markdown(report: DriftReport) -> str:
 RENDERERS = {"text": render_text, "json": render_json, "markdown": render_markdown}
 
 __all__ = ["DriftEntry", "DriftReport", "Difference", "OUT_OF_SYNC", "RENDERERS", "build_report",
-           "drift_items", "engine_key", "record", "record_converged", "records", "render_json", "render_markdown", "render_text"]
+           "carried", "drift_items", "engine_key", "record", "record_converged", "records",
+           "unobserved", "render_json", "render_markdown", "render_text"]
 
 
 def engine_key(desired: Any) -> str:

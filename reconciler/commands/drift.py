@@ -68,14 +68,16 @@ def run(args: argparse.Namespace) -> int:
             with open_fleet(desired) as fleet:
                 observed = fleet.observe(probe=not args.no_probe)
             result = plan(desired, observed, store.applied(key))
+            not_seen = drift.unobserved(observed)
             # Shared with the controller: what matches the spec now is what a later out-of-band
             # change is measured against (drift), while spec edits stay pending.
-            drift.record_converged(store, key, result, run_id)
-            _, since = drift.record(store, key, result)
+            drift.record_converged(store, key, result, run_id, not_seen)
+            kept = drift.carried(store, key, result, not_seen)
+            _, since = drift.record(store, key, result, not_seen=not_seen)
         except BaseException as err:
             store.finish_run(run_id, "failed", str(err) or type(err).__name__)
             raise
-        report = drift.build_report(result, key, since)
+        report = drift.build_report(result, key, since, kept=kept)
         counts = report.counts()
         store.finish_run(run_id, "in-sync" if report.in_sync else "out-of-sync",
                          ", ".join(f"{n} {c}" for c, n in counts.items() if n))

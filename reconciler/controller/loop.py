@@ -356,14 +356,14 @@ class Controller:
         run_id = self.store.start_run("controller-pass", key,
                                       spec_revision=self.state.snapshot()["revision"])
         try:
-            the_plan = self._observe_and_plan(link, desired, key)
+            the_plan, not_seen = self._observe_and_plan(link, desired, key)
             applied = False
             if self.config.mode == "apply" and self._should_apply(the_plan):
                 after = self._apply(desired, key)
                 if after is not None:
                     the_plan, applied = after, True
-            self._record_converged(key, the_plan, run_id)
-            result, records, since = self._publish(key, the_plan)
+            drift_report.record_converged(self.store, key, the_plan, run_id, not_seen)
+            result, records, since = self._publish(key, the_plan, not_seen)
         except BaseException as exc:
             self.store.finish_run(run_id, "failed", str(exc) or type(exc).__name__)
             raise
@@ -450,13 +450,16 @@ class Controller:
             except Exception as exc:  # noqa: BLE001 - closing must not hide the real outcome
                 self.log.debug("closing the engine session failed", error=str(exc))
 
-    def _observe_and_plan(self, link: _EngineLink, desired: DesiredState, key: str) -> Plan:
+    def _observe_and_plan(self, link: _EngineLink, desired: DesiredState, key: str
+                          ) -> tuple[Plan, frozenset[str]]:
+        """The plan, and the hosts whose probe failed (their host-level drift is unknown)."""
         before = link.fleet.request_count
         try:
             observed = link.fleet.observe(probe=self.config.probe)
         finally:
             self.metrics.engine_requests_add(link.fleet.request_count - before)
-        return make_plan(desired, observed, self.store.applied(key))
+        return (make_plan(desired, observed, self.store.applied(key)),
+                drift_report.unobserved(observed))
 
     # ---- apply -------------------------------------------------------------------------------
 
@@ -555,13 +558,12 @@ class Controller:
 
     # ---- results -----------------------------------------------------------------------------
 
-    def _record_converged(self, key: str, the_plan: Plan, run_id: str) -> None:
-        drift_report.record_converged(self.store, key, the_plan, run_id)
-
-    def _publish(self, key: str, the_plan: Plan
+    def _publish(self, key: str, the_plan: Plan, not_seen: frozenset[str] = frozenset()
                  ) -> tuple[PassResult, list[Any], dict[tuple[str, str, str], datetime]]:
-        change, since = drift_report.record(self.store, key, the_plan)
-        records = drift_report.records(the_plan)
+        # Hosts that could not be probed keep the drift they had (not resolved, not re-new).
+        kept = drift_report.carried(self.store, key, the_plan, not_seen)
+        change, since = drift_report.record(self.store, key, the_plan, not_seen=not_seen)
+        records = drift_report.records(the_plan) + kept
         out_of_sync = any(r.cls in drift_report.OUT_OF_SYNC for r in records)
         result: PassResult = "drift" if out_of_sync or the_plan.has_changes else "ok"
         self.metrics.set_drift(_counts(records))

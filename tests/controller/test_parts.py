@@ -391,3 +391,37 @@ def test_an_apply_refused_by_the_lock_shows_why_on_status(tmp_path: Path) -> Non
         assert last["outcome"] == "locked"
         assert "r-20261125-000000-beef" in last["message"] and "by ops" in last["message"]
         assert controller.state.snapshot()["applied_revision"] is None
+
+
+def test_a_host_that_cannot_be_probed_keeps_its_drift(tmp_path: Path) -> None:
+    from reconciler import drift
+    t0 = datetime(2026, 11, 25, 9, 0, tzinfo=timezone.utc)
+    host_item = DriftItem("host:gpu-01", "drift", "modprobe file differs", "specs/a.yaml:4:3")
+    vm_item = DriftItem("vm:x", "pending", "add 1 x vGPU nvidia-18")
+    with Store(tmp_path / "state.db") as store:
+        drift.record(store, "e", Plan(drift=(host_item, vm_item)), at=t0)
+        # Next pass: SSH to gpu-01 fails, so its host-level items are simply not in the plan.
+        later = Plan(drift=(vm_item,), desired_fingerprints={"host:gpu-01": "fp2"})
+        not_seen = drift.unobserved(_observed_with_failed_probe("gpu-01"))
+        assert not_seen == {"host:gpu-01"}
+        kept = drift.carried(store, "e", later, not_seen)
+        change, since = drift.record(store, "e", later, at=t0 + timedelta(minutes=1),
+                                     not_seen=not_seen)
+        assert change.resolved == () and change.new == ()
+        assert since[("host:gpu-01", "drift", "modprobe file differs")] == t0
+        report = drift.build_report(later, "e", since, kept=kept)
+        entry = next(e for e in report.entries if e.key == "host:gpu-01")
+        assert entry.since == t0 and not report.in_sync
+        # Not observed, so not recorded as matching the spec either.
+        assert drift.record_converged(store, "e", later, "r-1", not_seen) == 0
+        assert "host:gpu-01" not in store.applied("e")
+        # Once probed again and really fixed, it resolves.
+        change, _ = drift.record(store, "e", later, at=t0 + timedelta(minutes=2))
+        assert [r.key for r in change.resolved] == ["host:gpu-01"]
+        assert drift.record_converged(store, "e", later, "r-2") == 1
+
+
+def _observed_with_failed_probe(host: str) -> Any:
+    from reconciler.observe.facts import Observed, ProbeFacts
+    return Observed(probes=(ProbeFacts(host, status="unknown", reason="ssh: timed out"),
+                            ProbeFacts("gpu-02")))
