@@ -244,6 +244,12 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "gpu-reconciler"
     sys_version = ""
 
+    def setup(self) -> None:
+        # A client that connects and sends nothing (or idles on keep-alive) must not hold a
+        # thread for ever: the socket gets the server's request timeout.
+        self.timeout = self.server.request_timeout
+        super().setup()
+
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
         path = self.path.split("?", 1)[0]
         state, metrics = self.server.state, self.server.metrics
@@ -288,9 +294,10 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 64   # probes and scrapes arrive together; the stdlib default is 5
 
     def __init__(self, address: tuple[str, int], state: ControllerState,
-                 metrics: ControllerMetrics) -> None:
+                 metrics: ControllerMetrics, request_timeout: float) -> None:
         self.state = state
         self.metrics = metrics
+        self.request_timeout = request_timeout
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
@@ -300,9 +307,11 @@ class ControllerServer:
     """Serves the endpoints from background threads; `port=0` picks a free port."""
 
     def __init__(self, state: ControllerState, metrics: ControllerMetrics,
-                 host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+                 host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+                 request_timeout: float = 10.0) -> None:
         self.state = state
         self.metrics = metrics
+        self.request_timeout = request_timeout
         self.host = host
         self._requested_port = port
         self._server: _Server | None = None
@@ -323,7 +332,8 @@ class ControllerServer:
         if self._server is not None:
             return self
         try:
-            server = _Server((self.host, self._requested_port), self.state, self.metrics)
+            server = _Server((self.host, self._requested_port), self.state, self.metrics,
+                             self.request_timeout)
         except OSError as exc:
             raise ServerError(f"cannot serve status on {self.host}:{self._requested_port}: "
                               f"{exc.strerror or exc}") from exc

@@ -269,3 +269,14 @@ def test_status_takes_the_plans_drift_items(served: Any) -> None:
     s = samples(get(server, "/metrics")[2])
     assert s[("gpu_reconciler_drift_items", (("class", "drift"),))] == 2
     assert s[("gpu_reconciler_drift_items", (("class", "blocked"),))] == 1
+
+
+def test_a_silent_client_is_dropped_after_the_request_timeout() -> None:
+    import socket
+    state = ControllerState()
+    with ControllerServer(state, ControllerMetrics(), "127.0.0.1", 0,
+                          request_timeout=0.3) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as idle:
+            # Sends nothing: the server closes the connection instead of waiting for ever.
+            assert idle.recv(1) == b""
+        assert get(server, "/healthz")[0] == 503          # and still answers others
