@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
@@ -852,11 +853,77 @@ def _active_mdevs(root: Path) -> list[ActiveMdev]:
     return [ActiveMdev(**d) for d in data]
 
 
+class _Tree:
+    """A directory tree as one render wants it: files (text, mode), symlinks, directories.
+
+    `sync` makes the disk match it, touching only what differs: a vGPU created or removed changes
+    a handful of sysfs files, and rebuilding the whole tree for it (hundreds of files per host)
+    was most of what the lab spent starting VMs on hosts with a root.
+    """
+
+    def __init__(self) -> None:
+        self.files: dict[Path, tuple[str, int | None]] = {}
+        self.links: dict[Path, str] = {}
+        self.dirs: set[Path] = set()
+
+    def write(self, path: Path, text: str, mode: int | None = None) -> None:
+        self.files[path] = (text, mode)
+
+    def link(self, path: Path, target: str) -> None:
+        self.links[path] = target
+
+    def mkdir(self, path: Path) -> None:
+        self.dirs.add(path)
+
+    def sync(self, top: Path) -> None:
+        wanted = set(self.dirs)
+        for path in (*self.files, *self.links, *self.dirs):
+            for parent in path.parents:
+                if parent == top or parent in wanted:
+                    break
+                wanted.add(parent)
+        if top.exists():
+            for dirpath, dirnames, filenames in os.walk(top, topdown=False):
+                here = Path(dirpath)
+                for name in (*dirnames, *filenames):
+                    path = here / name
+                    if path.is_symlink():
+                        if self.links.get(path) != os.readlink(path):
+                            path.unlink()
+                    elif path.is_dir():
+                        if path not in wanted:
+                            shutil.rmtree(path)
+                    elif path not in self.files or not self._same(path, *self.files[path]):
+                        path.unlink()
+        top.mkdir(parents=True, exist_ok=True)
+        for path in sorted(wanted):
+            path.mkdir(exist_ok=True)
+        for path, (text, mode) in self.files.items():
+            if not path.exists():
+                _write(path, text, mode)
+        for path, target in self.links.items():
+            if not os.path.lexists(path):
+                os.symlink(target, path)
+
+    @staticmethod
+    def _same(path: Path, text: str, mode: int | None) -> bool:
+        try:
+            st = path.stat()
+            if mode is not None and stat.S_IMODE(st.st_mode) != mode:
+                return False
+            data = text.encode()
+            if st.st_size != len(data):
+                return False
+            return not data or path.read_bytes() == data
+        except OSError:
+            return False
+
+
 def render_sys(root: Path, record: HostRecord, boot: BootState) -> None:
-    """Write the sys/ tree for this boot and the current vGPUs (sysfs is runtime: rebuilt whole)."""
+    """Make the sys/ tree that of this boot and the current vGPUs (sysfs is runtime state: the
+    whole tree is computed anew, and only what differs on disk is written or removed)."""
     sysdir = root / "sys"
-    if sysdir.exists():
-        shutil.rmtree(sysdir)
+    tree = _Tree()
     active = _active_mdevs(root)
     vgpus = _load_json(root, VGPUS, {})
     assert isinstance(vgpus, dict)
@@ -866,69 +933,70 @@ def render_sys(root: Path, record: HostRecord, boot: BootState) -> None:
         fn = f.fn
         dev = sysdir / PCI_ROOT / fn.address
         sub_device = fn.subsystem_device
-        _write(dev / "vendor", f"0x{fn.vendor_id}\n")
-        _write(dev / "device", f"0x{fn.product_id}\n")
-        _write(dev / "class", f"{fn.pci_class}\n")
-        _write(dev / "subsystem_vendor",
+        tree.write(dev / "vendor", f"0x{fn.vendor_id}\n")
+        tree.write(dev / "device", f"0x{fn.product_id}\n")
+        tree.write(dev / "class", f"{fn.pci_class}\n")
+        tree.write(dev / "subsystem_vendor",
                f"{fn.subsystem_vendor if fn.subsystem_vendor.startswith('0x') else '0x' + fn.subsystem_vendor}\n")
-        _write(dev / "subsystem_device",
+        tree.write(dev / "subsystem_device",
                f"{sub_device if sub_device.startswith('0x') else '0x' + sub_device}\n")
-        _link(sysdir / "bus/pci/devices" / fn.address, f"../../../{PCI_ROOT}/{fn.address}")
+        tree.link(sysdir / "bus/pci/devices" / fn.address, f"../../../{PCI_ROOT}/{fn.address}")
         drv = boot.driver(fn.address)
         if drv:
-            _link(dev / "driver", f"../../../bus/pci/drivers/{drv}")
-            _link(sysdir / "bus/pci/drivers" / drv / fn.address,
+            tree.link(dev / "driver", f"../../../bus/pci/drivers/{drv}")
+            tree.link(sysdir / "bus/pci/drivers" / drv / fn.address,
                   f"../../../../{PCI_ROOT}/{fn.address}")
         if boot.iommu:
-            _link(dev / "iommu_group", f"../../../kernel/iommu_groups/{f.iommu_group}")
-            _link(sysdir / f"kernel/iommu_groups/{f.iommu_group}/devices/{fn.address}",
+            tree.link(dev / "iommu_group", f"../../../kernel/iommu_groups/{f.iommu_group}")
+            tree.link(sysdir / f"kernel/iommu_groups/{f.iommu_group}/devices/{fn.address}",
                   f"../../../../{PCI_ROOT}/{fn.address}")
         m = record.gpu_model(fn) if fn.role == "gpu" else None
         if m and m.sriov_totalvfs and f.physfn is None:
             n = dict(boot.vfs).get(fn.address, 0)
-            _write(dev / "sriov_totalvfs", f"{m.sriov_totalvfs}\n")
-            _write(dev / "sriov_numvfs", f"{n}\n")
+            tree.write(dev / "sriov_totalvfs", f"{m.sriov_totalvfs}\n")
+            tree.write(dev / "sriov_numvfs", f"{n}\n")
             for i in range(n):
-                _link(dev / f"virtfn{i}", f"../{catalogue.vf_address(fn.address, i)}")
+                tree.link(dev / f"virtfn{i}", f"../{catalogue.vf_address(fn.address, i)}")
         if f.physfn:
-            _link(dev / "physfn", f"../{f.physfn}")
+            tree.link(dev / "physfn", f"../{f.physfn}")
             vm = record.gpu_model(fn)
             if vm and vm.backend == "vendor-vfio" and boot.driver(fn.address) == "nvidia":
-                _write(dev / "nvidia/current_vgpu_type", f"{vgpus.get(fn.address, 0)}\n")
-                _write(dev / "nvidia/creatable_vgpu_types",
+                tree.write(dev / "nvidia/current_vgpu_type", f"{vgpus.get(fn.address, 0)}\n")
+                tree.write(dev / "nvidia/creatable_vgpu_types",
                        creatable_vgpu_types(vm, f.physfn, by_addr, vgpus))
         types = _mdev_parent_types(record, boot, f)
         if types:
-            _link(sysdir / "class/mdev_bus" / fn.address, f"../../{PCI_ROOT}/{fn.address}")
+            tree.link(sysdir / "class/mdev_bus" / fn.address, f"../../{PCI_ROOT}/{fn.address}")
             for t in types:
                 tdir = dev / "mdev_supported_types" / t.name
-                _write(tdir / "name", f"{t.human_readable_name}\n")
-                _write(tdir / "description", f"{t.description}\n")
-                _write(tdir / "device_api", "vfio-pci\n")
-                _write(tdir / "available_instances",
+                tree.write(tdir / "name", f"{t.human_readable_name}\n")
+                tree.write(tdir / "description", f"{t.description}\n")
+                tree.write(tdir / "device_api", "vfio-pci\n")
+                tree.write(tdir / "available_instances",
                        f"{available_instances(record, f, t, active)}\n")
-                _write(tdir / "create", "", 0o200)
-                (tdir / "devices").mkdir(exist_ok=True)
+                tree.write(tdir / "create", "", 0o200)
+                tree.mkdir(tdir / "devices")
     if boot.iommu:
         unit = "dmar0" if record.cpu_vendor == "intel" else "ivhd0"
-        (sysdir / "devices/virtual/iommu" / unit).mkdir(parents=True, exist_ok=True)
-        _link(sysdir / "class/iommu" / unit, f"../../devices/virtual/iommu/{unit}")
-    (sysdir / "kernel/iommu_groups").mkdir(parents=True, exist_ok=True)
+        tree.mkdir(sysdir / "devices/virtual/iommu" / unit)
+        tree.link(sysdir / "class/iommu" / unit, f"../../devices/virtual/iommu/{unit}")
+    tree.mkdir(sysdir / "kernel/iommu_groups")
     if "mdev" in boot.modules:
-        (sysdir / "bus/mdev/devices").mkdir(parents=True, exist_ok=True)
+        tree.mkdir(sysdir / "bus/mdev/devices")
     for a in active:
         tdir = sysdir / PCI_ROOT / a.parent / "mdev_supported_types" / a.mdev_type
         mdir = sysdir / PCI_ROOT / a.parent / a.uuid
-        mdir.mkdir(parents=True, exist_ok=True)
-        _link(mdir / "mdev_type", f"../mdev_supported_types/{a.mdev_type}")
-        _write(mdir / "remove", "", 0o200)
-        _link(tdir / "devices" / a.uuid, f"../../../{a.uuid}")
-        _link(sysdir / "bus/mdev/devices" / a.uuid, f"../../../{PCI_ROOT}/{a.parent}/{a.uuid}")
+        tree.mkdir(mdir)
+        tree.link(mdir / "mdev_type", f"../mdev_supported_types/{a.mdev_type}")
+        tree.write(mdir / "remove", "", 0o200)
+        tree.link(tdir / "devices" / a.uuid, f"../../../{a.uuid}")
+        tree.link(sysdir / "bus/mdev/devices" / a.uuid, f"../../../{PCI_ROOT}/{a.parent}/{a.uuid}")
     if record.boot_device.startswith("(hd0,gpt"):
-        (sysdir / "firmware/efi").mkdir(parents=True, exist_ok=True)
+        tree.mkdir(sysdir / "firmware/efi")
     for name in ("nvidia", "nouveau", "vfio_pci", "pci_stub"):
         if name in boot.modules:
-            _write(sysdir / f"module/{name}/initstate", "live\n")
+            tree.write(sysdir / f"module/{name}/initstate", "live\n")
+    tree.sync(sysdir)
     proc_nvidia = root / "proc/driver/nvidia"
     if "nvidia" in boot.modules:
         _write(sysdir / "module/nvidia/version", f"{NVIDIA_DRIVER_VERSION}\n")
