@@ -247,8 +247,8 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         # A client that connects and sends nothing (or idles on keep-alive) must not hold a
         # thread for ever: the socket gets the server's request timeout.
-        self.timeout = self.server.request_timeout
         super().setup()
+        self.connection.settimeout(self.server.request_timeout)
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
         path = self.path.split("?", 1)[0]
