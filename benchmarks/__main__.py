@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import re
 import sys
 import tempfile
 import time
@@ -142,8 +143,12 @@ def targets(results: dict[str, Any]) -> list[Target]:
                           f"{_fmt_s(pr['p95_seconds'])})", "reported", None))
     ap = results.get("apply")
     if ap:
-        value = _find(ap, "overhead") if "text" not in ap else None
-        out.append(Target("executor overhead (bench_apply)",
+        if "text" in ap:
+            match = re.search(r"overhead per step: ([\d.]+) ms", ap["text"])
+            value = float(match.group(1)) / 1000 if match else None
+        else:
+            value = _find(ap, "overhead", "step")
+        out.append(Target("executor overhead per step (bench_apply)",
                           _fmt_s(value) if value is not None else "see bench_apply output",
                           "reported", None))
     ct = results.get("controller")
