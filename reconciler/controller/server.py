@@ -29,10 +29,14 @@ class ServerError(ReconcilerError):
 
 
 class _DriftLike(Protocol):
-    """A drift item: the store's `DriftItemRecord` (`cls`) or the plan's `DriftItem` (`status`)."""
+    """A drift item: the store's `DriftItemRecord` (`cls`) or the plan's `DriftItem` (`status`).
+    Read-only members, so frozen dataclasses match."""
 
-    key: str
-    message: str
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def message(self) -> str: ...
 
 
 def _cls(item: _DriftLike) -> str:

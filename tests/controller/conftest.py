@@ -65,7 +65,8 @@ def engine_block(lab: LabServer, folder: Path) -> dict[str, Any]:
 
 
 def spec_text(lab: LabServer, folder: Path, body: dict[str, Any] | None = None) -> str:
-    doc = {"apiVersion": "gpu-reconciler/v1", "engine": engine_block(lab, folder)}
+    doc: dict[str, Any] = {"apiVersion": "gpu-reconciler/v1",
+                           "engine": engine_block(lab, folder)}
     doc.update(body if body is not None else IN_SYNC)
     return yaml.safe_dump(doc, sort_keys=False)
 

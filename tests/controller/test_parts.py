@@ -32,7 +32,11 @@ from .conftest import sdk_connection, wait_for
 
 def test_work_queue_coalesces_a_burst_into_one_item_of_work() -> None:
     queue = WorkQueue()
-    threads = [threading.Thread(target=lambda r=r: [queue.put(r) for _ in range(50)])
+    def burst(reason: str) -> None:
+        for _ in range(50):
+            queue.put(reason)
+
+    threads = [threading.Thread(target=burst, args=(r,))
                for r in ("spec", "engine-event", "resync")]
     for t in threads:
         t.start()
@@ -192,11 +196,10 @@ def test_spec_watcher_on_a_file_sees_its_replacement_only(tmp_path: Path) -> Non
 def test_drift_report_lists_vm_stops_under_the_host_being_cycled() -> None:
     from reconciler.plan.actions import Disruption, HostCycle, Reason, StartVm, StopVm
 
-    common = {"disruption": Disruption.VM_RESTART, "reason": Reason.SPEC_CHANGE}
     stop = StopVm(target="vm:v1", before="up", after="down", description="stop v1", host="h1",
-                  **common)
+                  disruption=Disruption.VM_RESTART, reason=Reason.SPEC_CHANGE)
     start = StartVm(target="vm:v1", before="down", after="up", description="start v1",
-                    host="h1", **common)
+                    host="h1", disruption=Disruption.VM_RESTART, reason=Reason.SPEC_CHANGE)
     cycle = HostCycle(target="host:h1", before="up", after="up", description="cycle h1",
                       disruption=Disruption.HOST_REBOOT, reason=Reason.DRIFT)
     report = build_report(Plan(actions=(stop, cycle, start)), "e")

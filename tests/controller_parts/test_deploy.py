@@ -41,7 +41,8 @@ def cli_accepts(argv: list[str]) -> None:
 
 
 def has_command(name: str) -> bool:
-    return any(name in a.choices for a in build_parser()._subparsers._group_actions)  # type: ignore[union-attr]
+    actions = build_parser()._subparsers._group_actions  # type: ignore[union-attr]
+    return any(name in (a.choices or ()) for a in actions)
 
 
 # -- systemd -------------------------------------------------------------------------------------
@@ -282,7 +283,9 @@ def notes_api() -> Iterator[dict[str, Any]]:
 
         def do_GET(self) -> None:  # noqa: N802
             state["token"] = self.headers["PRIVATE-TOKEN"]
-            page = int(re.search(r"page=(\d+)", self.path.split("?")[1].replace("per_page", "pp"))[1])
+            found = re.search(r"page=(\d+)", self.path.split("?")[1].replace("per_page", "pp"))
+            assert found is not None, self.path
+            page = int(found[1])
             state["calls"].append(("GET", self.path))
             notes = state["notes"][(page - 1) * 2:page * 2]
             more = len(state["notes"]) > page * 2
