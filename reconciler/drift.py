@@ -117,12 +117,11 @@ def records(plan: Plan) -> list[DriftItemRecord]:
     return [DriftItemRecord(k, c, m) for k, c, m, _ in drift_items(plan)]
 
 
-def unobserved(observed: Any, probed: bool = True) -> frozenset[str]:
-    """Keys of hosts whose probe failed this time (SSH down, host rebooting), or of every host
-    when hosts were not probed at all (`--no-probe`): their host-level drift was not looked at,
-    which is not the same as gone."""
-    if not probed:
-        return frozenset(f"host:{h.name}" for h in getattr(observed, "hosts", ()))
+def unobserved(observed: Any) -> frozenset[str]:
+    """Keys of hosts whose probe failed this time (SSH down, host rebooting): their host-level
+    drift was not looked at, which is not the same as gone. (Without probes at all, `--no-probe`,
+    every host would count, and its engine-level drift could then never resolve: such runs see
+    only engine facts and are taken at their word.)"""
     return frozenset(f"host:{p.host}" for p in getattr(observed, "probes", ()) if not p.ok)
 
 

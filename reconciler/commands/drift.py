@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             with open_fleet(desired) as fleet:
                 observed = fleet.observe(probe=not args.no_probe)
             result = plan(desired, observed, store.applied(key))
-            not_seen = drift.unobserved(observed, probed=not args.no_probe)
+            not_seen = drift.unobserved(observed)
             # Shared with the controller: what matches the spec now is what a later out-of-band
             # change is measured against (drift), while spec edits stay pending.
             drift.record_converged(store, key, result, run_id, not_seen)

@@ -459,7 +459,7 @@ class Controller:
         finally:
             self.metrics.engine_requests_add(link.fleet.request_count - before)
         return (make_plan(desired, observed, self.store.applied(key)),
-                drift_report.unobserved(observed, probed=self.config.probe))
+                drift_report.unobserved(observed))
 
     # ---- apply -------------------------------------------------------------------------------
 

@@ -428,17 +428,3 @@ def _observed_with_failed_probe(host: str) -> Any:
     from reconciler.observe.facts import Observed, ProbeFacts
     return Observed(probes=(ProbeFacts(host, status="unknown", reason="ssh: timed out"),
                             ProbeFacts("gpu-02")))
-
-
-def test_without_probes_no_host_counts_as_observed() -> None:
-    from reconciler import drift
-    from reconciler.observe.facts import Observed
-    observed = _observed_with_failed_probe("gpu-01")
-    hosts = Observed(hosts=(_host("gpu-01"), _host("gpu-02")))
-    assert drift.unobserved(observed) == {"host:gpu-01"}
-    assert drift.unobserved(hosts, probed=False) == {"host:gpu-01", "host:gpu-02"}
-
-
-def _host(name: str) -> Any:
-    from reconciler.observe.facts import Host
-    return Host(id=name, name=name, cluster="c", status="up")
