@@ -29,6 +29,14 @@ class HostWork:
     stop_vms: list[Vm] = field(default_factory=list)
 
 
+@dataclass
+class IdleVgpus:
+    """vGPUs of one type configured on the VMs of one cluster that are down."""
+
+    by_vm: dict[str, int] = field(default_factory=dict)
+    total: int = 0
+
+
 class PlanState:
     """Indexes built once per run, the results collected so far, and helpers all phases use."""
 
@@ -59,6 +67,8 @@ class PlanState:
         self.seat_delta: Counter[str] = Counter()
         self.desired_vms: dict[str, VmSpec] = {v.name: v for v in desired.vms}
         self.device_holders: dict[tuple[str, str], list[str]] | None = None   # see VmPlanning
+        self.idle_mdevs: dict[tuple[str, str], IdleVgpus] | None = None   # see VmPlanning
+        self.seat_adds: dict[tuple[str, str], str] = {}   # (cluster, type) -> first VM adding
         self.vms_on_host: dict[str, list[Vm]] = {}
         for vm in observed.vms:
             if vm.host:

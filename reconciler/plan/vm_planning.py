@@ -13,7 +13,7 @@ from reconciler.plan.actions import (Action, AddMediatedDevice, AttachHostDevice
                                      RemoveMediatedDevice, SetConsoleVnc, UpdateMediatedDevice,
                                      Verification)
 from reconciler.plan.result import DriftItem, Note
-from reconciler.plan.state import PlanState, is_down
+from reconciler.plan.state import IdleVgpus, PlanState, is_down
 from reconciler.spec.model import VmSpec
 
 NEXT_START = "takes effect at next start"
@@ -23,6 +23,10 @@ class VmPlanning(PlanState):
     """Plans each spec VM in name order, then reports GPU use no spec mentions."""
 
     def plan_vms(self) -> None:
+        self._plan_each_vm()
+        self._note_idle_seats()
+
+    def _plan_each_vm(self) -> None:
         for spec in sorted(self.desired.vms, key=lambda v: v.name):
             self._plan_vm(spec)
             vm = self.vms.get(spec.name)
@@ -74,6 +78,7 @@ class VmPlanning(PlanState):
                             f"{pool.seats_left(spec.vgpu.type)} left (available_instances, one vGPU "
                             "type per physical GPU)", loc)
                 return
+            self.seat_adds.setdefault((vm.cluster, spec.vgpu.type), vm.name)
         if not (hostdev or next_start):
             return
         actions = self._gate(vm, spec, reason, hostdev, next_start, parts)
@@ -188,6 +193,38 @@ class VmPlanning(PlanState):
                 verify=(Verification(key, "host_devices", "contains", name),),
                 host=host_name, device=name))
 
+    def _note_idle_seats(self) -> None:
+        """Note where VMs that are down hold more vGPUs of a type this plan adds than the seats
+        left after it: available_instances does not count a VM until it starts."""
+        for (cluster, mdev_type), first in sorted(self.seat_adds.items()):
+            holders = self.idle_vgpus().get((cluster, mdev_type))
+            if holders is None:
+                continue
+            left = self._pool(cluster).seats_left(mdev_type)     # once per type and cluster
+            if holders.total <= left:
+                continue
+            names = list(holders.by_vm)
+            shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+            self.notes.append(Note(f"vm:{first}", (
+                f"{holders.total} {mdev_type} vGPU(s) are configured on VM(s) that are down "
+                f"({shown}) and {left} seat(s) are left in cluster {cluster} after this plan: "
+                "available_instances does not count a VM until it starts, so not all of them "
+                "can run at once")))
+
+    def idle_vgpus(self) -> dict[tuple[str, str], IdleVgpus]:
+        """(cluster, type) -> the vGPUs configured on VMs that are down (built once per run, so
+        the check stays linear in the fleet)."""
+        if self.idle_mdevs is None:
+            self.idle_mdevs = {}
+            for other in sorted(self.observed.vms, key=lambda v: v.name):
+                if not other.mediated_devices or not is_down(other):
+                    continue
+                for t, n in sorted(Counter(m.mdev_type for m in other.mediated_devices).items()):
+                    entry = self.idle_mdevs.setdefault((other.cluster, t), IdleVgpus())
+                    entry.by_vm[other.name] = n
+                    entry.total += n
+        return self.idle_mdevs
+
     def _device_holders(self) -> dict[tuple[str, str], list[str]]:
         """(host, device) -> VMs whose configuration holds it (built once per run)."""
         if self.device_holders is None:
@@ -292,10 +329,11 @@ class VmPlanning(PlanState):
                         f" attached (VM is {vm.status}); no spec mentions this VM", None))
             if vm.mediated_devices and name not in self.desired_vms:
                 types = Counter(m.mdev_type for m in vm.mediated_devices)
+                use = " configured (VM is down)" if is_down(vm) else " in use"
                 self.drift.append(DriftItem(
                     f"vm:{name}", "unmanaged", "vGPUs " + ", ".join(
                         f"{n} x {t}" for t, n in sorted(types.items())) +
-                    " in use; no spec mentions this VM", None))
+                    f"{use}; no spec mentions this VM", None))
 
 
 def _mdev_params(mdev_type: str, nodisplay: bool, driver_params: str | None) -> str:
