@@ -16,3 +16,12 @@ def test_no_command_is_an_error_with_help():
     proc = subprocess.run([sys.executable, "-m", "reconciler"], capture_output=True, text=True)
     assert proc.returncode == 1
     assert "usage: reconcile" in proc.stderr
+
+
+def test_closed_output_pipe_is_not_an_internal_error(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("apiVersion: gpu-reconciler/v1\n" + "".join(f"k{i}: 1\n" for i in range(3000)))
+    proc = subprocess.run(f"{sys.executable} -m reconciler validate {spec} | head -c 10",
+                          shell=True, capture_output=True, text=True)
+    assert "internal error" not in proc.stderr
+    assert "Traceback" not in proc.stderr
