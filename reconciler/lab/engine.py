@@ -906,8 +906,8 @@ class LabEngine:
             mdev_id = str(uuid.uuid4())
             vm.mdevs[mdev_id] = params
             self._touch(vm)
-            self._event(35, "normal", f"VM {vm.name} configuration was updated by {self.user}.",
-                        vm=vm, cid=cid)
+            # No audit event: the engine's {Add,Update,Remove}MdevCommand log none, so an
+            # out-of-band vGPU change is only seen by reading the VM (controller resync).
             return mdev_id
 
     def update_mdev(self, vm_id: str, mdev_id: str, params: dict[str, str],
@@ -919,8 +919,8 @@ class LabEngine:
             # The engine builds a new map from the request: keys not sent are dropped.
             vm.mdevs[mdev_id] = self._check_mdev_params(dict(params), "update")
             self._touch(vm)
-            self._event(35, "normal", f"VM {vm.name} configuration was updated by {self.user}.",
-                        vm=vm, cid=cid)
+            # No audit event: the engine's {Add,Update,Remove}MdevCommand log none, so an
+            # out-of-band vGPU change is only seen by reading the VM (controller resync).
 
     def remove_mdev(self, vm_id: str, mdev_id: str, cid: str | None = None) -> None:
         with self.lock:
@@ -929,8 +929,8 @@ class LabEngine:
                 raise not_found("mediated device")
             del vm.mdevs[mdev_id]
             self._touch(vm)
-            self._event(35, "normal", f"VM {vm.name} configuration was updated by {self.user}.",
-                        vm=vm, cid=cid)
+            # No audit event: the engine's {Add,Update,Remove}MdevCommand log none, so an
+            # out-of-band vGPU change is only seen by reading the VM (controller resync).
 
     def add_console(self, vm_id: str, protocol: str, cid: str | None = None) -> str:
         with self.lock:

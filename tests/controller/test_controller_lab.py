@@ -108,7 +108,9 @@ def test_apply_mode_heals_a_removed_vgpu(lab: LabServer, tmp_path: Path,
     spec = write_spec(lab, tmp_path / "specs")
     ctl = start_controller(str(spec.parent), "--state", str(tmp_path / "state.db"),
                            "--mode", "apply", "--max-disruption", "vm-restart",
-                           "--resync", "10m", "--events-interval", "0.2s")
+                           # vGPU changes log no engine event (as on a real engine): the resync
+                           # is what notices them.
+                           "--resync", "1s", "--events-interval", "0.2s")
     assert ctl.wait_ready()["drift"]["count"] == 0
     conn = sdk_connection(lab)
     try:
@@ -133,11 +135,11 @@ def test_apply_mode_leaves_actions_above_max_disruption_pending(
         lab: LabServer, tmp_path: Path, start_controller: Any) -> None:
     spec = write_spec(lab, tmp_path / "specs")
     ctl = start_controller(str(spec.parent), "--state", str(tmp_path / "state.db"),
-                           "--mode", "apply", "--resync", "10m", "--events-interval", "0.2s")
+                           "--mode", "apply", "--resync", "1s", "--events-interval", "0.2s")
     ctl.wait_ready()
     conn = sdk_connection(lab)
     try:
-        remove_vgpus(conn, "vdi-01")
+        remove_vgpus(conn, "vdi-01")  # no engine event: seen by the 1 s resync
         wait_for("the drift", lambda: "vm:vdi-01" in ctl.drift_keys())
         # Default --max-disruption none: adding a vGPU is a vm-restart action, never run.
         assert vgpu_count(conn, "vdi-01") == 0
