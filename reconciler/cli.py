@@ -7,14 +7,23 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from reconciler import __version__, log
 from reconciler.commands import COMMANDS
 from reconciler.errors import ReconcilerError
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 1: exit 2 means "changes / out of sync" for plan and drift."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="reconcile",
         description="Declarative GPU passthrough and vGPU management for oVirt / RHV.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

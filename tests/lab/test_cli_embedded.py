@@ -161,7 +161,7 @@ def test_serve_refuses_bad_ports_and_unknown_fault_hosts(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["lab", "serve", "--fleet", "demo", "--state", str(tmp_path), "--port", "70000"])
-    assert exited.value.code == 2
+    assert exited.value.code == 1
     assert "70000 is not a port number" in capsys.readouterr().err
     code = main(["lab", "serve", "--fleet", "demo", "--state", str(tmp_path / "s"),
                  "--faults", "never-returns=m60-01+m60-99"])

@@ -25,3 +25,11 @@ def test_closed_output_pipe_is_not_an_internal_error(tmp_path):
                           shell=True, capture_output=True, text=True)
     assert "internal error" not in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_usage_errors_exit_1_not_the_changes_code():
+    for argv in (["drift", "specs", "--bogus"], ["plan"], ["no-such-command"]):
+        proc = subprocess.run([sys.executable, "-m", "reconciler", *argv],
+                              capture_output=True, text=True)
+        assert proc.returncode == 1, (argv, proc.stderr)
+        assert "error:" in proc.stderr
