@@ -1,5 +1,5 @@
 """`reconcile apply SPEC...|PLANFILE [--yes] [--max-disruption LEVEL] [--state PATH]
-[--force-unlock RUN-ID] [--host-timeout S] [--vm-timeout S]`.
+[--force-unlock RUN-ID] [--host-timeout S] [--vm-timeout S] [--poll-interval S]`.
 
 With specs: observe, plan, show the plan, ask (on a TTY; `--yes` otherwise), execute. With one
 saved plan (`reconcile plan --out FILE`): execute exactly that plan, refused when anything it
@@ -50,6 +50,9 @@ def register(subparsers: Any) -> None:
                              "reboot, or come up (default 1800)")
     parser.add_argument("--vm-timeout", type=_seconds, default=300.0, metavar="SECONDS",
                         help="how long a VM may take to shut down or start (default 300)")
+    parser.add_argument("--poll-interval", type=_seconds, metavar="SECONDS",
+                        help="first wait between status polls, growing to 10x (default 1; "
+                             "the embedded lab is polled at its own pace)")
     parser.set_defaults(func=run)
 
 
@@ -60,9 +63,16 @@ def run(args: argparse.Namespace) -> int:
     from reconciler.errors import SpecError
     from reconciler.plan.actions import Disruption
 
+    timing = None
+    if args.poll_interval is not None:
+        from reconciler.apply.engine_ops import Timing
+        from reconciler.apply.waiting import Backoff
+        timing = Timing(poll=Backoff(initial=args.poll_interval, cap=args.poll_interval * 10,
+                                     jitter=0.2))
     options = ApplyOptions(yes=args.yes, max_disruption=Disruption(args.max_disruption),
                            state=args.state, force_unlock=args.force_unlock,
-                           timeouts=Timeouts.for_hosts(args.host_timeout, args.vm_timeout))
+                           timeouts=Timeouts.for_hosts(args.host_timeout, args.vm_timeout),
+                           timing=timing)
     try:
         if looks_like_plan(args.specs):
             saved, desired = load_saved(args.specs[0])

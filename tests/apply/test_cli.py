@@ -9,12 +9,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from reconciler.plan.saved import save_plan
 from reconciler.store import Store
 
-from .conftest import api_mutations, REPO, embedded_spec, reconcile
+from .conftest import REPO, api_mutations, embedded_spec, reconcile, spec_body, write_spec
 
 
 def test_stale_saved_plan_is_refused_naming_what_changed(served_lab, tmp_path: Path) -> None:
@@ -91,6 +93,21 @@ def _run_until_killed(argv: list[str], steps: int, extra: float) -> tuple[bool, 
     return True, f"after step {seen} + {extra:.2f}s"
 
 
+@contextmanager
+def _served(state: Path) -> Iterator[dict[str, str]]:
+    """`reconcile lab serve` on `state` as its own process: the engine outlives the applies we
+    kill, as a real engine does (an embedded lab would die with them)."""
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler", "lab", "serve", "--fleet",
+                             "demo", "--state", str(state), "--time-scale", "0.01"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        yield json.loads(proc.stdout.readline())
+    finally:
+        proc.send_signal(signal.SIGTERM)         # saves its state on the way out
+        proc.wait(timeout=30)
+
+
 def test_kill_at_random_points_then_rerun_converges(pristine_demo: Path, tmp_path: Path) -> None:
     import shutil
     rng = random.Random(int(os.environ.get("APPLY_KILL_SEED", "0")) or None)
@@ -98,24 +115,34 @@ def test_kill_at_random_points_then_rerun_converges(pristine_demo: Path, tmp_pat
         where = tmp_path / f"point{point}"
         state = where / "lab"
         shutil.copytree(pristine_demo, state, symlinks=True)
-        spec = embedded_spec(where, state)
         store = where / "state.db"
-        argv = [sys.executable, "-m", "reconciler", "--log-format", "json", "apply", "--yes",
-                "--state", str(store), "--host-timeout", "60", str(spec)]
-        # The demo plan runs ~30 journaled steps; kill somewhere in them, often mid-step.
-        killed, at = _run_until_killed(argv, rng.randint(1, 20), rng.uniform(0.0, 0.4))
-        assert killed, f"kill point {point} ({at}): the run ended before the kill"
+        with _served(state) as lab:
+            spec = write_spec(where / "spec.yaml", spec_body(
+                engine={"url": lab["url"], "username": lab["username"],
+                        "passwordFrom": {"file": lab["password_file"]},
+                        "caFile": lab["ca_file"]},
+                hostAccess={"localRoots": str(state / "hosts")}))
+            argv = [sys.executable, "-m", "reconciler", "--log-format", "json", "apply",
+                    "--yes", "--state", str(store), "--host-timeout", "60",
+                    "--poll-interval", "0.02", str(spec)]
+            # The demo plan runs ~30 journaled steps; kill somewhere in them, often mid-step.
+            killed, at = _run_until_killed(argv, rng.randint(1, 20), rng.uniform(0.0, 0.4))
+            assert killed, f"kill point {point} ({at}): the run ended before the kill"
 
-        again = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
-        assert again.returncode == 0, f"killed {at}\n{again.stdout}\n{again.stderr}"
-        assert ("The fleet now matches the spec" in again.stdout
-                or "No changes" in again.stdout), again.stdout
-        with Store(store) as db:
-            runs = db.runs(limit=10)
-            assert len(runs) == 2 and all(r.outcome is not None for r in runs), (at, runs)
-            assert runs[-1].outcome == "crashed"          # the killed run, reported once
-            assert db.lock_info("lab:demo") is None
-            assert all(e.outcome is not None for r in runs for e in db.journal(r.run_id))
+            again = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+            assert again.returncode == 0, f"killed {at}\n{again.stdout}\n{again.stderr}"
+            assert ("The fleet now matches the spec" in again.stdout
+                    or "No changes" in again.stdout), again.stdout
+            if point == 4:
+                plan = reconcile("--log-level", "warning", "plan", "--detailed-exitcode",
+                                 str(spec))
+                assert plan.returncode == 0, plan.stdout + plan.stderr
+            with Store(store) as db:
+                runs = db.runs(limit=10)
+                assert len(runs) == 2 and all(r.outcome is not None for r in runs), (at, runs)
+                assert runs[-1].outcome == "crashed"          # the killed run, reported once
+                assert db.lock_info(lab["url"]) is None
+                assert all(e.outcome is not None for r in runs for e in db.journal(r.run_id))
         # no kill left a host out of up or a VM stopped that should run
         engine = json.loads((state / "engine.json").read_text())
         assert {h["name"]: h["status"] for h in engine["hosts"]} == dict.fromkeys(
@@ -123,5 +150,3 @@ def test_kill_at_random_points_then_rerun_converges(pristine_demo: Path, tmp_pat
         assert {v["name"]: v["status"] for v in engine["vms"]
                 if v["name"] in ("vdi-01", "vdi-03", "web-01")} == dict.fromkeys(
             ("vdi-01", "vdi-03", "web-01"), "up"), at
-    plan = reconcile("--log-level", "warning", "plan", "--detailed-exitcode", str(spec))
-    assert plan.returncode == 0, plan.stdout + plan.stderr
