@@ -91,7 +91,7 @@ def test_demo_converges_within_budget_and_leaves_foreign_state(served_lab) -> No
         applied = store.applied(lab.server.url)
     assert set(outcome.plan.desired_fingerprints) <= set(applied) | {
         d.key for d in second.drift if d.status != "unmanaged"}
-    assert {"host:amd-01", "vm:vdi-02", "vm:ml-01"} <= set(applied)
+    assert {"host:amd-01", "vm:vdi-02", "vm:cad-01"} <= set(applied)
 
 
 def test_converges_with_one_request_in_ten_failing(served_lab) -> None:

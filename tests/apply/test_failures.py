@@ -26,7 +26,7 @@ def test_host_that_never_returns_halts_the_rollout(served_lab) -> None:
     # amd-01 (earlier in wave 1) is done; t4-01 (wave 2) and every VM change never started
     assert [s.outcome for s in result.steps if s.target == "host:amd-01"] == ["ok"] * 7
     not_started = {s.target for s in result.steps if s.outcome == "not-started"}
-    assert {"host:t4-01", "vm:vdi-02", "vm:vdi-03", "vm:ml-01"} <= not_started
+    assert {"host:t4-01", "vm:vdi-02", "vm:vdi-03", "vm:cad-01"} <= not_started
 
     log = lab.server.request_log
     touched = mutating_targets(log, ids)
@@ -71,7 +71,7 @@ def test_max_disruption_leaves_host_reboots_pending(served_lab) -> None:
     assert all(s.disruption == "host-reboot" or s.action == "stop-vm" or s.target in cycling
                for s in result.pending)
     ran = {(s.target, s.action) for s in result.steps if s.outcome == "ok"}
-    assert ("vm:ml-01", "attach-host-device") in ran and ("vm:vdi-03", "start-vm") in ran
+    assert ("vm:cad-01", "attach-host-device") in ran and ("vm:vdi-03", "start-vm") in ran
     # nouveau is not loaded on m60-01: its modprobe file needs no reboot, so it runs under the cap
     assert ("host:m60-01", "write-modprobe-file") in ran
     assert not [r for r in api_mutations(lab.server.request_log) if "/hosts/" in r.path]
