@@ -91,8 +91,6 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    # Small keep-alive responses must not wait for delayed ACKs (about 45 ms each otherwise).
-    disable_nagle_algorithm = True
     server: _Server
     _drop = False
 
