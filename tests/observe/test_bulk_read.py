@@ -1,0 +1,101 @@
+"""The bulk lists parsed by bulk_read give exactly the facts of the SDK's own readers."""
+from __future__ import annotations
+
+import ovirtsdk4
+import pytest
+from ovirtsdk4 import types
+
+from reconciler.observe import engine
+from reconciler.observe.bulk_read import VM, PendingList, elements, fetch_xml, records
+
+from .conftest import api_requests
+
+pytestmark = pytest.mark.lab
+
+
+def _ids(ident: str) -> str:
+    return ident
+
+
+def _both_ways(lab, conn):
+    system = conn.system_service()
+    clusters = {c.id: engine.cluster_fact(c) for c in system.clusters_service().list()}
+    sdk_hosts = [engine.host_fact(h, clusters, _ids)
+                 for h in system.hosts_service().list(follow=engine.HOST_FOLLOW)]
+    sdk_vms = [engine.vm_fact(v, clusters, _ids)
+               for v in system.vms_service().list(follow=engine.VM_FOLLOW)]
+    before = len(api_requests(lab))
+    body = fetch_xml(conn, system.hosts_service(), "/hosts", {"follow": engine.HOST_FOLLOW})
+    shared: dict = {}
+    lean_hosts = [engine.host_fact_from_element(e, clusters, _ids, shared)
+                  for e in elements(body)]
+    pending = PendingList(conn, system.vms_service(), "/vms",
+                          {"follow": engine.VM_FOLLOW, "search": None})
+    lean_vms = [engine.vm_fact(v, clusters, _ids) for v in records(pending.body(), VM)]
+    sent = api_requests(lab)[before:]
+    return sdk_hosts, sdk_vms, lean_hosts, lean_vms, sent
+
+
+def test_demo_fleet_facts_equal_the_sdk_readers(start_lab, lab_connect, fleets):
+    lab = start_lab(fleets.load_fleet("demo"))
+    conn = lab_connect(lab)
+    vms = conn.system_service().vms_service()
+    cad = vms.list(search="name=cad-01")[0]
+    # the Quadro's HDMI audio function comes along as a placeholder (same IOMMU group)
+    vms.vm_service(cad.id).host_devices_service().add(types.HostDevice(name="pci_0000_41_00_0"))
+    sdk_hosts, sdk_vms, lean_hosts, lean_vms, sent = _both_ways(lab, conn)
+    assert lean_hosts == sdk_hosts and lean_vms == sdk_vms
+    assert any(d.placeholder for v in lean_vms for d in v.host_devices)
+    assert any(v.mediated_devices for v in lean_vms) and any(v.pinned_hosts for v in lean_vms)
+    assert any(d.mdev_types for h in lean_hosts for d in h.devices)
+    assert [(r.method, r.path, r.query) for r in sent] == [
+        ("GET", "/ovirt-engine/api/hosts", "follow=devices"),
+        ("GET", "/ovirt-engine/api/vms",
+         "follow=host_devices%2Cmediated_devices%2Cgraphics_consoles")]
+
+
+def test_generated_fleet_facts_equal_the_sdk_readers(start_lab, lab_connect, fleets):
+    lab = start_lab(fleets.generate_fleet(30, 4, 300, seed=3))
+    sdk_hosts, sdk_vms, lean_hosts, lean_vms, _ = _both_ways(lab, lab_connect(lab))
+    assert len(lean_hosts) == 30 and len(lean_vms) == 300
+    assert lean_hosts == sdk_hosts and lean_vms == sdk_vms
+
+
+def test_a_record_has_only_what_its_schema_names() -> None:
+    body = (b"<vms><vm id='v1'><name>a</name><host_devices/><link rel='nics' href='/x'/>"
+            b"<host id='h1'/></vm><vm id='v2'><name>b</name></vm></vms>")
+    first, second = records(body, VM)
+    assert (first.id, first.name, first.host_devices, first.host.id, first.cluster) == \
+        ("v1", "a", [], "h1", None)
+    assert second.host_devices is None                 # not followed: no list, as in the SDK
+    with pytest.raises(AttributeError):
+        first.nics  # noqa: B018 - reading an attribute outside the schema must fail loudly
+
+
+def test_only_top_level_elements_are_handed_over() -> None:
+    body = (b"<hosts><host id='h1'><devices><host_device><host id='h1'/></host_device>"
+            b"</devices></host><host id='h2'/></hosts>")
+    assert [e.get("id") for e in elements(body)] == ["h1", "h2"]
+
+
+def test_identical_vgpu_types_share_one_fact(start_lab, lab_connect, fleets):
+    lab = start_lab(fleets.load_fleet("demo"))
+    conn = lab_connect(lab)
+    body = fetch_xml(conn, conn.system_service().hosts_service(), "/hosts",
+                     {"follow": engine.HOST_FOLLOW})
+    shared: dict = {}
+    hosts = [engine.host_fact_from_element(e, {}, _ids, shared) for e in elements(body)]
+    types = [m for h in hosts for d in h.devices for m in d.mdev_types]
+    assert len(types) > len(shared) > 0
+    assert {id(m) for m in types} == {id(m) for m in shared.values()}
+
+
+def test_faults_are_the_sdks_errors(start_lab, lab_connect, fleets):
+    lab = start_lab(fleets.load_fleet("demo"))
+    conn = lab_connect(lab)
+    hosts = conn.system_service().hosts_service()
+    with pytest.raises(ovirtsdk4.NotFoundError):
+        fetch_xml(conn, hosts, "/hosts/no-such-host/devices", {})
+    with pytest.raises(ovirtsdk4.Error) as caught:
+        fetch_xml(conn, hosts, "/hosts", {"search": "bogus~~field"})
+    assert getattr(caught.value, "code", None) == 400
