@@ -16,9 +16,11 @@ a silent None. Element and attribute names are those the SDK's readers accept (o
 """
 from __future__ import annotations
 
+import gc
 import io
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import ovirtsdk4
@@ -176,3 +178,20 @@ def elements(body: bytes) -> Iterator[ET.Element]:
 def records(body: bytes, schema: Schema) -> Iterator[Record]:
     """A record per top-level element of the list."""
     return (_build(element, schema) for element in elements(body))
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while lists become facts.
+
+    The elements and facts made here hold no reference cycles, but hundreds of thousands of new
+    objects trigger repeated collections over an ever larger heap: about a third of the time of
+    turning a 1,000-host list into facts. Collection resumes (as it was) right after.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

@@ -25,7 +25,8 @@ from ovirtsdk4 import types
 
 from reconciler.engine_client import with_retries
 from reconciler.observe.bulk_read import VM as VM_RECORD
-from reconciler.observe.bulk_read import PendingList, elements, fetch_xml, records
+from reconciler.observe.bulk_read import (PendingList, collector_paused, elements, fetch_xml,
+                                         records)
 from reconciler.observe.facts import (Cluster, GraphicsConsole, Host, HostDevice, MdevType,
                                       MediatedDevice, Vm, VmHostDevice)
 from reconciler.observe.vendor import derive_vendor
@@ -446,8 +447,9 @@ def read_engine(connection: ovirtsdk4.Connection, desired: DesiredState | None =
                 addresses[host.name] = address
             unnamed.append(host)
 
-    take_hosts(call("list hosts", pending_hosts.body))
-    raw_vms = list(records(call("list vms", pending_vms.body), VM_RECORD))
+    with collector_paused():
+        take_hosts(call("list hosts", pending_hosts.body))
+        raw_vms = list(records(call("list vms", pending_vms.body), VM_RECORD))
     spec_vms = {v.name for v in desired.vms} if desired is not None else set()
     extra = outside_search(desired, host_ids.values(), {
         v.name: by_id[v.cluster.id].name for v in raw_vms
@@ -457,7 +459,9 @@ def read_engine(connection: ovirtsdk4.Connection, desired: DesiredState | None =
             connection, hosts_service, "/hosts", {"follow": HOST_FOLLOW, "search": extra})))
     host_names = _Names(host_ids,
                         lambda: call("name hosts", lambda: system.hosts_service().list()))
-    vms = tuple(sorted((vm_fact(v, by_id, host_names) for v in raw_vms), key=lambda v: v.name))
+    with collector_paused():
+        vms = tuple(sorted((vm_fact(v, by_id, host_names) for v in raw_vms),
+                           key=lambda v: v.name))
     vm_names = _Names({v.id: v.name for v in raw_vms},
                       lambda: call("name vms", lambda: system.vms_service().list()))
     del raw_vms

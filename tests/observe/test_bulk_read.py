@@ -99,3 +99,20 @@ def test_faults_are_the_sdks_errors(start_lab, lab_connect, fleets):
     with pytest.raises(ovirtsdk4.Error) as caught:
         fetch_xml(conn, hosts, "/hosts", {"search": "bogus~~field"})
     assert getattr(caught.value, "code", None) == 400
+
+
+def test_collector_is_paused_and_restored_as_it_was() -> None:
+    import gc
+    from reconciler.observe.bulk_read import collector_paused
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), collector_paused():
+        assert not gc.isenabled()
+        raise RuntimeError("a failure inside still restores the collector")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()        # it was off before: stays off
+    finally:
+        gc.enable()
