@@ -13,7 +13,12 @@ Order and safety (docs/apply.md):
   stopped for it started again) before the rollout halts; a host that does not come back is
   reported degraded and the rollout halts: hosts done stay done, hosts not started stay untouched;
 - a VM whose step fails keeps its remaining steps; other VMs go on;
-- actions above `max_disruption` are not run and are reported as pending.
+- actions above `max_disruption` are not run and are reported as pending;
+- a `stop` event (SIGTERM in the controller) is honoured only where nothing is left down: before
+  a unit starts and before a step that takes something down, never between a deactivate and its
+  host's activation nor between a VM's stop and its start. Cycles already running finish, VMs this
+  run stopped are started again, the rest is reported not started and the result says
+  `halted="stopped"`.
 """
 from __future__ import annotations
 
@@ -47,6 +52,8 @@ log = get_logger(__name__)
 
 # Step outcomes as reported; the journal records ok / failed / skipped.
 OK, FAILED, PENDING, NOT_STARTED = "ok", "failed", "pending", "not-started"
+# `ApplyResult.halted` when the stop event ended the run at a safe point.
+STOPPED = "stopped"
 _HEALTHY_DOWN = frozenset({"maintenance", "preparing_for_maintenance"})
 _INSTALLING = frozenset({"installing", "reboot", "installing_os"})
 _ACTIVATING = frozenset({"initializing", "connecting", "unassigned"})
@@ -112,6 +119,10 @@ class ApplyResult:
     def ok(self) -> bool:
         return not self.failed and not self.degraded and self.halted is None
 
+    @property
+    def stopped(self) -> bool:
+        return self.halted == STOPPED
+
 
 class _Halt(Exception):
     """Stops the rollout; the reason is already recorded."""
@@ -127,7 +138,8 @@ class Executor:
                  timeouts: Timeouts = Timeouts(),
                  max_disruption: Disruption = Disruption.HOST_REBOOT,
                  connect: Callable[[], Any] | None = None, max_parallel: int = 8,
-                 restart_policy: Callable[[str], str | None] = lambda _vm: None) -> None:
+                 restart_policy: Callable[[str], str | None] = lambda _vm: None,
+                 stop: threading.Event | None = None) -> None:
         self._main_conn = connection
         self._main_reader = reader
         # Host cycles of one wave run side by side when we can open more connections (an SDK
@@ -150,6 +162,9 @@ class Executor:
         self._steps: list[StepRecord] = []
         self._degraded: dict[str, str] = {}
         self._halted: str | None = None
+        self._stop = stop
+        # VMs this run stopped and has not started again: a stop request waits for them.
+        self._down_vms: set[str] = set()
 
     @property
     def conn(self) -> Any:
@@ -182,7 +197,10 @@ class Executor:
                 self._run_wave(wave)
                 continue
             position += 1
-            if self._halted is not None:
+            if self._halted is not None and not self._restarts_our_vm(unit):
+                self._not_started(unit)
+                continue
+            if self._stop_now() and not self._restarts_our_vm(unit):
                 self._not_started(unit)
                 continue
             self._wave = unit.wave
@@ -230,7 +248,7 @@ class Executor:
                 log.debug("apply.connection_close_failed", error=str(err))
 
     def _cycle_guarded(self, unit: Unit) -> None:
-        if self._halted is not None:
+        if self._halted is not None or self._stop_now():
             self._not_started(unit)
             return
         self._wave = unit.wave
@@ -241,6 +259,22 @@ class Executor:
         finally:
             with self._budget_lock:
                 self._in_flight.discard(unit.name)
+
+    def _stop_now(self) -> bool:
+        """True once the stop event is set (and from then on); the first caller halts the run."""
+        if self._stop is None or not self._stop.is_set():
+            return False
+        self._halt(STOPPED)
+        return True
+
+    def _restarts_our_vm(self, unit: Unit) -> bool:
+        """A VM unit that starts a VM this run stopped (for a host cycle): it runs even when
+        stopping, so that no VM is left down by us."""
+        if self._halted != STOPPED or unit.kind != "vm":
+            return False
+        with self._budget_lock:
+            down = unit.name in self._down_vms
+        return down and any(isinstance(a, StartVm) for _, a in unit.actions)
 
     def _fail_unit_quietly(self, unit: Unit, why: str) -> None:
         try:
@@ -297,6 +331,12 @@ class Executor:
             raise
         seconds = time.monotonic() - started
         self.store.journal_end(entry, "ok", message, seconds)
+        if name in ("stop-vm", "start-vm") and target.startswith("vm:"):
+            with self._budget_lock:
+                if name == "stop-vm":
+                    self._down_vms.add(target[3:])
+                else:
+                    self._down_vms.discard(target[3:])
         self.progress.step_finished(event, OK, seconds, message)
         self._record(StepRecord(step_id, target, name, disruption, OK, message, seconds))
         return True, message, None
@@ -325,6 +365,9 @@ class Executor:
 
     def _simple(self, unit: Unit, *, halt_on_failure: bool) -> None:
         for position, (index, action) in enumerate(unit.actions):
+            if isinstance(action, StopVm) and self._stop_now():
+                self._rest_not_started(unit)
+                return
             if not self._allowed(action):
                 self._pending(index, action)
                 continue
@@ -405,6 +448,9 @@ class Executor:
             for index, action in unit.actions:
                 self._pending(index, action)
             return
+        if self._stop_now():
+            self._not_started(unit)
+            return
         host = self.reader.host(name)
         if host is None:
             self._fail_unit(unit, f"host {name} no longer exists on the engine")
@@ -418,6 +464,11 @@ class Executor:
             self._halt(verdict.message)
             self._not_started(unit)
             raise _Halt
+        if self._stop_now():
+            # The last point before this cycle takes anything down (its VM stops, then the
+            # host); from here on it runs to its end.
+            self._not_started(unit)
+            return
         was_up = host.status == "up"
         stops = [(i, a) for i, a in unit.actions if isinstance(a, StopVm)]
         config = [(i, a) for i, a in unit.actions

@@ -13,13 +13,14 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from reconciler.apply.engine_ops import Timing
-from reconciler.apply.executor import ApplyResult, Executor, Timeouts
+from reconciler.apply.executor import STOPPED, ApplyResult, Executor, Timeouts
 from reconciler.apply.progress import Progress, for_stream
 from reconciler.apply import recovery
 from reconciler.apply.rollout import Budget, max_unavailable_by_host
@@ -57,6 +58,9 @@ class ApplyOptions:
     timeouts: Timeouts = field(default_factory=Timeouts)
     timing: Timing | None = None            # None: the engine's default, or LAB_TIMING on a lab
     probe: bool = True
+    # Set it to end the run at the next safe point (no host out of service, no VM stopped by
+    # us): the run is closed as "stopped" and the lock released.
+    stop: threading.Event | None = None
 
 
 @dataclass(frozen=True)
@@ -236,7 +240,7 @@ def _locked(desired: DesiredState, options: ApplyOptions, store: Store, key: str
                             progress=progress, timing=timing, timeouts=options.timeouts,
                             max_disruption=options.max_disruption,
                             connect=_connection_factory(desired, fleet),
-                            restart_policy=_restart_policy(desired))
+                            restart_policy=_restart_policy(desired), stop=options.stop)
         try:
             return _plan_and_run(desired, options, store, key, run_id, saved, confirm, out,
                                  fleet, observed, executor, left)
@@ -310,6 +314,12 @@ def _plan_and_run(desired: DesiredState, options: ApplyOptions, store: Store, ke
     recorded = _record_converged(store, key, run_id, the_plan, after)
     log.debug("apply.recorded_applied", run_id=run_id, objects=recorded)
     _summary(result, after, out)
+    if result.stopped:
+        left = len(result.by_outcome("not-started"))
+        message = (f"stopped at a safe point; {left} step(s) not started (the next apply "
+                   "re-plans from the fleet)")
+        store.finish_run(run_id, STOPPED, message)
+        return RunOutcome(EXIT_FAILED, run_id, the_plan, result, after)
     failed = not result.ok or bool(the_plan.blockers)
     message = (result.halted or (f"{len(result.failed)} step(s) failed" if result.failed
                                  else f"{len(result.pending)} pending"

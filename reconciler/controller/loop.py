@@ -6,9 +6,9 @@ reasons: load the spec (a bad edit is reported and the last good spec stays in f
 fleet afresh, plan, record drift (store history, /status, /metrics, notifications) and, in apply
 mode, converge within --max-disruption through the apply runner (which holds the store's lock).
 A failing pass is retried with capped exponential backoff; triggers arriving meanwhile wait (except
-a new spec, which may be the fix), so there is never a tight loop. `stop()` (SIGTERM) lets an apply
-finish its current step, or the whole step sequence that must not be split (a host cycle, a VM
-stopped for a change), then ends.
+a new spec, which may be the fix), so there is never a tight loop. `stop()` (SIGTERM) sets the
+apply's stop event: the executor finishes what must not be split (a host cycle, a VM stopped for a
+change), starts nothing more and closes the run as stopped.
 """
 from __future__ import annotations
 
@@ -108,54 +108,30 @@ def spec_revision(sources: Sequence[str]) -> str:
     return "sha256:" + digest.hexdigest()[:16]
 
 
-class _Abandon(BaseException):
-    """Raised from the apply's progress hook at a safe point once the controller is stopping.
-
-    A BaseException so that no `except Exception` on the way swallows it; the apply runner
-    records its run as failed with this message and releases the lock.
-    """
-
-    def __str__(self) -> str:
-        return "stopped by SIGTERM at a safe point; the next pass re-plans from the fleet"
-
-
 class _ApplyProgress:
-    """The executor's progress hook: feeds /status and /metrics, learns the apply's correlation
-    id (its run id) and, once stopping, abandons the apply at the first safe point: between steps,
-    with no step running, no host taken out of service and no VM stopped that is not back.
-
-    Host cycles of one wave run side by side in the executor's threads, so the hook is called
-    concurrently: one lock guards its state, a step counts as taking its host or VM down from the
-    moment it starts, and once the safe point is reached every later step is refused before it
-    runs (raising from `step_started`), so no other thread can take anything down afterwards.
-    """
-
-    _TAKES_DOWN = {"deactivate": "host", "stop-vm": "vm"}
+    """The executor's progress hook: feeds /status and /metrics and learns the apply's
+    correlation id (its run id). Host cycles of one wave call it from their own threads."""
 
     def __init__(self, controller: Controller) -> None:
         self.c = controller
         self.run_id: str | None = None
         self.done = 0
         self._lock = threading.Lock()
-        self._running = 0
-        self._abandoning = False
-        self._hosts_out: set[str] = set()
-        self._vms_stopped: set[str] = set()
+
+    def _learn(self, run_id: str, total: int | None = None) -> None:
+        with self._lock:
+            if self.run_id is not None:
+                return
+            self.run_id = run_id
+        self.c.own_correlation_ids.add(run_id)
+        self.c.state.apply_started(run_id, total)
+
+    def run_started(self, run_id: str, steps_total: int) -> None:
+        self._learn(run_id, steps_total)
 
     def step_started(self, event: Any) -> None:
+        self._learn(event.run_id)
         with self._lock:
-            if self._abandoning:
-                raise _Abandon()
-            if self.run_id is None:
-                self.run_id = event.run_id
-                self.c.own_correlation_ids.add(event.run_id)
-                self.c.state.apply_started(event.run_id)
-            self._running += 1
-            kind = self._TAKES_DOWN.get(event.action)
-            if kind == "host":
-                self._hosts_out.add(event.target)
-            elif kind == "vm":
-                self._vms_stopped.add(event.target)
             done = self.done
         self.c.state.apply_step(event.run_id, f"{event.target} {event.action}", done)
         self.c.state.beat()
@@ -164,19 +140,6 @@ class _ApplyProgress:
                       message: str | None = None) -> None:
         with self._lock:
             self.done += 1
-            self._running = max(0, self._running - 1)
-            if outcome == "ok":
-                if event.action == "start-vm":
-                    self._vms_stopped.discard(event.target)
-                elif event.action in ("host-cycle", "activate"):
-                    self._hosts_out.discard(event.target)
-            elif event.action == "stop-vm":
-                # A VM that failed to stop is not brought back by the executor either way.
-                self._vms_stopped.discard(event.target)
-            safe = (self.c.stopping and outcome == "ok" and self._running == 0
-                    and not self._hosts_out and not self._vms_stopped)
-            if safe:
-                self._abandoning = True
             done = self.done
         self.c.metrics.apply_step({"ok": "ok", "failed": "failed"}.get(outcome, "skipped"))
         self.c.state.apply_step(event.run_id, f"{event.target} {event.action}", done)
@@ -184,8 +147,6 @@ class _ApplyProgress:
         self.c.log.info("apply step", run_id=event.run_id, target=event.target,
                         action=event.action, outcome=outcome, seconds=round(seconds, 3),
                         message=message)
-        if safe:
-            raise _Abandon()
 
     def message(self, text: str) -> None:
         self.c.log.info("apply", message=text)
@@ -323,8 +284,6 @@ class Controller:
         self.log.info("pass started", trigger=trigger)
         try:
             outcome = self._pass(trigger)
-        except _Abandon as exc:
-            outcome = PassOutcome("error", error=str(exc))
         except ReconcilerError as exc:
             outcome = PassOutcome("error", error=str(exc))
             if isinstance(exc, EngineError):
@@ -485,8 +444,11 @@ class Controller:
             self._close_link()
         progress = _ApplyProgress(self)
         revision = self.state.snapshot()["revision"]
+        # stop() (SIGTERM) sets this event: the executor then ends the run at its next safe
+        # point (no host out of service, no VM stopped by it) and closes it as "stopped".
         options = ApplyOptions(yes=True, max_disruption=self.config.max_disruption,
-                               state=self.config.state, probe=self.config.probe)
+                               state=self.config.state, probe=self.config.probe,
+                               stop=self._stop)
         self._notify("apply.started", {"max_disruption": self.config.max_disruption.value,
                                        "revision": revision})
         out = io.StringIO()
@@ -501,13 +463,6 @@ class Controller:
             self._apply_not_before = time.monotonic() + self._apply_backoff.failed()
             self.queue.put("apply-retry")
             return None
-        except _Abandon:
-            if progress.run_id:
-                self.state.apply_finished(progress.run_id, "abandoned", str(_Abandon()),
-                                          revision)
-            self._notify("apply.failed", {"run_id": progress.run_id, "outcome": "abandoned",
-                                          "revision": revision})
-            raise
         except ReconcilerError as err:
             if progress.run_id:
                 self.state.apply_finished(progress.run_id, "failed", str(err), revision)
@@ -519,6 +474,15 @@ class Controller:
             self.log.debug("apply output", text=out.getvalue())
         run_id = outcome.run_id or progress.run_id or "?"
         after = outcome.after
+        if outcome.result is not None and outcome.result.stopped:
+            message = (f"stopped by SIGTERM at a safe point: "
+                       f"{len(outcome.result.by_outcome('ok'))} step(s) ok, "
+                       f"{len(outcome.result.by_outcome('not-started'))} not started; the next "
+                       "pass re-plans from the fleet")
+            self.state.apply_finished(run_id, "stopped", message, revision)
+            self._notify("apply.failed", {"run_id": run_id, "outcome": "stopped",
+                                          "message": message, "revision": revision})
+            return after
         progressed = outcome.exit_code == 0 or (after is not None and not self._allowed(after))
         result = outcome.result
         ok = result is None or result.ok

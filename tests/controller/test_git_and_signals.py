@@ -91,13 +91,22 @@ def test_sigterm_during_apply_exits_cleanly_and_restart_converges(
 
     with Store(tmp_path / "state.db") as store:
         applies = [r for r in store.runs() if r.kind == "apply"]
-        assert len(applies) == 1 and applies[0].outcome is not None   # the run was closed
+        # The run was closed: stopped at a safe point, or done if the cycle was its last unit.
+        assert len(applies) == 1 and applies[0].outcome in ("stopped", "ok"), applies
         assert store.lock_info(lab.url) is None                        # and the lock released
         journal = store.journal(applies[0].run_id)
     # The host was never left half-way: a cycle that started was finished.
     started = {e.action for e in journal}
     if "deactivate" in started:
         assert "activate" in started and all(e.outcome is not None for e in journal)
+
+    conn = sdk_connection(lab)
+    try:
+        # No host is left out of service by the stopped apply.
+        statuses = {h.name: h.status.value for h in conn.system_service().hosts_service().list()}
+    finally:
+        conn.close()
+    assert set(statuses.values()) == {"up"}, statuses
 
     again = start_controller(*args, name="restarted")
     status = wait_for("convergence after the restart",

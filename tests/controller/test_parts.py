@@ -336,41 +336,6 @@ def test_spec_watcher_follows_configmap_updates(tmp_path: Path, as_file: bool) -
         watcher.stop()
 
 
-def test_sigterm_safe_point_holds_across_parallel_host_cycles(tmp_path: Path) -> None:
-    from reconciler.apply.progress import StepEvent
-    from reconciler.controller.loop import _Abandon, _ApplyProgress
-    controller = Controller(ControllerConfig(spec_paths=(str(tmp_path),),
-                                             state=tmp_path / "state.db"))
-    hook = _ApplyProgress(controller)
-
-    def ev(target: str, action: str) -> StepEvent:
-        return StepEvent("r-1", "1", target, action, "host-reboot", 1)
-
-    # Two cycles of one wave in the executor's threads: host a is rebooting, host b's worker is
-    # stopping a VM for its own cycle when SIGTERM arrives.
-    hook.step_started(ev("host:a", "deactivate"))
-    hook.step_finished(ev("host:a", "deactivate"), "ok", 0.1)
-    hook.step_started(ev("vm:on-b", "stop-vm"))          # in flight, not finished
-    controller.stop()
-    hook.step_started(ev("host:a", "activate"))
-    hook.step_finished(ev("host:a", "activate"), "ok", 0.1)
-    # Host a is back, but b's stop is still running: not a safe point yet.
-    hook.step_started(ev("host:a", "host-cycle"))
-    hook.step_finished(ev("host:a", "host-cycle"), "ok", 0.1)
-    hook.step_finished(ev("vm:on-b", "stop-vm"), "ok", 0.1)
-    # b's cycle goes on to the end and its VM is started again; only then is it safe.
-    for action in ("deactivate", "install", "activate", "host-cycle"):
-        hook.step_started(ev("host:b", action))
-        hook.step_finished(ev("host:b", action), "ok", 0.1)
-    hook.step_started(ev("vm:on-b", "start-vm"))
-    with pytest.raises(_Abandon):
-        hook.step_finished(ev("vm:on-b", "start-vm"), "ok", 0.1)
-    # From then on no thread may start anything (a third cycle of the same wave).
-    with pytest.raises(_Abandon):
-        hook.step_started(ev("host:c", "deactivate"))
-    controller.store.close()
-
-
 def test_an_apply_refused_by_the_lock_shows_why_on_status(tmp_path: Path) -> None:
     with LabServer("demo", tmp_path / "lab", time_scale=0.01) as lab:
         password = tmp_path / "pw"
