@@ -204,6 +204,7 @@ class _Ctx:
             try:
                 return request()
             except sdk.Error as err:
+                _FAILED[self.conn] = _FAILED.get(self.conn, 0) + 1
                 if not is_transient(err):
                     raise _refusal(err, what) from None
                 if attempt == self.timing.attempts:
@@ -226,6 +227,15 @@ class _Ctx:
 # Ids found by name, per connection; weak keys so a closed connection takes its cache with it.
 _ID_CACHES: weakref.WeakKeyDictionary[sdk.Connection, dict[tuple[str, str], str]] = \
     weakref.WeakKeyDictionary()
+
+
+# Requests that failed (refused or retried), per connection, for the engine error metric.
+_FAILED: weakref.WeakKeyDictionary[sdk.Connection, int] = weakref.WeakKeyDictionary()
+
+
+def failed_requests(conn: sdk.Connection) -> int:
+    """How many of the operations' requests on `conn` failed (each retry of one counts)."""
+    return _FAILED.get(conn, 0)
 
 
 def _ctx(conn: sdk.Connection, correlation_id: str | None, timing: Timing) -> _Ctx:

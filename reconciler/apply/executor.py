@@ -165,6 +165,9 @@ class Executor:
         self._stop = stop
         # VMs this run stopped and has not started again: a stop request waits for them.
         self._down_vms: set[str] = set()
+        # Requests and failed requests of the cycles' own connections (closed after each cycle).
+        self._worker_requests = 0
+        self._worker_errors = 0
 
     @property
     def conn(self) -> Any:
@@ -184,9 +187,30 @@ class Executor:
 
     # ---- the run ----------------------------------------------------------------------------
 
+    def engine_counts(self) -> tuple[int, int]:
+        """(requests, failed requests) sent so far on this run's engine connections."""
+        with self._budget_lock:
+            return (getattr(self._main_conn, "request_count", 0) + self._worker_requests,
+                    ops.failed_requests(self._main_conn) + self._worker_errors)
+
+    def steps_total(self, units: Sequence[Unit]) -> int:
+        """The steps `run` reports through the progress hook when all goes well: every action
+        within --max-disruption, plus a cycle's deactivate, install and activate stages."""
+        total = 0
+        for unit in units:
+            if unit.kind == "host-cycle":
+                if all(self._allowed(a) for _, a in unit.actions):
+                    total += len(unit.actions) + 3
+            else:
+                total += sum(1 for _, a in unit.actions if self._allowed(a))
+        return total
+
     def run(self, plan: Plan) -> ApplyResult:
         started = time.monotonic()
         units = units_of(plan.actions)
+        announce = getattr(self.progress, "run_started", None)
+        if announce is not None:
+            announce(self.run_id, self.steps_total(units))
         position = 0
         while position < len(units):
             unit = units[position]
@@ -242,6 +266,9 @@ class Executor:
             self._cycle_guarded(unit)
         finally:
             self._local.conn = self._local.reader = None
+            with self._budget_lock:
+                self._worker_requests += getattr(conn, "request_count", 0)
+                self._worker_errors += ops.failed_requests(conn)
             try:
                 conn.close()
             except Exception as err:  # noqa: BLE001 - a failed logout must not hide the outcome

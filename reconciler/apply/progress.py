@@ -29,6 +29,8 @@ class StepEvent:
 
 
 class Progress(Protocol):
+    """`run_started(run_id, steps_total)` is optional: the executor calls it when present."""
+
     def step_started(self, event: StepEvent) -> None: ...
 
     def step_finished(self, event: StepEvent, outcome: str, seconds: float,
@@ -44,6 +46,9 @@ class LogProgress:
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream
+
+    def run_started(self, run_id: str, steps_total: int) -> None:
+        log.debug("apply.run_started", run_id=run_id, steps_total=steps_total)
 
     def step_started(self, event: StepEvent) -> None:
         log.debug("apply.step_started", run_id=event.run_id, step=event.step_id,

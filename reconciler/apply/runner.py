@@ -10,6 +10,7 @@ do are recorded as applied with the desired fingerprint the plan used.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import sys
@@ -61,6 +62,9 @@ class ApplyOptions:
     # Set it to end the run at the next safe point (no host out of service, no VM stopped by
     # us): the run is closed as "stopped" and the lock released.
     stop: threading.Event | None = None
+    # Recorded on the run: the controller's git commit or `sha256:` revision; None: a digest
+    # of the spec files' contents.
+    spec_revision: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,8 @@ class RunOutcome:
     plan: Plan | None = None
     result: ApplyResult | None = None
     after: Plan | None = None              # the plan computed after executing
+    engine_requests: int = 0               # API requests this apply sent (observations too)
+    engine_errors: int = 0                 # of them, the ones that failed (retries included)
 
 
 class StalePlan(PlanError):
@@ -184,7 +190,8 @@ def execute(desired: DesiredState, options: ApplyOptions, *, saved: Plan | None 
     key = engine_key(desired)
     store = Store(options.state)
     try:
-        run_id = store.start_run("apply", key, spec_revision=_spec_revision(desired.sources),
+        revision = options.spec_revision or _spec_revision(desired.sources)
+        run_id = store.start_run("apply", key, spec_revision=revision,
                                  plan_digest=_digest(saved) if saved is not None else None)
         try:
             with store.lock(key, run_id, pid=os.getpid(), force_unlock=options.force_unlock) \
@@ -242,8 +249,10 @@ def _locked(desired: DesiredState, options: ApplyOptions, store: Store, key: str
                             connect=_connection_factory(desired, fleet),
                             restart_policy=_restart_policy(desired), stop=options.stop)
         try:
-            return _plan_and_run(desired, options, store, key, run_id, saved, confirm, out,
-                                 fleet, observed, executor, left)
+            outcome = _plan_and_run(desired, options, store, key, run_id, saved, confirm, out,
+                                    fleet, observed, executor, left)
+            requests, errors = executor.engine_counts()
+            return dataclasses.replace(outcome, engine_requests=requests, engine_errors=errors)
         finally:
             if own_progress:
                 progress.close()

@@ -116,23 +116,34 @@ class _ApplyProgress:
         self.c = controller
         self.run_id: str | None = None
         self.done = 0
+        self.steps_total: int | None = None
+        self._step: str | None = None
         self._lock = threading.Lock()
 
-    def _learn(self, run_id: str, total: int | None = None) -> None:
+    def _learn(self, run_id: str) -> None:
         with self._lock:
             if self.run_id is not None:
                 return
             self.run_id = run_id
         self.c.own_correlation_ids.add(run_id)
-        self.c.state.apply_started(run_id, total)
+        self.c.state.apply_started(run_id)
 
     def run_started(self, run_id: str, steps_total: int) -> None:
-        self._learn(run_id, steps_total)
+        """The plan's step count, once the executor starts on it (after any recovery steps,
+        which count as done)."""
+        self._learn(run_id)
+        with self._lock:
+            done, step = self.done, self._step
+            self.steps_total = done + steps_total
+        self.c.state.apply_started(run_id, done + steps_total)
+        if step is not None:
+            self.c.state.apply_step(run_id, step, done)
 
     def step_started(self, event: Any) -> None:
         self._learn(event.run_id)
         with self._lock:
             done = self.done
+            self._step = f"{event.target} {event.action}"
         self.c.state.apply_step(event.run_id, f"{event.target} {event.action}", done)
         self.c.state.beat()
 
@@ -448,7 +459,7 @@ class Controller:
         # point (no host out of service, no VM stopped by it) and closes it as "stopped".
         options = ApplyOptions(yes=True, max_disruption=self.config.max_disruption,
                                state=self.config.state, probe=self.config.probe,
-                               stop=self._stop)
+                               stop=self._stop, spec_revision=revision)
         self._notify("apply.started", {"max_disruption": self.config.max_disruption.value,
                                        "revision": revision})
         out = io.StringIO()
@@ -474,6 +485,7 @@ class Controller:
             self.log.debug("apply output", text=out.getvalue())
         run_id = outcome.run_id or progress.run_id or "?"
         after = outcome.after
+        self.metrics.engine_requests_add(outcome.engine_requests, outcome.engine_errors)
         if outcome.result is not None and outcome.result.stopped:
             message = (f"stopped by SIGTERM at a safe point: "
                        f"{len(outcome.result.by_outcome('ok'))} step(s) ok, "

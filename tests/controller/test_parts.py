@@ -393,3 +393,52 @@ def _observed_with_failed_probe(host: str) -> Any:
     from reconciler.observe.facts import Observed, ProbeFacts
     return Observed(probes=(ProbeFacts(host, status="unknown", reason="ssh: timed out"),
                             ProbeFacts("gpu-02")))
+
+
+def test_apply_progress_fills_the_step_total_on_status(tmp_path: Path) -> None:
+    from reconciler.apply.progress import StepEvent
+    from reconciler.controller.loop import _ApplyProgress
+    controller = Controller(ControllerConfig(spec_paths=(str(tmp_path),),
+                                             state=tmp_path / "state.db"))
+    hook = _ApplyProgress(controller)
+    # A recovery step of a dead run comes before the plan's steps: it counts as done.
+    recover = StepEvent("r-1", "recover.activate", "host:a", "activate", "host-reboot")
+    hook.step_started(recover)
+    hook.step_finished(recover, "ok", 0.1)
+    hook.run_started("r-1", 4)
+    status = controller.state.snapshot()["apply"]
+    assert status["run_id"] == "r-1" and status["steps_total"] == 5 and status["steps_done"] == 1
+    assert "r-1" in controller.own_correlation_ids
+    controller.store.close()
+
+
+def test_an_apply_pass_counts_its_engine_requests_and_records_the_revision(
+        tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+    with LabServer("demo", tmp_path / "lab", time_scale=0.01) as lab:
+        password = tmp_path / "pw"
+        password.write_text(lab.password)
+        spec = tmp_path / "fleet.yaml"
+        spec.write_text("apiVersion: gpu-reconciler/v1\nengine:\n"
+                        f"  url: {lab.url}\n  username: {lab.username}\n"
+                        f"  passwordFrom: {{file: {password}}}\n  caFile: {lab.ca_file}\n"
+                        "vms:\n  - name: vdi-01\n"
+                        "    vgpu: {type: nvidia-18, instances: 2, secondaryDisplay: vnc}\n")
+        controller = Controller(ControllerConfig(
+            spec_paths=(str(spec),), state=tmp_path / "state.db", mode="apply",
+            resync=3600.0, events_interval=3600.0, max_disruption=Disruption.VM_RESTART))
+        try:
+            outcome = controller.run_pass({"manual"})
+            assert outcome.applied and outcome.result == "ok", outcome
+        finally:
+            controller._close_link()
+        revision = controller.state.snapshot()["revision"]
+        applies = [r for r in controller.store.runs() if r.kind == "apply"]
+        controller.store.close()
+        api = [r for r in lab.request_log if r.path.startswith("/ovirt-engine/api")]
+    assert len(applies) == 1 and applies[0].spec_revision == revision
+    assert revision.startswith("sha256:")
+    samples = {s.name: s.value for f in text_string_to_metric_families(
+        controller.metrics.render().decode()) for s in f.samples}
+    # The pass's observation, the event poller and the apply: every request is counted.
+    assert samples["gpu_reconciler_engine_requests_total"] == len(api)
