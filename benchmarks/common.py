@@ -114,7 +114,8 @@ def run_module(module: str, args: Sequence[str], *, timeout: float,
         usage = read_json(report) or {}
         out.seek(0)
         err.seek(0)
-        return ChildRun(int(usage.get("returncode", proc.returncode)),
+        code = usage.get("returncode", proc.returncode)
+        return ChildRun(int(code) if code is not None else -1,
                         float(usage.get("seconds", wall)), float(usage.get("peak_rss_mib", 0.0)),
                         out.read().decode("utf-8", "replace"),
                         err.read().decode("utf-8", "replace"), timed_out)

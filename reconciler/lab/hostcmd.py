@@ -669,7 +669,7 @@ def _state_files(root: Path) -> list[str]:
 
 
 def _snapshot(root: Path, deps: Sequence[str]) -> tuple[tuple[int, int, int] | None, ...]:
-    out = []
+    out: list[tuple[int, int, int] | None] = []
     for rel in deps:
         try:
             st = os.stat(root / rel)

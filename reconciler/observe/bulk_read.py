@@ -34,6 +34,10 @@ Schema = Mapping[str, Convert]
 class Record:
     """One parsed element: the attributes its schema names, nothing else."""
 
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for an attribute the schema does not name.
+        raise AttributeError(f"record has no attribute {name!r}: not in its schema")
+
     def __repr__(self) -> str:
         return f"Record({self.__dict__!r})"
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 from xml.etree.ElementTree import Element
 
 import ovirtsdk4
@@ -256,7 +256,7 @@ def _text_int(value: str | None) -> int | None:
 
 
 def _text_bool(value: str | None) -> bool:
-    return bool(value) and value.strip().lower() in ("true", "1")
+    return value is not None and value.strip().lower() in ("true", "1")
 
 
 def _element_device_name(ref: Element | None) -> str | None:
@@ -321,7 +321,7 @@ def host_fact_from_element(h: Element, clusters_by_id: Mapping[str, Cluster],
     """`host_fact` for one `<host>` element of the bulk host list."""
     cluster_ref = h.find("cluster")
     cluster_id = cluster_ref.get("id") if cluster_ref is not None else None
-    cluster = clusters_by_id.get(cluster_id) if cluster_ref is not None else None
+    cluster = clusters_by_id.get(cluster_id) if cluster_id is not None else None
     cpu = h.find("cpu")
     cpu_type = cpu.findtext("type") if cpu is not None else None
     cpu_name = cpu.findtext("name") if cpu is not None else None
@@ -330,9 +330,11 @@ def host_fact_from_element(h: Element, clusters_by_id: Mapping[str, Cluster],
     os_ = h.find("os")
     passthrough = h.find("device_passthrough")
     listed = h.find("devices")
+    # Typed as the SDK path gives them (an engine host always has an id, a name and a cluster).
     return Host(
-        id=h.get("id"), name=h.findtext("name"),
-        cluster=cluster.name if cluster else (cluster_id if cluster_ref is not None else ""),
+        id=cast(str, h.get("id")), name=cast(str, h.findtext("name")),
+        cluster=cluster.name if cluster else cast(str, cluster_id if cluster_ref is not None
+                                                  else ""),
         status=h.findtext("status") or "unknown",
         cpu_vendor=verdict.vendor, cpu_vendor_note=verdict.note,
         cpu_type=cpu_type, cpu_name=cpu_name,
