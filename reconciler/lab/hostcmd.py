@@ -706,7 +706,10 @@ def _keep(root: Path, name: str, argv: Sequence[str], out: str, err: str, code: 
     _atomic(folder / f"{key}.err", err.encode())
     _atomic(folder / f"{key}.out", out.encode())
     if _snapshot(root, deps) != before:
-        return      # the state changed while this answer was being made: do not keep it
+        # The state changed while this answer was being made: keep nothing of it (an index line
+        # from earlier may still name this key).
+        (folder / f"{key}.out").unlink(missing_ok=True)
+        return
     deps_text = "".join(d + "\n" for d in deps).encode()
     deps_file = folder / _DEPS
     if not deps_file.exists() or deps_file.read_bytes() != deps_text:
