@@ -160,12 +160,23 @@ def _summary(result: ApplyResult, after: Plan, out: TextIO) -> None:
         print(f"  ! rollout halted: {result.halted}", file=out)
     for step in result.pending:
         print(f"  * pending: {step.target} {step.action} ({step.message})", file=out)
+    left = sorted((d for d in after.drift if d.status in _NOT_MET),
+                  key=lambda d: (_NOT_MET.index(d.status), d.key))
     if after.has_changes:
         print(f"Still to do: {after.summary.line()}", file=out)
-    else:
+    elif not left:
         print("The fleet now matches the spec (a new plan has no changes).", file=out)
-    for item in after.blockers:
-        print(f"  ! blocked: {item.key}: {item.message}", file=out)
+    else:
+        counts = ", ".join(f"{sum(1 for d in left if d.status == s)} {s}" for s in _NOT_MET
+                           if any(d.status == s for d in left))
+        print(f"The fleet does not match the spec yet ({counts}); a new plan has no change "
+              "this apply could make:", file=out)
+    for item in left:
+        print(f"  ! {item.status}: {item.key}: {item.message}", file=out)
+
+
+# Items of a plan that mean the spec is not met, in the order they are reported.
+_NOT_MET = ("blocked", "drift", "pending")
 
 
 def _record_converged(store: Store, key: str, run_id: str, plan: Plan, after: Plan) -> int:

@@ -100,6 +100,9 @@ def test_blockers_are_reported_and_the_rest_is_applied(served_lab) -> None:
     assert outcome.exit_code == 1                      # blockers make the run fail ...
     assert {d.key for d in outcome.plan.blockers} == {"host:amd-01", "vm:vdi-02"}
     assert "blocked: host:amd-01" in lab.output and "blocked: vm:vdi-02" in lab.output
+    # Nothing left that this apply could do, but the spec is not met: never "matches".
+    assert "matches the spec" not in lab.output
+    assert "does not match the spec yet (2 blocked)" in lab.output, lab.output
     assert outcome.result is not None and not outcome.result.failed
     # ... but what does not depend on them was applied and verified
     assert ("host:m60-02", "host-cycle") in {(s.target, s.action) for s in outcome.result.steps
