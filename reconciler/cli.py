@@ -22,7 +22,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(1, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen_command(argv: Sequence[str] | None) -> str | None:
+    """The subcommand named on the command line, if any: only its module needs importing."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(args):
+        if arg in COMMANDS:
+            return arg
+        if not arg.startswith("-") and (i == 0 or args[i - 1] not in ("--log-level",
+                                                                        "--log-format")):
+            return None  # an unknown word: let argparse report it with the full list
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with `argv`, only the chosen subcommand's module is imported (start-up time:
+    the commands pull in the SDK, jsonschema and the planner)."""
     parser = _Parser(
         prog="reconcile",
         description="Declarative GPU passthrough and vGPU management for oVirt / RHV.")
@@ -32,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", default="auto", choices=["auto", "console", "json"],
                         help="console on a TTY, JSON otherwise (auto)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    chosen = _chosen_command(argv) if argv is not None else None
+    for name in (chosen,) if chosen else COMMANDS:
         try:
             module = importlib.import_module(f"reconciler.commands.{name}")
         except ModuleNotFoundError as exc:
@@ -44,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     log.configure(args.log_level, args.log_format)
     if not getattr(args, "func", None):

@@ -33,3 +33,11 @@ def test_usage_errors_exit_1_not_the_changes_code():
                               capture_output=True, text=True)
         assert proc.returncode == 1, (argv, proc.stderr)
         assert "error:" in proc.stderr
+
+
+def test_only_the_chosen_command_is_loaded():
+    code = ("import sys; from reconciler.cli import build_parser; "
+            "build_parser(['--log-level', 'warning', 'validate', 'x']); "
+            "print(sorted(m for m in sys.modules if m.startswith('reconciler.commands.')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "['reconciler.commands.validate']"
