@@ -11,7 +11,7 @@ from typing import NoReturn
 
 from reconciler import __version__, log
 from reconciler.commands import COMMANDS
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, SpecError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,6 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         return int(args.func(args) or 0)
+    except SpecError as err:
+        # One problem per line, FILE:LINE:COL first, as `validate` prints them.
+        for issue in err.issues:
+            print(issue.format(), file=sys.stderr)
+        return err.exit_code
     except ReconcilerError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

@@ -49,18 +49,12 @@ def usage_errors_exit(parser: argparse.ArgumentParser, code: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from reconciler import drift
-    from reconciler.errors import SpecError
     from reconciler.observe.session import open_fleet
     from reconciler.plan import plan
     from reconciler.spec import load_desired
     from reconciler.store import Store
 
-    try:
-        desired = load_desired(args.specs)
-    except SpecError as err:
-        for issue in err.issues:
-            print(issue.format(), file=sys.stderr)
-        return EXIT_ERROR
+    desired = load_desired(args.specs)   # a SpecError is printed by the CLI, one issue a line
     key = drift.engine_key(desired)
     with Store(args.state) as store:
         run_id = store.start_run("drift", key)

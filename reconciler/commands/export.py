@@ -75,15 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from reconciler.observe.session import open_fleet
     from reconciler.spec import load_desired
 
-    from reconciler.errors import SpecError
-
-    try:
-        desired = load_desired([args.spec])
-    except SpecError as err:
-        # One problem per line, FILE:LINE:COL first, as `validate` and `plan` print them.
-        for issue in err.issues:
-            print(issue.format(), file=sys.stderr)
-        return 1
+    desired = load_desired([args.spec])   # a SpecError is printed by the CLI, one issue a line
     engine, access = engine_blocks(args.spec)
     if args.output:
         # Relative paths are taken from the folder of the file that names them: keep them

@@ -32,15 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from reconciler.observe.session import open_fleet
     from reconciler.spec import load_desired
 
-    from reconciler.errors import SpecError
-
-    try:
-        desired = load_desired(args.specs)
-    except SpecError as err:
-        # One problem per line, FILE:LINE:COL first, as `validate` and `plan` print them.
-        for issue in err.issues:
-            print(issue.format(), file=sys.stderr)
-        return 1
+    desired = load_desired(args.specs)   # a SpecError is printed by the CLI, one issue a line
     with open_fleet(desired) as fleet:
         observed = fleet.observe(probe=not args.no_probe)
     if args.output == "json":

@@ -59,7 +59,6 @@ def applied_records(state: Path, engine_key: str) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `reconcile --help` stays fast and does not need the engine client.
     from reconciler.drift import engine_key
-    from reconciler.errors import SpecError
     from reconciler.observe.session import open_fleet
     from reconciler.plan import plan
     from reconciler.plan.render_json import render_json
@@ -68,12 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from reconciler.plan.saved import save_plan
     from reconciler.spec import load_desired
 
-    try:
-        desired = load_desired(args.specs)
-    except SpecError as err:
-        for issue in err.issues:
-            print(issue.format(), file=sys.stderr)
-        return EXIT_ERROR
+    desired = load_desired(args.specs)   # a SpecError is printed by the CLI, one issue a line
     # Read before observing, so a broken store is reported without waiting for the fleet.
     applied = applied_records(args.state, engine_key(desired))
     with open_fleet(desired) as fleet:
