@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from reconciler.store import Store
     from reconciler.errors import ReconcilerError, SpecError
     from reconciler.lab.embedded import lab_state_dir
+    from reconciler.lab.statelock import LabStateBusy, state_lock
     from reconciler.observe.session import open_fleet
     from reconciler.plan import plan
     from reconciler.plan.render_text import render_text, use_color
@@ -63,7 +64,13 @@ def run(args: argparse.Namespace) -> int:
         if not ((state / "engine.json").exists() or (state / "tls").exists()):
             raise ReconcilerError(f"{state} does not look like a lab state folder; not "
                                   "resetting it (remove it or pass --keep-state)")
-        shutil.rmtree(state)
+        try:
+            # A lab running on this folder (`reconcile lab serve`, a controller) holds the lock:
+            # wiping its state from under it would leave it saving into a folder we removed.
+            with state_lock(state):
+                shutil.rmtree(state)
+        except LabStateBusy as err:
+            raise ReconcilerError(f"reconcile demo cannot reset the lab state: {err}") from None
         print(f"reset the lab state in {state}: the fleet starts from its fleet file",
               file=out)
     state.mkdir(parents=True, exist_ok=True)

@@ -31,3 +31,17 @@ def test_demo_refuses_a_real_engine_spec(tmp_path: Path) -> None:
     proc = reconcile("demo", str(spec), cwd=tmp_path)
     assert proc.returncode == 1
     assert "embedded lab" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_demo_does_not_reset_a_lab_state_in_use(pristine_demo: Path, tmp_path: Path) -> None:
+    from reconciler.lab.statelock import state_lock
+    state = tmp_path / ".reconciler/lab/demo"
+    shutil.copytree(pristine_demo, state, symlinks=True)
+    with state_lock(state):          # as a running `reconcile lab serve` holds it
+        before = sorted(p.relative_to(state) for p in state.rglob("*"))
+        proc = reconcile("demo", str(LAB_SPEC), cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "cannot reset the lab state" in proc.stderr and "in use by another process" \
+        in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.relative_to(state) for p in state.rglob("*")) == before
