@@ -22,7 +22,6 @@ Order and safety (docs/apply.md):
 """
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -371,7 +370,7 @@ class Executor:
     def _action_step(self, index: int, action: Action, suffix: str = "") -> bool:
         def body() -> str | None:
             summary = self._perform(action)
-            report = self._verify(_checks_for(action))
+            report = self._verify(action.verify)
             return summary + report
         ok, _, _ = self._step(str(index) + suffix, action.target, action.kind,
                               action.disruption.value, body,
@@ -677,19 +676,6 @@ class Executor:
         if isinstance(action, StartVm):
             return ops.start_vm(self.conn, name, self.timeouts.vm_start, **kw).summary
         raise ApplyError(f"{action.target}: no executor step for action {action.kind!r}")
-
-
-def _checks_for(action: Action) -> tuple[Verification, ...]:
-    """The action's verifications as they hold right after *this* action.
-
-    The planner gives every "add instance i of N" the final count N; after instance i only i
-    devices of the type exist (instances are numbered after the ones kept), so the count
-    checked here is i.
-    """
-    if isinstance(action, AddMediatedDevice):
-        return tuple(dataclasses.replace(v, value=action.instance) if v.op == "count" else v
-                     for v in action.verify)
-    return action.verify
 
 
 # Within a cycle: host files, then the initramfs, then the engine's fields.

@@ -282,8 +282,9 @@ class VmPlanning(PlanState):
                                                             want.driver_params),
                 disruption=Disruption.VM_RESTART, reason=reason,
                 description=f"add vGPU {want.type} (instance {i} of {want.instances})",
+                # After instance i (numbered after the kept ones) exactly i of the type exist.
                 verify=(Verification(key, f"mediated_devices[mdev_type={want.type}]", "count",
-                                     want.instances),),
+                                     i),),
                 mdev_type=want.type, nodisplay=nodisplay, driver_params=want.driver_params,
                 instance=i))
         if adds:

@@ -129,3 +129,13 @@ def test_only_our_own_modprobe_file_is_ever_written() -> None:
                                 path="/etc/modprobe.d/blacklist-nouveau.conf", content="")
     with pytest.raises(ApplyError, match="only our own /etc/modprobe.d/gpu-reconciler.conf"):
         executor._perform(foreign)
+
+
+def test_each_added_vgpu_instance_is_verified_by_its_own_count(served_lab) -> None:
+    lab = served_lab()
+    adds = [a for a in lab.plan().actions if isinstance(a, AddMediatedDevice)]
+    assert any(a.instance > 1 for a in adds), "the demo plan adds no second instance"
+    for add in adds:
+        counts = [v.value for v in add.verify if v.op == "count"]
+        # Verified right after it is added: the instances before it and itself, not the final N.
+        assert counts == [add.instance], (add.description, counts)
