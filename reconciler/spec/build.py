@@ -65,6 +65,7 @@ def build_state(docs: Sequence[SpecDocument]) -> model.DesiredState:
     host_access = model.HostAccess()
     profiles: list[model.HostProfile] = []
     vms: list[model.VmSpec] = []
+    prune = model.PruneSpec()
     for doc in docs:
         base = doc.path.parent
         data = doc.data
@@ -72,13 +73,15 @@ def build_state(docs: Sequence[SpecDocument]) -> model.DesiredState:
             engine = _engine(data["engine"], base)
         if "hostAccess" in data:
             host_access = _host_access(data["hostAccess"], base)
+        if "prune" in data:
+            prune = _prune(data["prune"], _location(doc, ("prune",)))
         for i, raw in enumerate(data.get("hostProfiles") or ()):
             profiles.append(_profile(raw, _location(doc, ("hostProfiles", i))))
         for i, raw in enumerate(data.get("vms") or ()):
             vms.append(_vm(raw, _location(doc, ("vms", i))))
     assert engine is not None, "semantic checks guarantee exactly one engine"
     return model.DesiredState(engine=engine, host_access=host_access,
-                              host_profiles=tuple(profiles), vms=tuple(vms),
+                              host_profiles=tuple(profiles), vms=tuple(vms), prune=prune,
                               sources=tuple(doc.file for doc in docs))
 
 
@@ -132,6 +135,16 @@ def _host_access(raw: dict[str, Any], base: Path) -> model.HostAccess:
             concurrency=_whole(ssh.get("concurrency", defaults.concurrency)),
             timeout_seconds=float(ssh.get("timeoutSeconds", defaults.timeout_seconds)))
     return model.HostAccess(ssh=ssh_access, local_roots=_optional_path(raw, "localRoots", base))
+
+
+def _prune(raw: dict[str, Any] | None, location: model.Location) -> model.PruneSpec:
+    raw = raw or {}
+    defaults = model.PruneSpec()
+    return model.PruneSpec(
+        unmanaged_vgpus=bool(raw.get("unmanagedVgpus", defaults.unmanaged_vgpus)),
+        unmanaged_host_devices=bool(raw.get("unmanagedHostDevices",
+                                            defaults.unmanaged_host_devices)),
+        vms=tuple(raw.get("vms", defaults.vms)), location=location)
 
 
 def _profile(raw: dict[str, Any], location: model.Location) -> model.HostProfile:

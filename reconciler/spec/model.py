@@ -141,11 +141,26 @@ class VmSpec:
 
 
 @dataclass(frozen=True)
+class PruneSpec:
+    """Opt-in removal of GPU use no spec mentions; off unless a spec file asks for it."""
+
+    unmanaged_vgpus: bool = False
+    unmanaged_host_devices: bool = False
+    vms: tuple[str, ...] = ("*",)         # fnmatch globs: which unmanaged VMs may be pruned
+    location: Location | None = field(default=None, compare=False)
+
+    @property
+    def enabled(self) -> bool:
+        return self.unmanaged_vgpus or self.unmanaged_host_devices
+
+
+@dataclass(frozen=True)
 class DesiredState:
     engine: EngineSpec
     host_access: HostAccess = field(default_factory=HostAccess)
     host_profiles: tuple[HostProfile, ...] = ()
     vms: tuple[VmSpec, ...] = ()
+    prune: PruneSpec = field(default_factory=PruneSpec)
     sources: tuple[str, ...] = field(default=(), compare=False)   # spec files, as typed
 
     def vm(self, name: str) -> VmSpec | None:

@@ -32,6 +32,7 @@ def check_documents(docs: Sequence[SpecDocument]) -> list[SpecIssue]:
     issues: list[SpecIssue] = []
     issues.extend(_engine_once(docs))
     issues.extend(_host_access_once(docs))
+    issues.extend(_prune_once(docs))
     issues.extend(_unique_names(docs, "hostProfiles", "host profile"))
     issues.extend(_unique_names(docs, "vms", "VM"))
     issues.extend(_device_claims(docs))
@@ -76,6 +77,18 @@ def _host_access_once(docs: Sequence[SpecDocument]) -> Iterator[SpecIssue]:
         else:
             yield doc.issue(("hostAccess",), f"hostAccess is already given at {first.where()}; "
                                              "give it in at most one spec file", prefer_key=True)
+
+
+def _prune_once(docs: Sequence[SpecDocument]) -> Iterator[SpecIssue]:
+    first: _Seen | None = None
+    for doc in docs:
+        if "prune" not in doc.data:
+            continue
+        if first is None:
+            first = _Seen(doc, ("prune",))
+        else:
+            yield doc.issue(("prune",), f"prune is already given at {first.where()}; give it "
+                                        "in at most one spec file", prefer_key=True)
 
 
 def _unique_names(docs: Sequence[SpecDocument], key: str, what: str) -> Iterator[SpecIssue]:

@@ -134,4 +134,9 @@ EXPECTED: list[tuple[str, int, int, str, str]] = [
     ("vm-list-not-mapping", 4, 3, "vms", "must be a list, not a mapping"),
     ("vm-driver-params-quote", 5, 43, "vms[0].vgpu.driverParams",
      "driver parameters must not contain whitespace, quotes or shell characters"),
+    # prune
+    ("prune-misspelled-key", 5, 3, "prune.unmanagedHostDevice",
+     "unknown key 'unmanagedHostDevice' (did you mean 'unmanagedHostDevices'?)"),
+    ("prune-flag-string", 3, 25, "prune.unmanagedVgpus", "must be true or false, not 'yes'"),
+    ("prune-vm-glob-shell", 3, 46, "prune.vms[1]", "'a;b' is not a VM name or glob"),
 ]
