@@ -15,6 +15,7 @@ from reconciler.observe.facts import Observed
 from reconciler.plan.actions import HostCycle, StopVm
 from reconciler.plan.fingerprint import fingerprint, host_snapshot, vm_snapshot
 from reconciler.plan.host_planning import HostPlanning
+from reconciler.plan.prune import prune_unmanaged
 from reconciler.plan.result import DriftItem, Plan, SeatCount, Summary
 from reconciler.plan.vm_planning import VmPlanning
 from reconciler.spec.model import DesiredState
@@ -28,6 +29,7 @@ class _Planner(HostPlanning, VmPlanning):
         waves, host_actions = self.schedule_cycles()
         self.plan_vms()
         self.report_unmanaged()
+        prune_unmanaged(self)     # opt-in (spec `prune`): unmanaged items -> removal actions
         actions = tuple(host_actions + self.vm_actions)
         snapshots: dict[str, str] = {}
         for key in sorted(self.depends):
