@@ -207,7 +207,10 @@ def execute(desired: DesiredState, options: ApplyOptions, *, saved: Plan | None 
         try:
             with store.lock(key, run_id, pid=os.getpid(), force_unlock=options.force_unlock) \
                     as info:
-                if info.taken_over_from:
+                if info.taken_over_from == options.force_unlock and info.taken_over_from:
+                    print(f"took over the apply lock from run {info.taken_over_from} "
+                          "(--force-unlock)", file=out)
+                elif info.taken_over_from:
                     print(f"took over the apply lock from run {info.taken_over_from}, whose "
                           "process is gone", file=out)
                 dead = recovery.dead_runs(store, key, run_id)

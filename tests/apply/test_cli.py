@@ -150,3 +150,51 @@ def test_kill_at_random_points_then_rerun_converges(pristine_demo: Path, tmp_pat
         assert {v["name"]: v["status"] for v in engine["vms"]
                 if v["name"] in ("vdi-01", "vdi-03", "web-01")} == dict.fromkeys(
             ("vdi-01", "vdi-03", "web-01"), "up"), at
+
+
+def _stale(store_path: Path, engine_key: str, age: float) -> None:
+    """Age the lock's heartbeat as a holder that stopped beating `age` seconds ago would."""
+    import sqlite3
+    with sqlite3.connect(store_path) as db:
+        db.execute("UPDATE locks SET heartbeat_at = ? WHERE engine_key = ?",
+                   (time.time() - age, engine_key))
+    db.close()
+
+
+def test_force_unlock_takes_over_a_dead_holder_only(served_lab) -> None:
+    lab = served_lab()
+    key = lab.server.url
+    with Store(lab.store) as store:
+        dead = store.start_run("apply", key, who="ops", host="build-07")
+        # A holder on another host whose heartbeat stopped long ago: it cannot be proved gone
+        # from here, so it needs --force-unlock with its run id.
+        store.acquire_lock(key, dead, who="ops", host="build-07", pid=4242)
+    _stale(lab.store, key, 3600)
+    base = ("apply", "--yes", "--state", str(lab.store), "--max-disruption", "none")
+
+    refused = reconcile(*base, str(lab.spec))
+    assert refused.returncode == 1
+    assert f"--force-unlock {dead}" in refused.stderr, refused.stderr
+    wrong = reconcile(*base, "--force-unlock", "r-20260101-000000-0000", str(lab.spec))
+    assert wrong.returncode == 1 and "does not match the holder" in wrong.stderr
+    assert not api_mutations(lab.server.request_log)
+
+    taken = reconcile(*base, "--force-unlock", dead, str(lab.spec))
+    assert taken.returncode == 0, taken.stdout + taken.stderr
+    assert f"took over the apply lock from run {dead} (--force-unlock)" in taken.stdout
+    with Store(lab.store) as store:
+        assert store.lock_info(key) is None                     # released at the end
+        assert store.run(dead).outcome == "crashed"             # the dead run is closed
+        runs = [r for r in store.runs(engine_key=key) if r.kind == "apply" and r.run_id != dead]
+        assert [r.outcome for r in runs].count("ok") == 1
+
+    # A live holder (this test's own process, beating) is never taken, even when named.
+    with Store(lab.store) as store:
+        live = store.start_run("apply", key)
+        with store.lock(key, live, pid=os.getpid()):
+            lab.server.clear_request_log()
+            proc = reconcile(*base, "--force-unlock", live, str(lab.spec))
+            assert store.lock_info(key).run_id == live
+    assert proc.returncode == 1
+    assert "which is alive" in proc.stderr and live in proc.stderr, proc.stderr
+    assert not api_mutations(lab.server.request_log)
