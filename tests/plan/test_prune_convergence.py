@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler.plan import plan
-from reconciler.plan.actions import Reason, StartVm, StopVm
+from reconciler.plan.actions import HostCycle, Reason, RemoveMediatedDevice, StartVm, StopVm
 from reconciler.plan.model_apply import apply_to_facts
 from tests.plan.factsload import desired_from, observed_from
 from tests.plan.test_convergence import scenario
@@ -37,8 +37,21 @@ def test_pruning_plans_converge(data: tuple[dict[str, Any], dict[str, Any]],
             assert a.reason is Reason.PRUNE and not isinstance(a, (StopVm, StartVm)), a
     after = apply_to_facts(first, observed)
     second = plan(desired, after)
-    assert [f"{a.kind} {a.target}" for a in second.actions] == [], (
-        [f"{a.kind} {a.target}: {a.description}" for a in first.actions])
+    assert not [a for a in second.actions if a.reason is Reason.PRUNE
+                and a.object_name not in named], "pruning left something to prune"
+    # A running VM with vGPUs cannot migrate, so it holds its host's cycle back. Once its vGPUs
+    # are removed from its configuration that hold is gone and the next plan may cycle the host:
+    # one more round, and only where such a VM ran.
+    unheld = {vm.host for vm in observed.vms if vm.name not in named and vm.status != "down"
+              and vm.mediated_devices and vm.host and any(
+                  isinstance(a, RemoveMediatedDevice) and a.object_name == vm.name
+                  for a in first.actions)}
+    if not {a.object_name for a in second.actions if isinstance(a, HostCycle)} & unheld:
+        assert [f"{a.kind} {a.target}" for a in second.actions] == [], (
+            [f"{a.kind} {a.target}: {a.description}" for a in first.actions])
+    else:
+        third = plan(desired, apply_to_facts(second, after))
+        assert [f"{a.kind} {a.target}" for a in third.actions] == []
     # whatever was pruned is gone: no pending prune item is left for a VM no spec names
     assert not [d for d in second.drift if d.status == "pending" and d.key.startswith("vm:")
                 and d.key.split(":", 1)[1] not in named]
