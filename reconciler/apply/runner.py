@@ -167,9 +167,9 @@ def _summary(result: ApplyResult, after: Plan, out: TextIO) -> None:
     elif not left:
         print("The fleet now matches the spec (a new plan has no changes).", file=out)
     else:
-        counts = ", ".join(f"{sum(1 for d in left if d.status == s)} {s}" for s in _NOT_MET
-                           if any(d.status == s for d in left))
-        print(f"The fleet does not match the spec yet ({counts}); a new plan has no change "
+        open_items = ", ".join(f"{sum(1 for d in left if d.status == s)} {s}" for s in _NOT_MET
+                               if any(d.status == s for d in left))
+        print(f"The fleet does not match the spec yet ({open_items}); a new plan has no change "
               "this apply could make:", file=out)
     for item in left:
         print(f"  ! {item.status}: {item.key}: {item.message}", file=out)
@@ -338,8 +338,8 @@ def _plan_and_run(desired: DesiredState, options: ApplyOptions, store: Store, ke
     log.debug("apply.recorded_applied", run_id=run_id, objects=recorded)
     _summary(result, after, out)
     if result.stopped:
-        left = len(result.by_outcome("not-started"))
-        message = (f"stopped at a safe point; {left} step(s) not started (the next apply "
+        not_started = len(result.by_outcome("not-started"))
+        message = (f"stopped at a safe point; {not_started} step(s) not started (the next apply "
                    "re-plans from the fleet)")
         store.finish_run(run_id, STOPPED, message)
         return RunOutcome(EXIT_FAILED, run_id, the_plan, result, after)
