@@ -295,8 +295,8 @@ class Executor:
 
     def _restarts_our_vm(self, unit: Unit) -> bool:
         """A VM unit that starts a VM this run stopped (for a host cycle): it runs even when
-        stopping, so that no VM is left down by us."""
-        if self._halted != STOPPED or unit.kind != "vm":
+        stopping or halted by a failure elsewhere, so that no VM is left down by us."""
+        if self._halted is None or unit.kind != "vm":
             return False
         with self._budget_lock:
             down = unit.name in self._down_vms

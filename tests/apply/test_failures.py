@@ -8,7 +8,8 @@ from reconciler.lab.faults import FaultConfig
 from reconciler.plan.actions import Disruption
 from reconciler.store import Store
 
-from .conftest import TEST_TIMEOUTS, api_mutations, mutating_targets, unavailable_peaks
+from .conftest import (TEST_TIMEOUTS, api_mutations, mutating_targets, spec_body,
+                       unavailable_peaks)
 
 
 def test_host_that_never_returns_halts_the_rollout(served_lab) -> None:
@@ -134,3 +135,27 @@ def test_hosts_of_a_wave_cycle_side_by_side_within_the_budget(served_lab) -> Non
     peaks = unavailable_peaks(list(engine.events), clusters, names)
     # two gpu-intel hosts were out of up at once (side by side), never more than the budget
     assert peaks["gpu-intel"] == 2, peaks
+
+
+def test_a_vm_stopped_for_a_finished_cycle_is_started_again_when_a_later_host_fails(
+        served_lab) -> None:
+    body = spec_body()
+    for profile in body["hostProfiles"]:
+        if profile["name"] == "m60":       # a new argument: m60-01 needs a cycle too
+            profile["kernel"]["extraArgs"] = ["pci=realloc"]
+    for vm in body["vms"]:
+        if vm["name"] == "vdi-01":         # runs a vGPU on m60-01: stopped for its cycle
+            vm["restart"] = "allowed"
+    lab = served_lab(faults=FaultConfig(never_returns=("t4-01",)),
+                     hostProfiles=body["hostProfiles"], vms=body["vms"])
+    quick = replace(TEST_TIMEOUTS, install=3.0)
+
+    outcome = lab.apply(timeouts=quick)
+
+    assert outcome.exit_code == 1
+    result = outcome.result
+    assert result is not None and set(result.degraded) == {"t4-01"}
+    ran = [(s.target, s.action) for s in result.steps if s.outcome == "ok"]
+    assert ("vm:vdi-01", "stop-vm") in ran and ("vm:vdi-01", "start-vm") in ran
+    with lab.server.engine.lock:
+        assert lab.server.engine.vm_by_name("vdi-01").status == "up"
