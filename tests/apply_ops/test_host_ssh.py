@@ -3,11 +3,6 @@ host tree under a temporary root so the machine's own /etc is never touched."""
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,62 +11,16 @@ import pytest
 from reconciler.apply import host_ops
 from reconciler.observe.transport import OpenSSHTransport
 
-SSHD = Path("/usr/sbin/sshd")
-
-
-def _keygen(path: Path) -> None:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+from ..sshd import running_sshd
 
 
 @pytest.fixture(scope="module")
 def ssh_transport_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    if not SSHD.exists() or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
-        pytest.skip("sshd not found: install openssh-server and openssh-client")
-    if os.geteuid() != 0:
-        pytest.skip("sshd must run as root to log a user in")
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    d = tmp_path_factory.mktemp("sshd")
-    _keygen(d / "host_key")
-    _keygen(d / "user_key")
-    (d / "authorized_keys").write_text((d / "user_key.pub").read_text())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    cfg = d / "sshd_config"
-    cfg.write_text(f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\n"
-                   f"AuthorizedKeysFile {d / 'authorized_keys'}\nPidFile {d / 'sshd.pid'}\n"
-                   "UsePAM no\nStrictModes no\nPasswordAuthentication no\n"
-                   "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n")
-    log = (d / "sshd.log").open("wb")
-    proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(cfg)], stdout=subprocess.DEVNULL,
-                            stderr=log)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"sshd exited: {(d / 'sshd.log').read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("sshd did not start listening")
-                time.sleep(0.05)
-        kind, key = (d / "host_key.pub").read_text().split()[:2]
-        (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {kind} {key}\n")
-
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
         def make(root: Path) -> OpenSSHTransport:
-            return OpenSSHTransport("127.0.0.1", "root", port, d / "user_key", d / "known_hosts",
-                                    connect_timeout=5, root=str(root))
+            return OpenSSHTransport("127.0.0.1", server.user, server.port, server.identity,
+                                    server.known_hosts, connect_timeout=5, root=str(root))
         yield make
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def test_modprobe_file_over_ssh_lands_under_the_hosts_root(ssh_transport_factory,

@@ -1,14 +1,7 @@
 """The probe over a real OpenSSH connection: an sshd started here on 127.0.0.1 with throwaway keys."""
 from __future__ import annotations
 
-import getpass
-import os
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,76 +10,13 @@ from reconciler.errors import HostAccessError
 from reconciler.observe.probe import probe_host, probe_hosts
 from reconciler.observe.transport import OpenSSHTransport
 
-SSHD = Path("/usr/sbin/sshd")
-
-
-@dataclass(frozen=True)
-class SshServer:
-    port: int
-    user: str
-    identity: Path
-    known_hosts: Path
-    host_pub: str
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _keygen(path: Path) -> None:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+from ..sshd import SshServer, free_port, keygen, running_sshd
 
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
-    if not SSHD.exists() or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
-        pytest.skip("sshd not found: install openssh-server and openssh-client (make system-deps)")
-    if os.geteuid() != 0:
-        pytest.skip("sshd must run as root to log a user in with its own privilege separation")
-    # sshd refuses to start without its privilege separation directory (made by the package).
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    d = tmp_path_factory.mktemp("sshd")
-    _keygen(d / "host_key")
-    _keygen(d / "user_key")
-    (d / "authorized_keys").write_text((d / "user_key.pub").read_text())
-    port = _free_port()
-    cfg = d / "sshd_config"
-    cfg.write_text(f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\n"
-                   f"AuthorizedKeysFile {d / 'authorized_keys'}\nPidFile {d / 'sshd.pid'}\n"
-                   "UsePAM no\nStrictModes no\nPasswordAuthentication no\n"
-                   "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n")
-    # sshd's log goes to a file: a pipe nobody drains would block it once full.
-    log = (d / "sshd.log").open("wb")
-    proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(cfg)], stdout=subprocess.DEVNULL,
-                            stderr=log)
-    deadline = time.monotonic() + 15
-    while True:
-        if proc.poll() is not None:
-            log.close()
-            pytest.fail(f"sshd exited: {(d / 'sshd.log').read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("sshd did not start listening")
-            time.sleep(0.05)
-    host_pub = (d / "host_key.pub").read_text().split()
-    known = d / "known_hosts"
-    known.write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
-    try:
-        yield SshServer(port, getpass.getuser(), d / "user_key", known, " ".join(host_pub[:2]))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
 
 
 def _transport(s: SshServer, known_hosts: Path, root: str = "/") -> OpenSSHTransport:
@@ -132,7 +62,7 @@ def test_unknown_host_key_refused(sshd: SshServer, tmp_path: Path) -> None:
 
 
 def test_changed_host_key_refused(sshd: SshServer, tmp_path: Path) -> None:
-    _keygen(tmp_path / "other")
+    keygen(tmp_path / "other")
     other = (tmp_path / "other.pub").read_text().split()
     kh = tmp_path / "known_hosts"
     kh.write_text(f"[127.0.0.1]:{sshd.port} {other[0]} {other[1]}\n")
@@ -141,6 +71,6 @@ def test_changed_host_key_refused(sshd: SshServer, tmp_path: Path) -> None:
 
 
 def test_connection_refused_is_clear(sshd: SshServer) -> None:
-    t = OpenSSHTransport("127.0.0.1", sshd.user, _free_port(), sshd.identity, sshd.known_hosts, 5)
+    t = OpenSSHTransport("127.0.0.1", sshd.user, free_port(), sshd.identity, sshd.known_hosts, 5)
     with pytest.raises(HostAccessError, match="connection refused"):
         t.run(["true"])
