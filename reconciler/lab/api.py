@@ -6,7 +6,7 @@ import fnmatch
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ovirtsdk4 import reader, readers, types  # noqa: F401 - importing readers registers them
 
@@ -64,6 +64,24 @@ def search_filter(query: str | None, fields: dict[str, Callable[[object], str | 
                 return True
         return False
     return check
+
+
+
+def _search(query: dict[str, str], fields: dict[str, Callable[[object], str | None]]
+            ) -> Callable[[object], bool]:
+    """The collection's `search=` filter, honouring `case_sensitive=false`."""
+    return search_filter(query.get("search"), fields,
+                         query.get("case_sensitive", "true").lower() != "false")
+
+
+def _listing(tag: str, items: Iterable[Any], fields: dict[str, Callable[[object], str | None]],
+             render_one: Callable[[Any, Any], str], query: dict[str, str]) -> Reply:
+    """A collection GET: `search`, `max` and `follow` as the engine applies them."""
+    check = _search(query, fields)
+    follow = _follow(query)
+    chosen = _limit((item for item in items if check(item)), _max(query))
+    return Reply(200, f"<{tag}>" + "".join(render_one(item, follow) for item in chosen)
+                 + f"</{tag}>")
 
 
 def _follow(query: dict[str, str]) -> set[str]:
@@ -190,11 +208,7 @@ class LabApi:
         n = len(parts)
         if n == 1:
             self._only(method, "GET")
-            check = search_filter(query.get("search"), self._host_fields(),
-                                  query.get("case_sensitive", "true").lower() != "false")
-            follow = _follow(query)
-            hosts = _limit((h for h in e.hosts.values() if check(h)), _max(query))
-            return Reply(200, "<hosts>" + "".join(r.host(h, follow) for h in hosts) + "</hosts>")
+            return _listing("hosts", e.hosts.values(), self._host_fields(), r.host, query)
         host = e.host(parts[1])
         if n == 2:
             if method == "GET":
@@ -254,11 +268,7 @@ class LabApi:
         n = len(parts)
         if n == 1:
             self._only(method, "GET")
-            check = search_filter(query.get("search"), self._vm_fields(),
-                                  query.get("case_sensitive", "true").lower() != "false")
-            follow = _follow(query)
-            vms = _limit((v for v in e.vms.values() if check(v)), _max(query))
-            return Reply(200, "<vms>" + "".join(r.vm(v, follow) for v in vms) + "</vms>")
+            return _listing("vms", e.vms.values(), self._vm_fields(), r.vm, query)
         vm = e.vm(parts[1])
         if n == 2:
             if method == "GET":
@@ -396,8 +406,7 @@ class LabApi:
             "correlation_id": lambda ev: ev.correlation_id,  # type: ignore[attr-defined]
             "origin": lambda ev: "oVirt",
         }
-        check = search_filter(query.get("search"), fields,
-                              query.get("case_sensitive", "true").lower() != "false")
+        check = _search(query, fields)
         limit = _max(query)
         out: list[str] = []
         for ev in e.iter_events():          # newest first, as the engine sorts
