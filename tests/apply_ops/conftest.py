@@ -82,8 +82,8 @@ def apply_fleet() -> LabFleet:
 
 
 def lab_server_module() -> Any:
-    return pytest.importorskip("reconciler.lab.server",
-                               reason="the lab engine (reconciler.lab.server) is not built yet")
+    from reconciler.lab import server
+    return server
 
 
 @pytest.fixture

@@ -20,7 +20,8 @@ def _digests(folder: Path) -> dict[str, str]:
 
 
 def _lab_hosts() -> Any:
-    return pytest.importorskip("reconciler.lab.hosts")
+    from reconciler.lab import hosts
+    return hosts
 
 
 @pytest.fixture

@@ -20,9 +20,6 @@ from reconciler.spec.model import EngineSpec
 from tests.lab.conftest import small_fleet
 
 REPO = Path(__file__).resolve().parents[2]
-needs_fleet_files = pytest.mark.skipif(
-    not (hasattr(fleet_mod, "dump_fleet") and hasattr(fleet_mod, "load_fleet")),
-    reason="fleet files are not available")
 
 
 def _fleet_file(tmp_path: Path) -> Path:
@@ -31,7 +28,6 @@ def _fleet_file(tmp_path: Path) -> Path:
     return path
 
 
-@needs_fleet_files
 def test_serve_prints_one_json_line_and_stops_on_sigterm(tmp_path: Path) -> None:
     state = tmp_path / "state"
     proc = subprocess.Popen(
@@ -63,10 +59,7 @@ def test_serve_rejects_bad_faults(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "unknown fault 'bogus'" in capsys.readouterr().err
 
 
-@needs_fleet_files
 def test_generate_writes_a_loadable_fleet(tmp_path: Path) -> None:
-    if not hasattr(fleet_mod, "generate_fleet"):
-        pytest.skip("fleet generator not available")
     out = tmp_path / "gen.yaml"
     assert main(["lab", "generate", "--hosts", "3", "--gpus-per-host", "2", "--vms", "4",
                  "-o", str(out)]) == 0
@@ -106,7 +99,6 @@ def test_drift_and_reset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert main(["lab", "reset", "--state", str(tmp_path / "precious")]) == 1
 
 
-@needs_fleet_files
 def test_embedded_lab_continues_across_runs(tmp_path: Path) -> None:
     spec = EngineSpec(lab_fleet=str(_fleet_file(tmp_path)))
     root = tmp_path / "labs"
@@ -130,7 +122,6 @@ def test_embedded_lab_continues_across_runs(tmp_path: Path) -> None:
     assert lab_state_dir(explicit, tmp_path / "mine") == tmp_path / "mine"
 
 
-@needs_fleet_files
 def test_one_lab_per_state_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     # A second engine on the same state would save over the first one's changes.
@@ -182,7 +173,6 @@ def test_serve_and_generate_report_unusable_paths(tmp_path: Path,
     assert capsys.readouterr().err.startswith(f"error: cannot write {blocker / 'fleet.yaml'}")
 
 
-@needs_fleet_files
 def test_state_made_from_another_fleet_is_refused(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     from dataclasses import replace

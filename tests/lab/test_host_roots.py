@@ -8,7 +8,7 @@ import pytest
 from reconciler.lab.server import LabServer
 from tests.lab.conftest import wait_for
 
-hosts_mod = pytest.importorskip("reconciler.lab.hosts")
+from reconciler.lab import hosts as hosts_mod
 
 
 def test_install_reboots_the_host_root(lab: LabServer, conn: sdk.Connection) -> None:
@@ -40,8 +40,6 @@ def test_install_reboots_the_host_root(lab: LabServer, conn: sdk.Connection) -> 
 
 def test_device_list_follows_the_boot(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from reconciler.lab import fleet as fleet_mod
-    if not hasattr(fleet_mod, "expand_host") or not hasattr(fleet_mod, "LabGpu"):
-        pytest.skip("GPU catalogue expansion not available")
     from tests.lab.conftest import connect
     base = fleet_mod.LabHost("t4-host", "Default", "Intel Cascadelake Server Family", "Xeon",
                              gpus=(fleet_mod.LabGpu("tesla-t4", "0000:3b:00.0", 30),))

@@ -15,11 +15,7 @@ API_PREFIX = "/ovirt-engine/api"
 
 
 def lab_modules() -> tuple[Any, Any]:
-    server = pytest.importorskip("reconciler.lab.server",
-                                 reason="the lab engine (reconciler.lab.server) is not built yet")
-    fleet = pytest.importorskip("reconciler.lab.fleet")
-    if not hasattr(fleet, "load_fleet") or not hasattr(fleet, "generate_fleet"):
-        pytest.skip("reconciler.lab.fleet has no load_fleet/generate_fleet yet")
+    from reconciler.lab import fleet, server
     return server, fleet
 
 

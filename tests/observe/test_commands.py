@@ -20,7 +20,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def write_spec(folder: Path, fleet, with_profile: bool = True) -> Path:
     lab_modules()
-    pytest.importorskip("reconciler.lab.embedded", reason="the embedded lab is not built yet")
     spec = {"apiVersion": "gpu-reconciler/v1",
             "engine": {"lab": {"fleet": "demo", "state": "lab-state"}}}
     if with_profile:
@@ -104,8 +103,6 @@ def _export(tmp_path, fleet_ref, fleet):
 
 
 def _plan(out, capsys):
-    pytest.importorskip("reconciler.commands.plan",
-                        reason="the planner (reconciler.plan) is not built yet")
     capsys.readouterr()
     main(["--log-level", "error", "plan", str(out), "-o", "json"])
     return json.loads(capsys.readouterr().out)
@@ -113,7 +110,6 @@ def _plan(out, capsys):
 
 def test_export_of_the_demo_fleet_plans_no_changes(tmp_path, capsys, fleets):
     lab_modules()
-    pytest.importorskip("reconciler.lab.embedded", reason="the embedded lab is not built yet")
     fleet = fleets.load_fleet("demo")
     out = _export(tmp_path, "demo", fleet)
     plan = _plan(out, capsys)
@@ -139,7 +135,6 @@ def test_export_of_the_demo_fleet_plans_no_changes(tmp_path, capsys, fleets):
 
 def test_export_of_a_settled_fleet_plans_no_changes(tmp_path, capsys, fleets):
     lab_modules()
-    pytest.importorskip("reconciler.lab.embedded", reason="the embedded lab is not built yet")
     demo = fleets.load_fleet("demo")
     settled = replace(demo, hosts=tuple(replace(h, booted_custom_args=h.custom_kernel_cmdline)
                                         for h in demo.hosts))
@@ -152,7 +147,6 @@ def test_export_of_a_settled_fleet_plans_no_changes(tmp_path, capsys, fleets):
 
 def test_export_elsewhere_keeps_relative_paths_valid(tmp_path, capsys, fleets):
     lab_modules()
-    pytest.importorskip("reconciler.lab.embedded", reason="the embedded lab is not built yet")
     from reconciler.commands.export import rebase_paths
 
     src = tmp_path / "specs"

@@ -72,7 +72,6 @@ def test_ssh_transports_go_to_the_engine_address(start_lab, fleets, tmp_path, mo
 
 
 def test_embedded_lab_session(tmp_path, fleets):
-    pytest.importorskip("reconciler.lab.embedded", reason="the embedded lab is not built yet")
     fleet = fleets.load_fleet("demo")
     desired = DesiredState(engine=EngineSpec(lab_fleet="demo", lab_state=tmp_path / "state"),
                            host_profiles=(HostProfile("p", HostSelector(cluster=gpu_cluster(fleet))),))

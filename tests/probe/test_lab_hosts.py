@@ -8,13 +8,10 @@ import pytest
 from reconciler.observe.probe import probe_hosts
 from reconciler.observe.transport import LabTransport
 
-hosts = pytest.importorskip("reconciler.lab.hosts", reason="lab host simulation not available")
-fleet = pytest.importorskip("reconciler.lab.fleet")
+from reconciler.lab import fleet, hosts
 
 
 def test_probe_lab_roots(tmp_path: Path) -> None:
-    if not hasattr(fleet, "LabGpu") or not hasattr(hosts, "ensure_host_root"):
-        pytest.skip("lab host simulation has no ensure_host_root / LabGpu")
     lab_hosts = [
         fleet.LabHost(name="gpu-01", cluster="gpu", cpu_type=None, cpu_name="Intel Xeon",
                       custom_kernel_cmdline="intel_iommu=on", booted_custom_args="intel_iommu=on",

@@ -1,0 +1,1 @@
+"""Shared test setup: helpers and fixtures more than one test folder uses."""
