@@ -30,8 +30,8 @@ import yaml
 
 
 def _serve(hosts: int, gpus: int, vms: int, state: str, conn: Any) -> None:
-    from reconciler.lab.fleet import generate_fleet
-    from reconciler.lab.server import LabServer
+    from reconciler_lab.fleet import generate_fleet
+    from reconciler_lab.server import LabServer
     fleet = generate_fleet(hosts, gpus, vms)
     with LabServer(fleet, Path(state), time_scale=0.0) as lab:
         conn.send({"url": lab.url, "ca_file": str(lab.ca_file), "username": lab.username,
@@ -115,7 +115,7 @@ def main() -> None:
         server.start()
         try:
             target = parent.recv()
-            from reconciler.engine_client import connect
+            from reconciler.engine.client import connect
             from reconciler.observe.engine import read_engine
             from reconciler.spec.model import EngineSpec
             probe_conn = connect(EngineSpec(url=target["url"], username=target["username"],
@@ -123,7 +123,7 @@ def main() -> None:
                                  password=target["password"])
             engine = read_engine(probe_conn, None)
             probe_conn.close()
-            from reconciler.observe.facts import Observed
+            from reconciler.model.facts import Observed
             spec = _spec(target, Observed(engine.clusters, engine.hosts, engine.vms), folder)
             desired = load_desired([str(spec)])
             with open_fleet(desired) as fleet, Store(folder / "state.db") as store:

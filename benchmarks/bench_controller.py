@@ -34,7 +34,7 @@ import ovirtsdk4.types as types
 import yaml
 
 from benchmarks.common import add_json_option, machine, percentile, write_json
-from reconciler.lab.server import LabServer
+from reconciler_lab.server import LabServer
 
 POLL = 0.01
 IN_SYNC_ARGS = "intel_iommu=on rdblacklist=nouveau"

@@ -14,8 +14,8 @@ from pathlib import Path
 import ovirtsdk4 as sdk
 
 from benchmarks.common import add_json_option, write_json
-from reconciler.lab.fleet import generate_fleet
-from reconciler.lab.server import LabServer
+from reconciler_lab.fleet import generate_fleet
+from reconciler_lab.server import LabServer
 
 
 def _step(name: str, seconds: float, extra: str = "",

@@ -27,7 +27,7 @@ VMS_PER_HOST = 10
 
 
 def _connect(target: dict[str, Any]) -> Any:
-    from reconciler.engine_client import connect
+    from reconciler.engine.client import connect
     from reconciler.spec.model import EngineSpec
     spec = EngineSpec(url=target["url"], username=target["username"],
                       ca_file=Path(target["ca_file"]), timeout_seconds=600)
@@ -87,8 +87,8 @@ def main() -> None:
     add_json_option(parser)
     args = parser.parse_args()
 
-    from reconciler.lab.fleet import generate_fleet
-    from reconciler.lab.server import LabServer
+    from reconciler_lab.fleet import generate_fleet
+    from reconciler_lab.server import LabServer
 
     print(f"{'hosts':>6} {'vms':>6} {'way':>6} {'seconds':>9} {'requests':>9} "
           f"{'MiB recv':>9} {'peak MiB':>9}")

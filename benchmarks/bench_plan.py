@@ -14,7 +14,7 @@ import statistics
 import time
 
 from benchmarks.common import add_json_option, write_json
-from reconciler.observe.facts import (Cluster, GraphicsConsole, Host, HostDevice, MdevType,
+from reconciler.model.facts import (Cluster, GraphicsConsole, Host, HostDevice, MdevType,
                                       MediatedDevice, ModprobeFile, Observed, ProbeFacts, Vm,
                                       VmHostDevice)
 from reconciler.plan import plan

@@ -1,7 +1,7 @@
 """Probe 200 simulated host roots with concurrency 16; print total time, per-host median / p95 and
 peak RSS.
 
-Roots come from the lab's host simulation (reconciler.lab.hosts.ensure_host_root) over a generated
+Roots come from the lab's host simulation (reconciler_lab.hosts.ensure_host_root) over a generated
 mix of GPU hosts; without it, from copies of the fixture roots in tests/fixtures/hosts.
 
     python -m benchmarks.bench_probe [--hosts 200] [--concurrency 16] [--keep DIR]
@@ -28,8 +28,8 @@ _MIXES = (("tesla-m60", "tesla-m60"), ("h100-pcie",), ("l40s",), ("tesla-t4", "t
 
 def lab_roots(base: Path, count: int) -> dict[str, Path] | None:
     try:
-        hosts = importlib.import_module("reconciler.lab.hosts")
-        fleet = importlib.import_module("reconciler.lab.fleet")
+        hosts = importlib.import_module("reconciler_lab.hosts")
+        fleet = importlib.import_module("reconciler_lab.fleet")
     except ModuleNotFoundError:
         return None
     if not hasattr(hosts, "ensure_host_root") or not hasattr(fleet, "LabGpu"):

@@ -77,7 +77,7 @@ def nplus1_walk(target: dict[str, Any], budget: float) -> dict[str, Any]:
     `budget` bounds the wall time: a phase that would overrun its share stops early and its
     remaining requests are extrapolated at the rate measured in that phase (reported as such).
     """
-    from reconciler.engine_client import check_connection, connect
+    from reconciler.engine.client import check_connection, connect
     from reconciler.spec.model import EngineSpec
 
     spec = EngineSpec(url=target["url"], username=target["username"],
@@ -153,9 +153,9 @@ def _lab_figures(records: list[Any]) -> dict[str, Any]:
 
 
 def run_fleet(hosts: int, latency_ms: float, budget: float, timeout: float) -> dict[str, Any]:
-    from reconciler.lab.faults import FaultConfig
-    from reconciler.lab.fleet import generate_fleet
-    from reconciler.lab.server import LabServer
+    from reconciler_lab.faults import FaultConfig
+    from reconciler_lab.fleet import generate_fleet
+    from reconciler_lab.server import LabServer
 
     result: dict[str, Any] = {"hosts": hosts, "gpus_per_host": GPUS_PER_HOST,
                               "vms": hosts * VMS_PER_HOST, "latency_ms": latency_ms,

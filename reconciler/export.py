@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 
 from reconciler.log import get_logger
-from reconciler.observe.cmdline import tokenize
-from reconciler.observe.facts import Host, Observed, Vm
+from reconciler.model.cmdline import tokenize
+from reconciler.model.facts import Host, Observed, Vm
 from reconciler.spec.model import API_VERSION
 
 _log = get_logger(__name__)

@@ -30,7 +30,7 @@ import ovirtsdk4.types as types
 from reconciler.apply.waiting import Backoff, WaitTimeout, wait_until
 # One classification of transient engine failures for the whole project: wire errors (by curl
 # code), 5xx, and a 409 whose detail says the object is busy or locked (not a precondition).
-from reconciler.engine_client import is_transient
+from reconciler.engine.client import is_transient
 from reconciler.errors import ApplyError
 from reconciler.log import get_logger
 

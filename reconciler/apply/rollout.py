@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from reconciler.observe.facts import Host
+from reconciler.model.facts import Host
 from reconciler.plan.actions import HOST_KINDS, Action, HostCycle
 from reconciler.plan.expand import expand_host
 from reconciler.spec.model import DesiredState

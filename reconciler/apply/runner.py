@@ -29,7 +29,7 @@ from reconciler.apply.verify import ObjectReader
 from reconciler.apply.waiting import Backoff
 from reconciler.errors import LockedError, PlanError, ReconcilerError
 from reconciler.log import get_logger
-from reconciler.observe.facts import Observed
+from reconciler.model.facts import Observed
 from reconciler.plan import plan as make_plan
 from reconciler.plan.actions import Disruption
 from reconciler.plan.expand import expand_host
@@ -281,7 +281,7 @@ def _restart_policy(desired: DesiredState) -> Callable[[str], str | None]:
 
 def _connection_factory(desired: DesiredState, fleet: Any) -> Callable[[], Any]:
     """More connections like the session's, for host cycles that run side by side."""
-    from reconciler.engine_client import check_connection, connect
+    from reconciler.engine.client import check_connection, connect
 
     def open_one() -> Any:
         lab = fleet.lab

@@ -18,10 +18,10 @@ from typing import Any
 import ovirtsdk4  # type: ignore[import-untyped]
 
 from reconciler.apply.waiting import Backoff, wait_until
-from reconciler.engine_client import with_retries
+from reconciler.engine.client import with_retries
 from reconciler.errors import ApplyError
 from reconciler.observe.engine import HOST_FOLLOW, VM_FOLLOW, host_fact, vm_fact
-from reconciler.observe.facts import Cluster, Host, ModprobeFile, Observed, ProbeFacts, Vm
+from reconciler.model.facts import Cluster, Host, ModprobeFile, Observed, ProbeFacts, Vm
 from reconciler.observe.probe import probe_host
 from reconciler.observe.transport import Transport
 from reconciler.plan.fingerprint import sha256_text

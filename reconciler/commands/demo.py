@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from reconciler.apply.runner import ApplyOptions, engine_key, execute
     from reconciler.store import Store
     from reconciler.errors import ReconcilerError, SpecError
-    from reconciler.lab.embedded import lab_state_dir
-    from reconciler.lab.statelock import LabStateBusy, state_lock
+    from reconciler_lab.embedded import lab_state_dir
+    from reconciler_lab.statelock import LabStateBusy, state_lock
     from reconciler.observe.session import open_fleet
     from reconciler.plan import plan
     from reconciler.plan.render_text import render_text, use_color

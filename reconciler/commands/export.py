@@ -71,7 +71,7 @@ def rebase_paths(block: dict[str, Any], src_dir: Path, dst_dir: Path) -> dict[st
 
 def run(args: argparse.Namespace) -> int:
     from reconciler.export import dump_spec, export_spec, waits_for_reboot
-    from reconciler.observe.facts import Observed
+    from reconciler.model.facts import Observed
     from reconciler.observe.session import open_fleet
     from reconciler.spec import load_desired
 

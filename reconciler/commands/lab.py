@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import ReconcilerError
-from reconciler.lab.embedded import DEFAULT_STATE_ROOT, fleet_key
-from reconciler.lab.engine import EngineFault, LabEngine
-from reconciler.lab.faults import FaultConfig
-from reconciler.lab.fleetmark import check_fleet_mark
-from reconciler.lab.fleet import LabFleet
-from reconciler.lab.server import LabError, LabServer, _load_fleet
-from reconciler.lab.statelock import state_lock
+from reconciler_lab.embedded import DEFAULT_STATE_ROOT, fleet_key
+from reconciler_lab.engine import EngineFault, LabEngine
+from reconciler_lab.faults import FaultConfig
+from reconciler_lab.fleetmark import check_fleet_mark
+from reconciler_lab.fleet import LabFleet
+from reconciler_lab.server import LabError, LabServer, _load_fleet
+from reconciler_lab.statelock import state_lock
 
 
 def register(subparsers: Any) -> None:
@@ -137,7 +137,7 @@ def _check_fault_hosts(faults: FaultConfig, fleet: LabFleet) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from reconciler.lab import fleet as fleet_mod
+    from reconciler_lab import fleet as fleet_mod
     generate = getattr(fleet_mod, "generate_fleet", None)
     dump = getattr(fleet_mod, "dump_fleet", None)
     if generate is None or dump is None:

@@ -8,8 +8,8 @@ import sys
 from collections import defaultdict
 from typing import Any
 
-from reconciler.observe.cmdline import persisted_args
-from reconciler.observe.facts import Host, KernelArgView, Observed
+from reconciler.model.cmdline import persisted_args
+from reconciler.model.facts import Host, KernelArgView, Observed
 from reconciler.spec.model import DesiredState, KernelSpec
 
 GPU_VENDOR_IDS = frozenset({"10de", "1002"})     # NVIDIA, AMD/ATI
@@ -84,7 +84,7 @@ def managed_kernel_args(kernel: KernelSpec, host: Host, architecture: str | None
 def kernel_views(desired: DesiredState, observed: Observed) -> dict[str, tuple[KernelArgView, ...]]:
     """Three-way kernel argument view per managed host, from all the profiles selecting it
     merged as the planner merges them."""
-    from reconciler.observe.cmdline import kernel_arg_views
+    from reconciler.model.cmdline import kernel_arg_views
     from reconciler.plan.expand import expand_host
 
     arch = {c.name: c.architecture for c in observed.clusters}

@@ -385,7 +385,7 @@ class Controller:
             self._link.fleet.desired = desired
             return self._link
         self._close_link()
-        from reconciler.engine_client import connect
+        from reconciler.engine.client import connect
         from reconciler.observe.session import open_fleet
 
         stack = ExitStack()

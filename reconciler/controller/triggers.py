@@ -18,7 +18,7 @@ from typing import Any
 import watchfiles
 
 from reconciler import log
-from reconciler.engine_client import describe
+from reconciler.engine.client import describe
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 

@@ -10,7 +10,7 @@ outside those clusters, one more GET /hosts?follow=devices for those clusters an
 candidate hosts decide vGPU capacity; its passthrough host must be known). The host and VM lists
 are sent through the SDK's connection and parsed as they are read (`reconciler.observe.bulk_read`:
 the SDK's readers took most of a 1,000-host read); SDK objects of the other calls are converted
-into the frozen facts of `reconciler.observe.facts` here and go no further.
+into the frozen facts of `reconciler.model.facts` here and go no further.
 """
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ from xml.etree.ElementTree import Element
 import ovirtsdk4
 from ovirtsdk4 import types
 
-from reconciler.engine_client import with_retries
+from reconciler.engine.client import with_retries
 from reconciler.observe.bulk_read import VM as VM_RECORD
 from reconciler.observe.bulk_read import (PendingList, collector_paused, elements, fetch_xml,
                                          records)
-from reconciler.observe.facts import (Cluster, GraphicsConsole, Host, HostDevice, MdevType,
+from reconciler.model.facts import (Cluster, GraphicsConsole, Host, HostDevice, MdevType,
                                       MediatedDevice, Vm, VmHostDevice)
 from reconciler.observe.vendor import derive_vendor
 from reconciler.spec.model import DesiredState

@@ -11,7 +11,7 @@ import shlex
 from collections.abc import Iterable, Mapping
 
 from reconciler.errors import ReconcilerError
-from reconciler.observe.facts import (BootEntry, MdevParentType, ModprobeFile, NvidiaGpu,
+from reconciler.model.facts import (BootEntry, MdevParentType, ModprobeFile, NvidiaGpu,
                                       NvidiaSmiSummary)
 
 

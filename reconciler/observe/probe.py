@@ -16,7 +16,7 @@ from typing import TypeVar
 from reconciler.errors import ReconcilerError
 from reconciler.log import get_logger
 from reconciler.observe import parsers
-from reconciler.observe.facts import (BootEntry, MdevParentType, ModprobeFile, NvidiaSmiSummary,
+from reconciler.model.facts import (BootEntry, MdevParentType, ModprobeFile, NvidiaSmiSummary,
                                       PciFunction, ProbeFacts)
 from reconciler.observe.parsers import ParseError
 from reconciler.observe.transport import Transport

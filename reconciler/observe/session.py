@@ -13,11 +13,11 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from reconciler.engine_client import CountingConnection, check_connection, connect
+from reconciler.engine.client import CountingConnection, check_connection, connect
 from reconciler.errors import EngineError, HostAccessError
 from reconciler.log import get_logger
 from reconciler.observe.engine import EngineRead, read_engine
-from reconciler.observe.facts import Host, Observed, ObserveStats, ProbeFacts
+from reconciler.model.facts import Host, Observed, ObserveStats, ProbeFacts
 from reconciler.spec.model import DesiredState, HostProfile
 
 _log = get_logger(__name__)
@@ -140,7 +140,7 @@ def open_fleet(desired: DesiredState, *, state_root: Path | None = None) -> Iter
     with ExitStack() as stack:
         lab_server = None
         if desired.engine.is_lab:
-            from reconciler.lab.embedded import embedded_lab
+            from reconciler_lab.embedded import embedded_lab
             kwargs: dict[str, Any] = {}
             root = state_root or desired.engine.lab_state
             if root is not None:

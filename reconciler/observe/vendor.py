@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from reconciler.observe.facts import CpuVendor
+from reconciler.model.facts import CpuVendor
 
 # CPU type names often start with "Secure " ("Secure AMD EPYC"), so the vendor word is searched for
 # anywhere in the name, as a word of its own ("GenuineIntel" style tokens are not names we get).

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from collections import deque
 from dataclasses import dataclass
 
-from reconciler.observe.facts import HostDevice, MdevType
+from reconciler.model.facts import HostDevice, MdevType
 
 _MAX_RE = re.compile(r"max_instance=(\d+)")
 

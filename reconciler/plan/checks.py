@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-from reconciler.observe.facts import Host, HostDevice, ProbeFacts
+from reconciler.model.facts import Host, HostDevice, ProbeFacts
 from reconciler.plan.expand import HostDesired
 
 GPU_HOST_DRIVERS = frozenset({"nvidia", "nouveau"})

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from reconciler.observe.cmdline import arg_key
-from reconciler.observe.facts import Host
+from reconciler.model.cmdline import arg_key
+from reconciler.model.facts import Host
 from reconciler.spec.model import (HostProfile, KernelSpec, ModprobeSpec, RebootPolicy,
                                    VgpuManagerPolicy, VgpuPlacement)
 

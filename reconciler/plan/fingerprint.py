@@ -12,7 +12,7 @@ from enum import Enum
 from pathlib import PurePath
 from typing import Any
 
-from reconciler.observe.facts import Host, ProbeFacts, Vm
+from reconciler.model.facts import Host, ProbeFacts, Vm
 
 # Fields that change on every observation without the fleet changing (timings), or that only say
 # where a value was written: they must not make a plan stale or a desired fingerprint differ.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from reconciler.observe.cmdline import persisted_args, tokenize
-from reconciler.observe.facts import Host, Vm
+from reconciler.model.cmdline import persisted_args, tokenize
+from reconciler.model.facts import Host, Vm
 from reconciler.plan import checks
 from reconciler.plan.actions import (Action, Disruption, HostCycle, RegenerateInitramfs,
                                      SetKernelCmdline, SetVgpuPlacement, Verification,

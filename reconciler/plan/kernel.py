@@ -1,7 +1,7 @@
 """Managed kernel arguments: what a profile asks for on one host, and minimal edits of a cmdline.
 
 We add and remove only the arguments we manage; every other token keeps its place and spelling.
-Tokenising and keys come from `reconciler.observe.cmdline` (quotes, `-`/`_` in module names).
+Tokenising and keys come from `reconciler.model.cmdline` (quotes, `-`/`_` in module names).
 """
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from reconciler.observe.cmdline import Token, arg_key, parse_token, tokenize
-from reconciler.observe.facts import CpuVendor
+from reconciler.model.cmdline import Token, arg_key, parse_token, tokenize
+from reconciler.model.facts import CpuVendor
 from reconciler.spec.model import KernelSpec
 
 # Architectures where the engine adds no IOMMU argument (shared/ovirt-api.md § 1.2).

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 
-from reconciler.observe.facts import Observed
+from reconciler.model.facts import Observed
 from reconciler.plan.actions import HostCycle, StopVm
 from reconciler.plan.fingerprint import fingerprint, host_snapshot, vm_snapshot
 from reconciler.plan.host_planning import HostPlanning

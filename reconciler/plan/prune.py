@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 
-from reconciler.observe.facts import Host, Vm
+from reconciler.model.facts import Host, Vm
 from reconciler.plan.actions import (Action, DetachHostDevice, Disruption, Reason,
                                      RemoveMediatedDevice, Verification)
 from reconciler.plan.result import DriftItem

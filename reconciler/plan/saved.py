@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import PlanError
-from reconciler.observe.facts import Observed
+from reconciler.model.facts import Observed
 from reconciler.plan.fingerprint import fingerprint, host_snapshot, vm_snapshot
 from reconciler.plan.render_json import render_json
 from reconciler.plan.result import Plan, plan_from_dict

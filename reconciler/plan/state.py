@@ -5,7 +5,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from reconciler.observe.facts import Cluster, Host, Observed, ProbeFacts, Vm
+from reconciler.model.facts import Cluster, Host, Observed, ProbeFacts, Vm
 from reconciler.plan.actions import (Action, Disruption, HostCycle, Reason, StartVm, StopVm,
                                      Verification)
 from reconciler.plan.capacity import Pool, build_pool

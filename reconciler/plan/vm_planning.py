@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
-from reconciler.observe.facts import Host, HostDevice, Vm
+from reconciler.model.facts import Host, HostDevice, Vm
 from reconciler.plan import checks
 from reconciler.plan.actions import (Action, AddMediatedDevice, AttachHostDevice,
                                      DetachHostDevice, Disruption, PinVm, Reason,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from reconciler.observe.facts import Host
+from reconciler.model.facts import Host
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 # The built-in fleets: deploy/lab/fleets/ in a checkout, reconciler/data/fleets/ (the copy a wheel
-# ships) in an installed copy. reconciler.lab.fleet.FLEETS_DIR is the same folder; it is named
+# ships) in an installed copy. reconciler_lab.fleet.FLEETS_DIR is the same folder; it is named
 # here so that validating a spec never imports the lab engine.
 _REPO_FLEETS = Path(__file__).resolve().parents[2] / "deploy" / "lab" / "fleets"
 PACKAGED_FLEETS = Path(__file__).resolve().parents[1] / "data" / "fleets"

@@ -18,8 +18,8 @@ import yaml
 
 from reconciler.apply.runner import LAB_TIMING, ApplyOptions, RunOutcome, execute
 from reconciler.apply.executor import Timeouts
-from reconciler.lab.faults import FaultConfig
-from reconciler.lab.server import LabServer
+from reconciler_lab.faults import FaultConfig
+from reconciler_lab.server import LabServer
 from reconciler.spec import load_desired
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from reconciler.lab.faults import FaultConfig
+from reconciler_lab.faults import FaultConfig
 from reconciler.store import Store
 
 from .conftest import unavailable_peaks

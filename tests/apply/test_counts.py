@@ -6,7 +6,7 @@ import io
 
 from reconciler.apply.progress import LogProgress, StepEvent
 from reconciler.apply.runner import LAB_TIMING, ApplyOptions, execute
-from reconciler.lab.faults import FaultConfig
+from reconciler_lab.faults import FaultConfig
 from reconciler.plan.actions import Disruption
 from reconciler.store import Store
 

@@ -34,7 +34,7 @@ def test_demo_refuses_a_real_engine_spec(tmp_path: Path) -> None:
 
 
 def test_demo_does_not_reset_a_lab_state_in_use(pristine_demo: Path, tmp_path: Path) -> None:
-    from reconciler.lab.statelock import state_lock
+    from reconciler_lab.statelock import state_lock
     state = tmp_path / ".reconciler/lab/demo"
     shutil.copytree(pristine_demo, state, symlinks=True)
     with state_lock(state):          # as a running `reconcile lab serve` holds it

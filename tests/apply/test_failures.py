@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from reconciler.lab.faults import FaultConfig
+from reconciler_lab.faults import FaultConfig
 from reconciler.plan.actions import Disruption
 from reconciler.store import Store
 

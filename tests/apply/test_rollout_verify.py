@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from reconciler.apply.recovery import left_down
 from reconciler.apply.rollout import Budget, units_of
 from reconciler.apply.verify import ObjectView, holds
-from reconciler.observe.facts import (Host, MediatedDevice, ModprobeFile, ProbeFacts, Vm,
+from reconciler.model.facts import (Host, MediatedDevice, ModprobeFile, ProbeFacts, Vm,
                                       VmHostDevice)
 from reconciler.plan.actions import (AddMediatedDevice, Disruption, HostCycle, Reason,
                                      RegenerateInitramfs, SetKernelCmdline, StartVm, StopVm,

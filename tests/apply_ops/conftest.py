@@ -12,7 +12,7 @@ import pytest
 
 from reconciler.apply.engine_ops import Timing
 from reconciler.apply.waiting import Backoff
-from reconciler.lab.fleet import (LabCluster, LabDevice, LabFleet, LabHost, LabMdevType, LabVm)
+from reconciler_lab.fleet import (LabCluster, LabDevice, LabFleet, LabHost, LabMdevType, LabVm)
 
 API = "/ovirt-engine/api"
 MUTATING = ("POST", "PUT", "DELETE")
@@ -82,7 +82,7 @@ def apply_fleet() -> LabFleet:
 
 
 def lab_server_module() -> Any:
-    from reconciler.lab import server
+    from reconciler_lab import server
     return server
 
 

@@ -171,7 +171,7 @@ def test_host_stuck_in_preparing_for_maintenance_names_the_vms(lab, conn) -> Non
 # --------------------------------------------------------------------------- transient faults
 
 def test_transient_errors_are_retried_to_success(start_lab, connect) -> None:
-    from reconciler.lab.faults import FaultConfig
+    from reconciler_lab.faults import FaultConfig
     lab = start_lab(faults=FaultConfig(error_rate=0.3, seed=4))
     conn = connect(lab)
     for placement in ("separated", "consolidated", "separated"):
@@ -185,7 +185,7 @@ def test_transient_errors_are_retried_to_success(start_lab, connect) -> None:
 
 
 def test_dropped_connections_are_retried_without_doubling_an_add(start_lab, connect) -> None:
-    from reconciler.lab.faults import FaultConfig
+    from reconciler_lab.faults import FaultConfig
     lab = start_lab(faults=FaultConfig(drop_rate=0.3, seed=11))
     conn = connect(lab)
     for _ in range(3):
@@ -213,7 +213,7 @@ def test_a_change_whose_reply_was_lost_is_not_sent_again(lab, conn, mark) -> Non
 
 
 def test_retry_budget_exhausted_is_engine_unavailable(start_lab, connect) -> None:
-    from reconciler.lab.faults import FaultConfig
+    from reconciler_lab.faults import FaultConfig
     lab = start_lab(faults=FaultConfig(error_rate=1.0))
     conn = connect(lab)
     with pytest.raises(ops.EngineUnavailable, match="kept failing after 3 attempts"):

@@ -20,7 +20,7 @@ def _digests(folder: Path) -> dict[str, str]:
 
 
 def _lab_hosts() -> Any:
-    from reconciler.lab import hosts
+    from reconciler_lab import hosts
     return hosts
 
 

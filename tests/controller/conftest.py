@@ -22,7 +22,7 @@ import ovirtsdk4.types as types
 import pytest
 import yaml
 
-from reconciler.lab.server import LabServer
+from reconciler_lab.server import LabServer
 
 REPO = Path(__file__).resolve().parents[2]
 MUTATING = ("POST", "PUT", "DELETE")

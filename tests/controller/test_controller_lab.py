@@ -10,7 +10,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from reconciler.lab.server import LabServer
+from reconciler_lab.server import LabServer
 from reconciler.store import Store
 
 from .conftest import (IN_SYNC, mutating_requests, remove_vgpus, sdk_connection,

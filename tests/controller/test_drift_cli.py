@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from reconciler.lab.server import LabServer
+from reconciler_lab.server import LabServer
 
 from .conftest import mutating_requests, remove_vgpus, run_cli, sdk_connection, write_spec
 

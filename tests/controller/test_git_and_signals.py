@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from reconciler.lab.server import LabServer
+from reconciler_lab.server import LabServer
 from reconciler.store import Store
 
 from .conftest import IN_SYNC, sdk_connection, spec_text, wait_for

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from reconciler.lab.server import LabServer
+from reconciler_lab.server import LabServer
 
 from .conftest import mutating_requests, sdk_connection, set_kernel_cmdline, wait_for, write_spec
 

@@ -22,7 +22,7 @@ from reconciler.controller.loop import (Backoff, Controller, ControllerConfig, r
                                         spec_revision)
 from reconciler.controller.triggers import EventPoller, SpecWatcher, WorkQueue, spec_filter
 from reconciler.drift import build_report, render_json, render_markdown, render_text
-from reconciler.lab.server import LabServer
+from reconciler_lab.server import LabServer
 from reconciler.plan.actions import Disruption
 from reconciler.plan.result import DriftItem, Plan
 from reconciler.store import Store
@@ -265,7 +265,7 @@ class _RecordingController(Controller):
 
 
 def test_an_event_storm_never_runs_passes_back_to_back(tmp_path: Path) -> None:
-    from reconciler.lab.faults import FaultConfig
+    from reconciler_lab.faults import FaultConfig
     with LabServer("demo", tmp_path / "lab", time_scale=0.01,
                    faults=FaultConfig(latency_ms=150)) as lab:
         password = tmp_path / "pw"
@@ -390,7 +390,7 @@ def test_a_host_that_cannot_be_probed_keeps_its_drift(tmp_path: Path) -> None:
 
 
 def _observed_with_failed_probe(host: str) -> Any:
-    from reconciler.observe.facts import Observed, ProbeFacts
+    from reconciler.model.facts import Observed, ProbeFacts
     return Observed(probes=(ProbeFacts(host, status="unknown", reason="ssh: timed out"),
                             ProbeFacts("gpu-02")))
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import ovirtsdk4 as sdk
 import pytest
 
-from reconciler.lab.fleet import (LabCluster, LabDevice, LabFleet, LabHost, LabMdev, LabMdevType,
+from reconciler_lab.fleet import (LabCluster, LabDevice, LabFleet, LabHost, LabMdev, LabMdevType,
                                   LabVm)
-from reconciler.lab.server import LabServer
+from reconciler_lab.server import LabServer
 
 T4_TYPES = (
     LabMdevType("nvidia-222", "GRID T4-1B", 16,

@@ -12,10 +12,10 @@ import ovirtsdk4.types as types
 import pytest
 
 from reconciler.cli import main
-from reconciler.lab import fleet as fleet_mod
-from reconciler.lab.embedded import embedded_lab, lab_state_dir
-from reconciler.lab.engine import LabEngine
-from reconciler.lab.fleet import LabDevice, LabHost, LabMdev, LabVm
+from reconciler_lab import fleet as fleet_mod
+from reconciler_lab.embedded import embedded_lab, lab_state_dir
+from reconciler_lab.engine import LabEngine
+from reconciler_lab.fleet import LabDevice, LabHost, LabMdev, LabVm
 from reconciler.spec.model import EngineSpec
 from tests.lab.conftest import small_fleet
 
@@ -125,7 +125,7 @@ def test_embedded_lab_continues_across_runs(tmp_path: Path) -> None:
 def test_one_lab_per_state_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     # A second engine on the same state would save over the first one's changes.
-    from reconciler.lab.statelock import LabStateBusy
+    from reconciler_lab.statelock import LabStateBusy
     fleet_file = _fleet_file(tmp_path)
     spec = EngineSpec(lab_fleet=str(fleet_file))
     root = tmp_path / "labs"
@@ -177,7 +177,7 @@ def test_state_made_from_another_fleet_is_refused(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     from dataclasses import replace
 
-    from reconciler.lab.fleetmark import LabFleetChanged
+    from reconciler_lab.fleetmark import LabFleetChanged
     fleet_file = _fleet_file(tmp_path)
     spec = EngineSpec(lab_fleet=str(fleet_file))
     root = tmp_path / "labs"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import ovirtsdk4.types as types
 
-from reconciler.lab.server import LabServer
+from reconciler_lab.server import LabServer
 from tests.lab.conftest import connect, small_fleet, wait_for
 
 

@@ -7,9 +7,9 @@ import ovirtsdk4 as sdk
 import ovirtsdk4.types as types
 import pytest
 
-from reconciler.lab.faults import FaultConfig, FaultSpecError
-from reconciler.lab.fleet import LabFleet
-from reconciler.lab.server import LabServer
+from reconciler_lab.faults import FaultConfig, FaultSpecError
+from reconciler_lab.fleet import LabFleet
+from reconciler_lab.server import LabServer
 from tests.lab.conftest import connect, small_fleet, wait_for
 
 

@@ -5,10 +5,10 @@ import ovirtsdk4 as sdk
 import ovirtsdk4.types as types
 import pytest
 
-from reconciler.lab.server import LabServer
+from reconciler_lab.server import LabServer
 from tests.lab.conftest import wait_for
 
-from reconciler.lab import hosts as hosts_mod
+from reconciler_lab import hosts as hosts_mod
 
 
 def test_install_reboots_the_host_root(lab: LabServer, conn: sdk.Connection) -> None:
@@ -39,7 +39,7 @@ def test_install_reboots_the_host_root(lab: LabServer, conn: sdk.Connection) -> 
 
 
 def test_device_list_follows_the_boot(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from reconciler.lab import fleet as fleet_mod
+    from reconciler_lab import fleet as fleet_mod
     from tests.lab.conftest import connect
     base = fleet_mod.LabHost("t4-host", "Default", "Intel Cascadelake Server Family", "Xeon",
                              gpus=(fleet_mod.LabGpu("tesla-t4", "0000:3b:00.0", 30),))

@@ -7,7 +7,7 @@ import ovirtsdk4 as sdk
 import ovirtsdk4.types as types
 import pytest
 
-from reconciler.lab.server import LabServer
+from reconciler_lab.server import LabServer
 from tests.lab.conftest import connect, small_fleet, wait_for
 
 

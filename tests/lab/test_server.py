@@ -11,8 +11,8 @@ from pathlib import Path
 import ovirtsdk4 as sdk
 import pytest
 
-from reconciler.lab.server import LabServer
-from reconciler.lab.tls import ensure_tls
+from reconciler_lab.server import LabServer
+from reconciler_lab.tls import ensure_tls
 from tests.lab.conftest import connect, small_fleet
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.lab import hosts
-from reconciler.lab.fleet import LabFleet, LabHost, load_fleet
+from reconciler_lab import hosts
+from reconciler_lab.fleet import LabFleet, LabHost, load_fleet
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from reconciler.lab import hosts
+from reconciler_lab import hosts
 
 
 def test_refuses_without_host_root(host_root, run) -> None:
@@ -62,7 +62,7 @@ def test_grubby_update_all(host_root, run) -> None:
 def test_grubby_rhel8_kernelopts(tmp_path, demo_host) -> None:
     from dataclasses import replace
 
-    from reconciler.lab.fleet import RHEL8_CMDLINE
+    from reconciler_lab.fleet import RHEL8_CMDLINE
     host = replace(demo_host("m60-02"), name="r8", os_release="rhel8", base_cmdline=RHEL8_CMDLINE)
     root = hosts.ensure_host_root(tmp_path / "r8", host)
     assert not (root / "etc/kernel/cmdline").exists()

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import ReconcilerError
-from reconciler.lab import catalogue
-from reconciler.lab.fleet import LabFleet, dump_fleet, load_fleet
+from reconciler_lab import catalogue
+from reconciler_lab.fleet import LabFleet, dump_fleet, load_fleet
 
 
 def test_demo_names(demo: LabFleet) -> None:
@@ -101,7 +101,7 @@ def test_bad_fleet_files(tmp_path: Path, text: str, message: str) -> None:
 
 
 def test_hand_built_devices_round_trip(tmp_path: Path) -> None:
-    from reconciler.lab.fleet import (LabCluster, LabDevice, LabFleet, LabHost, LabMdevType,
+    from reconciler_lab.fleet import (LabCluster, LabDevice, LabFleet, LabHost, LabMdevType,
                                       fleet_from_dict, fleet_to_dict)
     host = LabHost(name="h", cluster="c", cpu_type="Intel Cascadelake Server Family",
                    cpu_name="x", devices=(LabDevice("computer", "system"), LabDevice(
@@ -112,7 +112,7 @@ def test_hand_built_devices_round_trip(tmp_path: Path) -> None:
                      hosts=(host,))
     assert fleet_from_dict(fleet_to_dict(fleet)) == fleet
     # a root can still be made from the devices alone
-    from reconciler.lab import hosts
+    from reconciler_lab import hosts
     root = hosts.ensure_host_root(tmp_path / "h", host)
     assert (root / "sys/bus/pci/devices/0000:05:00.0/device").read_text() == "0x13f2\n"
 

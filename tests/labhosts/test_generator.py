@@ -7,8 +7,8 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from reconciler.lab import catalogue
-from reconciler.lab.fleet import LabFleet, dump_fleet, fleet_from_dict, generate_fleet
+from reconciler_lab import catalogue
+from reconciler_lab.fleet import LabFleet, dump_fleet, fleet_from_dict, generate_fleet
 
 
 def _check_consistent(fleet: LabFleet) -> None:

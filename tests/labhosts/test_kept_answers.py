@@ -6,13 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from reconciler.lab import hostcmd, hosts
+from reconciler_lab import hostcmd, hosts
 
 
 def emulate(root: Path, name: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
     """The emulation itself, bypassing the wrapper."""
     env = {**os.environ, "HOST_ROOT": str(root)}
-    return subprocess.run([sys.executable, "-m", "reconciler.lab.hostcmd", name, *argv],
+    return subprocess.run([sys.executable, "-m", "reconciler_lab.hostcmd", name, *argv],
                           env=env, capture_output=True, text=True, timeout=60)
 
 

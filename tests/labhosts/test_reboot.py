@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from reconciler.lab import hosts
+from reconciler_lab import hosts
 
 
 def _driver(root, address: str) -> str | None:

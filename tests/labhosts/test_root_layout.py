@@ -5,8 +5,8 @@ import os
 import re
 from pathlib import Path
 
-from reconciler.lab import hosts
-from reconciler.lab.fleet import fleet_from_dict
+from reconciler_lab import hosts
+from reconciler_lab.fleet import fleet_from_dict
 
 PROC_MODULES_LINE = re.compile(r"^[a-z0-9_]+ \d+ \d+ (-|([a-z0-9_]+,)+) Live 0x[0-9a-f]{16}"
                                r"( \(POE\))?$")

@@ -6,7 +6,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from reconciler.lab import hosts
+from reconciler_lab import hosts
 
 
 def snapshot(top: Path) -> dict[str, tuple[object, ...]]:

@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from reconciler.engine_client import CountingConnection, connect
+from reconciler.engine.client import CountingConnection, connect
 from reconciler.spec.model import EngineSpec
 
 API_PREFIX = "/ovirt-engine/api"
 
 
 def lab_modules() -> tuple[Any, Any]:
-    from reconciler.lab import fleet, server
+    from reconciler_lab import fleet, server
     return server, fleet
 
 

@@ -5,7 +5,7 @@ from ovirtsdk4 import types
 
 from reconciler.observe.engine import (device_name, host_fact, host_search, parse_description,
                                        vm_fact, vm_search)
-from reconciler.observe.facts import Cluster
+from reconciler.model.facts import Cluster
 from reconciler.spec.model import (DesiredState, EngineSpec, HostProfile, HostSelector,
                                    PassthroughSpec, VmSpec)
 

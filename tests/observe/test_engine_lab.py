@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.engine_client import EngineCallError, check_connection, connect
+from reconciler.engine.client import EngineCallError, check_connection, connect
 from reconciler.errors import EngineError
 from reconciler.observe.engine import read_engine
 from reconciler.observe.vendor import derive_vendor
@@ -143,7 +143,7 @@ def test_spec_vms_outside_the_profile_clusters_get_their_hosts_read(start_lab, l
 
 
 def test_wrong_ca_is_refused_with_a_clear_error(start_lab, lab_connect, fleets, tmp_path):
-    from reconciler.lab.tls import ensure_tls
+    from reconciler_lab.tls import ensure_tls
     lab = start_lab(fleets.load_fleet("demo"))
     other_ca = ensure_tls(tmp_path / "other").ca_cert
     conn = lab_connect(lab, ca_file=other_ca)
@@ -181,7 +181,7 @@ def test_password_from_env_and_file(start_lab, fleets, tmp_path, monkeypatch):
 
 
 def test_retries_through_injected_server_errors(start_lab, lab_connect, fleets):
-    from reconciler.lab.faults import FaultConfig
+    from reconciler_lab.faults import FaultConfig
     fleet = fleets.load_fleet("demo")
     lab = start_lab(fleet, faults=FaultConfig(error_rate=0.4, seed=7))
     conn = lab_connect(lab)
@@ -194,7 +194,7 @@ def test_retries_through_injected_server_errors(start_lab, lab_connect, fleets):
 
 
 def test_retries_give_up_with_engine_error(start_lab, lab_connect, fleets):
-    from reconciler.lab.faults import FaultConfig
+    from reconciler_lab.faults import FaultConfig
     lab = start_lab(fleets.load_fleet("demo"), faults=FaultConfig(error_rate=1.0))
     with pytest.raises(EngineCallError) as err:
         read_engine(lab_connect(lab), None, attempts=3, base=0.001, cap=0.01)
@@ -203,7 +203,7 @@ def test_retries_give_up_with_engine_error(start_lab, lab_connect, fleets):
 
 
 def test_dropped_connections_are_retried(start_lab, lab_connect, fleets):
-    from reconciler.lab.faults import FaultConfig
+    from reconciler_lab.faults import FaultConfig
     fleet = fleets.load_fleet("demo")
     lab = start_lab(fleet, faults=FaultConfig(drop_rate=0.4, seed=3))
     conn = lab_connect(lab)
@@ -220,7 +220,7 @@ def test_dropped_connections_are_retried(start_lab, lab_connect, fleets):
 def test_expired_token_is_renewed_by_the_sdk(start_lab, lab_connect, fleets):
     import time
 
-    from reconciler.lab.faults import FaultConfig
+    from reconciler_lab.faults import FaultConfig
     lab = start_lab(fleets.load_fleet("demo"), faults=FaultConfig(token_ttl=0.2))
     conn = lab_connect(lab)
     first = read_engine(conn, None)
@@ -236,7 +236,7 @@ def test_connecting_waits_for_an_engine_that_is_restarting(fleets, tmp_path):
     """Connection refused while the engine restarts is retried; the first login then succeeds."""
     import threading
 
-    from reconciler.lab.server import LabServer
+    from reconciler_lab.server import LabServer
 
     fleet = fleets.load_fleet("demo")
     first = LabServer(fleet, tmp_path / "lab", password="pw-restart")

@@ -9,7 +9,7 @@ import yaml
 
 from reconciler.commands.observe import observed_to_json, render_text
 from reconciler.export import dump_spec, export_spec, kernel_from_cmdline
-from reconciler.observe.facts import (Cluster, GraphicsConsole, Host, HostDevice, MdevType,
+from reconciler.model.facts import (Cluster, GraphicsConsole, Host, HostDevice, MdevType,
                                       MediatedDevice, Observed, ObserveStats, Vm, VmHostDevice)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,7 +111,7 @@ def test_text_summary():
 
 def test_persisted_args_come_from_the_newest_non_rescue_entry():
     from reconciler.commands.observe import persisted_args
-    from reconciler.observe.facts import BootEntry, ProbeFacts
+    from reconciler.model.facts import BootEntry, ProbeFacts
 
     mid = "0d7c5e1fa2b34c6d8e9f0a1b2c3d4ee2"
     entries = (BootEntry(f"{mid}-0-rescue", f"/vmlinuz-0-rescue-{mid}", "ro stale=1"),
@@ -164,7 +164,7 @@ def test_export_of_args_set_outside_the_engine_plans_nothing(tmp_path):
     leaves them unmanaged, so planning it neither cycles the host nor blocks it."""
     from dataclasses import replace
 
-    from reconciler.observe.facts import BootEntry, ProbeFacts
+    from reconciler.model.facts import BootEntry, ProbeFacts
     from reconciler.plan import plan
     from reconciler.spec import load_desired
 

@@ -5,7 +5,7 @@ import random
 import ovirtsdk4
 import pytest
 
-from reconciler.engine_client import (EngineCallError, backoff_delays, is_transient,
+from reconciler.engine.client import (EngineCallError, backoff_delays, is_transient,
                                       with_retries)
 from reconciler.errors import EngineError
 

@@ -85,7 +85,7 @@ def test_embedded_lab_session(tmp_path, fleets):
 def test_a_host_without_a_usable_address_is_unknown_and_the_others_are_probed(tmp_path):
     """One host the engine gives no address (or a refused one) does not stop the observation."""
     from reconciler.observe.engine import EngineRead
-    from reconciler.observe.facts import Cluster, Host
+    from reconciler.model.facts import Cluster, Host
     from reconciler.observe.session import FleetSession
 
     known = tmp_path / "known_hosts"

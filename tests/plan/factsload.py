@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from reconciler.observe.facts import Observed
+from reconciler.model.facts import Observed
 from reconciler.spec.model import DesiredState, EngineSpec, Location
 
 

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler.plan import plan
-from reconciler.plan.model_apply import apply_to_facts
+from tests.support.model_apply import apply_to_facts
 from reconciler.plan.render_json import render_json
 from tests.plan.factsload import desired_from, observed_from
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.observe.cmdline import tokenize
+from reconciler.model.cmdline import tokenize
 from reconciler.plan.kernel import KernelWant, edit_cmdline, unmet, unwanted_tokens, wants_for
 from reconciler.spec.model import KernelSpec
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from reconciler.plan import plan
 from reconciler.plan.actions import HostCycle, Reason, RemoveMediatedDevice, StartVm, StopVm
-from reconciler.plan.model_apply import apply_to_facts
+from tests.support.model_apply import apply_to_facts
 from tests.plan.factsload import desired_from, observed_from
 from tests.plan.test_convergence import scenario
 

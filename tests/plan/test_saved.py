@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from reconciler.errors import PlanError
-from reconciler.observe.facts import Observed
+from reconciler.model.facts import Observed
 from reconciler.plan import plan
 from reconciler.plan.actions import ACTION_TYPES, Disruption, action_from_dict
 from reconciler.plan.render_json import render_json

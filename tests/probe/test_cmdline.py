@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.observe.cmdline import (CmdlineError, arg_key, edit_args, find_arg,
+from reconciler.model.cmdline import (CmdlineError, arg_key, edit_args, find_arg,
                                         kernel_arg_views, tokenize)
 
 H100 = ("BOOT_IMAGE=(hd0,gpt2)/vmlinuz-5.14.0-427.13.1.el9_4.x86_64 root=/dev/mapper/rhel-root ro "

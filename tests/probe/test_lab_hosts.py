@@ -1,4 +1,4 @@
-"""The probe on lab simulated host roots (reconciler.lab.hosts), through LabTransport."""
+"""The probe on lab simulated host roots (reconciler_lab.hosts), through LabTransport."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +8,7 @@ import pytest
 from reconciler.observe.probe import probe_hosts
 from reconciler.observe.transport import LabTransport
 
-from reconciler.lab import fleet, hosts
+from reconciler_lab import fleet, hosts
 
 
 def test_probe_lab_roots(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from reconciler.observe.cmdline import kernel_arg_views
+from reconciler.model.cmdline import kernel_arg_views
 from reconciler.observe.probe import probe_host, probe_hosts, probe_script
 from reconciler.observe.transport import LocalRootTransport
 from tests.probe.conftest import write

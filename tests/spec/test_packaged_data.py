@@ -15,7 +15,7 @@ STANDALONE_CHECK = """
 import sys
 from pathlib import Path
 import reconciler
-from reconciler.lab.fleet import FLEETS_DIR, load_fleet
+from reconciler_lab.fleet import FLEETS_DIR, load_fleet
 from reconciler.spec import load_desired
 from reconciler.spec.schema import SCHEMA_PATH
 package = Path(reconciler.__file__).resolve().parent

@@ -12,7 +12,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from reconciler.lab.server import LabError
+from reconciler_lab.server import LabError
 from reconciler.spec.fleetref import BUILTIN_FLEETS_DIR, is_fleet_path
 
 MARK_NAME = "fleet.sha256"

@@ -11,7 +11,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from reconciler.errors import ReconcilerError
-from reconciler.observe.facts import BootEntry, KernelArgView, ProbeFacts
+from reconciler.model.facts import BootEntry, KernelArgView, ProbeFacts
 
 # A token may hold any printable character except whitespace, or whitespace inside double quotes;
 # control characters never belong on a kernel line and would break the files that persist it.

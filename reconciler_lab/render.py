@@ -13,8 +13,8 @@ from xml.sax.saxutils import quoteattr
 
 from ovirtsdk4 import types, writer, writers  # noqa: F401 - importing writers registers them
 
-from reconciler.lab.engine import Cluster, Event, Host, LabEngine, Vm, hex_id
-from reconciler.lab.fleet import LabDevice
+from reconciler_lab.engine import Cluster, Event, Host, LabEngine, Vm, hex_id
+from reconciler_lab.fleet import LabDevice
 
 API = "/ovirt-engine/api"
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from reconciler.lab.server import LabError
+from reconciler_lab.server import LabError
 
 LOCK_NAME = "lock"
 

@@ -12,9 +12,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.lab.fleetmark import check_fleet_mark
-from reconciler.lab.server import LabError, LabServer
-from reconciler.lab.statelock import state_lock
+from reconciler_lab.fleetmark import check_fleet_mark
+from reconciler_lab.server import LabError, LabServer
+from reconciler_lab.statelock import state_lock
 from reconciler.spec.model import EngineSpec
 
 DEFAULT_STATE_ROOT = Path(".reconciler/lab")

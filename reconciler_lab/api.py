@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 
 from ovirtsdk4 import reader, readers, types  # noqa: F401 - importing readers registers them
 
-from reconciler.lab.engine import EngineFault, Host, LabEngine, Vm, name_from_hex, not_found
-from reconciler.lab.render import API, Renderer, action_xml, fault_xml
+from reconciler_lab.engine import EngineFault, Host, LabEngine, Vm, name_from_hex, not_found
+from reconciler_lab.render import API, Renderer, action_xml, fault_xml
 
 
 @dataclass(frozen=True)

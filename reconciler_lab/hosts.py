@@ -24,11 +24,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reconciler.lab import catalogue
-from reconciler.lab.fleet import LabDevice, LabMdevType
+from reconciler_lab import catalogue
+from reconciler_lab.fleet import LabDevice, LabMdevType
 
 if TYPE_CHECKING:
-    from reconciler.lab.fleet import LabHost
+    from reconciler_lab.fleet import LabHost
 
 LAB_DIR = ".lab"
 RECORD = f"{LAB_DIR}/host.json"
@@ -727,13 +727,13 @@ def initramfs_modprobe(root: Path, kver: str) -> list[str]:
 # ---- materialise, reboot, runtime vGPUs ---------------------------------------------------------
 
 def _wrapper(cmd: str) -> str:
-    from reconciler.lab.hostcmd import wrapper_script   # hostcmd builds on this module
+    from reconciler_lab.hostcmd import wrapper_script   # hostcmd builds on this module
     return wrapper_script(cmd, sys.executable, str(Path(__file__).resolve().parents[2]))
 
 
 def _state_changed(root: Path, *, booted: bool = False) -> None:
     """Kept answers of the emulated queries are stale now; after a boot, render them anew."""
-    from reconciler.lab import hostcmd
+    from reconciler_lab import hostcmd
     if booted:
         hostcmd.prerender(root)
     else:

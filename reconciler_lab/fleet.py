@@ -118,8 +118,8 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from reconciler.errors import ReconcilerError  # noqa: E402
-from reconciler.lab import catalogue  # noqa: E402
-from reconciler.lab import hosts as labhosts  # noqa: E402
+from reconciler_lab import catalogue  # noqa: E402
+from reconciler_lab import hosts as labhosts  # noqa: E402
 # deploy/lab/fleets/ in a checkout; an installed copy reads the copies a wheel ships.
 from reconciler.spec.fleetref import BUILTIN_FLEETS_DIR as FLEETS_DIR  # noqa: E402
 

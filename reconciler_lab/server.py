@@ -21,12 +21,12 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from reconciler.errors import ReconcilerError
-from reconciler.lab.api import LabApi
-from reconciler.lab.engine import EngineFault, LabEngine
-from reconciler.lab.faults import FaultConfig, FaultDice
-from reconciler.lab.fleet import LabFleet
-from reconciler.lab.render import fault_xml
-from reconciler.lab.tls import ensure_tls
+from reconciler_lab.api import LabApi
+from reconciler_lab.engine import EngineFault, LabEngine
+from reconciler_lab.faults import FaultConfig, FaultDice
+from reconciler_lab.fleet import LabFleet
+from reconciler_lab.render import fault_xml
+from reconciler_lab.tls import ensure_tls
 
 SSO_TOKEN = "/ovirt-engine/sso/oauth/token"
 SSO_LOGOUT = "/ovirt-engine/services/sso-logout"
@@ -52,10 +52,10 @@ class RequestRecord:
 def _load_fleet(fleet: LabFleet | str | Path) -> LabFleet:
     if isinstance(fleet, LabFleet):
         return fleet
-    from reconciler.lab import fleet as fleet_mod
+    from reconciler_lab import fleet as fleet_mod
     loader = getattr(fleet_mod, "load_fleet", None)
     if loader is None:
-        raise LabError("fleet files cannot be loaded yet (reconciler.lab.fleet.load_fleet is "
+        raise LabError("fleet files cannot be loaded yet (reconciler_lab.fleet.load_fleet is "
                        "missing); pass a LabFleet")
     return loader(fleet)
 

@@ -1,4 +1,4 @@
-"""Emulated host commands of a lab host: `python -m reconciler.lab.hostcmd <cmd> [args...]`.
+"""Emulated host commands of a lab host: `python -m reconciler_lab.hostcmd <cmd> [args...]`.
 
 Each lab root has tiny wrappers at `<root>/usr/bin/<cmd>` that exec this module; the command acts
 on the tree named by the HOST_ROOT environment variable and refuses to run without it. Output
@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
-from reconciler.lab import catalogue, hosts
+from reconciler_lab import catalogue, hosts
 
 Out = TextIO
 
@@ -809,7 +809,7 @@ if [ -f "$o/{_INDEX}" ] && [ -f "$o/{_DEPS}" ]; then
 fi
 PYTHONPATH={q(package_parent)}${{PYTHONPATH:+:$PYTHONPATH}}
 export PYTHONPATH
-exec {q(python)} -m reconciler.lab.hostcmd {cmd} "$@"
+exec {q(python)} -m reconciler_lab.hostcmd {cmd} "$@"
 """
 
 

@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from reconciler.lab.faults import FaultConfig
-from reconciler.lab.fleet import LabDevice, LabFleet, LabHost
-from reconciler.lab.roots import HostRoots, boot_devices
+from reconciler_lab.faults import FaultConfig
+from reconciler_lab.fleet import LabDevice, LabFleet, LabHost
+from reconciler_lab.roots import HostRoots, boot_devices
 
 STATE_FILE = "engine.json"
 STATE_FORMAT = 1

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from reconciler.observe.cmdline import arg_key, parse_token, tokenize
-from reconciler.observe.facts import (GraphicsConsole, Host, HostDevice, MdevType,
+from reconciler.model.cmdline import arg_key, parse_token, tokenize
+from reconciler.model.facts import (GraphicsConsole, Host, HostDevice, MdevType,
                                       MediatedDevice, ModprobeFile, Observed, ProbeFacts, Vm,
                                       VmHostDevice)
 from reconciler.plan.actions import (Action, AddMediatedDevice, AttachHostDevice, DetachHostDevice,

@@ -11,14 +11,14 @@ from pathlib import Path
 from types import ModuleType
 
 from reconciler.errors import ReconcilerError
-from reconciler.lab.fleet import LabDevice, LabHost
+from reconciler_lab.fleet import LabDevice, LabHost
 
 
 def _hosts_module() -> ModuleType | None:
     try:
-        return importlib.import_module("reconciler.lab.hosts")
+        return importlib.import_module("reconciler_lab.hosts")
     except ModuleNotFoundError as exc:
-        if exc.name == "reconciler.lab.hosts":
+        if exc.name == "reconciler_lab.hosts":
             return None
         raise
 
@@ -40,7 +40,7 @@ class HostRoots:
     def root(self, host: LabHost) -> Path:
         if not self.available:
             raise ReconcilerError("simulated host roots are not available "
-                                  "(reconciler.lab.hosts is missing)")
+                                  "(reconciler_lab.hosts is missing)")
         assert self._mod is not None
         return Path(self._mod.ensure_host_root(self.base / host.name, host))
 
@@ -102,6 +102,6 @@ def boot_devices(host: LabHost) -> tuple[LabDevice, ...] | None:
     driver bindings depend on the boot), when the fleet module can expand its GPUs."""
     if not host.gpus:
         return None
-    from reconciler.lab import fleet as fleet_mod
+    from reconciler_lab import fleet as fleet_mod
     expand = getattr(fleet_mod, "expand_host", None)
     return tuple(expand(host).devices) if expand else None
