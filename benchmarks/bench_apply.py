@@ -90,12 +90,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from reconciler import log as rlog
-    from reconciler.apply.engine_ops import Timing
     from reconciler.apply.executor import Executor, Timeouts
     from reconciler.apply.progress import LogProgress
     from reconciler.apply.rollout import Budget, max_unavailable_by_host
     from reconciler.apply.verify import ObjectReader
-    from reconciler.apply.waiting import Backoff
+    from reconciler.access.endpoint import RealEndpoint
+    from reconciler.engine.retry import Backoff, Timing
     from reconciler.observe.session import open_fleet
     from reconciler.plan import plan
     from reconciler.spec import load_desired
@@ -126,7 +126,8 @@ def main() -> None:
             from reconciler.model.facts import Observed
             spec = _spec(target, Observed(engine.clusters, engine.hosts, engine.vms), folder)
             desired = load_desired([str(spec)])
-            with open_fleet(desired) as fleet, Store(folder / "state.db") as store:
+            endpoint = RealEndpoint(desired.engine, desired.host_access, timing=timing)
+            with open_fleet(desired, endpoint) as fleet, Store(folder / "state.db") as store:
                 started = time.perf_counter()
                 observed = fleet.observe()
                 the_plan = plan(desired, observed)

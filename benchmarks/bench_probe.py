@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchmarks.common import add_json_option, write_json
 from reconciler.observe.probe import probe_hosts
-from reconciler.observe.transport import LocalRootTransport, Transport
+from reconciler.access.transport import LocalRootTransport, Transport
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "hosts"
 _MIXES = (("tesla-m60", "tesla-m60"), ("h100-pcie",), ("l40s",), ("tesla-t4", "tesla-t4"), ("a2",))

@@ -281,12 +281,5 @@ def render_markdown(report: DriftReport) -> str:
 RENDERERS = {"text": render_text, "json": render_json, "markdown": render_markdown}
 
 __all__ = ["DriftEntry", "DriftReport", "Difference", "OUT_OF_SYNC", "RENDERERS", "build_report",
-           "carried", "drift_items", "engine_key", "record", "record_converged", "records",
+           "carried", "drift_items", "record", "record_converged", "records",
            "unobserved", "render_json", "render_markdown", "render_text"]
-
-
-def engine_key(desired: Any) -> str:
-    """The store's name for the engine (docs/store.md): its API URL, or lab:<fleet>."""
-    if desired.engine.is_lab:
-        return f"lab:{desired.engine.lab_fleet}"
-    return str(desired.engine.url)

@@ -18,8 +18,6 @@ apply run.
 from __future__ import annotations
 
 import re
-import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -27,10 +25,11 @@ from typing import Any, TypeVar
 import ovirtsdk4 as sdk
 import ovirtsdk4.types as types
 
-from reconciler.apply.waiting import Backoff, WaitTimeout, wait_until
-# One classification of transient engine failures for the whole project: wire errors (by curl
-# code), 5xx, and a 409 whose detail says the object is busy or locked (not a precondition).
-from reconciler.engine.client import is_transient
+from reconciler.apply.waiting import WaitTimeout, wait_until
+# One engine error family and one retry loop for the whole project (reconciler.engine).
+from reconciler.engine.errors import (EngineRefused, EngineUnavailable, NotFoundOnEngine,
+                                      PreconditionFailed)
+from reconciler.engine.retry import DEFAULT_TIMING, Timing, retry
 from reconciler.errors import ApplyError
 from reconciler.log import get_logger
 
@@ -41,27 +40,6 @@ log = get_logger(__name__)
 
 # ---------------------------------------------------------------------------------------------
 # Errors
-
-class EngineRefused(ApplyError):
-    """The engine answered the change with an error that retrying cannot fix."""
-
-    def __init__(self, message: str, *, code: int | None = None, detail: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.detail = detail
-
-
-class PreconditionFailed(EngineRefused):
-    """HTTP 409 for a state the caller must change first (VM not down, host not in maintenance)."""
-
-
-class NotFoundOnEngine(EngineRefused):
-    """The named host, VM or device does not exist on the engine."""
-
-
-class EngineUnavailable(ApplyError):
-    """Transient failures went on past the retry budget."""
-
 
 class HostDidNotReturn(WaitTimeout):
     """A host did not reach its target status (maintenance / up) within the timeout."""
@@ -107,23 +85,6 @@ class ChangeNotVisible(WaitTimeout):
 # Timing and results
 
 @dataclass(frozen=True)
-class Timing:
-    """How to retry requests and pace polls; tests against the lab pass a faster one."""
-
-    retry: Backoff = Backoff(initial=0.5, cap=8.0, jitter=0.5)
-    attempts: int = 6
-    poll: Backoff = Backoff(initial=1.0, cap=10.0, jitter=0.2)
-    verify_timeout: float = 60.0   # how long a plain field change may take to become visible
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1 or self.verify_timeout < 0:
-            raise ValueError(f"invalid timing {self!r}")
-
-
-DEFAULT_TIMING = Timing()
-
-
-@dataclass(frozen=True)
 class Outcome:
     """What an operation did: `changed` is False when the target state was already there."""
 
@@ -161,24 +122,6 @@ def _check_text(value: object, what: str, limit: int = 4096) -> str:
 # ---------------------------------------------------------------------------------------------
 # Requests: refusals and retries
 
-def _detail(err: sdk.Error) -> str:
-    fault = getattr(err, "fault", None)
-    if fault is not None and (fault.detail or fault.reason):
-        return (fault.detail or fault.reason or "").strip().strip("[]")
-    return str(err)
-
-
-def _refusal(err: sdk.Error, what: str) -> EngineRefused:
-    detail = _detail(err)
-    code = err.code
-    message = f"engine refused to {what}: {detail}" + (f" (HTTP {code})" if code else "")
-    if code == 409:
-        return PreconditionFailed(message, code=code, detail=detail)
-    if code == 404 or isinstance(err, sdk.NotFoundError):
-        return NotFoundOnEngine(f"cannot {what}: not found on the engine", code=code, detail=detail)
-    return EngineRefused(message, code=code, detail=detail)
-
-
 @dataclass
 class _Ctx:
     """What one operation carries: the connection, its headers, pacing and its id cache."""
@@ -194,55 +137,25 @@ class _Ctx:
 
     def call(self, what: str, request: Callable[[], R],
              landed: Callable[[], bool] | None = None) -> R | None:
-        """Send `request`, retrying transient failures.
+        """Send `request` through the one retry loop (`reconciler.engine.retry`).
 
         For a change, `landed()` re-reads the engine before each retry: if the previous attempt
         took effect although its reply was lost, the retry is skipped and None is returned.
         """
-        delays = self.timing.retry.delays()
-        for attempt in range(1, self.timing.attempts + 1):
-            try:
-                return request()
-            except sdk.Error as err:
-                _FAILED[self.conn] = _FAILED.get(self.conn, 0) + 1
-                if not is_transient(err):
-                    raise _refusal(err, what) from None
-                if attempt == self.timing.attempts:
-                    raise EngineUnavailable(
-                        f"cannot {what}: the engine kept failing after {attempt} attempts "
-                        f"(last: {_detail(err)})") from None
-                delay = next(delays)
-                log.warning("engine request failed, retrying", action=what, attempt=attempt,
-                            delay=round(delay, 3), error=_detail(err),
-                            correlation_id=self.correlation_id)
-                time.sleep(delay)
-                if landed is not None and self.read(f"check whether {what} took effect", landed):
-                    return None
-        raise AssertionError("unreachable")
+        return retry(request, what, timing=self.timing, landed=landed,
+                     correlation_id=self.correlation_id)
 
     def read(self, what: str, request: Callable[[], R]) -> R:
         return self.call(what, request)  # type: ignore[return-value]  # None only with `landed`
 
 
-# Ids found by name, per connection; weak keys so a closed connection takes its cache with it.
-_ID_CACHES: weakref.WeakKeyDictionary[sdk.Connection, dict[tuple[str, str], str]] = \
-    weakref.WeakKeyDictionary()
-
-
-# Requests that failed (refused or retried), per connection, for the engine error metric.
-_FAILED: weakref.WeakKeyDictionary[sdk.Connection, int] = weakref.WeakKeyDictionary()
-
-
-def failed_requests(conn: sdk.Connection) -> int:
-    """How many of the operations' requests on `conn` failed (each retry of one counts)."""
-    return _FAILED.get(conn, 0)
-
-
 def _ctx(conn: sdk.Connection, correlation_id: str | None, timing: Timing) -> _Ctx:
     if correlation_id is not None:
         _check(correlation_id, _CORRELATION, "correlation id")
-    ids = _ID_CACHES.setdefault(conn, {})
-    return _Ctx(conn, correlation_id, timing, ids)
+    # Ids found by name live on the connection (CountingConnection.id_cache), so a closed
+    # connection takes its cache with it; a plain SDK connection gets a cache per operation.
+    ids = getattr(conn, "id_cache", None)
+    return _Ctx(conn, correlation_id, timing, ids if ids is not None else {})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -848,7 +761,7 @@ __all__ = [
     "HostDidNotReturn", "InstallFailed", "MaintenanceBlocked", "NotFoundOnEngine", "Outcome",
     "PreconditionFailed", "Timing", "VmDidNotStart", "VmDidNotStop", "VmStartFailed",
     "activate_host", "add_mediated_device", "add_vnc_console", "attach_host_device",
-    "deactivate_host", "detach_host_device", "install_host", "is_transient", "pin_vm",
+    "deactivate_host", "detach_host_device", "install_host", "pin_vm",
     "remove_mediated_device", "set_kernel_cmdline", "set_vgpu_placement", "shutdown_vm",
     "start_vm", "update_mediated_device",
 ]

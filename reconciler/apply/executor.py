@@ -37,7 +37,7 @@ from reconciler.apply.rollout import Budget, Unit, units_of
 from reconciler.apply.verify import ObjectReader, VerificationFailed, verify
 from reconciler.errors import ApplyError, ReconcilerError
 from reconciler.log import get_logger
-from reconciler.observe.transport import Transport
+from reconciler.access.transport import Transport
 from reconciler.plan.actions import (Action, AddMediatedDevice, AttachHostDevice,
                                      DetachHostDevice, Disruption, HostCycle, PinVm,
                                      RegenerateInitramfs, RemoveMediatedDevice, SetConsoleVnc,
@@ -190,7 +190,7 @@ class Executor:
         """(requests, failed requests) sent so far on this run's engine connections."""
         with self._budget_lock:
             return (getattr(self._main_conn, "request_count", 0) + self._worker_requests,
-                    ops.failed_requests(self._main_conn) + self._worker_errors)
+                    getattr(self._main_conn, "failed_count", 0) + self._worker_errors)
 
     def steps_total(self, units: Sequence[Unit]) -> int:
         """The steps `run` reports through the progress hook when all goes well: every action
@@ -267,7 +267,7 @@ class Executor:
             self._local.conn = self._local.reader = None
             with self._budget_lock:
                 self._worker_requests += getattr(conn, "request_count", 0)
-                self._worker_errors += ops.failed_requests(conn)
+                self._worker_errors += getattr(conn, "failed_count", 0)
             try:
                 conn.close()
             except Exception as err:  # noqa: BLE001 - a failed logout must not hide the outcome

@@ -17,7 +17,7 @@ from pathlib import PurePosixPath
 
 from reconciler.errors import HostAccessError
 from reconciler.log import get_logger
-from reconciler.observe.transport import CommandResult, Transport, validate_host_path
+from reconciler.access.transport import CommandResult, Transport, validate_host_path
 
 log = get_logger(__name__)
 

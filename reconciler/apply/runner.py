@@ -18,18 +18,19 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-from reconciler.apply.engine_ops import Timing
+from reconciler.access.endpoint import EngineEndpoint
 from reconciler.apply.executor import STOPPED, ApplyResult, Executor, Timeouts
 from reconciler.apply.progress import Progress, for_stream
 from reconciler.apply import recovery
 from reconciler.apply.rollout import Budget, max_unavailable_by_host
 from reconciler.apply.verify import ObjectReader
-from reconciler.apply.waiting import Backoff
+from reconciler.engine.retry import Timing
 from reconciler.errors import LockedError, PlanError, ReconcilerError
 from reconciler.log import get_logger
 from reconciler.model.facts import Observed
+from reconciler.observe.session import FleetSession, open_fleet
 from reconciler.plan import plan as make_plan
 from reconciler.plan.actions import Disruption
 from reconciler.plan.expand import expand_host
@@ -38,17 +39,13 @@ from reconciler.plan.render_text import render_text, use_color
 from reconciler.plan.result import Plan
 from reconciler.plan.saved import load_plan, stale_objects
 from reconciler.spec.model import DesiredState
+from reconciler.spec.revision import spec_revision
 from reconciler.store import DEFAULT_PATH, JournalEntry, Store
 
 log = get_logger(__name__)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
-
-# The lab's simulated seconds pass at `time_scale`; poll it at a matching pace.
-LAB_TIMING = Timing(retry=Backoff(initial=0.05, cap=0.5, jitter=0.5), attempts=8,
-                    poll=Backoff(initial=0.02, cap=0.2, jitter=0.2), verify_timeout=10.0)
-
 
 @dataclass(frozen=True)
 class ApplyOptions:
@@ -57,13 +54,13 @@ class ApplyOptions:
     state: Path = DEFAULT_PATH
     force_unlock: str | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
-    timing: Timing | None = None            # None: the engine's default, or LAB_TIMING on a lab
+    timing: Timing | None = None            # None: the endpoint's own
     probe: bool = True
     # Set it to end the run at the next safe point (no host out of service, no VM stopped by
     # us): the run is closed as "stopped" and the lock released.
     stop: threading.Event | None = None
-    # Recorded on the run: the controller's git commit or `sha256:` revision; None: a digest
-    # of the spec files' contents.
+    # Recorded on the run: the controller's git commit or spec revision; None: the revision of
+    # the spec files (reconciler.spec.revision).
     spec_revision: str | None = None
 
 
@@ -90,13 +87,6 @@ class NotConfirmed(ReconcilerError):
     """The user did not confirm the apply (or could not be asked)."""
 
 
-def engine_key(desired: DesiredState) -> str:
-    """The store's name for the engine: its URL, or lab:<fleet> for the embedded lab."""
-    if desired.engine.is_lab:
-        return f"lab:{desired.engine.lab_fleet}"
-    return str(desired.engine.url)
-
-
 def tty_confirm(stdin: TextIO, stdout: TextIO) -> Callable[[Plan], bool]:
     """Ask on the terminal; only `yes` confirms (as Terraform does)."""
     def ask(plan: Plan) -> bool:
@@ -115,16 +105,6 @@ def require_confirmation(yes: bool, stdin: TextIO) -> None:
     if not (isatty and isatty()):
         raise NotConfirmed("no terminal to ask for confirmation on: review the plan "
                            "(`reconcile plan`) and pass --yes to apply without a prompt")
-
-
-def _spec_revision(sources: Sequence[str]) -> str | None:
-    digest = hashlib.sha256()
-    for src in sorted(sources):
-        try:
-            digest.update(Path(src).read_bytes())
-        except OSError:
-            return None
-    return digest.hexdigest()[:16]
 
 
 def _report_abandoned(entries: Sequence[JournalEntry], out: TextIO) -> None:
@@ -192,16 +172,14 @@ def _record_converged(store: Store, key: str, run_id: str, plan: Plan, after: Pl
     return count
 
 
-def execute(desired: DesiredState, options: ApplyOptions, *, saved: Plan | None = None,
-            confirm: Callable[[Plan], bool] | None = None, out: TextIO = sys.stdout,
-            progress: Progress | None = None, state_root: Path | None = None) -> RunOutcome:
+def execute(desired: DesiredState, options: ApplyOptions, endpoint: EngineEndpoint, *,
+            saved: Plan | None = None, confirm: Callable[[Plan], bool] | None = None,
+            out: TextIO = sys.stdout, progress: Progress | None = None) -> RunOutcome:
     """Lock, recover, observe, plan (or check the saved plan), confirm, execute, record."""
-    from reconciler.observe.session import open_fleet
-
-    key = engine_key(desired)
+    key = endpoint.key
     store = Store(options.state)
     try:
-        revision = options.spec_revision or _spec_revision(desired.sources)
+        revision = options.spec_revision or spec_revision(desired.sources)
         run_id = store.start_run("apply", key, spec_revision=revision,
                                  plan_digest=_digest(saved) if saved is not None else None)
         try:
@@ -223,8 +201,8 @@ def execute(desired: DesiredState, options: ApplyOptions, *, saved: Plan | None 
                                          f"found unfinished by run {run_id}")
                         print(f"run {record.run_id} stopped between steps; marked crashed",
                               file=out)
-                outcome = _locked(desired, options, store, key, run_id, saved, confirm, out,
-                                  progress, state_root, open_fleet, left)
+                outcome = _locked(desired, options, endpoint, store, run_id, saved, confirm,
+                                  out, progress, left)
         except BaseException as err:
             current = store.run(run_id)
             if current is not None and current.outcome is None:
@@ -241,26 +219,25 @@ def _digest(plan: Plan) -> str:
     return hashlib.sha256(render_json(plan).encode()).hexdigest()[:16]
 
 
-def _locked(desired: DesiredState, options: ApplyOptions, store: Store, key: str, run_id: str,
-            saved: Plan | None, confirm: Callable[[Plan], bool] | None, out: TextIO,
-            progress: Progress | None, state_root: Path | None,
-            open_fleet: Callable[..., object], left: recovery.Interrupted) -> RunOutcome:
-    with open_fleet(desired, state_root=state_root) as fleet:  # type: ignore[attr-defined]
+def _locked(desired: DesiredState, options: ApplyOptions, endpoint: EngineEndpoint, store: Store,
+            run_id: str, saved: Plan | None, confirm: Callable[[Plan], bool] | None, out: TextIO,
+            progress: Progress | None, left: recovery.Interrupted) -> RunOutcome:
+    key = endpoint.key
+    with open_fleet(desired, endpoint) as fleet:
         observed = fleet.observe(probe=options.probe)
-        transports = fleet.transports()  # type: ignore[attr-defined]
-        reader = ObjectReader(fleet.connection, observed, transports,  # type: ignore[attr-defined]
-                              probe_timeout=options.timeouts.probe)
-        timing = options.timing or (LAB_TIMING if fleet.lab is not None  # type: ignore[attr-defined]
-                                    else Timing())
+        transports = fleet.transports()
+        timing = options.timing or endpoint.timing
+        reader = ObjectReader(fleet.connection, observed, transports,
+                              probe_timeout=options.timeouts.probe, timing=timing)
         budget = Budget(max_unavailable_by_host(desired, observed.hosts))
         own_progress = progress is None
         progress = progress or for_stream(sys.stderr)
-        executor = Executor(connection=fleet.connection,  # type: ignore[attr-defined]
+        executor = Executor(connection=fleet.connection,
                             reader=reader, transports=transports, store=store, run_id=run_id,
                             budget=budget, vgpu_required=_vgpu_required(desired, observed),
                             progress=progress, timing=timing, timeouts=options.timeouts,
                             max_disruption=options.max_disruption,
-                            connect=_connection_factory(desired, fleet),
+                            connect=endpoint.connect,
                             restart_policy=_restart_policy(desired), stop=options.stop)
         try:
             outcome = _plan_and_run(desired, options, store, key, run_id, saved, confirm, out,
@@ -279,25 +256,9 @@ def _restart_policy(desired: DesiredState) -> Callable[[str], str | None]:
     return lambda vm: policies.get(vm, "never")
 
 
-def _connection_factory(desired: DesiredState, fleet: Any) -> Callable[[], Any]:
-    """More connections like the session's, for host cycles that run side by side."""
-    from reconciler.engine.client import check_connection, connect
-
-    def open_one() -> Any:
-        lab = fleet.lab
-        if lab is not None:
-            conn = connect(desired.engine, url=lab.url, ca_file=lab.ca_file,
-                           username=lab.username, password=lab.password)
-        else:
-            conn = connect(desired.engine)
-        check_connection(conn)
-        return conn
-    return open_one
-
-
 def _plan_and_run(desired: DesiredState, options: ApplyOptions, store: Store, key: str,
                   run_id: str, saved: Plan | None, confirm: Callable[[Plan], bool] | None,
-                  out: TextIO, fleet: Any, observed: Observed, executor: Executor,
+                  out: TextIO, fleet: FleetSession, observed: Observed, executor: Executor,
                   left: recovery.Interrupted) -> RunOutcome:
     if not left.empty:
         print("bringing back what an interrupted run left down: "
@@ -332,7 +293,7 @@ def _plan_and_run(desired: DesiredState, options: ApplyOptions, store: Store, ke
         print(f"\n--max-disruption {options.max_disruption.value}: actions above it are "
               "reported as pending and not run.", file=out)
     result = executor.run(the_plan)
-    after_observed = fleet.observe(probe=options.probe)  # type: ignore[attr-defined]
+    after_observed = fleet.observe(probe=options.probe)
     after = make_plan(desired, after_observed, applied)
     recorded = _record_converged(store, key, run_id, the_plan, after)
     log.debug("apply.recorded_applied", run_id=run_id, objects=recorded)
@@ -380,5 +341,5 @@ def looks_like_plan(paths: Sequence[str]) -> bool:
     return head.startswith(b"{")
 
 
-__all__ = ["ApplyOptions", "LAB_TIMING", "NotConfirmed", "RunOutcome", "StalePlan", "engine_key", "execute",
+__all__ = ["ApplyOptions", "NotConfirmed", "RunOutcome", "StalePlan", "execute",
            "load_saved", "looks_like_plan", "require_confirmation", "tty_confirm"]

@@ -18,12 +18,12 @@ from typing import Any
 import ovirtsdk4  # type: ignore[import-untyped]
 
 from reconciler.apply.waiting import Backoff, wait_until
-from reconciler.engine.client import with_retries
+from reconciler.engine.retry import DEFAULT_TIMING, Timing, read
 from reconciler.errors import ApplyError
 from reconciler.observe.engine import HOST_FOLLOW, VM_FOLLOW, host_fact, vm_fact
 from reconciler.model.facts import Cluster, Host, ModprobeFile, Observed, ProbeFacts, Vm
 from reconciler.observe.probe import probe_host
-from reconciler.observe.transport import Transport
+from reconciler.access.transport import Transport
 from reconciler.plan.fingerprint import sha256_text
 from reconciler.plan.actions import Verification
 
@@ -63,8 +63,10 @@ class ObjectReader:
     """
 
     def __init__(self, connection: ovirtsdk4.Connection, observed: Observed,
-                 transports: Mapping[str, Transport], probe_timeout: float = 60.0) -> None:
+                 transports: Mapping[str, Transport], probe_timeout: float = 60.0,
+                 timing: Timing = DEFAULT_TIMING) -> None:
         self.connection = connection
+        self.timing = timing
         self.transports = transports
         self.probe_timeout = probe_timeout
         self._clusters: dict[str, Cluster] = {c.id: c for c in observed.clusters}
@@ -83,10 +85,11 @@ class ObjectReader:
             raise ApplyError(f"invalid {kind} name {name!r}")
         system = self.connection.system_service()
         if kind == "host":
-            return with_retries(lambda: system.hosts_service().list(
-                search=f"name={name}", follow=HOST_FOLLOW), what=f"read host {name}")
-        return with_retries(lambda: system.vms_service().list(
-            search=f"name={name}", follow=VM_FOLLOW), what=f"read vm {name}")
+            return read(lambda: system.hosts_service().list(
+                search=f"name={name}", follow=HOST_FOLLOW), f"read host {name}",
+                timing=self.timing)
+        return read(lambda: system.vms_service().list(
+            search=f"name={name}", follow=VM_FOLLOW), f"read vm {name}", timing=self.timing)
 
     def host(self, name: str) -> Host | None:
         found = [h for h in self._list("host", name) if h.name == name]
@@ -105,8 +108,8 @@ class ObjectReader:
         if not _SAFE_NAME.fullmatch(cluster):
             raise ApplyError(f"invalid cluster name {cluster!r}")
         system = self.connection.system_service()
-        raw = with_retries(lambda: system.hosts_service().list(search=f"cluster={cluster}"),
-                           what=f"list hosts of cluster {cluster}")
+        raw = read(lambda: system.hosts_service().list(search=f"cluster={cluster}"),
+                   f"list hosts of cluster {cluster}", timing=self.timing)
         hosts = [host_fact(h, self._clusters, self._vm_names.get) for h in raw]
         return [h for h in hosts if h.cluster == cluster]
 

@@ -1,4 +1,4 @@
-"""Polling with a deadline, and the capped, jittered backoff shared by polls and retries.
+"""Polling with a deadline, paced by the one capped, jittered backoff (reconciler.engine.retry).
 
 Engine actions such as `deactivate` or `install` return long before their effect is visible, so
 every change is confirmed by re-reading until a predicate holds. Waits grow geometrically up to a
@@ -6,37 +6,14 @@ cap so that a long host reboot costs few requests while a quick change is still 
 """
 from __future__ import annotations
 
-import random
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TypeVar
 
+from reconciler.engine.retry import Backoff
 from reconciler.errors import ApplyError
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Delays `initial * factor**n`, capped at `cap`; `jitter` is the random fraction taken off."""
-
-    initial: float = 1.0
-    cap: float = 10.0
-    factor: float = 2.0
-    jitter: float = 0.5
-
-    def __post_init__(self) -> None:
-        if self.initial < 0 or self.cap < self.initial or self.factor < 1 or not 0 <= self.jitter <= 1:
-            raise ValueError(f"invalid backoff {self!r}")
-
-    def delays(self, rng: random.Random | None = None) -> Iterator[float]:
-        """An endless sequence of delays; jitter spreads retries of many clients apart."""
-        pick = (rng or random.Random()).random
-        delay = self.initial
-        while True:
-            yield delay * (1 - self.jitter * pick())
-            delay = min(self.cap, delay * self.factor)
 
 
 class WaitTimeout(ApplyError):

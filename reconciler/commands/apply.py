@@ -10,6 +10,7 @@ unblocked actions are still applied).
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import sys
 from pathlib import Path
 from typing import Any
@@ -60,30 +61,32 @@ def run(args: argparse.Namespace) -> int:
     from reconciler.apply.executor import Timeouts
     from reconciler.apply.runner import (ApplyOptions, execute, load_saved, looks_like_plan,
                                          require_confirmation, tty_confirm)
+    from reconciler.commands.endpoints import open_endpoint
+    from reconciler.engine.retry import Backoff
     from reconciler.errors import SpecError
     from reconciler.plan.actions import Disruption
 
-    timing = None
-    if args.poll_interval is not None:
-        from reconciler.apply.engine_ops import Timing
-        from reconciler.apply.waiting import Backoff
-        timing = Timing(poll=Backoff(initial=args.poll_interval, cap=args.poll_interval * 10,
-                                     jitter=0.2))
     options = ApplyOptions(yes=args.yes, max_disruption=Disruption(args.max_disruption),
                            state=args.state, force_unlock=args.force_unlock,
-                           timeouts=Timeouts.for_hosts(args.host_timeout, args.vm_timeout),
-                           timing=timing)
+                           timeouts=Timeouts.for_hosts(args.host_timeout, args.vm_timeout))
+    saved = None
     try:
         if looks_like_plan(args.specs):
-            saved, desired = load_saved(args.specs[0])
             # A saved plan was reviewed when it was made: it runs without a second prompt.
-            return execute(desired, options, saved=saved).exit_code
-        from reconciler.spec import load_desired
-        desired = load_desired(args.specs)
+            saved, desired = load_saved(args.specs[0])
+        else:
+            from reconciler.spec import load_desired
+            desired = load_desired(args.specs)
     except SpecError as err:
         for issue in err.issues:
             print(issue.format(), file=sys.stderr)
         return 1
-    require_confirmation(args.yes, sys.stdin)
-    confirm = None if args.yes else tty_confirm(sys.stdin, sys.stdout)
-    return execute(desired, options, confirm=confirm).exit_code
+    confirm = None
+    if saved is None:
+        require_confirmation(args.yes, sys.stdin)
+        confirm = None if args.yes else tty_confirm(sys.stdin, sys.stdout)
+    with open_endpoint(desired) as endpoint:
+        if args.poll_interval is not None:
+            poll = Backoff(initial=args.poll_interval, cap=args.poll_interval * 10, jitter=0.2)
+            options = replace(options, timing=replace(endpoint.timing, poll=poll))
+        return execute(desired, options, endpoint, saved=saved, confirm=confirm).exit_code

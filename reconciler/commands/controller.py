@@ -114,6 +114,7 @@ def webhook_url(args: argparse.Namespace) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     from reconciler import log
+    from reconciler.commands.endpoints import open_endpoint
     from reconciler.controller.loop import Controller, ControllerConfig
     from reconciler.controller.metrics import ControllerMetrics
     from reconciler.controller.notify import WebhookNotifier
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     if notifier is not None:
         metrics.track("notify_dropped", "Webhook events dropped (queue full or undeliverable)",
                       lambda: float(notifier.dropped + notifier.failed))
-    controller = Controller(config, state, metrics, notifier)
+    controller = Controller(config, state, metrics, notifier, open_endpoint=open_endpoint)
     server = ControllerServer(state, metrics, host=args.listen[0], port=args.listen[1]).start()
 
     stop_requested = threading.Event()

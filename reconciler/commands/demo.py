@@ -11,7 +11,11 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from reconciler.access.endpoint import EngineEndpoint
+    from reconciler.spec.model import DesiredState
 
 
 def register(subparsers: Any) -> None:
@@ -33,16 +37,12 @@ def _stage(out: TextIO, number: int, title: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reconciler.apply.progress import LiveLine, StepLines
-    from reconciler.apply.runner import ApplyOptions, engine_key, execute
-    from reconciler.store import Store
+    from reconciler.commands.endpoints import open_endpoint
     from reconciler.errors import ReconcilerError, SpecError
+    from reconciler.plan.render_text import use_color
+    from reconciler.spec import load_desired
     from reconciler_lab.embedded import lab_state_dir
     from reconciler_lab.statelock import LabStateBusy, state_lock
-    from reconciler.observe.session import open_fleet
-    from reconciler.plan import plan
-    from reconciler.plan.render_text import render_text, use_color
-    from reconciler.spec import load_desired
 
     out = sys.stdout
     color = use_color(out)
@@ -76,8 +76,21 @@ def run(args: argparse.Namespace) -> int:
     state.mkdir(parents=True, exist_ok=True)
     store = Path(state) / "demo-state.db"
 
+    with open_endpoint(desired) as endpoint:
+        return _stages(desired, endpoint, store, out, color)
+
+
+def _stages(desired: DesiredState, endpoint: EngineEndpoint, store: Path, out: TextIO,
+            color: bool) -> int:
+    from reconciler.apply.progress import LiveLine, StepLines
+    from reconciler.apply.runner import ApplyOptions, execute
+    from reconciler.observe.session import open_fleet
+    from reconciler.plan import plan
+    from reconciler.plan.render_text import render_text
+    from reconciler.store import Store
+
     _stage(out, 2, "plan")
-    with open_fleet(desired) as fleet:
+    with open_fleet(desired, endpoint) as fleet:
         observed = fleet.observe()
     first = plan(desired, observed)
     print(render_text(first, color=color), end="", file=out)
@@ -87,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     isatty = getattr(out, "isatty", None)
     progress = LiveLine(out) if isatty and isatty() else StepLines(out)
     try:
-        outcome = execute(desired, ApplyOptions(yes=True, state=store), out=out,
+        outcome = execute(desired, ApplyOptions(yes=True, state=store), endpoint, out=out,
                           progress=progress)
     finally:
         progress.close()
@@ -96,10 +109,10 @@ def run(args: argparse.Namespace) -> int:
         return outcome.exit_code
 
     _stage(out, 4, "plan again")
-    with open_fleet(desired) as fleet:
+    with open_fleet(desired, endpoint) as fleet:
         observed = fleet.observe()
     with Store(store) as db:
-        applied = db.applied(engine_key(desired))
+        applied = db.applied(endpoint.key)
     second = plan(desired, observed, applied)
     print(render_text(second, color=color), end="", file=out)
     if second.has_changes:

@@ -49,17 +49,18 @@ def usage_errors_exit(parser: argparse.ArgumentParser, code: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from reconciler import drift
+    from reconciler.commands.endpoints import open_endpoint
     from reconciler.observe.session import open_fleet
     from reconciler.plan import plan
     from reconciler.spec import load_desired
     from reconciler.store import Store
 
     desired = load_desired(args.specs)   # a SpecError is printed by the CLI, one issue a line
-    key = drift.engine_key(desired)
-    with Store(args.state) as store:
+    with open_endpoint(desired) as endpoint, Store(args.state) as store:
+        key = endpoint.key
         run_id = store.start_run("drift", key)
         try:
-            with open_fleet(desired) as fleet:
+            with open_fleet(desired, endpoint) as fleet:
                 observed = fleet.observe(probe=not args.no_probe)
             result = plan(desired, observed, store.applied(key))
             not_seen = drift.unobserved(observed)

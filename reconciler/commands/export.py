@@ -72,7 +72,7 @@ def rebase_paths(block: dict[str, Any], src_dir: Path, dst_dir: Path) -> dict[st
 def run(args: argparse.Namespace) -> int:
     from reconciler.export import dump_spec, export_spec, waits_for_reboot
     from reconciler.model.facts import Observed
-    from reconciler.observe.session import open_fleet
+    from reconciler.commands.endpoints import fleet_session
     from reconciler.spec import load_desired
 
     desired = load_desired([args.spec])   # a SpecError is printed by the CLI, one issue a line
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         access = rebase_paths(access, src, dst) if access else access
     # The input spec's own profiles and VMs must not narrow what we read: export everything.
     from dataclasses import replace
-    with open_fleet(replace(desired, host_profiles=(), vms=())) as fleet:
+    with fleet_session(replace(desired, host_profiles=(), vms=())) as fleet:
         read = fleet.read_engine()
     observed = Observed(clusters=read.clusters, hosts=read.hosts, vms=read.vms)
     stamp = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()

@@ -29,11 +29,11 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reconciler.observe.session import open_fleet
+    from reconciler.commands.endpoints import fleet_session
     from reconciler.spec import load_desired
 
     desired = load_desired(args.specs)   # a SpecError is printed by the CLI, one issue a line
-    with open_fleet(desired) as fleet:
+    with fleet_session(desired) as fleet:
         observed = fleet.observe(probe=not args.no_probe)
     if args.output == "json":
         data = observed_to_json(observed)

@@ -58,7 +58,7 @@ def applied_records(state: Path, engine_key: str) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `reconcile --help` stays fast and does not need the engine client.
-    from reconciler.drift import engine_key
+    from reconciler.commands.endpoints import open_endpoint
     from reconciler.observe.session import open_fleet
     from reconciler.plan import plan
     from reconciler.plan.render_json import render_json
@@ -68,10 +68,11 @@ def run(args: argparse.Namespace) -> int:
     from reconciler.spec import load_desired
 
     desired = load_desired(args.specs)   # a SpecError is printed by the CLI, one issue a line
-    # Read before observing, so a broken store is reported without waiting for the fleet.
-    applied = applied_records(args.state, engine_key(desired))
-    with open_fleet(desired) as fleet:
-        observed = fleet.observe(probe=not args.no_probe)
+    with open_endpoint(desired) as endpoint:
+        # Read before observing, so a broken store is reported without waiting for the fleet.
+        applied = applied_records(args.state, endpoint.key)
+        with open_fleet(desired, endpoint) as fleet:
+            observed = fleet.observe(probe=not args.no_probe)
     result = plan(desired, observed, applied)
     if args.output == "json":
         text = render_json(result)

@@ -18,7 +18,8 @@ from typing import Any
 import watchfiles
 
 from reconciler import log
-from reconciler.engine.client import describe
+from reconciler.engine.errors import classify
+from reconciler.engine.retry import Backoff
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 
@@ -207,7 +208,8 @@ class EventPoller(_Trigger):
         self.interval = interval
         self._ours = ours
         self._on_request = on_request or (lambda _failed: None)
-        self._backoff_cap = backoff_cap
+        self._backoff = Backoff(initial=2 * interval, cap=max(backoff_cap, 2 * interval),
+                                jitter=0.0)
         self.cursor: int | None = None
         self.ready = threading.Event()
         self._log = log.get_logger("controller.triggers")
@@ -254,8 +256,9 @@ class EventPoller(_Trigger):
                     delay = max(0.0, self.interval - (time.monotonic() - started))
                 except Exception as exc:  # noqa: BLE001 - the SDK raises its own and pycurl's
                     failures += 1
-                    delay = min(self._backoff_cap, self.interval * 2 ** min(failures, 10))
-                    self._log.warning("event poll failed", error=str(describe(exc, "engine")),
+                    delay = self._backoff.delay(failures)
+                    self._log.warning("controller.event_poll_failed",
+                                      error=str(classify(exc, "poll engine events")),
                                       retry_in=round(delay, 1))
                     _close_quietly(conn)
                     conn = None

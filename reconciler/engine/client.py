@@ -6,45 +6,23 @@ same everywhere. The SDK keeps one SSO token per connection and renews it itself
 from __future__ import annotations
 
 import os
-import random
-import re
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import ovirtsdk4
 
+from reconciler.engine.retry import DEFAULT_TIMING, Timing, read
 from reconciler.errors import EngineError
 from reconciler.log import get_logger
 from reconciler.spec.model import EngineSpec
 
-T = TypeVar("T")
-
 _log = get_logger(__name__)
-
-# libcurl codes that mean the TLS peer could not be verified: never transient, always explained.
-_TLS_CURL_CODES = frozenset({35, 51, 53, 54, 58, 59, 60, 64, 66, 77, 80, 82, 83, 90, 91})
-# libcurl codes worth another try: connect refused, timeout, empty reply, send/recv failure, ...
-_TRANSIENT_CURL_CODES = frozenset({7, 18, 28, 52, 55, 56, 92})
-_CURL_CODE = re.compile(r"\(<?[^,]*?,?\s*(\d+),")
-# A 409 that only says "not now": the engine is busy with a related operation or the entity is
-# locked. Other 409s (VM status illegal, not pinned) are real refusals and are not retried.
-_BUSY = re.compile(r"busy|locked|in progress|try again later", re.IGNORECASE)
-
-
-class EngineCallError(EngineError):
-    """An engine request failed; `status` is the HTTP status when there was an answer."""
-
-    def __init__(self, message: str, status: int | None = None, detail: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.detail = detail
 
 
 class CountingConnection(ovirtsdk4.Connection):
-    """An SDK connection that counts the API requests it sends and the bytes it receives.
+    """An SDK connection that counts the API requests it sends, the bytes it receives and the
+    requests that failed (an error status or no answer at all).
 
     `send` is the SDK's single entry for every service call (synchronous or `wait=False`), and
     `wait` returns every response, so counting there sees exactly what goes over the wire (the SSO
@@ -57,17 +35,32 @@ class CountingConnection(ovirtsdk4.Connection):
         self._count_lock = threading.Lock()
         self.request_count = 0
         self.bytes_received = 0
+        self.failed_count = 0
+        # Ids of hosts and VMs found by name (apply's lookups), kept as long as the connection.
+        self.id_cache: dict[tuple[str, str], str] = {}
 
     def send(self, request: Any) -> Any:
         with self._count_lock:
             self.request_count += 1
-        return super().send(request)
+        try:
+            return super().send(request)
+        except Exception:
+            with self._count_lock:
+                self.failed_count += 1
+            raise
 
     def wait(self, context: Any, failed_auth: bool = False) -> Any:
-        response = super().wait(context, failed_auth)
+        try:
+            response = super().wait(context, failed_auth)
+        except Exception:
+            with self._count_lock:
+                self.failed_count += 1
+            raise
         body = getattr(response, "body", None) or b""
         with self._count_lock:
             self.bytes_received += len(body)
+            if (getattr(response, "code", None) or 0) >= 400:
+                self.failed_count += 1
         return response
 
 
@@ -128,86 +121,11 @@ def connect(engine: EngineSpec, *, url: str | None = None, ca_file: Path | str |
         raise EngineError(f"cannot set up the engine connection to {url}: {exc}") from None
 
 
-def check_connection(connection: ovirtsdk4.Connection, *, attempts: int = 4, base: float = 0.5,
-                     cap: float = 5.0) -> None:
+def check_connection(connection: ovirtsdk4.Connection, *,
+                     timing: Timing = DEFAULT_TIMING) -> None:
     """Authenticate now, so a bad CA or bad credentials fail with a clear message up front.
 
     An engine that is restarting (connection refused, 5xx) is retried like any request; TLS and
     credential errors are permanent and fail at once.
     """
-    with_retries(connection.authenticate, attempts=attempts, base=base, cap=cap,
-                 what="authenticate", url=connection.url)
-
-
-def curl_code(exc: BaseException) -> int | None:
-    """The libcurl error code an SDK error carries in its message, if any."""
-    match = _CURL_CODE.search(str(exc))
-    return int(match.group(1)) if match else None
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for errors another attempt may cure: 5xx, connection trouble, timeouts, busy 409s."""
-    if isinstance(exc, ovirtsdk4.AuthError | ovirtsdk4.NotFoundError):
-        return False
-    if isinstance(exc, ovirtsdk4.ConnectionError | ovirtsdk4.TimeoutError):
-        return True
-    if isinstance(exc, ovirtsdk4.Error):
-        code = getattr(exc, "code", None)
-        if code is not None:
-            return code >= 500 or (code == 409 and bool(_BUSY.search(str(exc))))
-        curl = curl_code(exc)
-        if curl is not None:
-            return curl in _TRANSIENT_CURL_CODES
-    return False
-
-
-def describe(exc: BaseException, url: str | None = None) -> EngineCallError:
-    """A user-facing error for an SDK failure (no credentials in it: the SDK never puts any)."""
-    where = f" ({url})" if url else ""
-    if isinstance(exc, EngineCallError):
-        return exc
-    if isinstance(exc, ovirtsdk4.AuthError):
-        return EngineCallError(f"the engine refused the credentials{where}: {exc}",
-                               getattr(exc, "code", None))
-    curl = curl_code(exc)
-    if curl in _TLS_CURL_CODES:
-        return EngineCallError(f"TLS verification of the engine failed{where}: {exc}. Check that "
-                               "engine.caFile holds the CA that signed the engine's certificate")
-    if isinstance(exc, ovirtsdk4.Error):
-        fault = getattr(exc, "fault", None)
-        detail = getattr(fault, "detail", None) if fault is not None else None
-        return EngineCallError(f"engine request failed{where}: {exc}", getattr(exc, "code", None),
-                               detail)
-    return EngineCallError(f"engine request failed{where}: {type(exc).__name__}: {exc}")
-
-
-def backoff_delays(attempts: int, base: float, cap: float,
-                   rng: random.Random | None = None) -> list[float]:
-    """Delays before attempts 2..N: "full jitter" capped exponential backoff."""
-    rng = rng or random.Random()
-    return [rng.uniform(0, min(cap, base * 2 ** i)) for i in range(max(0, attempts - 1))]
-
-
-def with_retries(fn: Callable[[], T], *, attempts: int = 5, base: float = 0.5, cap: float = 10.0,
-                 what: str = "engine request", url: str | None = None,
-                 sleep: Callable[[float], None] = time.sleep,
-                 rng: random.Random | None = None) -> T:
-    """Call `fn`, retrying transient engine errors with capped, jittered exponential backoff.
-
-    Raises EngineCallError (an EngineError) at once for a permanent error, or after the last
-    attempt for a transient one.
-    """
-    if attempts < 1:
-        raise ValueError("attempts must be at least 1")
-    delays = backoff_delays(attempts, base, cap, rng)
-    for attempt in range(1, attempts + 1):
-        try:
-            return fn()
-        except Exception as exc:  # noqa: BLE001 - classified below, never swallowed
-            if isinstance(exc, EngineCallError) or not is_transient(exc) or attempt == attempts:
-                raise describe(exc, url) from exc
-            delay = delays[attempt - 1]
-            _log.warning("engine_retry", what=what, attempt=attempt, of=attempts,
-                         delay=round(delay, 3), error=str(exc)[:200])
-            sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover
+    read(connection.authenticate, "authenticate", timing=timing, url=connection.url)

@@ -23,7 +23,7 @@ from xml.etree.ElementTree import Element
 import ovirtsdk4
 from ovirtsdk4 import types
 
-from reconciler.engine.client import with_retries
+from reconciler.engine.retry import DEFAULT_TIMING, Timing, read
 from reconciler.observe.bulk_read import VM as VM_RECORD
 from reconciler.observe.bulk_read import (PendingList, collector_paused, elements, fetch_xml,
                                          records)
@@ -410,14 +410,14 @@ def _keep_id(vm_id: str) -> str:
 
 
 def read_engine(connection: ovirtsdk4.Connection, desired: DesiredState | None = None, *,
-                attempts: int = 4, base: float = 0.5, cap: float = 10.0) -> EngineRead:
+                timing: Timing = DEFAULT_TIMING) -> EngineRead:
     """Read the fleet's engine facts in a constant number of requests (see the module doc)."""
     system = connection.system_service()
     url = getattr(connection, "url", None)
     counted = getattr(connection, "request_count", None)
 
     def call(what: str, fn: Callable[[], Any]) -> Any:
-        return with_retries(fn, attempts=attempts, base=base, cap=cap, what=what, url=url)
+        return read(fn, what, timing=timing, url=url)
 
     raw_clusters = call("list clusters", lambda: system.clusters_service().list())
     clusters = tuple(sorted((cluster_fact(c) for c in raw_clusters), key=lambda c: c.name))

@@ -19,7 +19,7 @@ from reconciler.observe import parsers
 from reconciler.model.facts import (BootEntry, MdevParentType, ModprobeFile, NvidiaSmiSummary,
                                       PciFunction, ProbeFacts)
 from reconciler.observe.parsers import ParseError
-from reconciler.observe.transport import Transport
+from reconciler.access.transport import Transport
 
 log = get_logger(__name__)
 T = TypeVar("T")

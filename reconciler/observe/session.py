@@ -1,23 +1,23 @@
 """Opening the fleet: the engine connection, the host transports, and one observation.
 
-`open_fleet(desired)` is the entry every command uses: for a lab engine spec it starts the embedded
-lab and connects to it, otherwise it connects to the real engine. The session then hands out the
-transports of the spec-managed hosts and observes engine + hosts into one `Observed`.
+`open_fleet(desired, endpoint)` is the entry every command uses: it connects through the engine
+endpoint the composition root chose (a real engine or the lab: this module does not know which),
+hands out the transports of the spec-managed hosts and observes engine + hosts into one `Observed`.
 """
 from __future__ import annotations
 
 import fnmatch
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
-from pathlib import Path
-from typing import Any
+from contextlib import contextmanager
 
-from reconciler.engine.client import CountingConnection, check_connection, connect
-from reconciler.errors import EngineError, HostAccessError
+from reconciler.access.endpoint import EngineEndpoint, close_quietly
+from reconciler.access.transport import Transport
+from reconciler.engine.client import CountingConnection
+from reconciler.errors import EngineError
 from reconciler.log import get_logger
-from reconciler.observe.engine import EngineRead, read_engine
 from reconciler.model.facts import Host, Observed, ObserveStats, ProbeFacts
+from reconciler.observe.engine import EngineRead, read_engine
 from reconciler.spec.model import DesiredState, HostProfile
 
 _log = get_logger(__name__)
@@ -44,11 +44,11 @@ def managed_hosts(desired: DesiredState, hosts: tuple[Host, ...]) -> tuple[Host,
 class FleetSession:
     """An open fleet: one engine connection (one SSO token), transports, observations."""
 
-    def __init__(self, desired: DesiredState, connection: CountingConnection,
-                 lab: Any | None = None) -> None:
+    def __init__(self, desired: DesiredState, endpoint: EngineEndpoint,
+                 connection: CountingConnection) -> None:
         self.desired = desired
+        self.endpoint = endpoint
         self.connection = connection
-        self.lab = lab                        # the embedded LabServer, or None
         self._engine: EngineRead | None = None
 
     @property
@@ -62,47 +62,19 @@ class FleetSession:
 
     def read_engine(self) -> EngineRead:
         """A fresh engine read (also kept for `transports`)."""
-        self._engine = read_engine(self.connection, self.desired)
+        self._engine = read_engine(self.connection, self.desired, timing=self.endpoint.timing)
         return self._engine
 
     def _engine_read(self) -> EngineRead:
         return self._engine if self._engine is not None else self.read_engine()
 
-    def transports(self) -> dict[str, Any]:
+    def transports(self) -> dict[str, Transport]:
         """Transport per spec-managed host name; empty when the spec gives no way to reach hosts."""
         engine = self._engine_read()
         names = [h.name for h in managed_hosts(self.desired, engine.hosts)]
-        access = self.desired.host_access
-        if self.lab is not None:
-            from reconciler.observe.transport import LabTransport
-            return {n: LabTransport(self.lab.host_root, n) for n in names}
-        if access.local_roots is not None:
-            from reconciler.observe.transport import LocalRootTransport
-            return {n: LocalRootTransport(Path(access.local_roots) / n) for n in names}
-        if access.ssh is not None:
-            from reconciler.observe.transport import OpenSSHTransport, UnreachableTransport
-            ssh = access.ssh
-            result: dict[str, Any] = {}
-            for n in names:
-                # One host the engine gives no usable address for must not stop the others.
-                address = engine.addresses.get(n)
-                if not address:
-                    result[n] = UnreachableTransport(
-                        n, "the engine reports no address to reach it over SSH")
-                    continue
-                extra: dict[str, Any] = {}
-                if ssh.known_hosts_file is not None:
-                    extra["known_hosts_file"] = ssh.known_hosts_file
-                try:
-                    result[n] = OpenSSHTransport(
-                        address, user=ssh.user, port=ssh.port, identity_file=ssh.identity_file,
-                        connect_timeout=min(ssh.timeout_seconds, 10.0), **extra)
-                except HostAccessError as exc:
-                    result[n] = UnreachableTransport(n, f"engine address {address!r}: {exc}")
-            return result
-        return {}
+        return self.endpoint.transports(names, engine.addresses)
 
-    def probe(self, transports: Mapping[str, Any]) -> tuple[ProbeFacts, ...]:
+    def probe(self, transports: Mapping[str, Transport]) -> tuple[ProbeFacts, ...]:
         from reconciler.observe.probe import probe_hosts
         ssh = self.desired.host_access.ssh
         concurrency = ssh.concurrency if ssh else DEFAULT_CONCURRENCY
@@ -131,36 +103,13 @@ class FleetSession:
 
 
 @contextmanager
-def open_fleet(desired: DesiredState, *, state_root: Path | None = None) -> Iterator[FleetSession]:
-    """Connect to the spec's engine (starting the embedded lab for a lab spec) and yield a session.
-
-    `state_root` overrides where the embedded lab keeps its state (otherwise the spec's
-    `engine.lab.state`, else the lab's default).
-    """
-    with ExitStack() as stack:
-        lab_server = None
-        if desired.engine.is_lab:
-            from reconciler_lab.embedded import embedded_lab
-            kwargs: dict[str, Any] = {}
-            root = state_root or desired.engine.lab_state
-            if root is not None:
-                kwargs["state_root"] = Path(root)
-            lab = stack.enter_context(embedded_lab(desired.engine, **kwargs))
-            lab_server = lab.server
-            connection = connect(desired.engine, url=lab.url, ca_file=lab.ca_file,
-                                 username=lab.username, password=lab.password)
-        else:
-            connection = connect(desired.engine)
-        stack.callback(_close, connection)
-        check_connection(connection)
-        yield FleetSession(desired, connection, lab_server)
-
-
-def _close(connection: CountingConnection) -> None:
+def open_fleet(desired: DesiredState, endpoint: EngineEndpoint) -> Iterator[FleetSession]:
+    """Connect through `endpoint` (authenticating at once) and yield a session; log out after."""
+    connection = endpoint.connect()
     try:
-        connection.close()
-    except Exception as exc:  # noqa: BLE001 - a failed logout must not hide the real outcome
-        _log.debug("engine_logout_failed", error=str(exc))
+        yield FleetSession(desired, endpoint, connection)
+    finally:
+        close_quietly(connection)
 
 
 __all__ = ["FleetSession", "open_fleet", "managed_hosts", "profile_selects", "EngineError"]

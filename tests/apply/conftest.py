@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler.apply.runner import LAB_TIMING, ApplyOptions, RunOutcome, execute
+from reconciler.access.endpoint import RealEndpoint
+from reconciler.apply.runner import ApplyOptions, RunOutcome, execute
+from reconciler.engine.retry import DEFAULT_TIMING
 from reconciler.apply.executor import Timeouts
 from reconciler_lab.faults import FaultConfig
 from reconciler_lab.server import LabServer
@@ -25,6 +27,8 @@ from reconciler.spec import load_desired
 REPO = Path(__file__).resolve().parents[2]
 LAB_SPEC = REPO / "specs" / "examples" / "lab.yaml"
 TIME_SCALE = 0.005
+# The production retry and poll policy, paced for the lab's clock (same attempts, shorter waits).
+LAB_PACE = DEFAULT_TIMING.scaled(TIME_SCALE)
 DEMO_HOSTS = ("amd-01", "m60-01", "m60-02", "t4-01")
 MUTATING = ("POST", "PUT", "DELETE")
 # Lab waits are short; a host that has not come back after this is not coming back.
@@ -72,13 +76,18 @@ class ServedLab:
     def desired(self) -> Any:
         return load_desired([str(self.spec)])
 
+    def endpoint(self, desired: Any = None) -> RealEndpoint:
+        """The served lab reached as a real engine, polled at the lab's pace."""
+        desired = desired or self.desired()
+        return RealEndpoint(desired.engine, desired.host_access, timing=LAB_PACE)
+
     def apply(self, **options: Any) -> RunOutcome:
         options.setdefault("yes", True)
         options.setdefault("state", self.store)
         options.setdefault("timeouts", TEST_TIMEOUTS)
-        options.setdefault("timing", LAB_TIMING)      # poll the lab at its own pace
         out = io.StringIO()
-        outcome = execute(self.desired(), ApplyOptions(**options), out=out)
+        desired = self.desired()
+        outcome = execute(desired, ApplyOptions(**options), self.endpoint(desired), out=out)
         self.output = out.getvalue()
         return outcome
 
@@ -87,7 +96,7 @@ class ServedLab:
         from reconciler.plan import plan
         from reconciler.store import Store
         desired = self.desired()
-        with open_fleet(desired) as fleet:
+        with open_fleet(desired, self.endpoint(desired)) as fleet:
             observed = fleet.observe()
         with Store(self.store) as store:
             applied = store.applied(str(desired.engine.url))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import io
 
 from reconciler.apply.progress import LogProgress, StepEvent
-from reconciler.apply.runner import LAB_TIMING, ApplyOptions, execute
+from reconciler.apply.runner import ApplyOptions, execute
 from reconciler_lab.faults import FaultConfig
 from reconciler.plan.actions import Disruption
+from reconciler.spec.revision import spec_revision
 from reconciler.store import Store
 
 from .conftest import TEST_TIMEOUTS
@@ -37,10 +38,10 @@ def test_run_records_revision_counts_and_step_total(served_lab) -> None:
     lab.server.clear_request_log()
     progress = Counting()
 
-    outcome = execute(lab.desired(), ApplyOptions(yes=True, state=lab.store,
-                                                  timeouts=TEST_TIMEOUTS, timing=LAB_TIMING,
-                                                  spec_revision="sha256:0123456789abcdef"),
-                      out=io.StringIO(), progress=progress)
+    options = ApplyOptions(yes=True, state=lab.store, timeouts=TEST_TIMEOUTS,
+                           spec_revision="sha256:0123456789abcdef")
+    outcome = execute(lab.desired(), options, lab.endpoint(), out=io.StringIO(),
+                      progress=progress)
 
     assert outcome.exit_code == 0
     with Store(lab.store) as store:
@@ -63,4 +64,4 @@ def test_cli_run_keeps_the_spec_digest_as_revision(served_lab) -> None:
     outcome = lab.apply(max_disruption=Disruption.NONE)
     with Store(lab.store) as store:
         run = store.run(outcome.run_id)
-    assert run is not None and run.spec_revision and len(run.spec_revision) == 16
+    assert run is not None and run.spec_revision == spec_revision(lab.desired().sources)

@@ -10,7 +10,7 @@ import yaml
 
 from reconciler.apply.executor import NOT_STARTED, STOPPED
 from reconciler.apply.progress import LogProgress, StepEvent
-from reconciler.apply.runner import LAB_TIMING, ApplyOptions, execute
+from reconciler.apply.runner import ApplyOptions, execute
 from reconciler.store import Store
 
 from .conftest import LAB_SPEC, TEST_TIMEOUTS
@@ -50,10 +50,9 @@ def test_stop_ends_the_run_at_a_safe_point(served_lab, action: str) -> None:
     stop = threading.Event()
     progress = StopWhen(stop, action)
 
-    outcome = execute(lab.desired(), ApplyOptions(yes=True, state=lab.store,
-                                                  timeouts=TEST_TIMEOUTS, timing=LAB_TIMING,
-                                                  stop=stop),
-                      out=io.StringIO(), progress=progress)
+    options = ApplyOptions(yes=True, state=lab.store, timeouts=TEST_TIMEOUTS, stop=stop)
+    outcome = execute(lab.desired(), options, lab.endpoint(), out=io.StringIO(),
+                      progress=progress)
 
     assert stop.is_set(), f"the plan has no {action} step"
     result = outcome.result

@@ -10,16 +10,15 @@ from typing import Any
 import ovirtsdk4 as sdk
 import pytest
 
-from reconciler.apply.engine_ops import Timing
-from reconciler.apply.waiting import Backoff
+from reconciler.engine.client import CountingConnection
+from reconciler.engine.retry import DEFAULT_TIMING
 from reconciler_lab.fleet import (LabCluster, LabDevice, LabFleet, LabHost, LabMdevType, LabVm)
 
 API = "/ovirt-engine/api"
 MUTATING = ("POST", "PUT", "DELETE")
 
-# Polls and retries quick enough for a lab running at time_scale=0.01.
-FAST = Timing(retry=Backoff(initial=0.01, cap=0.05, jitter=0.5), attempts=10,
-              poll=Backoff(initial=0.01, cap=0.05, jitter=0.0), verify_timeout=5.0)
+# The production retry and poll policy, paced for a lab running at time_scale=0.01.
+FAST = DEFAULT_TIMING.scaled(0.01)
 
 _M60_TYPES = (
     LabMdevType("nvidia-18", "GRID M60-2Q", 4, "num_heads=4, frl_config=60, framebuffer=2048M, "
@@ -112,12 +111,13 @@ def lab(start_lab: Callable[..., Any]) -> Any:
 
 @pytest.fixture
 def connect() -> Iterator[Callable[[Any], sdk.Connection]]:
-    """connect(lab) -> an SDK connection verifying the lab's TLS certificate against its CA."""
+    """connect(lab) -> the product's SDK connection (it counts requests and keeps the ids found by
+    name), verifying the lab's TLS certificate against its CA."""
     opened: list[sdk.Connection] = []
 
     def make(lab: Any) -> sdk.Connection:
-        conn = sdk.Connection(url=lab.url, username=lab.username, password=lab.password,
-                              ca_file=str(lab.ca_file), timeout=10)
+        conn = CountingConnection(url=lab.url, username=lab.username, password=lab.password,
+                                  ca_file=str(lab.ca_file), timeout=10)
         opened.append(conn)
         return conn
 

@@ -345,10 +345,9 @@ def test_correlation_id_reaches_engine_events(lab, conn) -> None:
 
 def test_stale_cached_id_is_looked_up_again(lab, conn) -> None:
     # As if the VM had been re-created under its name since the id was cached.
-    ops._ID_CACHES.setdefault(conn, {})[("vm", "render-01")] = (
-        "00000000-0000-0000-0000-000000000000")
+    conn.id_cache[("vm", "render-01")] = "00000000-0000-0000-0000-000000000000"
     assert ops.add_vnc_console(conn, "render-01", timing=FAST).changed
-    assert ops._ID_CACHES[conn][("vm", "render-01")] == vm(conn, "render-01").id
+    assert conn.id_cache[("vm", "render-01")] == vm(conn, "render-01").id
 
 
 def test_unknown_id_is_not_found(lab, conn) -> None:

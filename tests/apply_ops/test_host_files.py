@@ -10,7 +10,7 @@ import pytest
 from reconciler.apply import host_ops
 from reconciler.apply.host_ops import WriteResult
 from reconciler.errors import HostAccessError
-from reconciler.observe.transport import LocalRootTransport
+from reconciler.access.transport import LocalRootTransport
 
 FOREIGN = {
     "blacklist-nouveau.conf": b"blacklist nouveau\noptions nouveau modeset=0\n",

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from reconciler.apply import engine_ops, host_ops
-from reconciler.observe.transport import LabTransport
+from reconciler_lab.transport import LabTransport
 
 from .conftest import FAST, FOREIGN_MODPROBE
 

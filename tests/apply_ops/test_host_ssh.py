@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.apply import host_ops
-from reconciler.observe.transport import OpenSSHTransport
+from reconciler.access.transport import OpenSSHTransport
 
 from ..sshd import running_sshd
 

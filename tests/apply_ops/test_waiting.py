@@ -5,7 +5,8 @@ import random
 
 import pytest
 
-from reconciler.apply.waiting import Backoff, WaitTimeout, wait_until
+from reconciler.apply.waiting import WaitTimeout, wait_until
+from reconciler.engine.retry import Backoff
 from reconciler.errors import ApplyError
 
 

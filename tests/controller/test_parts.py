@@ -7,6 +7,8 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,9 @@ from watchfiles import Change
 from reconciler.commands.controller import duration, listen_address
 from reconciler.controller.gitsource import (GitSourceError, check_ref, check_subpath,
                                              check_url)
-from reconciler.controller.loop import (Backoff, Controller, ControllerConfig, running,
+from reconciler.access.endpoint import RealEndpoint
+from reconciler.engine.retry import DEFAULT_TIMING, Backoff
+from reconciler.controller.loop import (Controller, ControllerConfig, running,
                                         spec_revision)
 from reconciler.controller.triggers import EventPoller, SpecWatcher, WorkQueue, spec_filter
 from reconciler.drift import build_report, render_json, render_markdown, render_text
@@ -49,11 +53,9 @@ def test_work_queue_coalesces_a_burst_into_one_item_of_work() -> None:
 
 
 def test_backoff_is_exponential_and_capped() -> None:
-    backoff = Backoff(1.0, 30.0)
-    assert backoff.delay() == 0
-    assert [backoff.failed() for _ in range(7)] == [1, 2, 4, 8, 16, 30, 30]
-    backoff.reset()
-    assert backoff.delay() == 0
+    backoff = Backoff(1.0, 30.0, jitter=0.0)
+    assert backoff.delay(0) == 0
+    assert [backoff.delay(n) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
 
 
 def test_option_parsers() -> None:
@@ -135,9 +137,15 @@ def test_unreachable_engine_backs_off_instead_of_spinning(tmp_path: Path) -> Non
                     f"  passwordFrom: {{file: {secret}}}\n  insecure: true\n")
     config = ControllerConfig(spec_paths=(str(spec),), state=tmp_path / "state.db",
                               backoff_initial=0.2, backoff_cap=1.0, idle_beat=0.1)
-    controller = Controller(config)
+
+    @contextmanager
+    def quick_endpoint(desired: Any) -> Iterator[RealEndpoint]:
+        # The production retry policy at a twentieth of its pace: each pass gives up in about
+        # a second, so the test sees several passes back off.
+        yield RealEndpoint(desired.engine, desired.host_access, DEFAULT_TIMING.scaled(0.05))
+    controller = Controller(config, open_endpoint=quick_endpoint)
     with running(controller) as thread:
-        wait_for("a few failed passes", lambda: controller._pass_backoff.failures >= 3)
+        wait_for("a few failed passes", lambda: controller.pass_retries.failures >= 3)
     assert not thread.is_alive()
     errors = controller.metrics.passes.labels(result="error")._value.get()
     # Delays 0.2, 0.4, 0.8, 1.0, ...: a handful of passes, where a tight loop would make hundreds.
@@ -236,7 +244,7 @@ def test_a_spec_fix_ends_the_backoff_at_once(tmp_path: Path) -> None:
                               debounce_ms=50, resync=3600.0)
     controller = Controller(config)
     with LabServer("demo", tmp_path / "lab", time_scale=0.01) as lab, running(controller):
-        wait_for("the failed first pass", lambda: controller._pass_backoff.failures >= 1)
+        wait_for("the failed first pass", lambda: controller.pass_retries.failures >= 1)
         wait_for("the spec watcher", lambda: any(
             isinstance(t, SpecWatcher) and t.ready.is_set() for t in controller._triggers))
         password = tmp_path / "pw"
@@ -256,10 +264,10 @@ class _RecordingController(Controller):
         super().__init__(config)
         self.passes: list[tuple[float, float, frozenset[str]]] = []
 
-    def run_pass(self, reasons: Any = frozenset({"manual"})) -> Any:
+    def run_pass(self, reasons: Any = frozenset({"manual"}), **kwargs: Any) -> Any:
         started = time.monotonic()
         try:
-            return super().run_pass(reasons)
+            return super().run_pass(reasons, **kwargs)
         finally:
             self.passes.append((started, time.monotonic(), frozenset(reasons)))
 
@@ -397,10 +405,10 @@ def _observed_with_failed_probe(host: str) -> Any:
 
 def test_apply_progress_fills_the_step_total_on_status(tmp_path: Path) -> None:
     from reconciler.apply.progress import StepEvent
-    from reconciler.controller.loop import _ApplyProgress
+    from reconciler.controller.reconcile import _ApplyProgress
     controller = Controller(ControllerConfig(spec_paths=(str(tmp_path),),
                                              state=tmp_path / "state.db"))
-    hook = _ApplyProgress(controller)
+    hook = _ApplyProgress(controller.runner)
     # A recovery step of a dead run comes before the plan's steps: it counts as done.
     recover = StepEvent("r-1", "recover.activate", "host:a", "activate", "host-reboot")
     hook.step_started(recover)
@@ -431,7 +439,7 @@ def test_an_apply_pass_counts_its_engine_requests_and_records_the_revision(
             outcome = controller.run_pass({"manual"})
             assert outcome.applied and outcome.result == "ok", outcome
         finally:
-            controller._close_link()
+            controller.close_link()
         revision = controller.state.snapshot()["revision"]
         applies = [r for r in controller.store.runs() if r.kind == "apply"]
         controller.store.close()

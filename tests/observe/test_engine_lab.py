@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.engine.client import EngineCallError, check_connection, connect
+from reconciler.engine.client import check_connection, connect
+from reconciler.engine.errors import EngineRefused, EngineUnavailable
+from reconciler.engine.retry import Backoff, Timing
 from reconciler.errors import EngineError
 from reconciler.observe.engine import read_engine
 from reconciler.observe.vendor import derive_vendor
@@ -147,7 +149,7 @@ def test_wrong_ca_is_refused_with_a_clear_error(start_lab, lab_connect, fleets, 
     lab = start_lab(fleets.load_fleet("demo"))
     other_ca = ensure_tls(tmp_path / "other").ca_cert
     conn = lab_connect(lab, ca_file=other_ca)
-    with pytest.raises(EngineCallError, match="TLS verification of the engine failed"):
+    with pytest.raises(EngineRefused, match="TLS verification of the engine failed"):
         check_connection(conn)
     with pytest.raises(EngineError, match="does not exist"):
         lab_connect(lab, ca_file=tmp_path / "missing.pem")
@@ -185,7 +187,8 @@ def test_retries_through_injected_server_errors(start_lab, lab_connect, fleets):
     fleet = fleets.load_fleet("demo")
     lab = start_lab(fleet, faults=FaultConfig(error_rate=0.4, seed=7))
     conn = lab_connect(lab)
-    read = read_engine(conn, None, attempts=12, base=0.001, cap=0.01)
+    read = read_engine(conn, None,
+                       timing=Timing(retry=Backoff(initial=0.001, cap=0.01), attempts=12))
     assert {h.name for h in read.hosts} == {h.name for h in fleet.hosts}
     statuses = [r.status for r in api_requests(lab)]
     assert any(s >= 500 for s in statuses)          # faults were injected ...
@@ -196,9 +199,10 @@ def test_retries_through_injected_server_errors(start_lab, lab_connect, fleets):
 def test_retries_give_up_with_engine_error(start_lab, lab_connect, fleets):
     from reconciler_lab.faults import FaultConfig
     lab = start_lab(fleets.load_fleet("demo"), faults=FaultConfig(error_rate=1.0))
-    with pytest.raises(EngineCallError) as err:
-        read_engine(lab_connect(lab), None, attempts=3, base=0.001, cap=0.01)
-    assert err.value.status == 503
+    with pytest.raises(EngineUnavailable) as err:
+        read_engine(lab_connect(lab), None,
+                    timing=Timing(retry=Backoff(initial=0.001, cap=0.01), attempts=3))
+    assert err.value.code == 503
     assert len(api_requests(lab)) == 3
 
 
@@ -207,7 +211,8 @@ def test_dropped_connections_are_retried(start_lab, lab_connect, fleets):
     fleet = fleets.load_fleet("demo")
     lab = start_lab(fleet, faults=FaultConfig(drop_rate=0.4, seed=3))
     conn = lab_connect(lab)
-    read = read_engine(conn, None, attempts=12, base=0.001, cap=0.01)
+    read = read_engine(conn, None,
+                       timing=Timing(retry=Backoff(initial=0.001, cap=0.01), attempts=12))
     assert {h.name for h in read.hosts} == {h.name for h in fleet.hosts}
     assert {v.name for v in read.vms} == {v.name for v in fleet.vms}
     statuses = [r.status for r in api_requests(lab)]
@@ -249,7 +254,7 @@ def test_connecting_waits_for_an_engine_that_is_restarting(fleets, tmp_path):
     starter = threading.Timer(0.5, again.start)
     starter.start()
     try:
-        check_connection(conn, attempts=10, base=0.2, cap=0.4)
+        check_connection(conn, timing=Timing(retry=Backoff(initial=0.2, cap=0.4), attempts=10))
         assert len(read_engine(conn).hosts) == len(fleet.hosts)
     finally:
         starter.join()

@@ -1,11 +1,16 @@
-"""open_fleet against a lab engine reached as a real engine (URL, CA file, password from env)."""
+"""A fleet session through the endpoint the composition root picks: the lab reached as a real
+engine (URL, CA file, password from env), and the embedded lab."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from reconciler.observe.session import managed_hosts, open_fleet
+from reconciler.access.endpoint import RealEndpoint, host_transports
+from reconciler.commands.endpoints import fleet_session as open_fleet
+from reconciler.observe.probe import probe_hosts
+from reconciler.observe.session import managed_hosts
+from reconciler_lab.endpoint import LabEndpoint
 from reconciler.spec.model import (DesiredState, EngineSpec, HostAccess, HostProfile,
                                    HostSelector, SshAccess)
 
@@ -36,7 +41,7 @@ def test_local_roots_probe_the_managed_hosts(start_lab, fleets, tmp_path, monkey
                            host_access=HostAccess(local_roots=roots),
                            host_profiles=(HostProfile("p", HostSelector(cluster=cluster)),))
     with open_fleet(desired) as fleet_session:
-        assert fleet_session.lab is None
+        assert isinstance(fleet_session.endpoint, RealEndpoint)
         observed = fleet_session.observe()
         transports = fleet_session.transports()
         sent = fleet_session.request_count
@@ -76,7 +81,7 @@ def test_embedded_lab_session(tmp_path, fleets):
     desired = DesiredState(engine=EngineSpec(lab_fleet="demo", lab_state=tmp_path / "state"),
                            host_profiles=(HostProfile("p", HostSelector(cluster=gpu_cluster(fleet))),))
     with open_fleet(desired) as fleet_session:
-        assert fleet_session.lab is not None
+        assert isinstance(fleet_session.endpoint, LabEndpoint)
         observed = fleet_session.observe()
         assert {type(t).__name__ for t in fleet_session.transports().values()} == {"LabTransport"}
     assert observed.probes and all(p.ok for p in observed.probes)
@@ -84,24 +89,13 @@ def test_embedded_lab_session(tmp_path, fleets):
 
 def test_a_host_without_a_usable_address_is_unknown_and_the_others_are_probed(tmp_path):
     """One host the engine gives no address (or a refused one) does not stop the observation."""
-    from reconciler.observe.engine import EngineRead
-    from reconciler.model.facts import Cluster, Host
-    from reconciler.observe.session import FleetSession
-
     known = tmp_path / "known_hosts"
     known.write_text("")
-    hosts = tuple(Host(f"h{i}", f"gpu-0{i}", "gpu", "up") for i in (1, 2, 3))
-    desired = DesiredState(
-        engine=EngineSpec(lab_fleet="demo"),
-        host_access=HostAccess(ssh=SshAccess(user="root", known_hosts_file=known,
-                                             timeout_seconds=5)),
-        host_profiles=(HostProfile("p", HostSelector(cluster="gpu")),))
-    session = FleetSession(desired, connection=None)  # type: ignore[arg-type]
-    session._engine = EngineRead((Cluster("c", "gpu"),), hosts, (), addresses={
+    access = HostAccess(ssh=SshAccess(user="root", known_hosts_file=known, timeout_seconds=5))
+    transports = host_transports(access, ["gpu-01", "gpu-02", "gpu-03"], {
         "gpu-02": "-oProxyCommand=reboot", "gpu-03": "gpu-03.invalid"})
-    transports = session.transports()
     assert set(transports) == {"gpu-01", "gpu-02", "gpu-03"}
-    probes = {p.host: p for p in session.probe(transports)}
+    probes = {p.host: p for p in probe_hosts(transports, concurrency=3, timeout=5)}
     assert probes["gpu-01"].status == "unknown"
     assert "no address" in (probes["gpu-01"].reason or "")
     assert "invalid host name" in (probes["gpu-02"].reason or "")

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.observe.probe import probe_hosts
-from reconciler.observe.transport import LabTransport
+from reconciler_lab.transport import LabTransport
 
 from reconciler_lab import fleet, hosts
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from reconciler.model.cmdline import kernel_arg_views
 from reconciler.observe.probe import probe_host, probe_hosts, probe_script
-from reconciler.observe.transport import LocalRootTransport
+from reconciler.access.transport import LocalRootTransport
 from tests.probe.conftest import write
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from reconciler.errors import HostAccessError
 from reconciler.observe.probe import probe_host, probe_hosts
-from reconciler.observe.transport import OpenSSHTransport
+from reconciler.access.transport import OpenSSHTransport
 
 from ..sshd import SshServer, free_port, keygen, running_sshd
 

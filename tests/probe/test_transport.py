@@ -10,8 +10,8 @@ import pytest
 
 from reconciler.errors import HostAccessError
 from reconciler.observe.probe import probe_hosts
-from reconciler.observe.transport import (CommandResult, LabTransport, LocalRootTransport,
-                                          OpenSSHTransport)
+from reconciler.access.transport import CommandResult, LocalRootTransport, OpenSSHTransport
+from reconciler_lab.transport import LabTransport
 from tests.probe.conftest import write
 
 

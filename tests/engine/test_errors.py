@@ -1,10 +1,12 @@
-"""Which engine failures are retried: wire errors, 5xx and a 'busy' 409, never a precondition."""
+"""One engine error family, decided at the SDK boundary: which failures are transient (wire
+errors, 5xx, a 'busy' 409), which are refusals (a precondition, not found, bad credentials)."""
 from __future__ import annotations
 
 import ovirtsdk4 as sdk
 import pytest
 
-from reconciler.apply import engine_ops as ops
+from reconciler.engine.errors import (EngineRefused, EngineTransient, NotFoundOnEngine,
+                                      PreconditionFailed, classify)
 
 
 def _error(code: int | None, detail: str | None = None, cls: type = sdk.Error) -> sdk.Error:
@@ -26,9 +28,10 @@ def _error(code: int | None, detail: str | None = None, cls: type = sdk.Error) -
     sdk.TimeoutError("Error while sending HTTP request: (28, 'Operation timed out')"),
     sdk.Error("Failed to read response: [(<pycurl.Curl object at 0x7f>, 52, "
               "'Empty reply from server')]"),
+    sdk.Error("Error while sending HTTP request: (56, 'Recv failure')"),
 ])
 def test_transient(err: sdk.Error) -> None:
-    assert ops.is_transient(err)
+    assert isinstance(classify(err, "x"), EngineTransient)
 
 
 @pytest.mark.parametrize("err", [
@@ -38,20 +41,26 @@ def test_transient(err: sdk.Error) -> None:
     _error(400, "[Cannot add Host devices. Host device pci_x was not found on host h.]"),
     _error(401, "Unauthorized", sdk.AuthError),
     _error(404, None, sdk.NotFoundError),
+    sdk.Error("Error while sending HTTP request: (60, 'SSL certificate problem')"),
 ])
 def test_not_transient(err: sdk.Error) -> None:
-    assert not ops.is_transient(err)
+    assert isinstance(classify(err, "x"), EngineRefused)
 
 
 def test_refusals_are_typed_and_carry_the_engine_detail() -> None:
-    err = ops._refusal(_error(409, "[Cannot install Host. Please move Host to Maintenance mode "
-                                   "first.]"), "install host gpu-01")
-    assert isinstance(err, ops.PreconditionFailed)
+    err = classify(_error(409, "[Cannot install Host. Please move Host to Maintenance mode "
+                               "first.]"), "install host gpu-01")
+    assert isinstance(err, PreconditionFailed)
     assert str(err) == ("engine refused to install host gpu-01: Cannot install Host. Please move "
                         "Host to Maintenance mode first. (HTTP 409)")
     assert (err.code, err.detail) == (409, "Cannot install Host. Please move Host to Maintenance "
                                            "mode first.")
-    assert isinstance(ops._refusal(_error(400, "bad"), "x"), ops.EngineRefused)
-    assert not isinstance(ops._refusal(_error(400, "bad"), "x"), ops.PreconditionFailed)
-    assert isinstance(ops._refusal(_error(404, None, sdk.NotFoundError), "x"),
-                      ops.NotFoundOnEngine)
+    assert type(classify(_error(400, "bad"), "x")) is EngineRefused
+    assert isinstance(classify(_error(404, None, sdk.NotFoundError), "x"), NotFoundOnEngine)
+
+
+def test_messages_carry_no_library_object_text() -> None:
+    err = classify(sdk.Error("Failed to read response: [(<pycurl.Curl object at 0x7f3a2b1c>, 52,"
+                             " 'Empty reply from server')]"), "list hosts")
+    assert "pycurl" not in str(err) and "0x7f" not in str(err)
+    assert "closed the connection without answering" in str(err)

@@ -1,10 +1,10 @@
 """Host transports: how a command reaches a host.
 
-Every command is an argv list (never a shell string built from values). Three transports:
-- LocalRootTransport: this machine, reading a root tree (`/` for the machine itself, or a fixture /
-  lab host root whose commands are emulated at `<root>/usr/bin/<cmd>` with HOST_ROOT=<root>);
-- OpenSSHTransport: the `ssh` binary, host keys checked strictly against a known_hosts file;
-- LabTransport: a LocalRootTransport on a lab engine's simulated host.
+Every command is an argv list (never a shell string built from values). Two transports:
+- LocalRootTransport: this machine, reading a root tree (`/` for the machine itself, or a fixture
+  host root whose commands are emulated at `<root>/usr/bin/<cmd>` with HOST_ROOT=<root>);
+- OpenSSHTransport: the `ssh` binary, host keys checked strictly against a known_hosts file.
+An endpoint may bring its own (the lab's simulated hosts are local roots of its own).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import re
 import shlex
 import signal
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol, runtime_checkable
@@ -217,17 +217,6 @@ class LocalRootTransport:
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise HostAccessError(f"{self.describe()}: cannot write {path}: {exc.strerror}") from exc
-
-
-class LabTransport(LocalRootTransport):
-    """A lab engine's simulated host, e.g. `LabTransport(lab.host_root, "gpu-01")`."""
-
-    def __init__(self, root_for: Callable[[str], Path], host: str) -> None:
-        self.host = host
-        super().__init__(root_for(host))
-
-    def describe(self) -> str:
-        return f"lab host {self.host}"
 
 
 class OpenSSHTransport:

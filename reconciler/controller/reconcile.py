@@ -1,0 +1,454 @@
+"""One reconcile pass, and nothing about when the next one runs.
+
+`PassRunner.run_pass(reasons, may_apply)` loads the spec (a bad edit is reported and the last good
+spec stays in force), observes the fleet afresh through the engine endpoint, plans, and in apply
+mode converges within --max-disruption through the apply runner; it records drift (store history,
+/status, /metrics, notifications) and returns a `PassOutcome`. It never sleeps, never queues and
+keeps no backoff: the loop (`controller/loop.py`) reads the outcome and decides, as
+controller-runtime's reconcile handler does with a `Result`.
+
+An apply pass observes and plans again inside the apply runner, after taking the engine's apply
+lock: the plan shown to the lock holder must be made from what the fleet is once nobody else can
+change it, so the pass's own plan only decides whether an apply is worth starting.
+"""
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import PurePosixPath
+from typing import Any, Literal
+
+from reconciler import drift as drift_report
+from reconciler import log
+from reconciler.access.endpoint import EngineEndpoint, OpenEndpoint, open_real_endpoint
+from reconciler.apply.progress import StepEvent
+from reconciler.controller.gitsource import GitSource, check_subpath
+from reconciler.controller.metrics import ControllerMetrics, PassResult
+from reconciler.controller.notify import WebhookNotifier
+from reconciler.controller.server import ControllerState
+from reconciler.controller.triggers import EventPoller, WorkQueue
+from reconciler.errors import EngineError, LockedError, ReconcilerError, SpecError
+from reconciler.observe.session import FleetSession, open_fleet
+from reconciler.plan import plan as make_plan
+from reconciler.plan.actions import Action
+from reconciler.plan.result import Plan
+from reconciler.spec.model import DesiredState
+from reconciler.spec.revision import spec_revision
+from reconciler.store import DriftChange, Store
+
+Mode = Literal["observe", "apply"]
+# What an apply attempt came to: converged within policy, or worth another try later.
+ApplyVerdict = Literal["converged", "retry"]
+
+
+class ApplyAttemptFailed(ReconcilerError):
+    """The apply of a pass raised; the message is the apply's own."""
+
+    def __init__(self, cause: ReconcilerError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+@dataclass(frozen=True)
+class PassOutcome:
+    """What one pass found and did; the loop decides what happens next from it."""
+
+    result: PassResult
+    plan: Plan | None = None
+    error: str | None = None
+    applied: bool = False
+    apply: ApplyVerdict | None = None        # None: no apply was attempted
+    drift: tuple[Any, ...] = ()
+    since: dict[tuple[str, str, str], datetime] = field(default_factory=dict)
+
+
+class _ApplyProgress:
+    """The executor's progress hook: feeds /status and /metrics and learns the apply's
+    correlation id (its run id). Host cycles of one wave call it from their own threads."""
+
+    def __init__(self, runner: PassRunner) -> None:
+        self.r = runner
+        self.run_id: str | None = None
+        self.done = 0
+        self.steps_total: int | None = None
+        self._step: str | None = None
+        self._lock = threading.Lock()
+
+    def _learn(self, run_id: str) -> None:
+        with self._lock:
+            if self.run_id is not None:
+                return
+            self.run_id = run_id
+        self.r.own_correlation_ids.add(run_id)
+        self.r.state.apply_started(run_id)
+
+    def run_started(self, run_id: str, steps_total: int) -> None:
+        """The plan's step count, once the executor starts on it (after any recovery steps,
+        which count as done)."""
+        self._learn(run_id)
+        with self._lock:
+            done, step = self.done, self._step
+            self.steps_total = done + steps_total
+        self.r.state.apply_started(run_id, done + steps_total)
+        if step is not None:
+            self.r.state.apply_step(run_id, step, done)
+
+    def step_started(self, event: StepEvent) -> None:
+        self._learn(event.run_id)
+        with self._lock:
+            done = self.done
+            self._step = f"{event.target} {event.action}"
+        self.r.state.apply_step(event.run_id, f"{event.target} {event.action}", done)
+        self.r.state.beat()
+
+    def step_finished(self, event: StepEvent, outcome: str, seconds: float,
+                      message: str | None = None) -> None:
+        with self._lock:
+            self.done += 1
+            done = self.done
+        self.r.metrics.apply_step({"ok": "ok", "failed": "failed"}.get(outcome, "skipped"))
+        self.r.state.apply_step(event.run_id, f"{event.target} {event.action}", done)
+        self.r.state.beat()
+        self.r.log.info("apply.step", run_id=event.run_id, target=event.target,
+                        action=event.action, outcome=outcome, seconds=round(seconds, 3),
+                        message=message)
+
+    def message(self, text: str) -> None:
+        self.r.log.info("apply.message", message=text)
+
+    def close(self) -> None:
+        pass
+
+
+class _EngineLink:
+    """The open endpoint and fleet session plus the event poller on its own connection."""
+
+    def __init__(self, desired: DesiredState, endpoint: EngineEndpoint, fleet: FleetSession,
+                 stack: ExitStack, poller: EventPoller | None) -> None:
+        self.engine = desired.engine
+        self.endpoint = endpoint
+        self.fleet = fleet
+        self.stack = stack
+        self.poller = poller
+
+    def close(self) -> None:
+        if self.poller is not None:
+            self.poller.stop()
+        self.stack.close()
+
+
+class PassRunner:
+    """Runs reconcile passes for one controller; holds the engine link between passes."""
+
+    def __init__(self, config: Any, queue: WorkQueue, state: ControllerState,
+                 metrics: ControllerMetrics, notifier: WebhookNotifier | None,
+                 stop: threading.Event, open_endpoint: OpenEndpoint = open_real_endpoint) -> None:
+        self.config = config
+        self.queue = queue            # only handed to the event poller, which feeds it
+        self.state = state
+        self.metrics = metrics
+        self.notifier = notifier
+        self.log = log.get_logger("controller")
+        self.store = Store(config.state)
+        self.own_correlation_ids: set[str] = set()
+        self._stop = stop
+        self._open_endpoint = open_endpoint
+        self._desired: DesiredState | None = None
+        self._engine_key: str | None = None
+        self._link: _EngineLink | None = None
+        self._git: GitSource | None = None
+        self._git_sub: PurePosixPath | None = None
+        if config.git_url:
+            if len(config.spec_paths) != 1:
+                raise ReconcilerError("with --git give exactly one SPEC-DIR (a path inside the "
+                                      "repository)")
+            self._git_sub = check_subpath(config.spec_paths[0])
+            workdir = GitSource.default_workdir(config.state.parent, config.git_url)
+            self._git = GitSource(config.git_url, config.git_ref, workdir)
+
+    @property
+    def git(self) -> GitSource | None:
+        return self._git
+
+    def spec_paths(self) -> list[str]:
+        if self._git is not None and self._git_sub is not None:
+            return [str(self._git.path(self._git_sub))]
+        return list(self.config.spec_paths)
+
+    def close(self) -> None:
+        self.close_link()
+        self.store.close()
+
+    # ---- one pass -----------------------------------------------------------------------------
+
+    def run_pass(self, reasons: frozenset[str] | set[str] = frozenset({"manual"}),
+                 may_apply: bool = True) -> PassOutcome:
+        """One pass; `may_apply` False defers an apply (the loop is backing off applies)."""
+        trigger = ",".join(sorted(reasons))
+        started = time.monotonic()
+        self.state.pass_started()
+        self.log.info("controller.pass_started", trigger=trigger)
+        try:
+            outcome = self._pass(may_apply)
+        except ReconcilerError as exc:
+            failed_apply = isinstance(exc, ApplyAttemptFailed)
+            cause = exc.cause if isinstance(exc, ApplyAttemptFailed) else exc
+            outcome = PassOutcome("error", error=str(exc),
+                                  apply="retry" if failed_apply else None)
+            if isinstance(cause, EngineError):
+                # The client already retried: this is one engine request that finally failed.
+                self.metrics.engine_requests_add(0, 1)
+            self.close_link()          # reconnect next time: the session may be broken
+        except Exception as exc:  # noqa: BLE001 - the loop must outlive any one pass
+            self.log.exception("controller.pass_crashed")
+            outcome = PassOutcome("error", error=f"{type(exc).__name__}: {exc}")
+            self.close_link()
+        duration = time.monotonic() - started
+        self.metrics.record_pass(outcome.result, duration)
+        if outcome.plan is None:
+            self.state.pass_finished(outcome.result, duration, outcome.error, trigger=trigger)
+        else:
+            self.state.pass_finished(outcome.result, duration, outcome.error,
+                                     drift=outcome.drift, first_seen=outcome.since,
+                                     trigger=trigger)
+        self.log.info("controller.pass_finished", result=outcome.result,
+                      seconds=round(duration, 3), error=outcome.error, trigger=trigger)
+        return outcome
+
+    def _pass(self, may_apply: bool) -> PassOutcome:
+        desired = self._load_spec()
+        if desired is None:
+            return PassOutcome("error", error="no valid spec has been loaded yet")
+        link = self._open_link(desired)
+        key = link.endpoint.key
+        run_id = self.store.start_run("controller-pass", key,
+                                      spec_revision=self.state.snapshot()["revision"])
+        try:
+            the_plan, not_seen = self._observe_and_plan(link, desired, key)
+            applied, verdict = False, None
+            if self.config.mode == "apply" and self._allowed(the_plan) and not self.stopping:
+                if may_apply:
+                    after, verdict = self._apply(desired, link.endpoint)
+                    if after is not None:
+                        the_plan, applied = after, True
+                else:
+                    self.log.info("controller.apply_deferred",
+                                  why="backing off after an apply that did not converge")
+            drift_report.record_converged(self.store, key, the_plan, run_id, not_seen)
+            result, records, since = self._publish(key, the_plan, not_seen)
+        except BaseException as exc:
+            self.store.finish_run(run_id, "failed", str(exc) or type(exc).__name__)
+            raise
+        self.store.finish_run(run_id, result, the_plan.summary.line())
+        self.store.prune_runs(key, "controller-pass", self.config.keep_passes)
+        return PassOutcome(result, the_plan, applied=applied, apply=verdict,
+                           drift=tuple(records), since=since)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # ---- spec --------------------------------------------------------------------------------
+
+    def _load_spec(self) -> DesiredState | None:
+        from reconciler.spec import load_desired
+
+        revision: str | None = None
+        try:
+            if self._git is not None:
+                if self._git.fetched is None:
+                    self._git.fetch()
+                revision = self._git.checkout()
+            desired = load_desired(self.spec_paths())
+        except SpecError as err:
+            for issue in err.issues:
+                self.log.error("controller.spec_invalid", issue=issue.format())
+            self._spec_failed("; ".join(i.format() for i in err.issues[:5])
+                              + (f" (and {len(err.issues) - 5} more)"
+                                 if len(err.issues) > 5 else ""))
+            return self._desired
+        except ReconcilerError as err:
+            self.log.error("controller.spec_not_loaded", error=str(err))
+            self._spec_failed(str(err))
+            return self._desired
+        if revision is None:
+            revision = spec_revision(desired.sources)
+        if self._desired is None or revision != self.state.snapshot()["revision"]:
+            self.log.info("controller.spec_loaded", revision=revision, files=len(desired.sources))
+        self._desired = desired
+        self.state.spec_loaded(revision)
+        return desired
+
+    def _spec_failed(self, message: str) -> None:
+        kept = self.state.snapshot()["revision"]
+        if kept:
+            message += f" (revision {kept} stays in force)"
+        self.state.spec_failed(message)
+
+    # ---- engine ------------------------------------------------------------------------------
+
+    def _open_link(self, desired: DesiredState) -> _EngineLink:
+        if self._link is not None and self._link.engine == desired.engine:
+            self._link.fleet.desired = desired
+            return self._link
+        self.close_link()
+        stack = ExitStack()
+        try:
+            endpoint = stack.enter_context(self._open_endpoint(desired))
+            fleet = stack.enter_context(open_fleet(desired, endpoint))
+        except BaseException:
+            stack.close()
+            raise
+        poller = EventPoller(self.queue, lambda: endpoint.connect(connections=1),
+                             self.config.events_interval,
+                             ours=lambda: tuple(self.own_correlation_ids),
+                             on_request=lambda failed: self.metrics.engine_request(failed))
+        poller.start()
+        self._link = _EngineLink(desired, endpoint, fleet, stack, poller)
+        self._engine_key = endpoint.key
+        self.state.engine = self._engine_key
+        return self._link
+
+    def close_link(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            try:
+                link.close()
+            except Exception as exc:  # noqa: BLE001 - closing must not hide the real outcome
+                self.log.debug("controller.link_close_failed", error=str(exc))
+
+    def _observe_and_plan(self, link: _EngineLink, desired: DesiredState, key: str
+                          ) -> tuple[Plan, frozenset[str]]:
+        """The plan, and the hosts whose probe failed (their host-level drift is unknown)."""
+        before = link.fleet.request_count
+        try:
+            observed = link.fleet.observe(probe=self.config.probe)
+        finally:
+            self.metrics.engine_requests_add(link.fleet.request_count - before)
+        return (make_plan(desired, observed, self.store.applied(key)),
+                drift_report.unobserved(observed))
+
+    # ---- apply -------------------------------------------------------------------------------
+
+    def _allowed(self, the_plan: Plan) -> list[Action]:
+        return [a for a in the_plan.actions if a.disruption <= self.config.max_disruption]
+
+    def _apply(self, desired: DesiredState, endpoint: EngineEndpoint
+               ) -> tuple[Plan | None, ApplyVerdict]:
+        """Run one apply through the apply runner: the plan it made afterwards, and whether the
+        fleet converged within policy or the loop should try again later."""
+        from reconciler.apply.runner import ApplyOptions, execute
+
+        progress = _ApplyProgress(self)
+        revision = self.state.snapshot()["revision"]
+        # stop() (SIGTERM) sets this event: the executor then ends the run at its next safe
+        # point (no host out of service, no VM stopped by it) and closes it as "stopped".
+        options = ApplyOptions(yes=True, max_disruption=self.config.max_disruption,
+                               state=self.config.state, probe=self.config.probe,
+                               stop=self._stop, spec_revision=revision)
+        self._notify("apply.started", {"max_disruption": self.config.max_disruption.value,
+                                       "revision": revision})
+        out = io.StringIO()
+        try:
+            with self._beating():
+                outcome = execute(desired, options, endpoint, out=out, progress=progress)
+        except LockedError as err:
+            self.log.warning("controller.apply_locked", error=str(err))
+            # Shown on /status: the reason the controller is not converging (e.g. a lock left
+            # by a crashed holder that needs --force-unlock).
+            self.state.apply_finished(None, "locked", str(err), revision)
+            return None, "retry"
+        except ReconcilerError as err:
+            if progress.run_id:
+                self.state.apply_finished(progress.run_id, "failed", str(err), revision)
+            self._notify("apply.failed", {"run_id": progress.run_id, "error": str(err),
+                                          "revision": revision})
+            raise ApplyAttemptFailed(err) from err
+        finally:
+            self.log.debug("controller.apply_output", text=out.getvalue())
+        run_id = outcome.run_id or progress.run_id or "?"
+        after = outcome.after
+        self.metrics.engine_requests_add(outcome.engine_requests, outcome.engine_errors)
+        if outcome.result is not None and outcome.result.stopped:
+            message = (f"stopped by SIGTERM at a safe point: "
+                       f"{len(outcome.result.by_outcome('ok'))} step(s) ok, "
+                       f"{len(outcome.result.by_outcome('not-started'))} not started; the next "
+                       "pass re-plans from the fleet")
+            self.state.apply_finished(run_id, "stopped", message, revision)
+            self._notify("apply.failed", {"run_id": run_id, "outcome": "stopped",
+                                          "message": message, "revision": revision})
+            return after, "retry"
+        result = outcome.result
+        ok = result is None or result.ok
+        message = (f"{len(result.by_outcome('ok'))} step(s) ok, {len(result.failed)} failed, "
+                   f"{len(result.pending)} pending" if result is not None else "nothing to do")
+        if result is not None and result.halted:
+            message += f"; halted: {result.halted}"
+        self.state.apply_finished(run_id, "ok" if ok else "failed", message, revision)
+        self._notify("apply.finished" if ok else "apply.failed",
+                     {"run_id": run_id, "outcome": "ok" if ok else "failed", "message": message,
+                      "revision": revision})
+        converged = ok and after is not None and not self._allowed(after)
+        return after, "converged" if converged else "retry"
+
+    @contextmanager
+    def _beating(self) -> Iterator[None]:
+        """Keep /healthz green while one long step (a host reinstall) runs: the executor's own
+        timeouts bound every step, so a live apply is never mistaken for a stalled loop."""
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(self.config.idle_beat):
+                self.state.beat()
+        thread = threading.Thread(target=beat, name="apply-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+
+    # ---- results -----------------------------------------------------------------------------
+
+    def _publish(self, key: str, the_plan: Plan, not_seen: frozenset[str] = frozenset()
+                 ) -> tuple[PassResult, list[Any], dict[tuple[str, str, str], datetime]]:
+        # Hosts that could not be probed keep the drift they had (not resolved, not re-new).
+        kept = drift_report.carried(self.store, key, the_plan, not_seen)
+        change, since = drift_report.record(self.store, key, the_plan, not_seen=not_seen)
+        records = drift_report.records(the_plan) + kept
+        out_of_sync = any(r.cls in drift_report.OUT_OF_SYNC for r in records)
+        result: PassResult = "drift" if out_of_sync or the_plan.has_changes else "ok"
+        self.metrics.set_drift(_counts(records))
+        self._notify_drift(change)
+        for item in change.new:
+            self.log.info("drift.new", key=item.key, cls=item.cls, message=item.message)
+        for item in change.resolved:
+            self.log.info("drift.resolved", key=item.key, cls=item.cls, message=item.message)
+        return result, records, since
+
+    def _notify_drift(self, change: DriftChange) -> None:
+        for item in change.new:
+            self._notify("drift.new", {"key": item.key, "class": item.cls,
+                                       "message": item.message})
+        for item in change.resolved:
+            self._notify("drift.resolved", {"key": item.key, "class": item.cls,
+                                            "message": item.message})
+
+    def _notify(self, event: Any, details: dict[str, Any]) -> None:
+        if self.notifier is not None:
+            self.notifier.notify(event, self._engine_key or "?", details)
+
+
+def _counts(records: Sequence[Any]) -> dict[str, int]:
+    counts = {cls: 0 for cls in drift_report.CLASS_ORDER}
+    for r in records:
+        counts[r.cls] = counts.get(r.cls, 0) + 1
+    return counts
+
+
+__all__ = ["ApplyAttemptFailed", "ApplyVerdict", "Mode", "PassOutcome", "PassRunner"]
