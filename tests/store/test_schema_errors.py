@@ -10,6 +10,19 @@ import pytest
 from reconciler.errors import ReconcilerError
 from reconciler.store import SCHEMA_VERSION, Store, StoreError
 
+# The schema as the released code creates it, read back from sqlite_master.
+GOLDEN_SCHEMA = Path(__file__).parent / "golden" / "sqlite-schema-v1.sql"
+
+
+def _schema_text(path: Path) -> str:
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute("SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL "
+                            "ORDER BY rowid").fetchall()
+    finally:
+        conn.close()
+    return "\n".join(f"-- {kind} {name}\n{sql};\n" for kind, name, sql in rows)
+
 
 def test_migrates_an_empty_file(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
@@ -23,6 +36,48 @@ def test_migrates_an_empty_file(tmp_path: Path) -> None:
     assert {"runs", "journal", "locks", "applied", "drift"} <= tables
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
+
+
+def test_a_new_file_gets_the_released_schema_verbatim(tmp_path: Path) -> None:
+    # SQLite keeps the text of every CREATE statement: a released migration must still render
+    # byte for byte as it did, so files made by different versions hold the same schema.
+    path = tmp_path / "state.db"
+    Store(path).close()
+    assert _schema_text(path) == GOLDEN_SCHEMA.read_text()
+
+
+def test_a_file_made_by_the_released_schema_is_read_as_is(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in GOLDEN_SCHEMA.read_text().split(";\n"):
+        if statement.strip() and "sqlite_sequence" not in statement:   # SQLite makes that one
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO runs (run_id, kind, engine_key, spec_revision, plan_digest, who,"
+                 " host, pid, started_at) VALUES ('r-old', 'apply', 'lab:x', 'rev', NULL, 'ops',"
+                 " 'h1', 42, 1700000000.5)")
+    conn.execute("INSERT INTO journal (run_id, step_id, target, action, disruption, detail,"
+                 " started_at) VALUES ('r-old', 's1', 'host:a', 'host-cycle', 'host-reboot',"
+                 " '{\"phase\": \"install\"}', 1700000001.0)")
+    conn.execute("INSERT INTO locks VALUES ('lab:x', 'r-old', 'ops', 'far-host', 4242, NULL,"
+                 " 1700000000.5, 1700000002.0)")
+    conn.execute("INSERT INTO applied VALUES ('lab:x', 'host:a', 'fp-1', 'r-old', 1700000003.0)")
+    conn.execute("INSERT INTO drift (engine_key, object_key, cls, message, first_seen, last_seen)"
+                 " VALUES ('lab:x', 'host:a', 'modprobe', 'nouveau loaded', 1700000000.0,"
+                 " 1700000004.0)")
+    conn.close()
+
+    with Store(path) as s:
+        assert s.schema_version() == 1
+        run = s.run("r-old")
+        assert run is not None and (run.kind, run.who, run.outcome) == ("apply", "ops", None)
+        assert run.started_at.timestamp() == 1700000000.5
+        (step,) = s.unfinished_steps("lab:x")
+        assert (step.run_id, step.detail) == ("r-old", {"phase": "install"})
+        lock = s.lock_info("lab:x")
+        assert lock is not None and (lock.run_id, lock.host, lock.pid) == ("r-old", "far-host", 4242)
+        assert s.applied("lab:x") == {"host:a": "fp-1"}
+        assert list(s.drift_since("lab:x")) == [("host:a", "modprobe", "nouveau loaded")]
 
 
 def test_creates_missing_folders_and_reopens_idempotently(tmp_path: Path) -> None:
