@@ -15,28 +15,26 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from reconciler.errors import LockedError, ReconcilerError
+from reconciler.store.liveness import process_gone, process_start
+from reconciler.store.records import (ABANDONED, STEP_OUTCOMES, DriftChange, DriftItemRecord,
+                                      DriftRecord, JournalEntry, LockInfo, RunRecord, StepOutcome,
+                                      default_who, new_run_id, to_datetime, to_epoch)
+from reconciler.store.schema import SCHEMA_VERSION, SQLITE, migrations
 
 DEFAULT_PATH = Path(".reconciler/state.db")
 DEFAULT_LOCK_TTL = 300.0        # seconds without a heartbeat before a holder counts as dead
 BUSY_TIMEOUT_MS = 10_000
-
-StepOutcome = Literal["ok", "failed", "skipped"]
-_STEP_OUTCOMES = frozenset({"ok", "failed", "skipped"})
-# Set by the store itself, never by a caller: the step's run died before it ended.
-ABANDONED = "abandoned"
 
 T = TypeVar("T")
 
@@ -45,183 +43,8 @@ class StoreError(ReconcilerError):
     """The state database cannot be opened, read or written."""
 
 
-# --------------------------------------------------------------------------------------------
-# Records (what the store hands out)
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class RunRecord:
-    run_id: str
-    kind: str                       # apply | plan | drift | controller-pass | ...
-    engine_key: str
-    spec_revision: str | None
-    plan_digest: str | None
-    who: str
-    host: str
-    started_at: datetime
-    finished_at: datetime | None
-    outcome: str | None             # None while running (or after a crash, until abandoned)
-    message: str | None
-
-
-@dataclass(frozen=True)
-class JournalEntry:
-    entry_id: int
-    run_id: str
-    step_id: str
-    target: str
-    action: str
-    disruption: str
-    detail: Mapping[str, Any]
-    started_at: datetime
-    finished_at: datetime | None
-    outcome: str | None             # ok | failed | skipped | abandoned; None = never ended
-    message: str | None
-    duration: float | None
-
-
-@dataclass(frozen=True)
-class LockInfo:
-    engine_key: str
-    run_id: str
-    who: str
-    host: str
-    pid: int
-    acquired_at: datetime
-    heartbeat_at: datetime
-    taken_over_from: str | None = None   # run id of the dead holder this lock replaced
-
-
-@dataclass(frozen=True)
-class DriftItemRecord:
-    key: str                        # object key, e.g. "host:gpu-01" or "vm:cad-ws-01"
-    cls: str                        # drift class, e.g. "kernel-cmdline", "vm-devices"
-    message: str
-
-
-@dataclass(frozen=True)
-class DriftRecord:
-    key: str
-    cls: str
-    message: str
-    first_seen: datetime
-    last_seen: datetime
-    resolved_at: datetime | None
-
-
-@dataclass(frozen=True)
-class DriftChange:
-    """What one `record_drift` call changed: items seen for the first time and items gone."""
-
-    new: tuple[DriftItemRecord, ...]
-    resolved: tuple[DriftItemRecord, ...]
-
-
-# --------------------------------------------------------------------------------------------
-# Schema
-# --------------------------------------------------------------------------------------------
-
-# Each entry migrates from version i to i+1. Never edit a released entry; append a new one.
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        """CREATE TABLE runs (
-             run_id TEXT PRIMARY KEY, kind TEXT NOT NULL, engine_key TEXT NOT NULL,
-             spec_revision TEXT, plan_digest TEXT, who TEXT NOT NULL, host TEXT NOT NULL,
-             pid INTEGER, started_at REAL NOT NULL, finished_at REAL, outcome TEXT, message TEXT)""",
-        "CREATE INDEX runs_by_engine ON runs (engine_key, started_at)",
-        """CREATE TABLE journal (
-             entry_id INTEGER PRIMARY KEY AUTOINCREMENT,
-             run_id TEXT NOT NULL REFERENCES runs (run_id), step_id TEXT NOT NULL,
-             target TEXT NOT NULL, action TEXT NOT NULL, disruption TEXT NOT NULL,
-             detail TEXT NOT NULL, started_at REAL NOT NULL, finished_at REAL,
-             outcome TEXT, message TEXT, duration REAL)""",
-        "CREATE INDEX journal_by_run ON journal (run_id, entry_id)",
-        """CREATE TABLE locks (
-             engine_key TEXT PRIMARY KEY, run_id TEXT NOT NULL, who TEXT NOT NULL,
-             host TEXT NOT NULL, pid INTEGER NOT NULL, pid_start INTEGER,
-             acquired_at REAL NOT NULL, heartbeat_at REAL NOT NULL)""",
-        """CREATE TABLE applied (
-             engine_key TEXT NOT NULL, object_key TEXT NOT NULL, fingerprint TEXT NOT NULL,
-             run_id TEXT NOT NULL, applied_at REAL NOT NULL,
-             PRIMARY KEY (engine_key, object_key))""",
-        """CREATE TABLE drift (
-             drift_id INTEGER PRIMARY KEY AUTOINCREMENT, engine_key TEXT NOT NULL,
-             object_key TEXT NOT NULL, cls TEXT NOT NULL, message TEXT NOT NULL,
-             first_seen REAL NOT NULL, last_seen REAL NOT NULL, resolved_at REAL)""",
-        # At most one open row per (engine, object, class, message).
-        """CREATE UNIQUE INDEX drift_open ON drift (engine_key, object_key, cls, message)
-             WHERE resolved_at IS NULL""",
-        "CREATE INDEX drift_by_engine ON drift (engine_key, first_seen)",
-    ),
-)
-SCHEMA_VERSION = len(_MIGRATIONS)
-
-
-def _ts(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
-
-
-def _epoch(at: datetime | float | None) -> float:
-    if at is None:
-        return time.time()
-    if isinstance(at, datetime):
-        if at.tzinfo is None:
-            raise ValueError("naive datetime: give times in UTC with tzinfo")
-        return at.timestamp()
-    return float(at)
-
-
 def _fmt(at: datetime) -> str:
     return at.strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _process_start(pid: int) -> int | None:
-    """Start time of a process in clock ticks since boot (Linux), to tell a pid's reuse apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name may hold spaces and parentheses; fields resume after the last ')'.
-    fields = stat[stat.rfind(")") + 2:].split()
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def _process_state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2:].split()
-    return fields[0] if fields else None
-
-
-def process_gone(pid: int, pid_start: int | None) -> bool:
-    """True only when the process is provably gone on this host; any doubt counts as alive."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass  # exists, owned by someone else
-    except OSError:
-        return False
-    if _process_state(pid) in ("Z", "X"):
-        return True   # killed but not yet reaped by its parent
-    if pid_start is not None:
-        current = _process_start(pid)
-        if current is not None and current != pid_start:
-            return True  # the pid now belongs to a different process
-    return False
-
-
-def new_run_id(now: float | None = None) -> str:
-    stamp = datetime.fromtimestamp(now if now is not None else time.time(), tz=timezone.utc)
-    return f"r-{stamp:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,7 +145,7 @@ class Store:
                 raise StoreError(
                     f"state database {self.path} has schema version {version}, newer than this "
                     f"version of gpu-reconciler understands ({SCHEMA_VERSION}); upgrade it")
-            for step in _MIGRATIONS[version:]:
+            for step in migrations(SQLITE)[version:]:
                 for statement in step:
                     conn.execute(statement)
             if version != SCHEMA_VERSION:
@@ -366,7 +189,7 @@ class Store:
                   plan_digest: str | None = None, who: str | None = None,
                   host: str | None = None) -> str:
         now = time.time()
-        who = who or _default_who()
+        who = who or default_who()
         host = host or self.hostname
         for _ in range(20):
             run_id = new_run_id(now)
@@ -441,8 +264,8 @@ class Store:
 
     def journal_end(self, entry_id: int, outcome: StepOutcome, message: str | None = None,
                     duration: float | None = None) -> None:
-        if outcome not in _STEP_OUTCOMES:
-            raise ValueError(f"step outcome must be one of {sorted(_STEP_OUTCOMES)}, "
+        if outcome not in STEP_OUTCOMES:
+            raise ValueError(f"step outcome must be one of {sorted(STEP_OUTCOMES)}, "
                              f"not {outcome!r}")
         with self._write("journal the end of a step") as conn:
             row = conn.execute("SELECT started_at, finished_at FROM journal WHERE entry_id = ?",
@@ -506,10 +329,10 @@ class Store:
                      host: str | None = None, pid: int | None = None, *,
                      force_unlock: str | None = None) -> LockInfo:
         """Take the apply lock of `engine_key` for `run_id`, or raise LockedError saying why not."""
-        who = who or _default_who()
+        who = who or default_who()
         host = host or self.hostname
         pid = os.getpid() if pid is None else pid
-        pid_start = _process_start(pid) if host == self.hostname else None
+        pid_start = process_start(pid) if host == self.hostname else None
         with self._write("take the apply lock") as conn:
             now = time.time()
             row = conn.execute(f"SELECT {_LOCK_COLS} FROM locks WHERE engine_key = ?",
@@ -525,12 +348,12 @@ class Store:
                     conn.execute("UPDATE locks SET heartbeat_at = ? WHERE engine_key = ?",
                                  (now, engine_key))
                     return LockInfo(engine_key, run_id, held.who, held.host, held.pid,
-                                    held.acquired_at, _ts(now) or held.heartbeat_at)
+                                    held.acquired_at, to_datetime(now) or held.heartbeat_at)
             conn.execute(
                 "INSERT OR REPLACE INTO locks (engine_key, run_id, who, host, pid, pid_start,"
                 " acquired_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (engine_key, run_id, who, host, pid, pid_start, now, now))
-        stamp = _ts(now)
+        stamp = to_datetime(now)
         assert stamp is not None
         return LockInfo(engine_key, run_id, who, host, pid, stamp, stamp, taken_over)
 
@@ -651,7 +474,7 @@ class Store:
         Items seen before keep their first-seen time; open items not seen now are resolved.
         With `scope` (object keys), only those objects were observed: others stay as they are.
         """
-        when = _epoch(at)
+        when = to_epoch(at)
         current = {(i.key, i.cls, i.message) for i in items}
         in_scope = None if scope is None else set(scope)
         new: list[DriftItemRecord] = []
@@ -683,7 +506,7 @@ class Store:
         rows = self._read("read drift", lambda c: c.execute(
             "SELECT object_key, cls, message, first_seen FROM drift WHERE engine_key = ? AND "
             "resolved_at IS NULL", (engine_key,)).fetchall())
-        return {(k, c, m): _ts(t) for k, c, m, t in rows}  # type: ignore[misc]
+        return {(k, c, m): to_datetime(t) for k, c, m, t in rows}  # type: ignore[misc]
 
     def drift_history(self, engine_key: str, *, limit: int = 200,
                       object_key: str | None = None,
@@ -700,7 +523,7 @@ class Store:
         sql += " ORDER BY first_seen DESC, drift_id DESC LIMIT ?"
         params.append(limit)
         rows = self._read("read drift history", lambda c: c.execute(sql, params).fetchall())
-        return [DriftRecord(k, c, m, _ts(f), _ts(l), _ts(r))  # type: ignore[arg-type]
+        return [DriftRecord(k, c, m, to_datetime(f), to_datetime(l), to_datetime(r))  # type: ignore[arg-type]
                 for k, c, m, f, l, r in rows]
 
 
@@ -718,22 +541,16 @@ _LOCK_COLS = "engine_key, run_id, who, host, pid, heartbeat_at, pid_start, acqui
 
 def _run(row: Sequence[Any]) -> RunRecord:
     return RunRecord(row[0], row[1], row[2], row[3], row[4], row[5], row[6],
-                     _ts(row[7]), _ts(row[8]), row[9], row[10])  # type: ignore[arg-type]
+                     to_datetime(row[7]), to_datetime(row[8]), row[9], row[10])  # type: ignore[arg-type]
 
 
 def _entry(row: Sequence[Any]) -> JournalEntry:
     return JournalEntry(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]),
-                        _ts(row[7]), _ts(row[8]), row[9], row[10], row[11])  # type: ignore[arg-type]
+                        to_datetime(row[7]), to_datetime(row[8]), row[9], row[10], row[11])  # type: ignore[arg-type]
 
 
 def _lock(row: Sequence[Any]) -> LockInfo:
     return LockInfo(row[0], row[1], row[2], row[3], row[4],
-                    _ts(row[7]), _ts(row[5]))  # type: ignore[arg-type]
+                    to_datetime(row[7]), to_datetime(row[5]))  # type: ignore[arg-type]
 
 
-def _default_who() -> str:
-    try:
-        import getpass
-        return getpass.getuser()
-    except (ImportError, KeyError, OSError):
-        return f"uid {os.getuid()}"

@@ -189,8 +189,8 @@ def test_process_gone_is_conservative() -> None:
 
 
 def test_a_reused_pid_is_recognised_by_its_start_time() -> None:
-    from reconciler.store import _process_start
-    mine = _process_start(os.getpid())
+    from reconciler.store.liveness import process_start
+    mine = process_start(os.getpid())
     assert mine is not None
     assert not process_gone(os.getpid(), mine)
     assert process_gone(os.getpid(), mine + 1)
