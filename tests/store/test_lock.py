@@ -201,4 +201,4 @@ def test_the_heartbeat_thread_does_not_leak_connections(store: Store) -> None:
     for i in range(5):
         with store.lock(ENGINE, f"r-{i}", heartbeat_every=0.005):
             time.sleep(0.02)
-    assert len(store._conns) == 1
+    assert store._db.open_connections == 1
