@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
@@ -32,8 +33,9 @@ from reconciler.store.interface import (AppliedFingerprints, ApplyLock, DriftHis
 from reconciler.store.journal import SqliteJournal
 from reconciler.store.liveness import process_gone
 from reconciler.store.lock import DEFAULT_LOCK_TTL, SqliteApplyLock
-from reconciler.store.records import (ABANDONED, DriftChange, DriftItemRecord, DriftRecord,
-                                      JournalEntry, LockInfo, RunRecord, StepOutcome, new_run_id)
+from reconciler.store.records import (ABANDONED, Clock, DriftChange, DriftItemRecord,
+                                      DriftRecord, JournalEntry, LockInfo, RunRecord, StepOutcome,
+                                      new_run_id)
 from reconciler.store.runs import SqliteRunLog
 from reconciler.store.schema import SCHEMA_VERSION
 
@@ -49,21 +51,24 @@ class Store:
     """The state database at `path` (created with its folder when missing).
 
     Each method is the one of the concern that owns it; interface.py says what it promises.
+    Every timestamp it writes, and the age of a lock's heartbeat, comes from `clock` (tests pass
+    one they move by hand instead of sleeping).
     """
 
     def __init__(self, path: str | os.PathLike[str] = DEFAULT_PATH, *,
                  lock_ttl: float = DEFAULT_LOCK_TTL,
                  busy_timeout_ms: int = BUSY_TIMEOUT_MS,
-                 hostname: str | None = None) -> None:
+                 hostname: str | None = None,
+                 clock: Clock = time.time) -> None:
         self.path = Path(path)
         self.lock_ttl = lock_ttl
         self.hostname = hostname or socket.gethostname()
         self._db = SqliteDatabase(self.path, busy_timeout_ms=busy_timeout_ms)
-        self._runs = SqliteRunLog(self._db, self.hostname)
-        self._journal = SqliteJournal(self._db)
-        self._lock = SqliteApplyLock(self._db, self.hostname, lock_ttl)
-        self._applied = SqliteAppliedFingerprints(self._db)
-        self._drift = SqliteDriftHistory(self._db)
+        self._runs = SqliteRunLog(self._db, self.hostname, clock)
+        self._journal = SqliteJournal(self._db, clock)
+        self._lock = SqliteApplyLock(self._db, self.hostname, lock_ttl, clock)
+        self._applied = SqliteAppliedFingerprints(self._db, clock)
+        self._drift = SqliteDriftHistory(self._db, clock)
 
     def schema_version(self) -> int:
         return self._db.schema_version()

@@ -10,11 +10,13 @@ from __future__ import annotations
 import time
 
 from reconciler.store.db import SqliteDatabase
+from reconciler.store.records import Clock
 
 
 class SqliteAppliedFingerprints:
-    def __init__(self, db: SqliteDatabase) -> None:
+    def __init__(self, db: SqliteDatabase, clock: Clock = time.time) -> None:
         self._db = db
+        self._clock = clock
 
     def record_applied(self, engine_key: str, object_key: str, desired_fingerprint: str,
                        run_id: str) -> None:
@@ -24,7 +26,7 @@ class SqliteAppliedFingerprints:
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT (engine_key, object_key) DO UPDATE SET "
                 "fingerprint = excluded.fingerprint, run_id = excluded.run_id, "
                 "applied_at = excluded.applied_at",
-                (engine_key, object_key, desired_fingerprint, run_id, time.time()))
+                (engine_key, object_key, desired_fingerprint, run_id, self._clock()))
 
     def applied(self, engine_key: str) -> dict[str, str]:
         rows = self._db.read("read applied objects", lambda c: c.execute(

@@ -7,18 +7,20 @@ keeps at most one open row per item.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from reconciler.store.db import SqliteDatabase
-from reconciler.store.records import (DriftChange, DriftItemRecord, DriftRecord, to_datetime,
-                                      to_epoch)
+from reconciler.store.records import (Clock, DriftChange, DriftItemRecord, DriftRecord,
+                                      to_datetime, to_epoch)
 
 
 class SqliteDriftHistory:
-    def __init__(self, db: SqliteDatabase) -> None:
+    def __init__(self, db: SqliteDatabase, clock: Clock = time.time) -> None:
         self._db = db
+        self._clock = clock
 
     def record_drift(self, engine_key: str, items: Iterable[DriftItemRecord],
                      at: datetime | float | None = None, *,
@@ -28,7 +30,7 @@ class SqliteDriftHistory:
         Items seen before keep their first-seen time; open items not seen now are resolved.
         With `scope` (object keys), only those objects were observed: others stay as they are.
         """
-        when = to_epoch(at)
+        when = to_epoch(at, self._clock)
         current = {(i.key, i.cls, i.message) for i in items}
         in_scope = None if scope is None else set(scope)
         new: list[DriftItemRecord] = []

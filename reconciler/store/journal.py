@@ -15,8 +15,8 @@ from typing import Any
 
 from reconciler.store.db import SqliteDatabase
 from reconciler.store.interface import StoreError
-from reconciler.store.records import (ABANDONED, STEP_OUTCOMES, JournalEntry, StepOutcome,
-                                      to_datetime)
+from reconciler.store.records import (ABANDONED, STEP_OUTCOMES, Clock, JournalEntry,
+                                      StepOutcome, to_datetime)
 
 _COLUMNS = ("entry_id, run_id, step_id, target, action, disruption, detail, started_at, "
             "finished_at, outcome, message, duration")
@@ -24,8 +24,9 @@ _COLUMNS_OF_J = ", ".join(f"j.{c.strip()}" for c in _COLUMNS.split(","))
 
 
 class SqliteJournal:
-    def __init__(self, db: SqliteDatabase) -> None:
+    def __init__(self, db: SqliteDatabase, clock: Clock = time.time) -> None:
         self._db = db
+        self._clock = clock
 
     def journal_begin(self, run_id: str, step_id: str, target: str, action: str,
                       disruption: str, detail: Mapping[str, Any] | None = None) -> int:
@@ -35,7 +36,7 @@ class SqliteJournal:
                 cur = conn.execute(
                     "INSERT INTO journal (run_id, step_id, target, action, disruption, detail,"
                     " started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (run_id, step_id, target, action, disruption, payload, time.time()))
+                    (run_id, step_id, target, action, disruption, payload, self._clock()))
                 return int(cur.lastrowid or 0)
         except StoreError as exc:
             if "FOREIGN KEY" in str(exc):
@@ -54,7 +55,7 @@ class SqliteJournal:
                 raise StoreError(f"no journal entry {entry_id}")
             if row[1] is not None:
                 raise StoreError(f"journal entry {entry_id} has already ended")
-            now = time.time()
+            now = self._clock()
             conn.execute("UPDATE journal SET finished_at = ?, outcome = ?, message = ?,"
                          " duration = ? WHERE entry_id = ?",
                          (now, outcome, message,
@@ -90,7 +91,7 @@ class SqliteJournal:
                 "JOIN runs r ON r.run_id = j.run_id WHERE r.engine_key = ? AND "
                 "j.finished_at IS NULL AND j.run_id != ? ORDER BY j.entry_id",
                 (engine_key, by_run)).fetchall()
-            now = time.time()
+            now = self._clock()
             note = f"its run ended without finishing this step; re-planned by run {by_run}"
             conn.execute(
                 "UPDATE journal SET finished_at = ?, outcome = ?, message = ? WHERE "

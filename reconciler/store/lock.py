@@ -26,7 +26,7 @@ from reconciler.errors import LockedError, ReconcilerError
 from reconciler.store.db import SqliteDatabase
 from reconciler.store.interface import ApplyLock
 from reconciler.store.liveness import process_gone, process_start
-from reconciler.store.records import LockInfo, default_who, to_datetime
+from reconciler.store.records import Clock, LockInfo, default_who, to_datetime
 
 DEFAULT_LOCK_TTL = 300.0        # seconds without a heartbeat before a holder counts as dead
 
@@ -112,14 +112,16 @@ _COLUMNS = "engine_key, run_id, who, host, pid, heartbeat_at, pid_start, acquire
 class SqliteApplyLock:
     """The `ApplyLock` of `interface.py` over the `locks` table, one row per held engine.
 
-    `hostname` decides which holders are "on this host", whose processes can be checked.
+    `hostname` decides which holders are "on this host", whose processes can be checked;
+    `clock` is what heartbeat ages are measured with.
     """
 
-    def __init__(self, db: SqliteDatabase, hostname: str,
-                 ttl: float = DEFAULT_LOCK_TTL) -> None:
+    def __init__(self, db: SqliteDatabase, hostname: str, ttl: float = DEFAULT_LOCK_TTL,
+                 clock: Clock = time.time) -> None:
         self._db = db
         self._hostname = hostname
         self._ttl = ttl
+        self._clock = clock
 
     def acquire_lock(self, engine_key: str, run_id: str, who: str | None = None,
                      host: str | None = None, pid: int | None = None, *,
@@ -130,7 +132,7 @@ class SqliteApplyLock:
         pid = os.getpid() if pid is None else pid
         pid_start = process_start(pid) if host == self._hostname else None
         with self._db.write("take the apply lock") as conn:
-            now = time.time()
+            now = self._clock()
             row = conn.execute(f"SELECT {_COLUMNS} FROM locks WHERE engine_key = ?",
                                (engine_key,)).fetchone()
             taken_over: str | None = None
@@ -158,7 +160,7 @@ class SqliteApplyLock:
         """Refresh the holder's heartbeat; LockedError when the lock is no longer ours."""
         with self._db.write("refresh the lock heartbeat") as conn:
             cur = conn.execute("UPDATE locks SET heartbeat_at = ? WHERE engine_key = ? AND "
-                               "run_id = ?", (time.time(), engine_key, run_id))
+                               "run_id = ?", (self._clock(), engine_key, run_id))
             if cur.rowcount == 0:
                 row = conn.execute("SELECT run_id, who, host FROM locks WHERE engine_key = ?",
                                    (engine_key,)).fetchone()
@@ -185,7 +187,7 @@ class SqliteApplyLock:
             "SELECT pid_start FROM locks WHERE engine_key = ? AND run_id = ?",
             (info.engine_key, info.run_id)).fetchone())
         pid_start = row[0] if row else None
-        return holder_is_dead(info, pid_start, time.time(), ttl=self._ttl,
+        return holder_is_dead(info, pid_start, self._clock(), ttl=self._ttl,
                               hostname=self._hostname)
 
     def lock(self, engine_key: str, run_id: str, who: str | None = None,

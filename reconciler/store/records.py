@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -23,6 +23,10 @@ StepOutcome = Literal["ok", "failed", "skipped"]
 STEP_OUTCOMES = frozenset({"ok", "failed", "skipped"})
 # Set by the store itself, never by a caller: the step's run died before it ended.
 ABANDONED = "abandoned"
+
+# Where a store reads "now" (epoch seconds): time.time, or a test's clock that it moves itself, so
+# lock expiry is tested by moving time instead of sleeping through a TTL.
+Clock = Callable[[], float]
 
 
 @dataclass(frozen=True)
@@ -98,11 +102,11 @@ def to_datetime(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
 
 
-def to_epoch(at: datetime | float | None) -> float:
+def to_epoch(at: datetime | float | None, clock: Clock = time.time) -> float:
     """A caller's time as epoch seconds; None means now. Naive datetimes are refused: guessing
     their zone would shift first-seen times by hours without anyone noticing."""
     if at is None:
-        return time.time()
+        return clock()
     if isinstance(at, datetime):
         if at.tzinfo is None:
             raise ValueError("naive datetime: give times in UTC with tzinfo")

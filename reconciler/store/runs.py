@@ -14,7 +14,7 @@ from typing import Any
 
 from reconciler.store.db import SqliteDatabase
 from reconciler.store.interface import StoreError
-from reconciler.store.records import RunRecord, default_who, new_run_id, to_datetime
+from reconciler.store.records import Clock, RunRecord, default_who, new_run_id, to_datetime
 
 _COLUMNS = ("run_id, kind, engine_key, spec_revision, plan_digest, who, host, started_at, "
                "finished_at, outcome, message")
@@ -23,14 +23,15 @@ _COLUMNS = ("run_id, kind, engine_key, spec_revision, plan_digest, who, host, st
 class SqliteRunLog:
     """Runs of every process using the file; `hostname` is recorded when a caller names none."""
 
-    def __init__(self, db: SqliteDatabase, hostname: str) -> None:
+    def __init__(self, db: SqliteDatabase, hostname: str, clock: Clock = time.time) -> None:
         self._db = db
         self._hostname = hostname
+        self._clock = clock
 
     def start_run(self, kind: str, engine_key: str, spec_revision: str | None = None,
                   plan_digest: str | None = None, who: str | None = None,
                   host: str | None = None) -> str:
-        now = time.time()
+        now = self._clock()
         who = who or default_who()
         host = host or self._hostname
         # Two runs started in the same second draw 4 random hex digits each; on the rare
@@ -54,7 +55,7 @@ class SqliteRunLog:
         with self._db.write("finish a run") as conn:
             cur = conn.execute(
                 "UPDATE runs SET finished_at = ?, outcome = ?, message = ? WHERE run_id = ?",
-                (time.time(), outcome, message, run_id))
+                (self._clock(), outcome, message, run_id))
             if cur.rowcount == 0:
                 raise StoreError(f"no run {run_id!r} in {self._db.path}")
 
