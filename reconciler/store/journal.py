@@ -108,5 +108,5 @@ class SqliteJournal:
 def _journal_entry(row: Sequence[Any]) -> JournalEntry:
     """A row selected as `_COLUMNS`; the detail is stored as JSON text."""
     return JournalEntry(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]),
-                        to_datetime(row[7]), to_datetime(row[8]), row[9], row[10],
-                        row[11])  # type: ignore[arg-type]
+                        to_datetime(row[7]),  # type: ignore[arg-type]
+                        to_datetime(row[8]), row[9], row[10], row[11])

@@ -94,4 +94,5 @@ class SqliteRunLog:
 def _run_record(row: Sequence[Any]) -> RunRecord:
     """A row selected as `_COLUMNS`."""
     return RunRecord(row[0], row[1], row[2], row[3], row[4], row[5], row[6],
-                     to_datetime(row[7]), to_datetime(row[8]), row[9], row[10])  # type: ignore[arg-type]
+                     to_datetime(row[7]),  # type: ignore[arg-type]
+                     to_datetime(row[8]), row[9], row[10])
