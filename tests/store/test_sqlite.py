@@ -1,14 +1,19 @@
-"""Schema migrations and clear errors for files that are not (or not yet) usable."""
+"""The SQLite backend's own promises: the released schema, migrations, the file, connections.
+
+What every backend must do is tested against `StateStore` in the other files; these tests look
+at the file itself (sqlite_master, PRAGMAs, locking) or at SQLite-only failure modes.
+"""
 from __future__ import annotations
 
 import sqlite3
-import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from reconciler.errors import ReconcilerError
 from reconciler.store import SCHEMA_VERSION, Store, StoreError
+from tests.store.backends import FakeClock
 
 # The schema as the released code creates it, read back from sqlite_master.
 GOLDEN_SCHEMA = Path(__file__).parent / "golden" / "sqlite-schema-v1.sql"
@@ -75,7 +80,8 @@ def test_a_file_made_by_the_released_schema_is_read_as_is(tmp_path: Path) -> Non
         (step,) = s.unfinished_steps("lab:x")
         assert (step.run_id, step.detail) == ("r-old", {"phase": "install"})
         lock = s.lock_info("lab:x")
-        assert lock is not None and (lock.run_id, lock.host, lock.pid) == ("r-old", "far-host", 4242)
+        assert lock is not None
+        assert (lock.run_id, lock.host, lock.pid) == ("r-old", "far-host", 4242)
         assert s.applied("lab:x") == {"host:a": "fp-1"}
         assert list(s.drift_since("lab:x")) == [("host:a", "modprobe", "nouveau loaded")]
 
@@ -126,22 +132,17 @@ def test_unwritable_location_is_a_clear_error(tmp_path: Path) -> None:
         Store(blocker / "state.db")
 
 
-def test_each_thread_uses_its_own_connection(tmp_path: Path) -> None:
-    with Store(tmp_path / "state.db") as s:
-        errors: list[BaseException] = []
-
-        def work(n: int) -> None:
-            try:
-                for i in range(20):
-                    run_id = s.start_run("plan", f"lab:{n}")
-                    s.finish_run(run_id, "ok", str(i))
-            except BaseException as exc:  # noqa: BLE001 - surfaced below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert errors == []
-        assert len(s.runs(1000)) == 80
+def test_the_heartbeat_thread_does_not_leak_connections(db_path: Path) -> None:
+    clock = FakeClock()
+    with Store(db_path, clock=clock) as store:
+        store.start_run("plan", "lab:small")        # this thread's connection
+        for i in range(5):
+            with store.lock("lab:small", f"r-{i}", heartbeat_every=0.005) as info:
+                # Let the thread beat at least once, so it has opened a connection to close.
+                clock.advance(1)
+                deadline = time.monotonic() + 30    # only stops a hung test
+                while (held := store.lock_info("lab:small")) is not None \
+                        and held.heartbeat_at == info.heartbeat_at:
+                    assert time.monotonic() < deadline, "the heartbeat thread never beat"
+                    time.sleep(0.005)
+        assert store._db.open_connections == 1
