@@ -1,4 +1,9 @@
-"""Fixtures for the state store tests: a fresh database file per test."""
+"""Fixtures for the state store suite: each test runs once per backend, on a database of its own.
+
+Tests take `store` (a `StateStore`, as callers see it) or, when they reopen the database or open
+it from another process, `backend`. Time is a `FakeClock` the test moves: lock expiry is tested
+by advancing it past the TTL, never by sleeping through a tiny one.
+"""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -6,16 +11,28 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.store import Store
+from reconciler.store import StateStore
+from tests.store.backends import BACKENDS, Backend, FakeClock, fresh_location
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    return Backend(request.param, fresh_location(request.param, tmp_path))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(backend: Backend, clock: FakeClock) -> Iterator[StateStore]:
+    s = backend.open(clock=clock)
+    yield s
+    s.close()
 
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
+    """For the SQLite-only tests: where the state file of this test goes."""
     return tmp_path / "state" / "state.db"
-
-
-@pytest.fixture
-def store(db_path: Path) -> Iterator[Store]:
-    s = Store(db_path)
-    yield s
-    s.close()

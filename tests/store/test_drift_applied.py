@@ -6,13 +6,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from reconciler.store import DriftItemRecord as D
-from reconciler.store import Store
+from reconciler.store import StateStore
 
 T0 = datetime(2026, 11, 25, 8, 0, tzinfo=timezone.utc)
 ENGINE = "https://engine.example.com/ovirt-engine/api"
 
 
-def test_applied_fingerprints_per_engine(store: Store) -> None:
+def test_applied_fingerprints_per_engine(store: StateStore) -> None:
     assert store.applied(ENGINE) == {}
     store.record_applied(ENGINE, "host:gpu-01", "fp-1", "r-1")
     store.record_applied(ENGINE, "vm:cad", "fp-2", "r-1")
@@ -22,7 +22,7 @@ def test_applied_fingerprints_per_engine(store: Store) -> None:
     assert store.applied("lab:small") == {"host:gpu-01": "fp-x"}
 
 
-def test_drift_keeps_first_seen_and_resolves(store: Store) -> None:
+def test_drift_keeps_first_seen_and_resolves(store: StateStore) -> None:
     cmdline = D("host:gpu-01", "kernel-cmdline", "intel_iommu=on missing from /proc/cmdline")
     device = D("vm:cad", "vm-devices", "pci_0000_03_00_0 detached out of band")
 
@@ -57,7 +57,7 @@ def test_drift_keeps_first_seen_and_resolves(store: Store) -> None:
     assert store.drift_history("lab:other") == []
 
 
-def test_a_changed_message_is_a_different_item(store: Store) -> None:
+def test_a_changed_message_is_a_different_item(store: StateStore) -> None:
     store.record_drift(ENGINE, [D("host:a", "modprobe", "nouveau loaded")], T0)
     change = store.record_drift(ENGINE, [D("host:a", "modprobe", "nouveau and nvidiafb loaded")],
                                 T0 + timedelta(seconds=1))
@@ -65,7 +65,7 @@ def test_a_changed_message_is_a_different_item(store: Store) -> None:
     assert [i.message for i in change.resolved] == ["nouveau loaded"]
 
 
-def test_scoped_observation_leaves_other_objects_alone(store: Store) -> None:
+def test_scoped_observation_leaves_other_objects_alone(store: StateStore) -> None:
     a = D("host:a", "kernel-cmdline", "x")
     b = D("host:b", "kernel-cmdline", "y")
     store.record_drift(ENGINE, [a, b], T0)
@@ -74,6 +74,6 @@ def test_scoped_observation_leaves_other_objects_alone(store: Store) -> None:
     assert list(store.drift_since(ENGINE)) == [("host:b", "kernel-cmdline", "y")]
 
 
-def test_drift_rejects_naive_times(store: Store) -> None:
+def test_drift_rejects_naive_times(store: StateStore) -> None:
     with pytest.raises(ValueError, match="naive"):
         store.record_drift(ENGINE, [], datetime(2026, 1, 1))

@@ -2,22 +2,23 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
+import threading
 
 import pytest
 
-from reconciler.store import ABANDONED, Store, StoreError
+from reconciler.store import ABANDONED, StateStore, StoreError
+from tests.store.backends import Backend
 
 RUN_ID = re.compile(r"^r-\d{8}-\d{6}-[0-9a-f]{4}$")
 
 
-def test_run_ids_are_readable_and_unique(store: Store) -> None:
+def test_run_ids_are_readable_and_unique(store: StateStore) -> None:
     ids = {store.start_run("plan", "lab:small", who="ci", host="h1") for _ in range(50)}
     assert len(ids) == 50
     assert all(RUN_ID.match(i) for i in ids)
 
 
-def test_run_lifecycle_and_history(store: Store) -> None:
+def test_run_lifecycle_and_history(store: StateStore) -> None:
     first = store.start_run("apply", "lab:small", "rev-1", "digest-1", "alice", "h1")
     second = store.start_run("drift", "https://e/ovirt-engine/api", "rev-2", None, "bob", "h2")
     running = store.run(first)
@@ -37,22 +38,22 @@ def test_run_lifecycle_and_history(store: Store) -> None:
     assert store.run("r-nope") is None
 
 
-def test_finish_unknown_run_is_a_clear_error(store: Store) -> None:
+def test_finish_unknown_run_is_a_clear_error(store: StateStore) -> None:
     with pytest.raises(StoreError, match="no run 'r-missing'"):
         store.finish_run("r-missing", "ok")
 
 
-def test_history_survives_reopening(db_path: Path) -> None:
-    with Store(db_path) as s:
+def test_history_survives_reopening(backend: Backend) -> None:
+    with backend.open() as s:
         run_id = s.start_run("apply", "lab:x")
         s.finish_run(run_id, "failed", "host gpu-02 did not come back")
-    with Store(db_path) as s:
+    with backend.open() as s:
         record = s.run(run_id)
         assert record is not None and record.outcome == "failed"
         assert record.message == "host gpu-02 did not come back"
 
 
-def test_journal_records_before_and_after(store: Store) -> None:
+def test_journal_records_before_and_after(store: StateStore) -> None:
     run_id = store.start_run("apply", "lab:small")
     entry = store.journal_begin(run_id, "s1", "host:gpu-01", "set-kernel-cmdline", "host-reboot",
                                 {"before": "quiet", "after": "quiet intel_iommu=on"})
@@ -72,7 +73,7 @@ def test_journal_records_before_and_after(store: Store) -> None:
     assert store.journal(run_id)[1].duration is not None
 
 
-def test_journal_rejects_bad_input(store: Store) -> None:
+def test_journal_rejects_bad_input(store: StateStore) -> None:
     run_id = store.start_run("apply", "lab:small")
     entry = store.journal_begin(run_id, "s1", "host:a", "x", "none")
     with pytest.raises(ValueError, match="step outcome"):
@@ -86,9 +87,9 @@ def test_journal_rejects_bad_input(store: Store) -> None:
         store.journal_begin("r-ghost", "s1", "host:a", "x", "none")
 
 
-def test_unfinished_steps_after_a_crash(db_path: Path) -> None:
+def test_unfinished_steps_after_a_crash(backend: Backend) -> None:
     # The crashed run: begins two steps, ends one, then its process "dies" (store dropped).
-    crashed = Store(db_path)
+    crashed = backend.open()
     dead_run = crashed.start_run("apply", "lab:small")
     ok = crashed.journal_begin(dead_run, "s1", "host:gpu-01", "write-modprobe", "host-reboot")
     crashed.journal_end(ok, "ok")
@@ -98,7 +99,7 @@ def test_unfinished_steps_after_a_crash(db_path: Path) -> None:
     crashed.journal_begin(other_engine, "s1", "host:x", "host-cycle", "host-reboot")
     crashed.close()
 
-    with Store(db_path) as s:
+    with backend.open() as s:
         next_run = s.start_run("apply", "lab:small")
         mine = s.journal_begin(next_run, "s1", "host:gpu-01", "host-cycle", "host-reboot")
         left = s.unfinished_steps("lab:small", exclude_run=next_run)
@@ -117,7 +118,7 @@ def test_unfinished_steps_after_a_crash(db_path: Path) -> None:
         assert len(s.unfinished_steps("lab:other")) == 1
 
 
-def test_prune_keeps_the_newest_finished_runs_of_one_kind(store: Store) -> None:
+def test_prune_keeps_the_newest_finished_runs_of_one_kind(store: StateStore) -> None:
     passes = [store.start_run("controller-pass", "lab:demo") for _ in range(5)]
     for run_id in passes[:4]:
         store.finish_run(run_id, "ok")
@@ -136,3 +137,23 @@ def test_prune_keeps_the_newest_finished_runs_of_one_kind(store: Store) -> None:
     assert store.prune_runs("lab:demo", "controller-pass", keep=2) == 0
     with pytest.raises(ValueError):
         store.prune_runs("lab:demo", "controller-pass", keep=-1)
+
+
+def test_one_store_object_serves_several_threads(store: StateStore) -> None:
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(20):
+                run_id = store.start_run("plan", f"lab:{n}")
+                store.finish_run(run_id, "ok", str(i))
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(store.runs(1000)) == 80
