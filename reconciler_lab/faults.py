@@ -1,4 +1,5 @@
-"""Fault injection for the lab engine: errors, latency, dropped connections, token expiry, bad hosts."""
+"""Fault injection for the lab engine: errors, latency, dropped and stalled connections, token
+expiry, bad hosts."""
 from __future__ import annotations
 
 import math
@@ -18,6 +19,8 @@ class FaultConfig:
     error_rate: float = 0.0          # share of API requests answered 503 with a fault body
     latency_ms: float = 0.0          # added to every request
     drop_rate: float = 0.0           # share of API requests whose connection is closed unanswered
+    stall_rate: float = 0.0          # share of API requests held open and never answered
+    sso_stall: bool = False          # SSO logins and logouts are held open and never answered
     token_ttl: float | None = None   # seconds an SSO token lives (None: one hour)
     never_returns: tuple[str, ...] = ()   # hosts that stay down after a reboot
     install_fails: tuple[str, ...] = ()   # hosts whose install ends in install_failed
@@ -25,7 +28,8 @@ class FaultConfig:
 
     @classmethod
     def parse(cls, text: str) -> FaultConfig:
-        """`error-rate=0.1,latency-ms=5,drop-rate=0.01,token-ttl=30,never-returns=h1,install-fails=h2`.
+        """`error-rate=0.1,latency-ms=5,drop-rate=0.01,stall-rate=0.01,sso-stall=1,token-ttl=30,
+        never-returns=h1,install-fails=h2`.
 
         Host lists take `+` between names (h1+h2), or further comma-separated names after the key
         (never-returns=h1,h2).
@@ -43,7 +47,7 @@ class FaultConfig:
             raw = raw.strip()
             last_key = key
             try:
-                if key in ("error_rate", "drop_rate"):
+                if key in ("error_rate", "drop_rate", "stall_rate"):
                     rate = float(raw)
                     if not 0.0 <= rate <= 1.0:
                         raise ValueError
@@ -55,12 +59,17 @@ class FaultConfig:
                     values[key] = number
                 elif key == "seed":
                     values[key] = int(raw)
+                elif key == "sso_stall":
+                    if raw not in ("0", "1", "true", "false"):
+                        raise ValueError
+                    values[key] = raw in ("1", "true")
                 elif key in ("never_returns", "install_fails"):
                     values[key] = tuple(n for n in raw.split("+") if n)
                 else:
                     raise FaultSpecError(
                         f"unknown fault {key.replace('_', '-')!r} (known: error-rate, latency-ms, "
-                        "drop-rate, token-ttl, never-returns, install-fails, seed)")
+                        "drop-rate, stall-rate, sso-stall, token-ttl, never-returns, install-fails, "
+                        "seed)")
             except ValueError:
                 raise FaultSpecError(f"fault {item!r}: bad value {raw!r}") from None
         return cls(**values)  # type: ignore[arg-type]
@@ -75,14 +84,16 @@ class FaultDice:
         self._lock = threading.Lock()
 
     def roll(self) -> str | None:
-        """'drop', 'error' or None for one API request."""
+        """'drop', 'stall', 'error' or None for one API request."""
         c = self.config
-        if not c.error_rate and not c.drop_rate:
+        if not c.error_rate and not c.drop_rate and not c.stall_rate:
             return None
         with self._lock:
             x = self._rng.random()
         if x < c.drop_rate:
             return "drop"
-        if x < c.drop_rate + c.error_rate:
+        if x < c.drop_rate + c.stall_rate:
+            return "stall"
+        if x < c.drop_rate + c.stall_rate + c.error_rate:
             return "error"
         return None

@@ -32,6 +32,8 @@ SSO_TOKEN = "/ovirt-engine/sso/oauth/token"
 SSO_LOGOUT = "/ovirt-engine/services/sso-logout"
 API_PREFIX = "/ovirt-engine/api"
 DEFAULT_TOKEN_TTL = 3600.0
+# A stalled request is held this long at most (or until the lab stops).
+STALL_SECONDS = 3600.0
 _GZIP_MIN = 4096
 
 
@@ -160,9 +162,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- SSO
 
+    def _stall(self) -> tuple[int, int]:
+        """Hold the request open without an answer (until the lab stops), then hang up."""
+        self.server.lab._stopping.wait(STALL_SECONDS)
+        self.close_connection = True
+        self._drop = True
+        return 0, 0
+
     def _sso_token(self, body: bytes) -> tuple[int, int]:
         form = dict(parse_qsl(body.decode("utf-8", "replace")))
         lab = self.server.lab
+        if lab.faults.sso_stall:
+            return self._stall()
         if form.get("grant_type") != "password":
             return self._json(400, {"error": "unsupported_grant_type",
                                     "error_description": "Only the password grant is supported."})
@@ -177,6 +188,8 @@ class _Handler(BaseHTTPRequestHandler):
                                 "exp": str(int(expires * 1000)), "token_type": "bearer"})
 
     def _sso_logout(self, body: bytes) -> tuple[int, int]:
+        if self.server.lab.faults.sso_stall:
+            return self._stall()
         form = dict(parse_qsl(body.decode("utf-8", "replace")))
         self.server.lab._revoke_token(form.get("token", ""))
         return self._json(200, {})
@@ -189,6 +202,8 @@ class _Handler(BaseHTTPRequestHandler):
         if faults.latency_ms:
             time.sleep(faults.latency_ms / 1000.0)
         roll = lab._dice.roll()
+        if roll == "stall":
+            return self._stall()
         if roll == "drop":
             self.close_connection = True
             self._drop = True
@@ -229,6 +244,7 @@ class LabServer:
         self._token_lock = threading.Lock()
         self._httpd: _Server | None = None
         self._warm_stop = threading.Event()
+        self._stopping = threading.Event()       # ends stalled requests
         self._warm_thread: threading.Thread | None = None
         self._thread: threading.Thread | None = None
         self.engine: LabEngine | None = None
@@ -238,6 +254,7 @@ class LabServer:
     # --- lifecycle
 
     def start(self) -> LabServer:
+        self._stopping.clear()
         if self._httpd is not None:
             return self
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -270,6 +287,7 @@ class LabServer:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         self._warm_stop.set()
         if self._warm_thread is not None:
             self._warm_thread.join(timeout=10)

@@ -5,12 +5,17 @@ same everywhere. The SDK keeps one SSO token per connection and renews it itself
 """
 from __future__ import annotations
 
+import io
+import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import ovirtsdk4
+import pycurl
 
 from reconciler.engine.retry import DEFAULT_TIMING, Timing, read
 from reconciler.errors import EngineError
@@ -22,13 +27,25 @@ _log = get_logger(__name__)
 
 class CountingConnection(ovirtsdk4.Connection):
     """An SDK connection that counts the API requests it sends, the bytes it receives and the
-    requests that failed (an error status or no answer at all).
+    requests that failed (an error status or no answer at all), and never waits unbounded.
 
     `send` is the SDK's single entry for every service call (synchronous or `wait=False`), and
     `wait` returns every response, so counting there sees exactly what goes over the wire (the SSO
     token request is not an API request and is not counted). libcurl itself resends a request
     once, unseen here, when a reused keep-alive connection turns out to be closed.
+
+    Two waits are bounded here rather than in the SDK (docs/engine.md § bounded I/O):
+    - `wait` collects answers from the connection's one curl multi handle. The SDK's own loop
+      raises for *any* failed transfer it reads, including one of another request sent with
+      `wait=False`; that request's answer is then never seen again and waiting for it spins for
+      ever. Here a failure is kept for the request it belongs to, and every wait has a deadline
+      (the request timeout plus a grace period).
+    - The SSO token and logout requests get the same timeout as API requests (the SDK sends them
+      with none).
     """
+
+    # Beyond libcurl's own per-request timeout: time to notice a transfer that never ends.
+    WAIT_GRACE = 5.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -38,6 +55,8 @@ class CountingConnection(ovirtsdk4.Connection):
         self.failed_count = 0
         # Ids of hosts and VMs found by name (apply's lookups), kept as long as the connection.
         self.id_cache: dict[tuple[str, str], str] = {}
+        # Transfers that failed while another request was being waited for: handle -> error.
+        self._failed_transfers: dict[Any, tuple[int, str]] = {}
 
     def send(self, request: Any) -> Any:
         with self._count_lock:
@@ -51,7 +70,11 @@ class CountingConnection(ovirtsdk4.Connection):
 
     def wait(self, context: Any, failed_auth: bool = False) -> Any:
         try:
-            response = super().wait(context, failed_auth)
+            with self._curl_lock:
+                try:
+                    response = self._collect(context, failed_auth)
+                except pycurl.error as exc:
+                    raise ovirtsdk4.Error(f"Error while sending HTTP request: {exc}") from None
         except Exception:
             with self._count_lock:
                 self.failed_count += 1
@@ -62,6 +85,98 @@ class CountingConnection(ovirtsdk4.Connection):
             if (getattr(response, "code", None) or 0) >= 400:
                 self.failed_count += 1
         return response
+
+    def _collect(self, context: Any, failed_auth: bool) -> Any:
+        """The answer to `context`'s request (the SDK's wait, with the two fixes above)."""
+        handle = context[0]
+        limit = (self._timeout or 0) + self.WAIT_GRACE
+        deadline = time.monotonic() + limit
+        while True:
+            failed = self._failed_transfers.pop(handle, None)
+            if failed is not None:
+                code, message = failed
+                raise _curl_failure(code, message)
+            while self._multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
+                pass
+            while True:
+                queued, done, errors = self._multi.info_read()
+                self._curls.update(done)
+                for other, code, message in errors:
+                    self._failed_transfers[other] = (code, message)
+                    _remove_quietly(self._multi, other)
+                if handle in self._failed_transfers:
+                    break
+                if handle in self._curls:
+                    self._curls.discard(handle)
+                    self._multi.remove_handle(handle)
+                    response = self._read_reponse(context)
+                    if response.code == 401 and not failed_auth:
+                        # An expired SSO token: log in again and resend, once (as the SDK does).
+                        self._sso_token = self._get_access_token()
+                        return self._collect(self._Connection__send(context[3]), True)
+                    return response
+                if queued == 0:
+                    break
+            if handle in self._failed_transfers:
+                continue
+            if time.monotonic() > deadline:
+                _remove_quietly(self._multi, handle)
+                raise ovirtsdk4.TimeoutError(
+                    f"Error while sending HTTP request: (28, 'no answer within {limit:g}s')")
+            if self._multi.select(1.0) == -1:
+                # Nothing to wait on (the transfer is gone from the multi handle): do not spin.
+                time.sleep(0.01)
+
+    def _get_sso_response(self, url: str, params: Any = "") -> Any:
+        """An SSO request (login, logout) bounded like an API request."""
+        curl = pycurl.Curl()
+        try:
+            curl.setopt(pycurl.CUSTOMREQUEST, "POST")
+            curl.setopt(pycurl.URL, url)
+            if self._url.startswith("https"):
+                curl.setopt(pycurl.SSL_VERIFYPEER, 0 if self._insecure else 1)
+                curl.setopt(pycurl.SSL_VERIFYHOST, 0 if self._insecure else 2)
+                if self._ca_file is not None:
+                    curl.setopt(pycurl.CAINFO, self._ca_file)
+            if self._timeout:
+                curl.setopt(pycurl.TIMEOUT, self._timeout)
+                curl.setopt(pycurl.CONNECTTIMEOUT, min(self._timeout, 30))
+            curl.setopt(pycurl.HTTPHEADER, [b"Accept: application/json"])
+            curl.setopt(pycurl.COPYPOSTFIELDS, urlencode(params))
+            body = io.BytesIO()
+            curl.setopt(pycurl.WRITEFUNCTION, body.write)
+            curl.perform()
+        except pycurl.error as exc:
+            code = exc.args[0] if exc.args else None
+            cls = (ovirtsdk4.TimeoutError if code == pycurl.E_OPERATION_TIMEDOUT
+                   else ovirtsdk4.ConnectionError if code in (pycurl.E_COULDNT_CONNECT,
+                                                              pycurl.E_COULDNT_RESOLVE_HOST)
+                   else ovirtsdk4.Error)
+            raise cls(f"Error while sending HTTP request: {exc}") from None
+        finally:
+            curl.close()
+        try:
+            return json.loads(body.getvalue().decode("utf-8"))
+        except ValueError:
+            raise ovirtsdk4.AuthError(f"the SSO service at {url} did not answer with JSON") \
+                from None
+
+
+def _curl_failure(code: int, message: str) -> ovirtsdk4.Error:
+    """The SDK's error for a failed transfer, as its own wait would have raised it."""
+    text = f"Error while sending HTTP request: ({code}, {message!r})"
+    if code == pycurl.E_OPERATION_TIMEDOUT:
+        return ovirtsdk4.TimeoutError(text)
+    if code in (pycurl.E_COULDNT_CONNECT, pycurl.E_COULDNT_RESOLVE_HOST):
+        return ovirtsdk4.ConnectionError(text)
+    return ovirtsdk4.Error(text)
+
+
+def _remove_quietly(multi: Any, handle: Any) -> None:
+    try:
+        multi.remove_handle(handle)
+    except pycurl.error:
+        pass
 
 
 def resolve_password(engine: EngineSpec) -> str:
