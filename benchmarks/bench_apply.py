@@ -53,6 +53,7 @@ def _serve(hosts: int, gpus: int, vms: int, state: str, conn: Any) -> None:
 def _spec(target: dict[str, Any], observed: Any, folder: Path) -> Path:
     password = folder / "password"
     password.write_text(target["password"])
+    password.chmod(0o600)
     clusters = sorted({h.cluster for h in observed.hosts})
     vms = []
     for vm in observed.vms:

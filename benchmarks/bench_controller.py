@@ -44,6 +44,7 @@ def _spec(lab: LabServer, folder: Path, instances: int) -> str:
     password = folder / "engine-password"
     password.write_text(lab.password + "\n")
     password.chmod(0o600)
+    password.chmod(0o600)
     return yaml.safe_dump({
         "apiVersion": "gpu-reconciler/v1",
         "engine": {"url": lab.url, "username": lab.username,

@@ -178,6 +178,7 @@ def run_fleet(hosts: int, latency_ms: float, budget: float, timeout: float) -> d
             password_file = work / "password"
             password_file.touch(mode=0o600)
             password_file.write_text(lab.password + "\n")
+            password_file.chmod(0o600)
             spec = fleet_spec(fleet, url=lab.url, ca_file=lab.ca_file, username=lab.username,
                               password_file=password_file)
             spec_file = work / "spec.yaml"

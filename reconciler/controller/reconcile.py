@@ -264,7 +264,8 @@ class PassRunner:
                 if self._git.fetched is None:
                     self._git.fetch()
                 revision = self._git.checkout()
-            desired = load_desired(self.spec_paths())
+            within = self._git.workdir if self._git is not None else None
+            desired = load_desired(self.spec_paths(), within)
         except SpecError as err:
             for issue in err.issues:
                 self.log.error("controller.spec_invalid", issue=issue.format())

@@ -109,30 +109,46 @@ class ResyncTimer(_Trigger):
 
 
 def spec_filter(paths: Iterable[Path]) -> Callable[[watchfiles.Change, str], bool]:
-    """Only spec files count: the named files, and YAML files under the named folders.
+    """Only spec files count: the named files, and YAML files under the named folders outside
+    hidden folders (where `expand_paths` never looks either).
 
     A named file may be a symlink whose target moves: Kubernetes mounts a ConfigMap as
     `fleet.yaml -> ..data/fleet.yaml` and updates it by swapping the `..data` symlink to a new
     `..<timestamp>` folder, so the swap itself (a `..` entry beside the file) counts, and the
-    file's target is resolved afresh for every change."""
+    file's target is resolved afresh for every change.
+
+    The filter runs once per changed path, possibly for a whole tree being written into a spec
+    folder: it decides on strings first and touches the file system only for named files."""
+    paths = list(paths)
     named = [Path(os.path.abspath(p)) for p in paths if not p.is_dir()]
     files = {p.resolve() for p in named}
     parents = {p.parent for p in named} | {p.parent.resolve() for p in named}
-    dirs = [p.resolve() for p in paths if p.is_dir()]
+    dirs = [str(p.resolve()) + os.sep for p in paths if p.is_dir()]
     default = watchfiles.DefaultFilter()
 
+    def in_spec_folder(path: str) -> bool:
+        for d in dirs:
+            if path.startswith(d):
+                parts = path[len(d):].split(os.sep)
+                # `..data` and `..<timestamp>/`: a ConfigMap's atomic writer swapping the
+                # folder's content; other hidden folders never hold specs.
+                return parts[0].startswith("..") or not any(p.startswith(".") for p in parts)
+        return False
+
     def accept(change: watchfiles.Change, path: str) -> bool:
-        if not default(change, path):
+        if named:
+            changed = Path(path)
+            if changed.parent in parents and changed.name.startswith(".."):
+                return True
+            resolved = changed.resolve()
+            if resolved in files or changed in named or any(resolved == p.resolve()
+                                                            for p in named):
+                return True
+        if not in_spec_folder(path):
             return False
-        changed = Path(path)
-        if changed.parent in parents and changed.name.startswith(".."):
+        if os.path.basename(path).startswith("..") and path[:path.rfind(os.sep) + 1] in dirs:
             return True
-        resolved = changed.resolve()
-        if resolved in files or changed in named or any(resolved == p.resolve() for p in named):
-            return True
-        if resolved.suffix not in SPEC_SUFFIXES:
-            return False
-        return any(resolved.is_relative_to(d) for d in dirs)
+        return path.endswith(SPEC_SUFFIXES) and default(change, path)
     return accept
 
 

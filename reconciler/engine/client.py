@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -179,8 +180,15 @@ def _remove_quietly(multi: Any, handle: Any) -> None:
         pass
 
 
+# A password file holds one line; anything larger is the wrong file (or /dev/zero).
+MAX_PASSWORD_FILE_BYTES = 64 * 1024
+
+
 def resolve_password(engine: EngineSpec) -> str:
-    """The engine password from the environment variable or file the spec names."""
+    """The engine password from the environment variable or file the spec names.
+
+    A password file must be a regular file (after links) that others cannot read, as OpenSSH
+    insists for private keys; it is read with a size bound."""
     if engine.password_env:
         value = os.environ.get(engine.password_env)
         if not value:
@@ -188,17 +196,36 @@ def resolve_password(engine: EngineSpec) -> str:
                               "is not set or empty (engine.passwordFrom.env)")
         return value
     if engine.password_file:
-        path = Path(engine.password_file).expanduser()
-        try:
-            value = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise EngineError(f"engine password: cannot read file {path} "
-                              f"(engine.passwordFrom.file): {exc.strerror}") from None
-        if not value:
-            raise EngineError(f"engine password: file {path} is empty (engine.passwordFrom.file)")
-        return value
+        return _password_from_file(Path(engine.password_file).expanduser())
     raise EngineError("engine password: the spec names no source (engine.passwordFrom.env or "
                       "engine.passwordFrom.file)")
+
+
+def _password_from_file(path: Path) -> str:
+    where = f"engine password: file {path} (engine.passwordFrom.file)"
+    try:
+        # Non-blocking: opening a FIFO to read would otherwise wait for a writer for ever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        with os.fdopen(fd, "rb") as fh:
+            info = os.fstat(fh.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise EngineError(f"{where} is not a regular file")
+            if info.st_mode & stat.S_IROTH:
+                raise EngineError(f"{where} is readable by every user: chmod o-r {path} "
+                                  "(in Kubernetes, mount the secret with defaultMode: 0400)")
+            raw = fh.read(MAX_PASSWORD_FILE_BYTES + 1)
+    except OSError as exc:
+        raise EngineError(f"{where}: cannot read it: {exc.strerror}") from None
+    if len(raw) > MAX_PASSWORD_FILE_BYTES:
+        raise EngineError(f"{where} is larger than {MAX_PASSWORD_FILE_BYTES // 1024} KiB: "
+                          "not a password file")
+    try:
+        value = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise EngineError(f"{where} is not UTF-8 text") from None
+    if not value:
+        raise EngineError(f"{where} is empty")
+    return value
 
 
 def connect(engine: EngineSpec, *, url: str | None = None, ca_file: Path | str | None = None,
@@ -219,6 +246,11 @@ def connect(engine: EngineSpec, *, url: str | None = None, ca_file: Path | str |
     if password is None:
         password = resolve_password(engine)
     ca = Path(ca_file) if ca_file is not None else engine.ca_file
+    if engine.insecure:
+        # Said on every run, not only when the spec was written: nothing is verified.
+        _log.warning("engine.tls_unverified", url=url,
+                     why="engine.insecure is true: the engine's certificate is not checked, so "
+                         "the password can go to whoever answers at this address")
     if url.startswith("https") and not engine.insecure:
         if ca is None:
             raise EngineError("engine.caFile is required to verify the engine's TLS certificate "

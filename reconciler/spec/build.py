@@ -18,10 +18,11 @@ def _sort_key(issue: SpecIssue) -> tuple[str, int, int, str]:
     return (issue.file, issue.line, issue.column, issue.path)
 
 
-def _check(paths: Sequence[str]) -> tuple[list[SpecDocument], list[SpecIssue]]:
+def _check(paths: Sequence[str], within: Path | None = None
+           ) -> tuple[list[SpecDocument], list[SpecIssue]]:
     docs: list[SpecDocument] = []
     issues: list[SpecIssue] = []
-    for loaded in load_documents(paths):
+    for loaded in load_documents(paths, within):
         if isinstance(loaded, SpecIssue):
             issues.append(loaded)
         else:
@@ -43,17 +44,20 @@ def validate_paths(paths: Sequence[str]) -> list[SpecIssue]:
     return _check(paths)[1]
 
 
-def load_desired(paths: Sequence[str]) -> model.DesiredState:
-    """The merged DesiredState of the spec files under PATHs; SpecError lists every problem."""
-    state, issues = check_and_build(paths)
+def load_desired(paths: Sequence[str], within: Path | None = None) -> model.DesiredState:
+    """The merged DesiredState of the spec files under PATHs; SpecError lists every problem.
+
+    `within` (the repository in git mode) bounds where spec files may lie, links included."""
+    state, issues = check_and_build(paths, within)
     if issues or state is None:
         raise SpecError(issues)
     return state
 
 
-def check_and_build(paths: Sequence[str]) -> tuple[model.DesiredState | None, list[SpecIssue]]:
+def check_and_build(paths: Sequence[str], within: Path | None = None
+                    ) -> tuple[model.DesiredState | None, list[SpecIssue]]:
     """Validate PATHs and, when valid, build the DesiredState (one pass over the files)."""
-    docs, issues = _check(paths)
+    docs, issues = _check(paths, within)
     if issues:
         return None, issues
     return build_state(docs), []

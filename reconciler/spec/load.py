@@ -26,6 +26,7 @@ _TAG = "tag:yaml.org,2002:"
 _SCALAR_TAGS = frozenset(_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp"))
 _MAP_TAG = _TAG + "map"
 _SEQ_TAG = _TAG + "seq"
+SPEC_SUFFIXES = (".yaml", ".yml")
 _MAX_FILE_BYTES = 16 * 1024 * 1024   # a spec is text a person wrote; refuse anything absurd
 _MAX_DEPTH = 32                      # a spec nests about 6 levels; deeper is junk (and recursion)
 
@@ -89,21 +90,29 @@ class _LoadFailed(Exception):
         self.issue = issue
 
 
-def expand_paths(paths: Sequence[str]) -> list[tuple[str, Path]]:
-    """Spec files named by PATHs, as (name as typed, real path); directories recursively, sorted."""
+def expand_paths(paths: Sequence[str], within: Path | None = None) -> list[tuple[str, Path]]:
+    """Spec files named by PATHs, as (name as typed, real path); directories recursively, sorted.
+
+    A folder's files stay inside it: a link that leads out of the folder (or out of `within`, the
+    repository in git mode) or leads nowhere (dangling, a loop) is an error naming the link, and
+    its target is never read. Hidden folders (.git, .github, lab state) are not walked: they hold
+    other tools' YAML, never specs. A folder holds at most MAX_SPEC_FILES spec files.
+    """
     found: list[tuple[str, Path]] = []
     for typed in paths:
         p = Path(typed).expanduser()
         if p.is_dir():
-            # Hidden folders hold other tools' YAML (.git, .github, lab state): never specs.
-            files = sorted(f for f in p.rglob("*") if f.suffix in (".yaml", ".yml")
-                           and not any(part.startswith(".") for part in f.relative_to(p).parts)
-                           and f.is_file())
+            boundary = (within or p).resolve()
+            files = _spec_files(typed, p, boundary)
             if not files:
                 raise SpecPathError(f"{typed}: no *.yaml or *.yml files in this directory")
             found.extend((os.path.join(typed, str(f.relative_to(p))), f) for f in files)
         elif p.is_file():
+            if within is not None:
+                _check_inside(typed, p, within.resolve())
             found.append((typed, p))
+        elif p.is_symlink():
+            raise SpecPathError(f"{typed}: a broken link (its target does not exist)")
         elif p.exists():
             raise SpecPathError(f"{typed}: not a regular file or directory")
         else:
@@ -113,6 +122,42 @@ def expand_paths(paths: Sequence[str]) -> list[tuple[str, Path]]:
     for typed, real in found:
         unique.setdefault(real.resolve(), (typed, real))
     return list(unique.values())
+
+
+# A spec folder is written by people: thousands of files mean the path names the wrong folder.
+MAX_SPEC_FILES = 5000
+
+
+def _spec_files(typed: str, folder: Path, boundary: Path) -> list[Path]:
+    files: list[Path] = []
+    for root, dirs, names in os.walk(folder):
+        # Pruned in place: os.walk then never enters hidden folders (nor follows linked ones).
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            if name.startswith(".") or not name.endswith(SPEC_SUFFIXES):
+                continue
+            path = Path(root) / name
+            shown = os.path.join(typed, str(path.relative_to(folder)))
+            _check_inside(shown, path, boundary)
+            if not path.is_file():
+                raise SpecPathError(f"{shown}: not a regular file")
+            files.append(path)
+            if len(files) > MAX_SPEC_FILES:
+                raise SpecPathError(f"{typed}: more than {MAX_SPEC_FILES} spec files; name the "
+                                    "folder that holds the specs")
+    return sorted(files)
+
+
+def _check_inside(shown: str, path: Path, boundary: Path) -> None:
+    """Refuse a file whose real location is outside `boundary` (never reading it)."""
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise SpecPathError(f"{shown}: a broken link (its target does not exist or loops)") \
+            from None
+    if not real.is_relative_to(boundary):
+        raise SpecPathError(f"{shown}: a link that leads out of {boundary}; spec files must "
+                            "lie inside the spec folder (it was not read)")
 
 
 def load_document(typed: str, path: Path) -> SpecDocument | SpecIssue:
@@ -334,7 +379,8 @@ class _Walker:
                                "values (strings, numbers, booleans, lists, mappings)")
 
 
-def load_documents(paths: Sequence[str]) -> Iterator[SpecDocument | SpecIssue]:
+def load_documents(paths: Sequence[str], within: Path | None = None
+                   ) -> Iterator[SpecDocument | SpecIssue]:
     """Every spec file under PATHs, loaded (or the issue that stopped it)."""
-    for typed, real in expand_paths(paths):
+    for typed, real in expand_paths(paths, within):
         yield load_document(typed, real)

@@ -152,6 +152,10 @@ def _engine_access(doc: SpecDocument) -> Iterator[SpecIssue]:
         problem = _api_url_problem(url)
         if problem:
             yield doc.issue(("engine", "url"), problem)
+    if insecure and "caFile" in engine:
+        yield doc.issue(("engine", "insecure"), "insecure: true turns TLS verification off, so "
+                                                "caFile would be ignored: remove one of them",
+                        prefer_key=True)
     if "url" in engine and "caFile" not in engine and not insecure:
         yield doc.issue(("engine",), "missing 'caFile': TLS is verified against a CA file "
                                      "(set insecure: true to skip verification)", prefer_key=True)

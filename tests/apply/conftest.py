@@ -23,6 +23,7 @@ from reconciler.apply.executor import Timeouts
 from reconciler_lab.faults import FaultConfig
 from reconciler_lab.server import LabServer
 from reconciler.spec import load_desired
+from tests.support.secrets import write_secret
 
 REPO = Path(__file__).resolve().parents[2]
 LAB_SPEC = REPO / "specs" / "examples" / "lab.yaml"
@@ -116,7 +117,7 @@ def served_lab(demo_state: Path, tmp_path: Path) -> Iterator[Callable[..., Serve
             server = LabServer("demo", demo_state, time_scale=TIME_SCALE, faults=faults)
             stack.enter_context(server)
             password = tmp_path / "password"
-            password.write_text(server.password + "\n")
+            write_secret(password, server.password + "\n")
             engine = {"url": server.url, "username": server.username,
                       "passwordFrom": {"file": str(password)}, "caFile": str(server.ca_file)}
             body = spec_body(engine=engine, hostAccess={"localRoots": str(demo_state / "hosts")},

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from reconciler_lab.server import LabServer
+from tests.support.secrets import write_secret
 
 REPO = Path(__file__).resolve().parents[2]
 MUTATING = ("POST", "PUT", "DELETE")
@@ -58,8 +59,7 @@ def slow_lab(tmp_path: Path) -> Iterator[LabServer]:
 
 def engine_block(lab: LabServer, folder: Path) -> dict[str, Any]:
     password = folder / "engine-password"
-    password.write_text(lab.password + "\n")
-    password.chmod(0o600)
+    write_secret(password, lab.password + "\n")
     return {"url": lab.url, "username": lab.username,
             "passwordFrom": {"file": str(password)}, "caFile": str(lab.ca_file)}
 

@@ -32,6 +32,7 @@ from reconciler.plan.result import DriftItem, Plan
 from reconciler.store import Store
 
 from .conftest import sdk_connection, wait_for
+from tests.support.secrets import write_secret
 
 
 def test_work_queue_coalesces_a_burst_into_one_item_of_work() -> None:
@@ -130,7 +131,7 @@ def test_event_poller_starts_at_the_newest_event_and_skips_our_own(tmp_path: Pat
 
 def test_unreachable_engine_backs_off_instead_of_spinning(tmp_path: Path) -> None:
     secret = tmp_path / "pw"
-    secret.write_text("x\n")
+    write_secret(secret, "x\n")
     spec = tmp_path / "spec.yaml"
     spec.write_text("apiVersion: gpu-reconciler/v1\nengine:\n"
                     "  url: https://127.0.0.1:9/ovirt-engine/api\n  username: admin@internal\n"
@@ -248,7 +249,7 @@ def test_a_spec_fix_ends_the_backoff_at_once(tmp_path: Path) -> None:
         wait_for("the spec watcher", lambda: any(
             isinstance(t, SpecWatcher) and t.ready.is_set() for t in controller._triggers))
         password = tmp_path / "pw"
-        password.write_text(lab.password)
+        write_secret(password, lab.password)
         (specs / "fleet.yaml").write_text(
             "apiVersion: gpu-reconciler/v1\nengine:\n"
             f"  url: {lab.url}\n  username: {lab.username}\n"
@@ -277,7 +278,7 @@ def test_an_event_storm_never_runs_passes_back_to_back(tmp_path: Path) -> None:
     with LabServer("demo", tmp_path / "lab", time_scale=0.01,
                    faults=FaultConfig(latency_ms=150)) as lab:
         password = tmp_path / "pw"
-        password.write_text(lab.password)
+        write_secret(password, lab.password)
         spec = tmp_path / "fleet.yaml"
         spec.write_text("apiVersion: gpu-reconciler/v1\nengine:\n"
                         f"  url: {lab.url}\n  username: {lab.username}\n"
@@ -347,7 +348,7 @@ def test_spec_watcher_follows_configmap_updates(tmp_path: Path, as_file: bool) -
 def test_an_apply_refused_by_the_lock_shows_why_on_status(tmp_path: Path) -> None:
     with LabServer("demo", tmp_path / "lab", time_scale=0.01) as lab:
         password = tmp_path / "pw"
-        password.write_text(lab.password)
+        write_secret(password, lab.password)
         spec = tmp_path / "fleet.yaml"
         # A second vGPU for vdi-01: a vm-restart change, which apply mode may make.
         spec.write_text("apiVersion: gpu-reconciler/v1\nengine:\n"
@@ -425,7 +426,7 @@ def test_an_apply_pass_counts_its_engine_requests_and_records_the_revision(
     from prometheus_client.parser import text_string_to_metric_families
     with LabServer("demo", tmp_path / "lab", time_scale=0.01) as lab:
         password = tmp_path / "pw"
-        password.write_text(lab.password)
+        write_secret(password, lab.password)
         spec = tmp_path / "fleet.yaml"
         spec.write_text("apiVersion: gpu-reconciler/v1\nengine:\n"
                         f"  url: {lab.url}\n  username: {lab.username}\n"

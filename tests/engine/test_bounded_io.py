@@ -14,6 +14,7 @@ from reconciler.observe.session import open_fleet
 from reconciler.spec.model import DesiredState, EngineSpec
 from reconciler_lab.faults import FaultConfig
 from reconciler_lab.server import LabServer
+from tests.support.secrets import write_secret
 
 pytestmark = pytest.mark.lab
 
@@ -22,7 +23,7 @@ OBSERVE_CEILING = 60.0
 
 
 def _desired(lab: LabServer, password: Path, timeout: float = 60.0) -> DesiredState:
-    password.write_text(lab.password)
+    write_secret(password, lab.password)
     return DesiredState(engine=EngineSpec(url=lab.url, username=lab.username,
                                           password_file=password, ca_file=Path(lab.ca_file),
                                           timeout_seconds=timeout))

@@ -16,6 +16,7 @@ from reconciler.spec.model import (DesiredState, EngineSpec, HostProfile, HostSe
                                    PassthroughSpec, VgpuSpec, VmSpec)
 
 from .conftest import api_requests
+from tests.support.secrets import write_secret
 
 pytestmark = pytest.mark.lab
 
@@ -165,7 +166,7 @@ def test_password_from_env_and_file(start_lab, fleets, tmp_path, monkeypatch):
     conn.close(logout=False)
 
     pw = tmp_path / "pw"
-    pw.write_text(lab.password + "\n")
+    write_secret(pw, lab.password + "\n")
     conn = connect(replace(base, password_file=pw))
     check_connection(conn)
     conn.close(logout=False)

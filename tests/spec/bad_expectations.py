@@ -48,6 +48,8 @@ EXPECTED: list[tuple[str, int, int, str, str]] = [
      "'OVIRT PASSWORD' is not an environment variable name"),
     ("engine-timeout-zero", 7, 19, "engine.timeoutSeconds", "must be > 0"),
     ("engine-insecure-string", 7, 13, "engine.insecure", "must be true or false, not 'no way'"),
+    ("engine-insecure-with-cafile", 7, 3, "engine.insecure",
+     "insecure: true turns TLS verification off, so caFile would be ignored"),
     ("engine-lab-missing-fleet", 3, 3, "engine.lab", "missing required key 'fleet'"),
     ("engine-lab-unknown-fleet", 3, 16, "engine.lab.fleet",
      "unknown lab fleet 'dmeo' (did you mean 'demo'? built-in fleets: demo"),
