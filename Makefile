@@ -14,6 +14,7 @@ demo: venv
 	$(BIN)/reconcile --log-level warning demo specs/examples/lab.yaml
 
 test: venv
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 bench: venv
