@@ -50,7 +50,7 @@ def kernel_from_cmdline(custom: str) -> dict[str, Any]:
         elif _EXTRA_ARG.match(tok.raw):
             extra.append(tok.raw)
         else:
-            _log.warning("export_kernel_arg_skipped", arg=tok.raw,
+            _log.warning("export.kernel_arg_skipped", arg=tok.raw,
                          reason="not expressible as kernel.extraArgs; left unmanaged")
     # Only what the engine line sets: an argument it does not set may come from the host's own
     # boot config (e.g. rdblacklist=nouveau in GRUB_CMDLINE_LINUX, as vGPU guides advise), and a
@@ -141,7 +141,7 @@ def export_vm(vm: Vm) -> dict[str, Any] | None:
         host = vm.pinned_hosts[0] if len(vm.pinned_hosts) == 1 else (
             next(iter(hosts)) if len(hosts) == 1 else None)
         if host is None:
-            _log.warning("export_passthrough_skipped", vm=vm.name,
+            _log.warning("export.passthrough_skipped", vm=vm.name,
                          reason="devices without a single pinned host")
         else:
             entry["passthrough"] = {"host": host, "devices": devices}
@@ -149,7 +149,7 @@ def export_vm(vm: Vm) -> dict[str, Any] | None:
         counts = Counter(m.mdev_type for m in vm.mediated_devices)
         mdev_type, instances = counts.most_common(1)[0]
         if len(counts) > 1:
-            _log.warning("export_mixed_vgpu_types", vm=vm.name, types=sorted(counts),
+            _log.warning("export.mixed_vgpu_types", vm=vm.name, types=sorted(counts),
                          kept=mdev_type)
         same = [m for m in vm.mediated_devices if m.mdev_type == mdev_type]
         vgpu: dict[str, Any] = {"type": mdev_type, "instances": instances,

@@ -153,14 +153,14 @@ def run(args: argparse.Namespace) -> int:
     stop_requested = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
-        logger.info("stopping", signal=signal.Signals(signum).name)
+        logger.info("controller.stopping", signal=signal.Signals(signum).name)
         stop_requested.set()
         controller.stop()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     loop = threading.Thread(target=controller.run, name="reconcile-loop", daemon=True)
     try:
-        logger.info("controller started", mode=args.mode, max_disruption=args.max_disruption,
+        logger.info("controller.started", mode=args.mode, max_disruption=args.max_disruption,
                     status=server.url, specs=list(args.specs), git=bool(args.git))
         loop.start()
         while loop.is_alive() and not stop_requested.wait(0.5):
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         loop.join(args.stop_timeout)
         if loop.is_alive():
             # The journal holds the unfinished step; the next apply reports and re-plans it.
-            logger.warning("the current step did not reach a safe point in time; exiting anyway",
+            logger.warning("controller.stop_timeout",
                            stop_timeout=args.stop_timeout)
     finally:
         for sig, handler in previous.items():
@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         if notifier is not None:
             notifier.close(timeout=5.0)
     if not stop_requested.is_set():
-        logger.error("the reconcile loop ended unexpectedly")
+        logger.error("controller.loop_ended")
         return 1
-    logger.info("controller stopped")
+    logger.info("controller.stopped")
     return 0

@@ -152,10 +152,10 @@ class GitPoller(_Trigger):
             except GitSourceError as exc:
                 failures += 1
                 delay = min(600.0, self.interval * 2 ** min(failures, 6))
-                self._log.warning("git fetch failed", error=str(exc), retry_in=delay)
+                self._log.warning("git.fetch_failed", error=str(exc), retry_in=delay)
                 continue
             if rev != before:
-                self._log.info("git ref moved", ref=self.source.ref, revision=rev[:12])
+                self._log.info("git.ref_moved", ref=self.source.ref, revision=rev[:12])
                 self.queue.put("git")
 
 

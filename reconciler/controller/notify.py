@@ -172,7 +172,7 @@ class WebhookNotifier:
                 self._deliver(item)
             except Exception as exc:  # noqa: BLE001 - the sender must outlive any one event
                 self.failed += 1
-                self._log.error("webhook sender error", target=self.target, kind=item.event,
+                self._log.error("notify.sender_error", target=self.target, kind=item.event,
                                 error=f"{type(exc).__name__}: {exc}")
             finally:
                 with self._cond:
@@ -187,17 +187,17 @@ class WebhookNotifier:
                 self.sent += 1
                 return
             except _Permanent as exc:
-                self._log.warning("webhook refused event", target=self.target,
+                self._log.warning("notify.refused", target=self.target,
                                   kind=item.event, error=str(exc))
                 break
             except (OSError, urllib.error.URLError) as exc:
                 error = str(getattr(exc, "reason", exc))
             if attempt == self._retries:
-                self._log.warning("webhook event given up", target=self.target, kind=item.event,
+                self._log.warning("notify.given_up", target=self.target, kind=item.event,
                                   attempts=attempt + 1, error=error)
                 break
             delay = min(self._backoff_cap, self._backoff * (2 ** attempt))
-            self._log.debug("webhook retry", target=self.target, kind=item.event,
+            self._log.debug("notify.retry", target=self.target, kind=item.event,
                             attempt=attempt + 1, delay=delay, error=error)
             if self._abort.wait(delay):
                 break

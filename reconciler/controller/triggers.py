@@ -190,11 +190,11 @@ class SpecWatcher(_Trigger):
                         raise_interrupt=False):
                     self.ready.set()
                     if changes:
-                        self._log.info("spec changed", files=sorted({c[1] for c in changes}))
+                        self._log.info("controller.spec_changed", files=sorted({c[1] for c in changes}))
                         self.queue.put("spec")
             except (OSError, RuntimeError) as exc:
                 # A watched folder removed or replaced: watch again after a pause.
-                self._log.warning("spec watch failed; retrying", error=str(exc))
+                self._log.warning("controller.spec_watch_failed", error=str(exc))
                 self._stop.wait(1.0)
 
 
@@ -252,7 +252,7 @@ class EventPoller(_Trigger):
         self.cursor = max(self.cursor, max(int(e.index) for e in events))
         foreign = [e for e in events if not event_is_ours(e, self._ours)]
         if foreign:
-            self._log.debug("engine events", count=len(foreign), cursor=self.cursor,
+            self._log.debug("controller.engine_events", count=len(foreign), cursor=self.cursor,
                             codes=sorted({int(e.code) for e in foreign if e.code is not None}))
             self.queue.put("engine-event")
         return len(foreign)

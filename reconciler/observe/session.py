@@ -95,7 +95,7 @@ class FleetSession:
                              hosts_probed=len(probes),
                              probe_failures=sum(1 for p in probes if not p.ok),
                              seconds=round(time.perf_counter() - started, 3))
-        _log.info("observed", hosts=len(engine.hosts), vms=len(engine.vms),
+        _log.info("observe.finished", hosts=len(engine.hosts), vms=len(engine.vms),
                   engine_requests=stats.engine_requests, hosts_probed=stats.hosts_probed,
                   probe_failures=stats.probe_failures, seconds=stats.seconds)
         return Observed(clusters=engine.clusters, hosts=engine.hosts, vms=engine.vms,

@@ -87,7 +87,7 @@ def test_sigterm_during_apply_exits_cleanly_and_restart_converges(
     assert ctl.terminate(timeout=120) == 0
     logs = ctl.logs()
     assert "Traceback" not in logs
-    assert '"controller stopped"' in logs
+    assert '"controller.stopped"' in logs
 
     with Store(tmp_path / "state.db") as store:
         applies = [r for r in store.runs() if r.kind == "apply"]
