@@ -191,6 +191,9 @@ class LabEngine:
         self._stop = False
         self._thread: threading.Thread | None = None
         self._listeners: list[Callable[[], None]] = []
+        # The engine's `InstanceId` (product_info.instance_id): made once per installation, kept
+        # with its database. Two labs of one fleet share host and VM ids, never this.
+        self.instance_id = str(uuid.uuid4())
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with self.lock:
             if (self.state_dir / STATE_FILE).exists():
@@ -325,11 +328,16 @@ class LabEngine:
         self.hosts = {h["id"]: Host(**h) for h in data["hosts"]}
         self.vms = {v["id"]: Vm(**v) for v in data["vms"]}
         self.events = [Event(**e) for e in data["events"]]
+        if data.get("instance_id"):
+            self.instance_id = data["instance_id"]
+        else:
+            self._dirty = True          # a state from before: keep the id made now
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             return {
                 "format": STATE_FORMAT, "fleet": self.fleet.name,
+                "instance_id": self.instance_id,
                 "clusters": [asdict(c) for c in self.clusters.values()],
                 "hosts": [asdict(h) for h in self.hosts.values()],
                 "vms": [asdict(v) for v in self.vms.values()],
@@ -345,6 +353,7 @@ class LabEngine:
             # fleet: ~0.1 s instead of ~0.3 s through asdict).
             text = json.dumps({
                 "format": STATE_FORMAT, "fleet": self.fleet.name,
+                "instance_id": self.instance_id,
                 "clusters": list(self.clusters.values()), "hosts": list(self.hosts.values()),
                 "vms": list(self.vms.values()), "events": self.events,
             }, default=vars, separators=(",", ":"))

@@ -307,7 +307,7 @@ class Renderer:
         obj = types.Api(
             product_info=types.ProductInfo(
                 name="oVirt Engine", vendor="ovirt.org",
-                instance_id="4ad9e7a6-0000-4000-8000-1ab0e1ab0e1a",
+                instance_id=self.engine.instance_id,
                 version=types.Version(major=nums[0], minor=nums[1], build=nums[2],
                                       revision=nums[3], full_version=f"{version}-1.el9")),
             time=dt.datetime.now(tz=dt.timezone.utc),

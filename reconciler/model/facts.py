@@ -212,6 +212,25 @@ class KernelArgView:
 
 
 @dataclass(frozen=True)
+class EngineIdentity:
+    """Which engine answered: its URL, and the id the engine gives its own installation
+    (`product_info.instance_id`, the `InstanceId` made with its database; a rebuilt engine at the
+    same URL has another one, one restored from a backup keeps it)."""
+
+    url: str
+    instance_id: str | None = None
+    version: str | None = None           # product_info.version.full_version
+
+    def same_engine(self, other: EngineIdentity) -> bool:
+        if self.instance_id and other.instance_id:
+            return self.instance_id == other.instance_id
+        return self.url.rstrip("/") == other.url.rstrip("/")
+
+    def describe(self) -> str:
+        return f"{self.url} (instance {self.instance_id or 'unknown'})"
+
+
+@dataclass(frozen=True)
 class ObserveStats:
     engine_requests: int = 0
     hosts_probed: int = 0

@@ -16,7 +16,9 @@ from reconciler.access.transport import Transport
 from reconciler.engine.client import CountingConnection
 from reconciler.errors import EngineError
 from reconciler.log import get_logger
-from reconciler.model.facts import Host, Observed, ObserveStats, ProbeFacts
+from reconciler.engine.retry import read
+from reconciler.model.facts import (EngineIdentity, Host, Observed, ObserveStats,
+                                     ProbeFacts)
 from reconciler.observe.engine import EngineRead, read_engine
 from reconciler.spec.model import DesiredState, HostProfile
 
@@ -50,6 +52,19 @@ class FleetSession:
         self.endpoint = endpoint
         self.connection = connection
         self._engine: EngineRead | None = None
+        self._identity: EngineIdentity | None = None
+
+    def engine_identity(self) -> EngineIdentity:
+        """The engine's own id for its installation (read once: GET of the API root)."""
+        if self._identity is None:
+            api = read(lambda: self.connection.system_service().get(), "read the API root",
+                       timing=self.endpoint.timing, url=self.connection.url)
+            info = api.product_info
+            version = info.version.full_version if info is not None and info.version else None
+            self._identity = EngineIdentity(str(self.connection.url),
+                                            info.instance_id if info is not None else None,
+                                            version)
+        return self._identity
 
     @property
     def request_count(self) -> int:
