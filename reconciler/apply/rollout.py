@@ -8,6 +8,7 @@ degraded or foreign host counts too), so the budget holds whatever happened sinc
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -112,4 +113,30 @@ class Budget:
                              f"cluster {host.cluster}: {len(others)} of {limit} unavailable")
 
 
-__all__ = ["Budget", "BudgetVerdict", "Unit", "max_unavailable_by_host", "units_of"]
+class BudgetGate:
+    """`Budget` plus the cycles this run has admitted and not finished.
+
+    Checking a host against the budget and counting it in flight are one step under one lock:
+    cycles of a wave start side by side, and two of them must not both see the last free slot.
+    """
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+        self._lock = threading.Lock()
+        self._in_flight: set[str] = set()
+
+    def admit(self, host: Host, cluster_hosts: Sequence[Host]) -> BudgetVerdict:
+        """Check `host`; when allowed, it counts as unavailable until `release`."""
+        with self._lock:
+            verdict = self.budget.check(host, cluster_hosts, self._in_flight)
+            if verdict.allowed:
+                self._in_flight.add(host.name)
+            return verdict
+
+    def release(self, name: str) -> None:
+        with self._lock:
+            self._in_flight.discard(name)
+
+
+__all__ = ["Budget", "BudgetGate", "BudgetVerdict", "Unit", "max_unavailable_by_host",
+           "units_of"]
