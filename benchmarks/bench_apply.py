@@ -91,7 +91,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from reconciler import log as rlog
-    from reconciler.apply.executor import Executor, Timeouts
+    from reconciler.apply.executor import Executor, FleetAccess, Timeouts
+    from reconciler.apply.ops import SdkEngineOps
     from reconciler.apply.progress import LogProgress
     from reconciler.apply.rollout import Budget, max_unavailable_by_host
     from reconciler.apply.verify import ObjectReader
@@ -142,11 +143,12 @@ def main() -> None:
                 print("actions: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
                 reader = ObjectReader(fleet.connection, observed, {})
                 run_id = store.start_run("apply", target["url"])
+                # No worker factory: cycles run one after another, so the figure is per step.
+                access = FleetAccess(SdkEngineOps(fleet.connection, reader, timing, run_id))
                 executor = Executor(
-                    connection=fleet.connection, reader=reader, transports={}, store=store,
-                    run_id=run_id,
-                    budget=Budget(max_unavailable_by_host(desired, observed.hosts)),
-                    progress=LogProgress(io.StringIO()), timing=timing,
+                    access, store, run_id,
+                    Budget(max_unavailable_by_host(desired, observed.hosts)),
+                    progress=LogProgress(io.StringIO()),
                     timeouts=Timeouts.for_hosts(120.0, 120.0))
                 before = fleet.request_count
                 parent.send("mark")

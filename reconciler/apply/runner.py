@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import TextIO
 
 from reconciler.access.endpoint import EngineEndpoint
-from reconciler.apply.executor import STOPPED, ApplyResult, Executor, Timeouts
+from reconciler.apply.executor import (STOPPED, ApplyPolicy, ApplyResult, Executor,
+                                       FleetAccess, Timeouts)
+from reconciler.apply.ops import SdkEngineOps, sdk_worker_ops
 from reconciler.apply.progress import Progress, for_stream
 from reconciler.apply import recovery
 from reconciler.apply.rollout import Budget, max_unavailable_by_host
@@ -232,13 +234,13 @@ def _locked(desired: DesiredState, options: ApplyOptions, endpoint: EngineEndpoi
         budget = Budget(max_unavailable_by_host(desired, observed.hosts))
         own_progress = progress is None
         progress = progress or for_stream(sys.stderr)
-        executor = Executor(connection=fleet.connection,
-                            reader=reader, transports=transports, store=store, run_id=run_id,
-                            budget=budget, vgpu_required=_vgpu_required(desired, observed),
-                            progress=progress, timing=timing, timeouts=options.timeouts,
-                            max_disruption=options.max_disruption,
-                            connect=endpoint.connect,
-                            restart_policy=_restart_policy(desired), stop=options.stop)
+        # Every engine request of the run carries its id (Correlation-Id), cycle workers' too.
+        access = FleetAccess(SdkEngineOps(fleet.connection, reader, timing, run_id), transports,
+                             open_ops=sdk_worker_ops(endpoint.connect, reader, timing, run_id))
+        policy = ApplyPolicy(options.max_disruption, _restart_policy(desired),
+                             _vgpu_required(desired, observed))
+        executor = Executor(access, store, run_id, budget, policy=policy,
+                            timeouts=options.timeouts, progress=progress, stop=options.stop)
         try:
             outcome = _plan_and_run(desired, options, store, key, run_id, saved, confirm, out,
                                     fleet, observed, executor, left)

@@ -106,29 +106,30 @@ def test_left_down_follows_the_journal() -> None:
 
 
 def test_a_stop_the_spec_does_not_allow_is_refused() -> None:
-    from reconciler.apply.executor import Executor
+    from reconciler.apply.dispatch import ActionContext, perform
+    from reconciler.apply.executor import Timeouts
     from reconciler.errors import ApplyError
     import pytest
 
-    executor = Executor(connection=None, reader=None, transports={}, store=None,  # type: ignore[arg-type]
-                        run_id="r-1", budget=Budget({}),
-                        restart_policy={"vdi-01": "whenDown"}.get)
+    context = ActionContext(ops=None, transports={}, timeouts=Timeouts(),  # type: ignore[arg-type]
+                            restart_policy={"vdi-01": "whenDown"}.get)
     stop = StopVm("vm:vdi-01", "up", "down", Disruption.VM_RESTART, R, "stop")
     with pytest.raises(ApplyError, match="restart: whenDown"):
-        executor._perform(stop)
+        perform(stop, context)
 
 
 def test_only_our_own_modprobe_file_is_ever_written() -> None:
-    from reconciler.apply.executor import Executor
+    from reconciler.apply.dispatch import ActionContext, perform
+    from reconciler.apply.executor import Timeouts
     from reconciler.errors import ApplyError
     import pytest
 
-    executor = Executor(connection=None, reader=None, transports={}, store=None,  # type: ignore[arg-type]
-                        run_id="r-1", budget=Budget({}))
+    context = ActionContext(ops=None, transports={}, timeouts=Timeouts(),  # type: ignore[arg-type]
+                            restart_policy=lambda _vm: None)
     foreign = WriteModprobeFile("host:h", None, "x", Disruption.HOST_REBOOT, R, "w",
                                 path="/etc/modprobe.d/blacklist-nouveau.conf", content="")
     with pytest.raises(ApplyError, match="only our own /etc/modprobe.d/gpu-reconciler.conf"):
-        executor._perform(foreign)
+        perform(foreign, context)
 
 
 def test_each_added_vgpu_instance_is_verified_by_its_own_count(served_lab) -> None:

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler.apply.executor import NOT_STARTED, STOPPED
+from reconciler.apply.executor import STOPPED
+from reconciler.apply.outcome import StepOutcome
 from reconciler.apply.progress import LogProgress, StepEvent
 from reconciler.apply.runner import ApplyOptions, execute
 from reconciler.store import Store
@@ -57,7 +58,7 @@ def test_stop_ends_the_run_at_a_safe_point(served_lab, action: str) -> None:
     assert stop.is_set(), f"the plan has no {action} step"
     result = outcome.result
     assert result is not None and not result.failed and not result.degraded
-    not_started = [s for s in result.steps if s.outcome == NOT_STARTED]
+    not_started = [s for s in result.steps if s.outcome == StepOutcome.NOT_STARTED]
     if action == "stop-vm":
         # Nothing follows that VM's unit: it ran to its end, the VM started again.
         assert result.halted is None and not not_started
