@@ -129,7 +129,7 @@ def _vgpu_required(desired: DesiredState, observed: Observed) -> Callable[[str],
     return required
 
 
-def _summary(result: ApplyResult, after: Plan, out: TextIO) -> None:
+def _summary(result: ApplyResult, after: Plan, out: TextIO, down: Sequence[str] = ()) -> None:
     counts = {k: len(result.by_outcome(k)) for k in ("ok", "failed", "pending", "not-started")}
     print(f"\nApply {result.run_id}: {counts['ok']} step(s) ok, {counts['failed']} failed, "
           f"{counts['pending']} pending, {counts['not-started']} not started "
@@ -146,15 +146,19 @@ def _summary(result: ApplyResult, after: Plan, out: TextIO) -> None:
                   key=lambda d: (_NOT_MET.index(d.status), d.key))
     if after.has_changes:
         print(f"Still to do: {after.summary.line()}", file=out)
-    elif not left:
+    elif not left and not down:
         print("The fleet now matches the spec (a new plan has no changes).", file=out)
     else:
-        open_items = ", ".join(f"{sum(1 for d in left if d.status == s)} {s}" for s in _NOT_MET
-                               if any(d.status == s for d in left))
-        print(f"The fleet does not match the spec yet ({open_items}); a new plan has no change "
-              "this apply could make:", file=out)
+        counts = [f"{sum(1 for d in left if d.status == s)} {s}" for s in _NOT_MET
+                  if any(d.status == s for d in left)]
+        if down:
+            counts.append(f"{len(down)} still down")
+        print(f"The fleet does not match the spec yet ({', '.join(counts)}); a new plan has no "
+              "change this apply could make:", file=out)
     for item in left:
         print(f"  ! {item.status}: {item.key}: {item.message}", file=out)
+    for line in down:
+        print(f"  ! still down: {line}", file=out)
 
 
 # Items of a plan that mean the spec is not met, in the order they are reported.
@@ -194,7 +198,9 @@ def execute(desired: DesiredState, options: ApplyOptions, endpoint: EngineEndpoi
                     print(f"took over the apply lock from run {info.taken_over_from}, whose "
                           "process is gone", file=out)
                 dead = recovery.dead_runs(store, key, run_id)
-                left = recovery.interrupted(store, key, run_id, dead)
+                # Every earlier run, not only the dead ones: a run that ended failed or stopped
+                # may have left VMs it stopped down, and hosts in maintenance.
+                left = recovery.interrupted(store, key, run_id)
                 _report_abandoned(store.abandon_unfinished(key, run_id), out)
                 for record in dead:
                     if (store.run(record.run_id) or record).outcome is None:
@@ -263,7 +269,7 @@ def _plan_and_run(desired: DesiredState, options: ApplyOptions, store: Store, ke
                   out: TextIO, fleet: FleetSession, observed: Observed, executor: Executor,
                   left: recovery.Interrupted) -> RunOutcome:
     if not left.empty:
-        print("bringing back what an interrupted run left down: "
+        print("bringing back what an earlier run left down: "
               + ", ".join([f"host {h}" for h in left.hosts] + [f"vm {v}" for v in left.vms]),
               file=out)
         executor.recover(left.hosts, left.vms)
@@ -282,9 +288,12 @@ def _plan_and_run(desired: DesiredState, options: ApplyOptions, store: Store, ke
     print(render_text(the_plan, color=use_color(out)), end="", file=out)
     if not the_plan.has_changes:
         recovered = executor.result()
-        bad = bool(the_plan.blockers) or not recovered.ok
+        down = recovery.still_down(store, key, observed)
+        bad = bool(the_plan.blockers) or not recovered.ok or bool(down)
         for host, why in sorted(recovered.degraded.items()):
             print(f"  ! degraded: host {host}: {why}", file=out)
+        for line in down:
+            print(f"  ! still down: {line}", file=out)
         store.finish_run(run_id, "failed" if bad else "ok", the_plan.summary.line())
         _record_converged(store, key, run_id, the_plan, the_plan)
         return RunOutcome(EXIT_FAILED if bad else EXIT_OK, run_id, the_plan, recovered,
@@ -299,19 +308,22 @@ def _plan_and_run(desired: DesiredState, options: ApplyOptions, store: Store, ke
     after = make_plan(desired, after_observed, applied)
     recorded = _record_converged(store, key, run_id, the_plan, after)
     log.debug("apply.recorded_applied", run_id=run_id, objects=recorded)
-    _summary(result, after, out)
+    down = recovery.still_down(store, key, after_observed)
+    _summary(result, after, out, down)
     if result.stopped:
         not_started = len(result.by_outcome("not-started"))
         message = (f"stopped at a safe point; {not_started} step(s) not started (the next apply "
                    "re-plans from the fleet)")
         store.finish_run(run_id, STOPPED, message)
         return RunOutcome(EXIT_FAILED, run_id, the_plan, result, after)
-    failed = not result.ok or bool(the_plan.blockers)
+    failed = not result.ok or bool(the_plan.blockers) or bool(down)
     message = (result.halted or (f"{len(result.failed)} step(s) failed" if result.failed
                                  else f"{len(result.pending)} pending"
                                  if result.pending else "converged"))
     if the_plan.blockers:
         message += f"; {len(the_plan.blockers)} blocker(s) not applied"
+    if down:
+        message += f"; {len(down)} object(s) we took down still down"
     store.finish_run(run_id, "failed" if failed else "ok", message)
     return RunOutcome(EXIT_FAILED if failed else EXIT_OK, run_id, the_plan, result, after)
 
