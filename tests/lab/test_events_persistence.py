@@ -6,7 +6,8 @@ from pathlib import Path
 import ovirtsdk4.types as types
 
 from reconciler_lab.server import LabServer
-from tests.lab.conftest import connect, small_fleet, wait_for
+from tests.lab.conftest import connect, small_fleet
+from tests.support.waiting import wait_for
 
 
 def _make_events(conn: object, n: int) -> None:

@@ -10,7 +10,8 @@ import pytest
 from reconciler_lab.faults import FaultConfig, FaultSpecError
 from reconciler_lab.fleet import LabFleet
 from reconciler_lab.server import LabServer
-from tests.lab.conftest import connect, small_fleet, wait_for
+from tests.lab.conftest import connect, small_fleet
+from tests.support.waiting import wait_for
 
 
 def test_parse_fault_string() -> None:

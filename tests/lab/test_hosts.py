@@ -8,7 +8,8 @@ import ovirtsdk4.types as types
 import pytest
 
 from reconciler_lab.server import LabServer
-from tests.lab.conftest import connect, small_fleet, wait_for
+from tests.lab.conftest import connect, small_fleet
+from tests.support.waiting import wait_for
 
 
 def _hosts(conn: sdk.Connection) -> sdk.services.HostsService:
