@@ -11,6 +11,7 @@ from reconciler_lab.faults import FaultConfig, FaultSpecError
 from reconciler_lab.fleet import LabFleet
 from reconciler_lab.server import LabServer
 from tests.lab.conftest import connect, small_fleet
+from tests.support.clock import ManualClock
 from tests.support.waiting import wait_for
 
 
@@ -25,8 +26,10 @@ def test_parse_fault_string() -> None:
             FaultConfig.parse(bad)
 
 
-def _lab(tmp_path: Path, faults: FaultConfig, fleet: LabFleet | None = None) -> LabServer:
-    return LabServer(fleet or small_fleet(), tmp_path / "s", faults=faults, time_scale=0.005)
+def _lab(tmp_path: Path, faults: FaultConfig, fleet: LabFleet | None = None,
+         clock: ManualClock | None = None) -> LabServer:
+    return LabServer(fleet or small_fleet(), tmp_path / "s", faults=faults, time_scale=0.005,
+                     clock=clock)
 
 
 def test_error_rate_gives_5xx_faults(tmp_path: Path) -> None:
@@ -43,11 +46,14 @@ def test_error_rate_gives_5xx_faults(tmp_path: Path) -> None:
         assert {r.status for r in lab.request_log if r.path.endswith("/hosts")} == {200, 503}
 
 
-def test_latency_is_added(tmp_path: Path) -> None:
-    with _lab(tmp_path, FaultConfig(latency_ms=30)) as lab, connect(lab) as conn:
+def test_latency_is_added_to_api_requests(tmp_path: Path) -> None:
+    clock = ManualClock()      # the latency moves this clock on; the test never waits for it
+    with _lab(tmp_path, FaultConfig(latency_ms=30), clock=clock) as lab, connect(lab) as conn:
         conn.system_service().hosts_service().list()
         api = [r for r in lab.request_log if r.path.startswith("/ovirt-engine/api")]
-        assert api and all(r.seconds >= 0.03 for r in api)
+        sso = [r for r in lab.request_log if r.path.endswith("/sso/oauth/token")]
+        assert api and all(r.seconds == pytest.approx(0.03) for r in api)
+        assert sso and all(r.seconds == 0 for r in sso)        # the login is not delayed
 
 
 def test_dropped_connections(tmp_path: Path) -> None:
@@ -58,14 +64,20 @@ def test_dropped_connections(tmp_path: Path) -> None:
 
 
 def test_token_expiry_makes_sdk_login_again(tmp_path: Path) -> None:
-    import time
-    with _lab(tmp_path, FaultConfig(token_ttl=0.2)) as lab, connect(lab) as conn:
-        conn.system_service().hosts_service().list()
-        time.sleep(0.3)
-        lab.clear_request_log()
-        assert len(conn.system_service().hosts_service().list()) == 3
-        assert [(r.path.rsplit("/", 1)[-1], r.status) for r in lab.request_log] == [
-            ("hosts", 401), ("token", 200), ("hosts", 200)]
+    clock = ManualClock()
+    with _lab(tmp_path, FaultConfig(token_ttl=30), clock=clock) as lab, connect(lab) as conn:
+        hosts = conn.system_service().hosts_service()
+        hosts.list()
+
+        def answers() -> list[tuple[str, int]]:
+            lab.clear_request_log()
+            assert len(hosts.list()) == 3
+            return [(r.path.rsplit("/", 1)[-1], r.status) for r in lab.request_log]
+
+        clock.advance(29.5)
+        assert answers() == [("hosts", 200)]                   # still alive just before its end
+        clock.advance(0.5)
+        assert answers() == [("hosts", 401), ("token", 200), ("hosts", 200)]
 
 
 def _reinstall(conn: sdk.Connection, name: str) -> sdk.services.HostService:
