@@ -190,7 +190,6 @@ def test_host_actions_emit_events_with_codes(conn: sdk.Connection) -> None:
 
 
 def test_activate_aborts_maintenance(tmp_path: Path) -> None:
-    import time
     with LabServer(small_fleet(), tmp_path / "s", time_scale=0.1) as lab, connect(lab) as conn:
         h = _host(conn, "host3")
         svc = _hosts(conn).host_service(h.id)
@@ -198,5 +197,7 @@ def test_activate_aborts_maintenance(tmp_path: Path) -> None:
         assert _status(conn, h.id) == "preparing_for_maintenance"
         svc.activate()
         wait_for(lambda: _status(conn, h.id) == "up")
-        time.sleep(0.7)      # past the moment the superseded deactivation step was due
+        assert lab.engine is not None
+        # The superseded deactivation step has come due and was dropped: nothing is left staged.
+        wait_for(lambda: lab.engine.queued_steps() == 0, what="the lab's staged steps")
         assert _status(conn, h.id) == "up"
