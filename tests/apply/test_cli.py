@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from reconciler.plan.saved import save_plan
 from reconciler.store import Store
 from reconciler_lab.server import LabServer
@@ -20,6 +22,8 @@ from tests.support.secrets import write_secret
 
 from .conftest import (REPO, TIME_SCALE, api_mutations, embedded_spec, reconcile, spec_body,
                        write_spec)
+
+pytestmark = pytest.mark.lab
 
 
 def test_stale_saved_plan_is_refused_naming_what_changed(served_lab, tmp_path: Path) -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from reconciler_lab.server import LabServer
 
 from .conftest import mutating_requests, remove_vgpus, run_cli, sdk_connection, write_spec
 
 
+@pytest.mark.lab
 def test_drift_exit_codes_and_first_seen(lab: LabServer, tmp_path: Path) -> None:
     spec = write_spec(lab, tmp_path / "specs")
     state = str(tmp_path / "state.db")

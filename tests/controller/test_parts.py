@@ -99,6 +99,7 @@ def test_spec_revision_follows_content(tmp_path: Path) -> None:
     assert spec_revision([str(spec)]) != first
 
 
+@pytest.mark.lab
 def test_event_poller_starts_at_the_newest_event_and_skips_our_own(tmp_path: Path) -> None:
     with LabServer("demo", tmp_path / "lab", time_scale=0.01) as lab:
         queue = WorkQueue()
@@ -206,6 +207,7 @@ def test_webhook_url_from_a_file(tmp_path: Path) -> None:
                                        notify_webhook_file=tmp_path / "missing"))
 
 
+@pytest.mark.lab
 def test_a_spec_fix_ends_the_backoff_at_once(tmp_path: Path) -> None:
     specs = tmp_path / "specs"
     specs.mkdir()
@@ -290,6 +292,7 @@ def test_unreachable_engine_backs_off_instead_of_spinning(tmp_path: Path) -> Non
     assert "127.0.0.1:9" in snapshot["last_pass"]["error"]
 
 
+@pytest.mark.lab
 def test_an_event_storm_never_runs_passes_back_to_back(tmp_path: Path) -> None:
     from reconciler_lab.faults import FaultConfig
     with LabServer("demo", tmp_path / "lab", time_scale=0.01,
@@ -370,6 +373,7 @@ def test_spec_watcher_follows_configmap_updates(tmp_path: Path, as_file: bool) -
         watcher.stop()
 
 
+@pytest.mark.lab
 def test_an_apply_refused_by_the_lock_shows_why_on_status(tmp_path: Path) -> None:
     with LabServer("demo", tmp_path / "lab", time_scale=0.01) as lab:
         password = tmp_path / "pw"
@@ -446,6 +450,7 @@ def test_apply_progress_fills_the_step_total_on_status(tmp_path: Path) -> None:
     controller.store.close()
 
 
+@pytest.mark.lab
 def test_an_apply_pass_counts_its_engine_requests_and_records_the_revision(
         tmp_path: Path) -> None:
     from prometheus_client.parser import text_string_to_metric_families

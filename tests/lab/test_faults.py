@@ -32,6 +32,7 @@ def _lab(tmp_path: Path, faults: FaultConfig, fleet: LabFleet | None = None,
                      clock=clock)
 
 
+@pytest.mark.lab
 def test_error_rate_gives_5xx_faults(tmp_path: Path) -> None:
     with _lab(tmp_path, FaultConfig(error_rate=0.5, seed=7)) as lab, connect(lab) as conn:
         outcomes = []
@@ -46,6 +47,7 @@ def test_error_rate_gives_5xx_faults(tmp_path: Path) -> None:
         assert {r.status for r in lab.request_log if r.path.endswith("/hosts")} == {200, 503}
 
 
+@pytest.mark.lab
 def test_latency_is_added_to_api_requests(tmp_path: Path) -> None:
     clock = ManualClock()      # the latency moves this clock on; the test never waits for it
     with _lab(tmp_path, FaultConfig(latency_ms=30), clock=clock) as lab, connect(lab) as conn:
@@ -56,6 +58,7 @@ def test_latency_is_added_to_api_requests(tmp_path: Path) -> None:
         assert sso and all(r.seconds == 0 for r in sso)        # the login is not delayed
 
 
+@pytest.mark.lab
 def test_dropped_connections(tmp_path: Path) -> None:
     with _lab(tmp_path, FaultConfig(drop_rate=1.0)) as lab, connect(lab) as conn:
         with pytest.raises(sdk.Error):
@@ -63,6 +66,7 @@ def test_dropped_connections(tmp_path: Path) -> None:
         assert any(r.status == 0 and r.bytes_sent == 0 for r in lab.request_log)
 
 
+@pytest.mark.lab
 def test_token_expiry_makes_sdk_login_again(tmp_path: Path) -> None:
     clock = ManualClock()
     with _lab(tmp_path, FaultConfig(token_ttl=30), clock=clock) as lab, connect(lab) as conn:
@@ -90,6 +94,7 @@ def _reinstall(conn: sdk.Connection, name: str) -> sdk.services.HostService:
     return svc
 
 
+@pytest.mark.lab
 def test_host_that_never_returns(tmp_path: Path) -> None:
     with _lab(tmp_path, FaultConfig(never_returns=("host2",))) as lab, connect(lab) as conn:
         svc = _reinstall(conn, "host2")
@@ -97,6 +102,7 @@ def test_host_that_never_returns(tmp_path: Path) -> None:
         assert conn.system_service().events_service().list(search="type=12 and host=host2")
 
 
+@pytest.mark.lab
 def test_never_returns_behaviour_from_fleet(tmp_path: Path) -> None:
     with _lab(tmp_path, FaultConfig(), small_fleet(behaviour="never-returns")) as lab, \
             connect(lab) as conn:
@@ -108,6 +114,7 @@ def test_never_returns_behaviour_from_fleet(tmp_path: Path) -> None:
         assert hosts.list(search="status=non_responsive")[0].name == "host1"
 
 
+@pytest.mark.lab
 def test_install_fails(tmp_path: Path) -> None:
     with _lab(tmp_path, FaultConfig(install_fails=("host2",))) as lab, connect(lab) as conn:
         svc = _reinstall(conn, "host2")

@@ -10,6 +10,8 @@ from tests.support.waiting import wait_for
 
 from reconciler_lab import hosts as hosts_mod
 
+pytestmark = pytest.mark.lab
+
 
 def test_install_reboots_the_host_root(lab: LabServer, conn: sdk.Connection) -> None:
     hosts = conn.system_service().hosts_service()

@@ -11,6 +11,8 @@ from reconciler_lab.server import LabServer
 from tests.lab.conftest import connect, small_fleet
 from tests.support.waiting import wait_for
 
+pytestmark = pytest.mark.lab
+
 
 def _hosts(conn: sdk.Connection) -> sdk.services.HostsService:
     return conn.system_service().hosts_service()

@@ -15,6 +15,8 @@ from reconciler_lab.server import LabServer
 from reconciler_lab.tls import ensure_tls
 from tests.lab.conftest import connect, small_fleet
 
+pytestmark = pytest.mark.lab
+
 
 def test_tls_verified_with_lab_ca(lab: LabServer) -> None:
     assert lab.url.startswith("https://127.0.0.1:")

@@ -8,6 +8,8 @@ import pytest
 from reconciler_lab.server import LabServer
 from tests.support.waiting import wait_for
 
+pytestmark = pytest.mark.lab
+
 GPU = "pci_0000_3b_00_0"
 AUDIO = "pci_0000_3b_00_1"
 GPU2 = "pci_0000_af_00_0"
