@@ -256,6 +256,7 @@ class _RecordingController(Controller):
 _ROUNDING = 1e-6
 
 
+@pytest.mark.slow        # each failed pass waits out the engine client's own connect retries
 def test_unreachable_engine_backs_off_instead_of_spinning(tmp_path: Path) -> None:
     secret = tmp_path / "pw"
     write_secret(secret, "x\n")
@@ -356,6 +357,7 @@ def _configmap_update(folder: Path, generation: int, text: str) -> None:
 
 
 @pytest.mark.parametrize("as_file", [False, True])
+@pytest.mark.slow        # waits for the watcher to see each swap (debounced file events)
 def test_spec_watcher_follows_configmap_updates(tmp_path: Path, as_file: bool) -> None:
     folder = tmp_path / "specs"
     folder.mkdir()

@@ -271,6 +271,7 @@ def test_status_takes_the_plans_drift_items(served: Any) -> None:
     assert s[("gpu_reconciler_drift_items", (("class", "blocked"),))] == 1
 
 
+@pytest.mark.slow        # waits out the server's request timeout
 def test_a_silent_client_is_dropped_after_the_request_timeout() -> None:
     import socket
     state = ControllerState()

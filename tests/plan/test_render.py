@@ -149,6 +149,7 @@ def _renders_in_a_fresh_interpreter(hash_seed: str) -> dict[str, bytes]:
     return out
 
 
+@pytest.mark.slow        # plans in two fresh interpreters
 def test_renders_are_byte_identical_across_hash_seeds() -> None:
     """Set and dict ordering must never leak into a plan or its renders: plan and render in two
     interpreters with different hash seeds (and in this one, with its own) and compare bytes."""
