@@ -252,7 +252,8 @@ class LabServer:
 
     def __init__(self, fleet: LabFleet | str | Path, state_dir: Path, port: int = 0,
                  tls: bool = True, faults: FaultConfig | None = None, time_scale: float = 0.01,
-                 password: str | None = None, clock: Clock | None = None) -> None:
+                 password: str | None = None, clock: Clock | None = None,
+                 warm: bool = True) -> None:
         self.fleet = _load_fleet(fleet)
         self.state_dir = Path(state_dir)
         self.port = port
@@ -260,6 +261,9 @@ class LabServer:
         self.faults = faults or FaultConfig()
         self.time_scale = time_scale
         self.clock: Clock = clock or SystemClock()
+        # Serialise the fleet in the background after start (False: the first requests pay it,
+        # as the first reads of a real engine pay its own work).
+        self.warm = warm
         self.username = self.fleet.username
         self.password = password if password is not None else self.fleet.password
         self._dice = FaultDice(self.faults)
@@ -302,9 +306,11 @@ class LabServer:
         self.port = self._httpd.server_address[1]
         self.engine.start()
         self._warm_stop.clear()
-        self._warm_thread = threading.Thread(target=self.api.render.warm, args=(self._warm_stop,),
-                                             name="lab-warm", daemon=True)
-        self._warm_thread.start()
+        if self.warm:
+            self._warm_thread = threading.Thread(target=self.api.render.warm,
+                                                 args=(self._warm_stop,), name="lab-warm",
+                                                 daemon=True)
+            self._warm_thread.start()
         self._thread = threading.Thread(target=self._httpd.serve_forever,
                                         kwargs={"poll_interval": 0.1}, name="lab-http",
                                         daemon=True)
@@ -347,7 +353,8 @@ class LabServer:
             return list(self._log)
 
     def wait_warm(self, timeout: float | None = None) -> bool:
-        """Wait until the background serialisation of the fleet finished (benchmarks use it)."""
+        """Wait until the background serialisation of the fleet finished (benchmarks use it);
+        True at once for a lab started with warm=False."""
         thread = self._warm_thread
         if thread is not None:
             thread.join(timeout)
