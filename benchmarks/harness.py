@@ -143,7 +143,7 @@ def _observed_event(stderr: str) -> dict[str, Any]:
             event = json.loads(line)
         except ValueError:
             continue
-        if isinstance(event, dict) and event.get("event") == "observed":
+        if isinstance(event, dict) and event.get("event") == "observe.finished":
             return event
     return {}
 
