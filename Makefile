@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 APT_PACKAGES := libxml2-dev libcurl4-openssl-dev libssl-dev openssh-server openssh-client git
 
-.PHONY: demo test bench system-deps venv clean lint
+.PHONY: demo test test-fast bench system-deps venv clean lint
 
 demo: venv
 	$(BIN)/reconcile --log-level warning validate --each specs/examples
@@ -16,6 +16,10 @@ demo: venv
 test: venv
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+# The pure suite: no lab engine, no sshd, no slow test (tests/support/markguard.py keeps it pure).
+test-fast: venv
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not lab and not ssh and not slow" tests
 
 bench: venv
 	$(BIN)/python -m benchmarks

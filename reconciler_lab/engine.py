@@ -435,6 +435,11 @@ class LabEngine:
                     self._event(0, "error", f"Lab engine could not advance {kind} {ident}: "
                                             f"{type(exc).__name__}: {exc}")
 
+    def queued_steps(self) -> int:
+        """Staged steps not yet due, superseded ones included: 0 once the engine is idle."""
+        with self.lock:
+            return len(self._due)
+
     def _run_clock(self) -> None:
         while True:
             with self.lock:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from reconciler.errors import ReconcilerError
@@ -39,6 +39,29 @@ _GZIP_MIN = 4096
 
 class LabError(ReconcilerError):
     """The lab could not start or was misused."""
+
+
+class Clock(Protocol):
+    """The server's time: SSO token lifetimes, the latency fault and the request log's timings.
+
+    The engine's staged operations (host cycles, VM starts) keep to real time scaled by
+    `time_scale`; this clock is separate so a test can expire a token or add latency by moving
+    time on instead of sleeping.
+    """
+
+    def now(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """Real time (`time.monotonic`, `time.sleep`): the default."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
 
 @dataclass(frozen=True)
@@ -105,7 +128,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_GET  # noqa: N815
 
     def _dispatch(self) -> None:
-        self._start = time.perf_counter()
+        self._start = self.server.lab.clock.now()
         self._drop = False
         self._recorded = False
         split = urlsplit(self.path)
@@ -139,7 +162,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._recorded:
             self._recorded = True
             self.server.lab._record(RequestRecord(self.command, self._log_path, self._log_query,
-                                                  status, time.perf_counter() - self._start, sent))
+                                                  status, self.server.lab.clock.now() - self._start,
+                                                  sent))
 
     def _send(self, status: int, text: str, content_type: str = "application/xml") -> tuple[int, int]:
         data = text.encode("utf-8")
@@ -200,7 +224,7 @@ class _Handler(BaseHTTPRequestHandler):
         lab = self.server.lab
         faults = lab.faults
         if faults.latency_ms:
-            time.sleep(faults.latency_ms / 1000.0)
+            lab.clock.sleep(faults.latency_ms / 1000.0)
         roll = lab._dice.roll()
         if roll == "stall":
             return self._stall()
@@ -228,13 +252,18 @@ class LabServer:
 
     def __init__(self, fleet: LabFleet | str | Path, state_dir: Path, port: int = 0,
                  tls: bool = True, faults: FaultConfig | None = None, time_scale: float = 0.01,
-                 password: str | None = None) -> None:
+                 password: str | None = None, clock: Clock | None = None,
+                 warm: bool = True) -> None:
         self.fleet = _load_fleet(fleet)
         self.state_dir = Path(state_dir)
         self.port = port
         self.tls = tls
         self.faults = faults or FaultConfig()
         self.time_scale = time_scale
+        self.clock: Clock = clock or SystemClock()
+        # Serialise the fleet in the background after start (False: the first requests pay it,
+        # as the first reads of a real engine pay its own work).
+        self.warm = warm
         self.username = self.fleet.username
         self.password = password if password is not None else self.fleet.password
         self._dice = FaultDice(self.faults)
@@ -277,9 +306,11 @@ class LabServer:
         self.port = self._httpd.server_address[1]
         self.engine.start()
         self._warm_stop.clear()
-        self._warm_thread = threading.Thread(target=self.api.render.warm, args=(self._warm_stop,),
-                                             name="lab-warm", daemon=True)
-        self._warm_thread.start()
+        if self.warm:
+            self._warm_thread = threading.Thread(target=self.api.render.warm,
+                                                 args=(self._warm_stop,), name="lab-warm",
+                                                 daemon=True)
+            self._warm_thread.start()
         self._thread = threading.Thread(target=self._httpd.serve_forever,
                                         kwargs={"poll_interval": 0.1}, name="lab-http",
                                         daemon=True)
@@ -322,7 +353,8 @@ class LabServer:
             return list(self._log)
 
     def wait_warm(self, timeout: float | None = None) -> bool:
-        """Wait until the background serialisation of the fleet finished (benchmarks use it)."""
+        """Wait until the background serialisation of the fleet finished (benchmarks use it);
+        True at once for a lab started with warm=False."""
         thread = self._warm_thread
         if thread is not None:
             thread.join(timeout)
@@ -354,7 +386,7 @@ class LabServer:
         ttl = self.faults.token_ttl if self.faults.token_ttl is not None else DEFAULT_TOKEN_TTL
         token = secrets.token_urlsafe(32)
         with self._token_lock:
-            self._tokens[token] = time.monotonic() + ttl
+            self._tokens[token] = self.clock.now() + ttl
         return token, time.time() + ttl
 
     def _revoke_token(self, token: str) -> None:
@@ -368,7 +400,7 @@ class LabServer:
             expiry = self._tokens.get(token)
             if expiry is None:
                 return False
-            if expiry <= time.monotonic():
+            if expiry <= self.clock.now():
                 del self._tokens[token]
                 return False
             return True

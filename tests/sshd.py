@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.labwatch import record as record_start
+
 SSHD = Path("/usr/sbin/sshd")
 
 
@@ -74,6 +76,7 @@ def running_sshd(d: Path) -> Iterator[SshServer]:
                 if time.monotonic() > deadline:
                     pytest.fail("sshd did not start listening")
                 time.sleep(0.05)
+        record_start("ssh")          # for the marker guard (tests/support/markguard.py)
         host_pub = (d / "host_key.pub").read_text().split()
         known = d / "known_hosts"
         known.write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")

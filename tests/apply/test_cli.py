@@ -1,10 +1,9 @@
 """`reconcile apply` as a process: saved plans (stale ones refused), the lock, confirmation, and
-kill -9 at random points followed by a re-run that converges."""
+kill -9 at every journal boundary of an apply followed by a re-run that converges."""
 from __future__ import annotations
 
-import json
 import os
-import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,11 +11,19 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from reconciler.plan.saved import save_plan
 from reconciler.store import Store
+from reconciler_lab.server import LabServer
+from tests.support.secrets import write_secret
 
-from .conftest import REPO, api_mutations, embedded_spec, reconcile, spec_body, write_spec
+from .conftest import (REPO, TIME_SCALE, api_mutations, embedded_spec, reconcile, spec_body,
+                       write_spec)
+
+pytestmark = pytest.mark.lab
 
 
 def test_stale_saved_plan_is_refused_naming_what_changed(served_lab, tmp_path: Path) -> None:
@@ -71,85 +78,108 @@ def test_without_a_terminal_yes_is_required(tmp_path: Path) -> None:
     assert not (tmp_path / "lab").exists()        # refused before the fleet was opened
 
 
-def _run_until_killed(argv: list[str], steps: int, extra: float) -> tuple[bool, str]:
-    """Start an apply and SIGKILL it `extra` seconds after its `steps`-th finished step."""
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
-    seen = 0
-    tail: list[str] = []
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        tail = (tail + [line])[-5:]
-        if '"apply.step"' in line:
-            seen += 1
-            if seen >= steps:
-                time.sleep(extra)
-                proc.send_signal(signal.SIGKILL)
-                break
-    proc.stderr.close()
-    proc.wait(timeout=60)
-    if proc.returncode != -signal.SIGKILL:
-        return False, f"exit {proc.returncode} after step {seen}: {''.join(tail)}"
-    return True, f"after step {seen} + {extra:.2f}s"
+# A small change that still crosses every kind of step recovery must handle: a running VM stopped
+# so that its host can reboot, the host's kernel arguments, its cycle (deactivate, install,
+# activate, verify) and the VM started again -- seven journaled steps, fourteen boundaries. No host
+# access: what a kill leaves half done is on the engine, and host probes would cost each of the
+# ~30 applies a second of emulated host commands.
+KILL_SPEC = {
+    "hostProfiles": [{"name": "m60", "selector": {"cluster": "gpu-intel", "names": ["m60-01"]},
+                      "kernel": {"iommu": True, "blacklistNouveau": True,
+                                 "extraArgs": ["pci=realloc"]},
+                      "vgpu": {"placement": "consolidated"}}],
+    "vms": [{"name": "vdi-01", "vgpu": {"type": "nvidia-18", "instances": 1,
+                                        "secondaryDisplay": "vnc"},
+             "restart": "allowed"}],
+}
+KILL_STEP_KINDS = {"stop-vm", "set-kernel-cmdline", "deactivate", "install", "activate",
+                   "host-cycle", "start-vm"}
 
 
 @contextmanager
-def _served(state: Path) -> Iterator[dict[str, str]]:
-    """`reconcile lab serve` on `state` as its own process: the engine outlives the applies we
-    kill, as a real engine does (an embedded lab would die with them)."""
-    proc = subprocess.Popen([sys.executable, "-m", "reconciler", "lab", "serve", "--fleet",
-                             "demo", "--state", str(state), "--time-scale", "0.01"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert proc.stdout is not None
-        yield json.loads(proc.stdout.readline())
-    finally:
-        proc.send_signal(signal.SIGTERM)         # saves its state on the way out
-        proc.wait(timeout=30)
-
-
-def test_kill_at_random_points_then_rerun_converges(pristine_demo: Path, tmp_path: Path) -> None:
-    import shutil
-    rng = random.Random(int(os.environ.get("APPLY_KILL_SEED", "0")) or None)
-    for point in range(5):
-        where = tmp_path / f"point{point}"
-        state = where / "lab"
-        shutil.copytree(pristine_demo, state, symlinks=True)
+def _fleet_copy(pristine: Path, where: Path) -> Iterator[tuple[LabServer, list[str], Path]]:
+    """A fresh copy of the demo fleet served by a lab in this process (it outlives the applies
+    we kill, as a real engine does), with the apply arguments for KILL_SPEC and its store."""
+    state = where / "lab"
+    shutil.copytree(pristine, state, symlinks=True)
+    with LabServer("demo", state, time_scale=TIME_SCALE) as lab:
+        password = where / "password"
+        write_secret(password, lab.password + "\n")
+        spec = write_spec(where / "spec.yaml", spec_body(
+            engine={"url": lab.url, "username": lab.username,
+                    "passwordFrom": {"file": str(password)}, "caFile": str(lab.ca_file)},
+            **KILL_SPEC))
         store = where / "state.db"
-        with _served(state) as lab:
-            spec = write_spec(where / "spec.yaml", spec_body(
-                engine={"url": lab["url"], "username": lab["username"],
-                        "passwordFrom": {"file": lab["password_file"]},
-                        "caFile": lab["ca_file"]},
-                hostAccess={"localRoots": str(state / "hosts")}))
-            argv = [sys.executable, "-m", "reconciler", "--log-format", "json", "apply",
-                    "--yes", "--state", str(store), "--host-timeout", "60",
-                    "--poll-interval", "0.02", str(spec)]
-            # The demo plan runs ~30 journaled steps; kill somewhere in them, often mid-step.
-            killed, at = _run_until_killed(argv, rng.randint(1, 20), rng.uniform(0.0, 0.4))
-            assert killed, f"kill point {point} ({at}): the run ended before the kill"
+        yield lab, ["--log-format", "json", "apply", "--yes", "--state", str(store),
+                    "--host-timeout", "60", "--poll-interval", "0.02", str(spec)], store
 
-            again = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
-            assert again.returncode == 0, f"killed {at}\n{again.stdout}\n{again.stderr}"
+
+def _apply(kill_at: int, args: list[str]) -> subprocess.CompletedProcess[str]:
+    """`reconcile apply` as its own process, SIGKILLed at journal boundary `kill_at` (0: never)."""
+    return subprocess.run([sys.executable, "-m", "tests.support.killpoint", str(kill_at), *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def _boundaries(entries: list[Any]) -> int:
+    """Committed journal writes: every step begun, and every step ended."""
+    return len(entries) + sum(1 for e in entries if e.finished_at is not None)
+
+
+def _fleet_state(lab: LabServer) -> dict[str, Any]:
+    """What the apply is about, as the engine holds it (ids and placement left out)."""
+    engine = lab.engine
+    assert engine is not None
+    with engine.lock:
+        return {
+            "hosts": {h.name: (h.status, h.custom_kernel_cmdline, h.booted_args,
+                               h.reinstallation_required) for h in engine.hosts.values()},
+            "vms": {v.name: (v.status, sorted(tuple(sorted(m.items())) for m in v.mdevs.values()),
+                             sorted(v.consoles), sorted(v.host_devices))
+                    for v in engine.vms.values()}}
+
+
+def test_kill_at_every_journal_boundary_then_rerun_converges(pristine_demo: Path,
+                                                            tmp_path: Path) -> None:
+    """kill -9 the apply right after each of its journal writes in turn; the next apply must
+    bring back what the dead one took down and end where an uninterrupted apply ends.
+
+    Replay one kill point with APPLY_KILL_POINTS=N (or N,M,...)."""
+    with _fleet_copy(pristine_demo, tmp_path / "learn") as (lab, args, store):
+        before = _fleet_state(lab)
+        whole = _apply(0, args)
+        assert whole.returncode == 0, whole.stdout + whole.stderr
+        converged = _fleet_state(lab)
+        with Store(store) as db:
+            (run,) = db.runs()
+            entries = db.journal(run.run_id)
+    assert converged != before
+    assert {e.action for e in entries} >= KILL_STEP_KINDS, [e.action for e in entries]
+    total = _boundaries(entries)
+    chosen = os.environ.get("APPLY_KILL_POINTS")
+    points = [int(n) for n in chosen.split(",")] if chosen else range(1, total + 1)
+
+    for point in points:
+        at = f"kill point {point} of {total} (replay: APPLY_KILL_POINTS={point})"
+        with _fleet_copy(pristine_demo, tmp_path / f"point{point}") as (lab, args, store):
+            killed = _apply(point, args)
+            assert killed.returncode == -signal.SIGKILL, (
+                f"{at}: exit {killed.returncode}, not killed\n{killed.stderr[-2000:]}")
+            with Store(store) as db:
+                (dead,) = db.runs()
+                assert _boundaries(db.journal(dead.run_id)) == point, at
+
+            again = _apply(0, args)
+            assert again.returncode == 0, f"{at}\n{again.stdout}\n{again.stderr[-3000:]}"
             assert ("The fleet now matches the spec" in again.stdout
-                    or "No changes" in again.stdout), again.stdout
-            if point == 4:
-                plan = reconcile("--log-level", "warning", "plan", "--detailed-exitcode",
-                                 str(spec))
-                assert plan.returncode == 0, plan.stdout + plan.stderr
+                    or "No changes" in again.stdout), f"{at}\n{again.stdout}"
+            # Nothing left down, nothing half done: the fleet as the uninterrupted apply left it.
+            assert _fleet_state(lab) == converged, at
             with Store(store) as db:
                 runs = db.runs(limit=10)
                 assert len(runs) == 2 and all(r.outcome is not None for r in runs), (at, runs)
-                assert runs[-1].outcome == "crashed"          # the killed run, reported once
-                assert db.lock_info(lab["url"]) is None
-                assert all(e.outcome is not None for r in runs for e in db.journal(r.run_id))
-        # no kill left a host out of up or a VM stopped that should run
-        engine = json.loads((state / "engine.json").read_text())
-        assert {h["name"]: h["status"] for h in engine["hosts"]} == dict.fromkeys(
-            ("m60-01", "m60-02", "t4-01", "amd-01"), "up"), at
-        assert {v["name"]: v["status"] for v in engine["vms"]
-                if v["name"] in ("vdi-01", "vdi-03", "web-01")} == dict.fromkeys(
-            ("vdi-01", "vdi-03", "web-01"), "up"), at
+                assert db.run(dead.run_id).outcome == "crashed", at   # the killed run, reported
+                assert db.lock_info(lab.url) is None, at
+                assert all(e.outcome is not None for r in runs for e in db.journal(r.run_id)), at
 
 
 def _stale(store_path: Path, engine_key: str, age: float) -> None:

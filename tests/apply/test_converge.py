@@ -5,10 +5,14 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import pytest
+
 from reconciler_lab.faults import FaultConfig
 from reconciler.store import Store
 
 from .conftest import unavailable_peaks
+
+pytestmark = pytest.mark.lab
 
 OUR_FILE = "etc/modprobe.d/gpu-reconciler.conf"
 MANAGED_KEYS = {"intel_iommu", "amd_iommu", "iommu", "rdblacklist", "pci-stub.ids"}

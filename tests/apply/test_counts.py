@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from reconciler.apply.progress import LogProgress, StepEvent
 from reconciler.apply.runner import ApplyOptions, execute
 from reconciler_lab.faults import FaultConfig
@@ -12,6 +14,8 @@ from reconciler.spec.revision import spec_revision
 from reconciler.store import Store
 
 from .conftest import TEST_TIMEOUTS
+
+pytestmark = pytest.mark.lab
 
 
 class Counting(LogProgress):

@@ -5,7 +5,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from .conftest import LAB_SPEC, reconcile
+
+pytestmark = pytest.mark.lab
 
 
 def test_demo_runs_every_stage_from_a_reset_lab(pristine_demo: Path, tmp_path: Path) -> None:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from reconciler_lab.faults import FaultConfig
 from reconciler.plan.actions import Disruption
 from reconciler.store import Store
 
 from .conftest import (TEST_TIMEOUTS, api_mutations, mutating_targets, spec_body,
                        unavailable_peaks)
+
+pytestmark = pytest.mark.lab
 
 
 def test_host_that_never_returns_halts_the_rollout(served_lab) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import pytest
+
 from reconciler.apply.recovery import left_down
 from reconciler.apply.rollout import Budget, units_of
 from reconciler.apply.verify import ObjectView, holds
@@ -132,6 +134,7 @@ def test_only_our_own_modprobe_file_is_ever_written() -> None:
         perform(foreign, context)
 
 
+@pytest.mark.lab
 def test_each_added_vgpu_instance_is_verified_by_its_own_count(served_lab) -> None:
     lab = served_lab()
     adds = [a for a in lab.plan().actions if isinstance(a, AddMediatedDevice)]

@@ -16,6 +16,8 @@ from reconciler.store import Store
 
 from .conftest import LAB_SPEC, TEST_TIMEOUTS
 
+pytestmark = pytest.mark.lab
+
 
 class StopWhen(LogProgress):
     """Sets the stop event when a step of the given action starts (from any cycle's thread)."""

@@ -12,6 +12,8 @@ from reconciler.errors import ApplyError
 
 from .conftest import FAST
 
+pytestmark = pytest.mark.lab
+
 
 def host(conn: sdk.Connection, name: str) -> Any:
     [h] = conn.system_service().hosts_service().list(search=f"name={name}")

@@ -12,6 +12,8 @@ from reconciler_lab.transport import LabTransport
 
 from .conftest import FAST, FOREIGN_MODPROBE
 
+pytestmark = pytest.mark.lab
+
 OURS = "blacklist nouveau\noptions nouveau modeset=0\ninstall nouveau /bin/false\n"
 
 

@@ -13,6 +13,8 @@ from reconciler.access.transport import OpenSSHTransport
 
 from ..sshd import running_sshd
 
+pytestmark = pytest.mark.ssh
+
 
 @pytest.fixture(scope="module")
 def ssh_transport_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:

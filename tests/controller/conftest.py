@@ -10,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -23,11 +22,12 @@ import pytest
 import yaml
 
 from reconciler_lab.server import LabServer
+from tests.support import waiting
 from tests.support.secrets import write_secret
 
 REPO = Path(__file__).resolve().parents[2]
 MUTATING = ("POST", "PUT", "DELETE")
-WAIT = 30.0          # generous upper bound for anything the controller should do "within seconds"
+WAIT = waiting.CEILING   # a ceiling for conditions, never a speed claim
 
 # In sync with the demo fleet as it starts: m60-01 boots what its profile asks for, vdi-01 runs
 # its one GRID M60-2Q with a VNC console.
@@ -117,14 +117,7 @@ def mutating_requests(lab: LabServer) -> list[tuple[str, str]]:
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = WAIT,
              every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last: {last!r}")
+    return waiting.wait_for(check, timeout, every=every, what=what)
 
 
 class ControllerProcess:

@@ -10,11 +10,15 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+import pytest
+
 from reconciler_lab.server import LabServer
 from reconciler.store import Store
 
 from .conftest import (IN_SYNC, mutating_requests, remove_vgpus, sdk_connection,
                        set_kernel_cmdline, vgpu_count, wait_for, write_spec)
+
+pytestmark = pytest.mark.lab
 
 
 def _metric(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:

@@ -4,11 +4,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from reconciler_lab.server import LabServer
 
 from .conftest import mutating_requests, remove_vgpus, run_cli, sdk_connection, write_spec
 
 
+@pytest.mark.lab
 def test_drift_exit_codes_and_first_seen(lab: LabServer, tmp_path: Path) -> None:
     spec = write_spec(lab, tmp_path / "specs")
     state = str(tmp_path / "state.db")
@@ -55,6 +58,7 @@ def test_drift_exit_codes_and_first_seen(lab: LabServer, tmp_path: Path) -> None
     assert mutating_requests(lab) == writes_before          # drift only reads
 
 
+@pytest.mark.slow        # waits out the engine client's connect retries to a closed port
 def test_drift_errors_exit_1(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("apiVersion: gpu-reconciler/v1\nengine: {url: 3}\n")
@@ -76,6 +80,7 @@ def test_drift_errors_exit_1(tmp_path: Path) -> None:
     assert done.stderr.splitlines()[-1].startswith("error:") and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow        # runs the CLI in child processes
 def test_usage_errors_exit_1_not_the_out_of_sync_code(tmp_path: Path) -> None:
     missing = run_cli("drift", cwd=tmp_path)
     assert missing.returncode == 1 and "required: SPEC" in missing.stderr

@@ -6,6 +6,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from reconciler_lab.server import LabServer
 from reconciler.store import Store
 
@@ -19,6 +21,7 @@ def _git(cwd: Path, *args: str) -> str:
                           text=True, env=env).stdout.strip()
 
 
+@pytest.mark.lab
 def test_git_ref_moves_are_picked_up(lab: LabServer, tmp_path: Path,
                                      start_controller: Any) -> None:
     bare = tmp_path / "fleet.git"
@@ -71,6 +74,7 @@ def test_bad_git_ref_is_refused_at_start(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.lab
 def test_sigterm_during_apply_exits_cleanly_and_restart_converges(
         slow_lab: LabServer, tmp_path: Path, start_controller: Any) -> None:
     lab = slow_lab

@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from reconciler_lab.server import LabServer
 
 from .conftest import mutating_requests, sdk_connection, set_kernel_cmdline, wait_for, write_spec
+
+pytestmark = pytest.mark.lab
 
 
 def _cmdline(conn: Any, name: str) -> tuple[str, str]:

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from reconciler.controller.metrics import ControllerMetrics
 from reconciler.controller.server import (ControllerServer, ControllerState, ServerError,
                                           drift_counts)
+from tests.support.waiting import wait_for
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,9 @@ def test_health_follows_the_loop(served: Any) -> None:
     state.loop_started()
     assert get(server, "/healthz")[0] == 200
     state.stall_after = 0.01
-    time.sleep(0.05)
-    status, _, body = get(server, "/healthz")
-    assert status == 503 and "not progressed" in body
+    status, _, body = wait_for(lambda: (r := get(server, "/healthz"))[0] == 503 and r,
+                               what="/healthz to report the stalled loop")
+    assert "not progressed" in body
     state.beat()
     state.stall_after = 600
     assert get(server, "/healthz")[0] == 200
@@ -271,6 +272,7 @@ def test_status_takes_the_plans_drift_items(served: Any) -> None:
     assert s[("gpu_reconciler_drift_items", (("class", "blocked"),))] == 1
 
 
+@pytest.mark.slow        # waits out the server's request timeout
 def test_a_silent_client_is_dropped_after_the_request_timeout() -> None:
     import socket
     state = ControllerState()

@@ -2,8 +2,7 @@
 lab (TLS, time scaled down) with a real ovirtsdk4 connection."""
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import ovirtsdk4 as sdk
@@ -65,17 +64,6 @@ def small_fleet(**host_overrides: object) -> LabFleet:
               affinity="pinned"),
     )
     return LabFleet("small", clusters, hosts, vms)
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, step: float = 0.02) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(step)
 
 
 def connect(lab: LabServer, **kwargs: object) -> sdk.Connection:

@@ -28,6 +28,7 @@ def _fleet_file(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.lab
 def test_serve_prints_one_json_line_and_stops_on_sigterm(tmp_path: Path) -> None:
     state = tmp_path / "state"
     proc = subprocess.Popen(
@@ -99,6 +100,7 @@ def test_drift_and_reset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert main(["lab", "reset", "--state", str(tmp_path / "precious")]) == 1
 
 
+@pytest.mark.lab
 def test_embedded_lab_continues_across_runs(tmp_path: Path) -> None:
     spec = EngineSpec(lab_fleet=str(_fleet_file(tmp_path)))
     root = tmp_path / "labs"
@@ -122,6 +124,7 @@ def test_embedded_lab_continues_across_runs(tmp_path: Path) -> None:
     assert lab_state_dir(explicit, tmp_path / "mine") == tmp_path / "mine"
 
 
+@pytest.mark.lab
 def test_one_lab_per_state_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     # A second engine on the same state would save over the first one's changes.
@@ -173,6 +176,7 @@ def test_serve_and_generate_report_unusable_paths(tmp_path: Path,
     assert capsys.readouterr().err.startswith(f"error: cannot write {blocker / 'fleet.yaml'}")
 
 
+@pytest.mark.lab
 def test_state_made_from_another_fleet_is_refused(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     from dataclasses import replace

@@ -3,10 +3,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import ovirtsdk4.types as types
 
 from reconciler_lab.server import LabServer
-from tests.lab.conftest import connect, small_fleet, wait_for
+from tests.lab.conftest import connect, small_fleet
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.lab
 
 
 def _make_events(conn: object, n: int) -> None:

@@ -10,7 +10,9 @@ import pytest
 from reconciler_lab.faults import FaultConfig, FaultSpecError
 from reconciler_lab.fleet import LabFleet
 from reconciler_lab.server import LabServer
-from tests.lab.conftest import connect, small_fleet, wait_for
+from tests.lab.conftest import connect, small_fleet
+from tests.support.clock import ManualClock
+from tests.support.waiting import wait_for
 
 
 def test_parse_fault_string() -> None:
@@ -24,10 +26,13 @@ def test_parse_fault_string() -> None:
             FaultConfig.parse(bad)
 
 
-def _lab(tmp_path: Path, faults: FaultConfig, fleet: LabFleet | None = None) -> LabServer:
-    return LabServer(fleet or small_fleet(), tmp_path / "s", faults=faults, time_scale=0.005)
+def _lab(tmp_path: Path, faults: FaultConfig, fleet: LabFleet | None = None,
+         clock: ManualClock | None = None) -> LabServer:
+    return LabServer(fleet or small_fleet(), tmp_path / "s", faults=faults, time_scale=0.005,
+                     clock=clock)
 
 
+@pytest.mark.lab
 def test_error_rate_gives_5xx_faults(tmp_path: Path) -> None:
     with _lab(tmp_path, FaultConfig(error_rate=0.5, seed=7)) as lab, connect(lab) as conn:
         outcomes = []
@@ -42,13 +47,18 @@ def test_error_rate_gives_5xx_faults(tmp_path: Path) -> None:
         assert {r.status for r in lab.request_log if r.path.endswith("/hosts")} == {200, 503}
 
 
-def test_latency_is_added(tmp_path: Path) -> None:
-    with _lab(tmp_path, FaultConfig(latency_ms=30)) as lab, connect(lab) as conn:
+@pytest.mark.lab
+def test_latency_is_added_to_api_requests(tmp_path: Path) -> None:
+    clock = ManualClock()      # the latency moves this clock on; the test never waits for it
+    with _lab(tmp_path, FaultConfig(latency_ms=30), clock=clock) as lab, connect(lab) as conn:
         conn.system_service().hosts_service().list()
         api = [r for r in lab.request_log if r.path.startswith("/ovirt-engine/api")]
-        assert api and all(r.seconds >= 0.03 for r in api)
+        sso = [r for r in lab.request_log if r.path.endswith("/sso/oauth/token")]
+        assert api and all(r.seconds == pytest.approx(0.03) for r in api)
+        assert sso and all(r.seconds == 0 for r in sso)        # the login is not delayed
 
 
+@pytest.mark.lab
 def test_dropped_connections(tmp_path: Path) -> None:
     with _lab(tmp_path, FaultConfig(drop_rate=1.0)) as lab, connect(lab) as conn:
         with pytest.raises(sdk.Error):
@@ -56,15 +66,22 @@ def test_dropped_connections(tmp_path: Path) -> None:
         assert any(r.status == 0 and r.bytes_sent == 0 for r in lab.request_log)
 
 
+@pytest.mark.lab
 def test_token_expiry_makes_sdk_login_again(tmp_path: Path) -> None:
-    import time
-    with _lab(tmp_path, FaultConfig(token_ttl=0.2)) as lab, connect(lab) as conn:
-        conn.system_service().hosts_service().list()
-        time.sleep(0.3)
-        lab.clear_request_log()
-        assert len(conn.system_service().hosts_service().list()) == 3
-        assert [(r.path.rsplit("/", 1)[-1], r.status) for r in lab.request_log] == [
-            ("hosts", 401), ("token", 200), ("hosts", 200)]
+    clock = ManualClock()
+    with _lab(tmp_path, FaultConfig(token_ttl=30), clock=clock) as lab, connect(lab) as conn:
+        hosts = conn.system_service().hosts_service()
+        hosts.list()
+
+        def answers() -> list[tuple[str, int]]:
+            lab.clear_request_log()
+            assert len(hosts.list()) == 3
+            return [(r.path.rsplit("/", 1)[-1], r.status) for r in lab.request_log]
+
+        clock.advance(29.5)
+        assert answers() == [("hosts", 200)]                   # still alive just before its end
+        clock.advance(0.5)
+        assert answers() == [("hosts", 401), ("token", 200), ("hosts", 200)]
 
 
 def _reinstall(conn: sdk.Connection, name: str) -> sdk.services.HostService:
@@ -77,6 +94,7 @@ def _reinstall(conn: sdk.Connection, name: str) -> sdk.services.HostService:
     return svc
 
 
+@pytest.mark.lab
 def test_host_that_never_returns(tmp_path: Path) -> None:
     with _lab(tmp_path, FaultConfig(never_returns=("host2",))) as lab, connect(lab) as conn:
         svc = _reinstall(conn, "host2")
@@ -84,6 +102,7 @@ def test_host_that_never_returns(tmp_path: Path) -> None:
         assert conn.system_service().events_service().list(search="type=12 and host=host2")
 
 
+@pytest.mark.lab
 def test_never_returns_behaviour_from_fleet(tmp_path: Path) -> None:
     with _lab(tmp_path, FaultConfig(), small_fleet(behaviour="never-returns")) as lab, \
             connect(lab) as conn:
@@ -95,6 +114,7 @@ def test_never_returns_behaviour_from_fleet(tmp_path: Path) -> None:
         assert hosts.list(search="status=non_responsive")[0].name == "host1"
 
 
+@pytest.mark.lab
 def test_install_fails(tmp_path: Path) -> None:
     with _lab(tmp_path, FaultConfig(install_fails=("host2",))) as lab, connect(lab) as conn:
         svc = _reinstall(conn, "host2")

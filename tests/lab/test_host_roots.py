@@ -6,9 +6,11 @@ import ovirtsdk4.types as types
 import pytest
 
 from reconciler_lab.server import LabServer
-from tests.lab.conftest import wait_for
+from tests.support.waiting import wait_for
 
 from reconciler_lab import hosts as hosts_mod
+
+pytestmark = pytest.mark.lab
 
 
 def test_install_reboots_the_host_root(lab: LabServer, conn: sdk.Connection) -> None:

@@ -8,7 +8,10 @@ import ovirtsdk4.types as types
 import pytest
 
 from reconciler_lab.server import LabServer
-from tests.lab.conftest import connect, small_fleet, wait_for
+from tests.lab.conftest import connect, small_fleet
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.lab
 
 
 def _hosts(conn: sdk.Connection) -> sdk.services.HostsService:
@@ -189,7 +192,6 @@ def test_host_actions_emit_events_with_codes(conn: sdk.Connection) -> None:
 
 
 def test_activate_aborts_maintenance(tmp_path: Path) -> None:
-    import time
     with LabServer(small_fleet(), tmp_path / "s", time_scale=0.1) as lab, connect(lab) as conn:
         h = _host(conn, "host3")
         svc = _hosts(conn).host_service(h.id)
@@ -197,5 +199,7 @@ def test_activate_aborts_maintenance(tmp_path: Path) -> None:
         assert _status(conn, h.id) == "preparing_for_maintenance"
         svc.activate()
         wait_for(lambda: _status(conn, h.id) == "up")
-        time.sleep(0.7)      # past the moment the superseded deactivation step was due
+        assert lab.engine is not None
+        # The superseded deactivation step has come due and was dropped: nothing is left staged.
+        wait_for(lambda: lab.engine.queued_steps() == 0, what="the lab's staged steps")
         assert _status(conn, h.id) == "up"

@@ -15,6 +15,8 @@ from reconciler_lab.server import LabServer
 from reconciler_lab.tls import ensure_tls
 from tests.lab.conftest import connect, small_fleet
 
+pytestmark = pytest.mark.lab
+
 
 def test_tls_verified_with_lab_ca(lab: LabServer) -> None:
     assert lab.url.startswith("https://127.0.0.1:")
@@ -92,12 +94,28 @@ def test_unknown_ids_are_404(conn: sdk.Connection) -> None:
             "00000000-0000-0000-0000-000000000000").get()
 
 
+def _status_with_token(lab: LabServer, token: str) -> int:
+    """The lab's answer to a bare API request that presents `token` (no SDK, no re-login)."""
+    ctx = ssl.create_default_context(cafile=str(lab.ca_file))
+    req = urllib.request.Request(lab.url, headers={"Authorization": f"Bearer {token}",
+                                                   "Accept": "application/xml"})
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
 def test_logout_revokes_token(lab: LabServer) -> None:
     c = connect(lab)
-    c.test(raise_exception=True)
+    token = c.authenticate()
+    assert _status_with_token(lab, token) == 200           # the token works before the logout
     c.close()
     assert any(r.path == "/ovirt-engine/services/sso-logout" and r.status == 200
                for r in lab.request_log)
+    assert _status_with_token(lab, token) == 401           # and is refused after it
+    with connect(lab) as again:                            # a new login still works
+        assert again.test(raise_exception=True)
 
 
 def test_request_log_records_each_request(lab: LabServer, conn: sdk.Connection) -> None:

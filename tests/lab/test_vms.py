@@ -6,7 +6,9 @@ import ovirtsdk4.types as types
 import pytest
 
 from reconciler_lab.server import LabServer
-from tests.lab.conftest import wait_for
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.lab
 
 GPU = "pci_0000_3b_00_0"
 AUDIO = "pci_0000_3b_00_1"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -24,11 +25,30 @@ def demo_host(demo: LabFleet) -> Callable[[str], LabHost]:
     return get
 
 
+@pytest.fixture(scope="session")
+def pristine_roots(tmp_path_factory: pytest.TempPathFactory, demo: LabFleet
+                   ) -> Callable[[str], Path]:
+    """Each demo host's root, materialised once per run (a test gets its own copy)."""
+    made: dict[str, Path] = {}
+    folder = tmp_path_factory.mktemp("pristine-roots")
+
+    def get(name: str) -> Path:
+        if name not in made:
+            host = next(h for h in demo.hosts if h.name == name)
+            made[name] = Path(hosts.ensure_host_root(folder / name, host))
+        return made[name]
+    return get
+
+
 @pytest.fixture
-def host_root(tmp_path: Path, demo_host: Callable[[str], LabHost]) -> Callable[[str], Path]:
-    """Materialise a demo host under tmp_path and return its root."""
+def host_root(tmp_path: Path, pristine_roots: Callable[[str], Path]) -> Callable[[str], Path]:
+    """A demo host's root under tmp_path: a copy (links, modes and times kept) of the root the
+    lab materialised for it once this run."""
     def make(name: str) -> Path:
-        return hosts.ensure_host_root(tmp_path / name, demo_host(name))
+        root = tmp_path / name
+        if not root.exists():
+            shutil.copytree(pristine_roots(name), root, symlinks=True)
+        return root
     return make
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from reconciler_lab import hosts
 
 
@@ -77,6 +79,7 @@ def test_grubby_rhel8_kernelopts(tmp_path, demo_host) -> None:
     assert "vfio_mdev" in hosts.loaded_modules(root)
 
 
+@pytest.mark.slow        # runs the emulated host commands, one process each
 def test_dracut_and_lsinitrd(host_root, run) -> None:
     root = host_root("amd-01")
     listing = run(root, "lsinitrd")
@@ -97,6 +100,7 @@ def test_dracut_and_lsinitrd(host_root, run) -> None:
     assert "Arguments: --force" in listing.stdout
 
 
+@pytest.mark.slow        # runs the emulated host commands, one process each
 def test_systemctl(host_root, run) -> None:
     m60, amd = host_root("m60-01"), host_root("amd-01")
     active = run(m60, "systemctl", "is-active", "nvidia-vgpu-mgr.service")
@@ -119,6 +123,7 @@ def test_systemctl(host_root, run) -> None:
     assert run(amd, "systemctl", "start", "nvidia-vgpu-mgr").returncode == 5
 
 
+@pytest.mark.slow        # runs the emulated host commands, one process each
 def test_nvidia_smi(host_root, run) -> None:
     root = host_root("m60-01")
     csv = run(root, "nvidia-smi", "--query-gpu=index,pci.bus_id,name,driver_version,memory.total",
@@ -153,6 +158,7 @@ def test_nvidia_smi(host_root, run) -> None:
     assert (types / "nvidia-11/available_instances").read_text() == "0\n"
 
 
+@pytest.mark.slow        # runs the emulated host commands, one process each
 def test_nvidia_smi_without_driver(host_root, run) -> None:
     root = host_root("m60-02")
     (root / "etc/modprobe.d/nvidia-installer-disable-nouveau.conf").unlink()

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from reconciler_lab import hostcmd, hosts
 
 
@@ -25,6 +27,7 @@ def kept_output(root: Path, name: str, argv: list[str]) -> Path:
     raise AssertionError(f"no kept answer for {name} {argv}")
 
 
+@pytest.mark.slow        # runs the emulated host commands, one process each
 def test_probe_queries_are_kept_and_equal_the_emulation(host_root, run) -> None:
     root = host_root("m60-01")
     queries = hostcmd.probe_queries(root)
@@ -46,6 +49,7 @@ def test_wrapper_replays_the_kept_answer(host_root, run) -> None:
     assert kept_output(root, "nvidia-smi", ["-L"]).read_text() == other.stdout
 
 
+@pytest.mark.slow        # runs the emulated host commands, one process each
 def test_lab_operations_forget_answers(host_root, run) -> None:
     root = host_root("m60-01")
     before = run(root, "nvidia-smi", "vgpu", "-q").stdout
@@ -58,6 +62,7 @@ def test_lab_operations_forget_answers(host_root, run) -> None:
     assert run(root, "nvidia-smi", "vgpu", "-q").stdout == before
 
 
+@pytest.mark.slow        # runs the emulated host commands, one process each
 def test_mutating_commands_forget_answers(host_root, run) -> None:
     root = host_root("m60-01")
     assert run(root, "systemctl", "is-active", "nvidia-vgpu-mgr.service").stdout == "active\n"

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from reconciler_lab import hosts
 
 
@@ -85,6 +87,7 @@ def test_amd_iommu_default_and_off(host_root) -> None:
     assert (root / "sys/kernel/iommu_groups/44").is_dir()
 
 
+@pytest.mark.slow        # reboots host roots and runs their emulated commands
 def test_manager_needs_nouveau_blocked(host_root) -> None:
     root = host_root("m60-01")
     hosts.grubby_update(root, [], ["rdblacklist"])

@@ -6,6 +6,8 @@ import shutil
 import stat
 from pathlib import Path
 
+import pytest
+
 from reconciler_lab import hosts
 
 
@@ -32,6 +34,7 @@ def fresh(root: Path) -> dict[str, tuple[object, ...]]:
     return snapshot(root / "sys")
 
 
+@pytest.mark.slow        # renders and compares whole host roots
 def test_vgpu_changes_sync_to_a_fresh_render(host_root) -> None:
     root = host_root("m60-01")
     uuid = "3c1e0a52-7a1a-4c34-9f10-0f6c0e5a3d11"
@@ -47,6 +50,7 @@ def test_vgpu_changes_sync_to_a_fresh_render(host_root) -> None:
     assert snapshot(root / "sys") == before == fresh(root)
 
 
+@pytest.mark.slow        # renders and compares whole host roots
 def test_reboot_into_other_drivers_syncs_to_a_fresh_render(host_root, run) -> None:
     root = host_root("m60-02")
     before = snapshot(root / "sys")
@@ -58,6 +62,7 @@ def test_reboot_into_other_drivers_syncs_to_a_fresh_render(host_root, run) -> No
     assert fresh(root) == after
 
 
+@pytest.mark.slow        # renders and compares whole host roots
 def test_stray_entries_are_removed(host_root) -> None:
     root = host_root("m60-01")
     before = snapshot(root / "sys")

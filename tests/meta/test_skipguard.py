@@ -12,7 +12,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _guarded(pytester: pytest.Pytester) -> None:
-    # The run is a separate process: it finds the plugin through PYTHONPATH.
+    # A run in a separate process would find the plugin through PYTHONPATH; set it for any
+    # child of the run too (the runs here are in this process, which is quicker).
     pytester._monkeypatch.setenv("PYTHONPATH", str(REPO))
     pytester.makeconftest('pytest_plugins = ["tests.support.skipguard"]\n')
 
@@ -28,7 +29,7 @@ def test_needs_a_module():
 def test_fine():
     assert True
 ''')
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, skipped=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*skips: 1 (0 on the allow-list*",
@@ -44,7 +45,7 @@ pytest.skip("the thing is not built yet", allow_module_level=True)
 def test_never_runs():
     assert False
 ''')
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*UNLISTED SKIP*not built yet*"])
 
@@ -52,7 +53,7 @@ def test_never_runs():
 def test_a_run_without_skips_passes(pytester: pytest.Pytester) -> None:
     _guarded(pytester)
     pytester.makepyfile(test_ok="def test_ok():\n    assert 1 + 1 == 2\n")
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*skips: 0 (0 on the allow-list*"])
 

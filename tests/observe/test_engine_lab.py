@@ -224,13 +224,14 @@ def test_dropped_connections_are_retried(start_lab, lab_connect, fleets):
 
 
 def test_expired_token_is_renewed_by_the_sdk(start_lab, lab_connect, fleets):
-    import time
-
     from reconciler_lab.faults import FaultConfig
-    lab = start_lab(fleets.load_fleet("demo"), faults=FaultConfig(token_ttl=0.2))
+    from tests.support.clock import ManualClock
+
+    clock = ManualClock()          # the token expires when the test moves this clock past it
+    lab = start_lab(fleets.load_fleet("demo"), faults=FaultConfig(token_ttl=30), clock=clock)
     conn = lab_connect(lab)
     first = read_engine(conn, None)
-    time.sleep(0.4)
+    clock.advance(31)
     second = read_engine(conn, None)
     assert first.hosts == second.hosts
     logins = [r for r in lab.request_log if r.path.endswith("/sso/oauth/token")]

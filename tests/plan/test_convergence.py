@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -128,6 +129,7 @@ def scenario(draw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenario())
+@pytest.mark.slow        # Hypothesis: 150 generated fleets
 def test_applying_a_plan_converges(data: tuple[dict[str, Any], dict[str, Any]]) -> None:
     desired_data, observed_data = data
     desired = desired_from(desired_data)
@@ -141,6 +143,7 @@ def test_applying_a_plan_converges(data: tuple[dict[str, Any], dict[str, Any]]) 
 
 @settings(max_examples=60, deadline=None)
 @given(scenario())
+@pytest.mark.slow        # Hypothesis: generated fleets
 def test_plan_is_deterministic(data: tuple[dict[str, Any], dict[str, Any]]) -> None:
     desired_data, observed_data = data
     one = render_json(plan(desired_from(desired_data), observed_from(observed_data)))

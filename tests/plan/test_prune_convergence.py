@@ -5,6 +5,7 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +24,7 @@ PRUNE = st.fixed_dictionaries({
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenario(), PRUNE, st.sampled_from(["vm0", "vm[13]", "vm*", ""]))
+@pytest.mark.slow        # Hypothesis: 150 generated fleets
 def test_pruning_plans_converge(data: tuple[dict[str, Any], dict[str, Any]],
                                 prune: dict[str, Any], unnamed: str) -> None:
     desired_data, observed_data = data

@@ -121,18 +121,44 @@ def test_markdown_with_thousands_of_blockers_stays_within_the_limit() -> None:
     assert "Cut to fit" in text
 
 
-def test_json_is_identical_across_hash_seeds() -> None:
-    """Set and dict ordering must never leak into the plan: plan in two interpreters."""
+RENDERS = {"text": lambda p: render_text(p), "color": lambda p: render_text(p, color=True),
+           "json": lambda p: render_json(p), "markdown": lambda p: render_markdown(p)}
+
+# Plans the showcase and writes each render as <name> NUL <length> NUL <bytes>.
+_RENDER_CHILD = """
+import sys
+from tests.plan.test_render import RENDERS, showcase
+p = showcase()
+for name, render in RENDERS.items():
+    data = render(p).encode("utf-8")
+    sys.stdout.buffer.write(b"%s\\0%d\\0" % (name.encode(), len(data)) + data)
+"""
+
+
+def _renders_in_a_fresh_interpreter(hash_seed: str) -> dict[str, bytes]:
     import subprocess
     import sys
-    code = ("from tests.plan.test_render import showcase; "
-            "from reconciler.plan.render_json import render_json; "
-            "import sys; sys.stdout.write(render_json(showcase()))")
-    root = HERE.parents[1]
-    outs = [subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
-                           env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"}, check=True,
-                           timeout=120).stdout for seed in ("1", "2")]
-    assert outs[0] == outs[1] == render_json(showcase())
+    raw = subprocess.run([sys.executable, "-c", _RENDER_CHILD], cwd=HERE.parents[1],
+                         capture_output=True, check=True, timeout=120,
+                         env={"PYTHONHASHSEED": hash_seed, "PATH": "/usr/bin:/bin"}).stdout
+    out: dict[str, bytes] = {}
+    while raw:
+        name, size, rest = raw.split(b"\0", 2)
+        out[name.decode()] = rest[:int(size)]
+        raw = rest[int(size):]
+    return out
+
+
+@pytest.mark.slow        # plans in two fresh interpreters
+def test_renders_are_byte_identical_across_hash_seeds() -> None:
+    """Set and dict ordering must never leak into a plan or its renders: plan and render in two
+    interpreters with different hash seeds (and in this one, with its own) and compare bytes."""
+    first, second = (_renders_in_a_fresh_interpreter(seed) for seed in ("1", "2"))
+    here = {name: render(showcase()).encode("utf-8") for name, render in RENDERS.items()}
+    assert set(first) == set(second) == set(RENDERS)
+    for name in RENDERS:
+        assert first[name] == second[name], f"{name}: PYTHONHASHSEED=1 and =2 differ"
+        assert first[name] == here[name], f"{name}: a fresh interpreter differs from this one"
 
 
 def test_no_actions_says_in_sync_only_when_nothing_is_out_of_sync() -> None:

@@ -109,6 +109,7 @@ _token = st.one_of(_key, st.builds(lambda k, v: f"{k}={v}", _key, _value),
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_token, max_size=12), st.lists(_token, max_size=3), st.lists(_key, max_size=3))
+@pytest.mark.slow        # Hypothesis: 300 generated command lines
 def test_edit_args_leaves_foreign_tokens_untouched(tokens: list[str], add: list[str],
                                                    remove: list[str]) -> None:
     line = " ".join(tokens)

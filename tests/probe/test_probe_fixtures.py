@@ -4,6 +4,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from reconciler.model.cmdline import kernel_arg_views
 from reconciler.observe.probe import probe_host, probe_hosts, probe_script
 from reconciler.access.transport import LocalRootTransport
@@ -110,6 +112,7 @@ def test_no_iommu_no_nvidia_driver_nouveau_bound(hosts_dir: Path) -> None:
     assert f.initramfs_blacklist is None
 
 
+@pytest.mark.slow        # runs the fixture roots' emulated commands
 def test_bad_sub_fact_is_unknown_not_a_crash(copy_root: Callable[[str], Path]) -> None:
     root = copy_root("m60-mdev")
     write(root, "sys/bus/pci/devices/0000:06:00.0/mdev_supported_types/nvidia-18/available_instances", "lots\n")
@@ -172,6 +175,7 @@ def test_grubby_read_when_there_are_no_bls_snippets(copy_root: Callable[[str], P
     assert f.boot_entries[0].options.endswith("vfio-pci.ids=10de:2331")
 
 
+@pytest.mark.slow        # runs the fixture roots' emulated commands
 def test_service_falls_back_to_is_active(copy_root: Callable[[str], Path]) -> None:
     root = copy_root("l40s-sriov")
     write(root, "usr/bin/systemctl",

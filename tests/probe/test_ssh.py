@@ -12,6 +12,8 @@ from reconciler.access.transport import OpenSSHTransport
 
 from ..sshd import SshServer, free_port, keygen, running_sshd
 
+pytestmark = pytest.mark.ssh
+
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:

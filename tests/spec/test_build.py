@@ -167,6 +167,7 @@ def test_hidden_folders_are_skipped_and_files_named_twice_count_once(tmp_path, w
     assert len(state.vms) == 2
 
 
+@pytest.mark.slow        # loads every example spec twice, once with the pure-Python YAML loader
 def test_pure_python_loader_gives_the_same_answers(tmp_path, write, monkeypatch) -> None:
     import yaml
 

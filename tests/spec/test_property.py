@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -96,12 +97,14 @@ def _check(text: str) -> None:
 
 @SETTINGS
 @given(mutated_specs())
+@pytest.mark.slow        # Hypothesis: 150 generated specs
 def test_mutated_data_gives_issues_not_exceptions(text: str) -> None:
     _check(text)
 
 
 @SETTINGS
 @given(damaged_text())
+@pytest.mark.slow        # Hypothesis: generated spec texts
 def test_damaged_text_gives_issues_not_exceptions(text: str) -> None:
     _check(text)
 

@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from reconciler.cli import main
 
 
@@ -12,12 +14,14 @@ def test_version_flag_prints_version(capsys):
     assert "reconcile 0.1.0" in capsys.readouterr().out
 
 
+@pytest.mark.slow        # runs the CLI in child processes
 def test_no_command_is_an_error_with_help():
     proc = subprocess.run([sys.executable, "-m", "reconciler"], capture_output=True, text=True)
     assert proc.returncode == 1
     assert "usage: reconcile" in proc.stderr
 
 
+@pytest.mark.slow        # runs the CLI in child processes
 def test_closed_output_pipe_is_not_an_internal_error(tmp_path):
     spec = tmp_path / "bad.yaml"
     spec.write_text("apiVersion: gpu-reconciler/v1\n" + "".join(f"k{i}: 1\n" for i in range(3000)))
@@ -27,6 +31,7 @@ def test_closed_output_pipe_is_not_an_internal_error(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow        # runs the CLI in child processes
 def test_usage_errors_exit_1_not_the_changes_code():
     for argv in (["drift", "specs", "--bogus"], ["plan"], ["no-such-command"]):
         proc = subprocess.run([sys.executable, "-m", "reconciler", *argv],
