@@ -18,6 +18,7 @@ apply run.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -25,7 +26,7 @@ from typing import Any, TypeVar
 import ovirtsdk4 as sdk
 import ovirtsdk4.types as types
 
-from reconciler.apply.waiting import WaitTimeout, wait_until
+from reconciler.apply.waiting import WaitInterrupted, WaitTimeout, wait_until
 # One engine error family and one retry loop for the whole project (reconciler.engine).
 from reconciler.engine.errors import (EngineRefused, EngineUnavailable, NotFoundOnEngine,
                                       PreconditionFailed)
@@ -214,8 +215,9 @@ def _status(entity: Any) -> str:
 
 def _poll(ctx: _Ctx, fetch: Callable[[], R], predicate: Callable[[R], bool], timeout: float,
           describe: Callable[[R | None], str], *, fail: Callable[[R], ApplyError | None] | None = None,
-          error: type[WaitTimeout] = ChangeNotVisible) -> R:
-    return wait_until(fetch, predicate, timeout, ctx.timing.poll, describe, fail=fail, error=error)
+          error: type[WaitTimeout] = ChangeNotVisible, stop: threading.Event | None = None) -> R:
+    return wait_until(fetch, predicate, timeout, ctx.timing.poll, describe, fail=fail, error=error,
+                      stop=stop)
 
 
 def _done(ctx: _Ctx, target: str, summary: str, changed: bool = True,
@@ -305,11 +307,14 @@ _NON_MIGRATABLE = re.compile(r"non-migratable|running VMs", re.IGNORECASE)
 
 def deactivate_host(conn: sdk.Connection, host: str, timeout: float = 600.0, *,
                     reason: str | None = None, correlation_id: str | None = None,
-                    timing: Timing = DEFAULT_TIMING) -> Outcome:
+                    timing: Timing = DEFAULT_TIMING,
+                    stop: threading.Event | None = None) -> Outcome:
     """Move a host to `maintenance` and wait for it; its VMs are migrated by the engine.
 
     VMs that cannot migrate raise `MaintenanceBlocked` naming them, whether the engine refuses
-    the request (pinned VMs) or the host stays in preparing_for_maintenance past `timeout`.
+    the request (pinned VMs) or the host stays in preparing_for_maintenance past `timeout`. A set
+    `stop` ends the wait (migrations can take minutes) with `WaitInterrupted`: nothing is past
+    the point of no return yet, so the caller can put the host back.
     """
     ctx = _ctx(conn, correlation_id, timing)
     if reason is not None:
@@ -334,7 +339,10 @@ def deactivate_host(conn: sdk.Connection, host: str, timeout: float = 600.0, *,
     try:
         _poll(ctx, fetch, lambda h: _status(h) == "maintenance", timeout,
               lambda h: f"host {host} did not reach maintenance within {timeout:g}s "
-                        f"(last status: {_status(h)})", error=HostDidNotReturn)
+                        f"(last status: {_status(h)})", error=HostDidNotReturn, stop=stop)
+    except WaitInterrupted as err:
+        raise WaitInterrupted(f"stopped while host {host} was moving to maintenance (status "
+                              f"{_status(err.last)})", err.last) from None
     except HostDidNotReturn as err:
         if _status(err.last) != "preparing_for_maintenance":
             raise

@@ -24,9 +24,11 @@ from collections.abc import Sequence
 from enum import Enum
 
 from reconciler.apply.context import UnitContext
+from reconciler.apply.ledger import STOPPED
 from reconciler.apply.engine_ops import ActivationFailed, HostDidNotReturn, InstallFailed
 from reconciler.apply.outcome import StepOutcome
 from reconciler.apply.rollout import Unit
+from reconciler.apply.waiting import WaitInterrupted
 from reconciler.errors import ReconcilerError
 from reconciler.log import get_logger
 from reconciler.model.facts import Host
@@ -118,6 +120,11 @@ class _Cycle:
                         lambda: ops.deactivate_host(name, timeouts.deactivate,
                                                     reason="gpu-reconciler host cycle").summary)
         if not step.ok:
+            if isinstance(step.error, WaitInterrupted):
+                # Asked to stop while the engine migrated VMs away: nothing is past the point
+                # of no return, so the host is put back and the run ends as stopped.
+                ctx.run.ledger.halt(STOPPED)
+                return self._abort(str(step.error))
             return self._abort(f"deactivation failed: {step.error}")
         config = sorted(((i, a) for i, a in self.unit.actions
                          if not isinstance(a, (StopVm, HostCycle))),

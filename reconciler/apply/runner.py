@@ -241,8 +241,9 @@ def _locked(desired: DesiredState, options: ApplyOptions, endpoint: EngineEndpoi
         own_progress = progress is None
         progress = progress or for_stream(sys.stderr)
         # Every engine request of the run carries its id (Correlation-Id), cycle workers' too.
-        access = FleetAccess(SdkEngineOps(fleet.connection, reader, timing, run_id), transports,
-                             open_ops=sdk_worker_ops(endpoint.connect, reader, timing, run_id))
+        access = FleetAccess(SdkEngineOps(fleet.connection, reader, timing, run_id, options.stop),
+                             transports, open_ops=sdk_worker_ops(endpoint.connect, reader, timing,
+                                                                 run_id, options.stop))
         policy = ApplyPolicy(options.max_disruption, _restart_policy(desired),
                              _vgpu_required(desired, observed))
         executor = Executor(access, store, run_id, budget, policy=policy,

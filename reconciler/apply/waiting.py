@@ -6,6 +6,7 @@ cap so that a long host reboot costs few requests while a quick change is still 
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -24,6 +25,10 @@ class WaitTimeout(ApplyError):
         self.last = last
 
 
+class WaitInterrupted(WaitTimeout):
+    """A stop was requested (SIGTERM) while waiting; the awaited state was not reached."""
+
+
 def wait_until(
     fetch: Callable[[], T],
     predicate: Callable[[T], bool],
@@ -35,6 +40,7 @@ def wait_until(
     error: type[WaitTimeout] = WaitTimeout,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    stop: threading.Event | None = None,
 ) -> T:
     """Poll `fetch()` until `predicate(value)` holds and return that value.
 
@@ -42,7 +48,8 @@ def wait_until(
     `install_failed`). On timeout raises `error` (a `WaitTimeout` unless given) whose message is
     `describe(last value)`; a plain string is wrapped with the timeout and, for a simple value,
     the last value seen. At least one fetch is made,
-    even with a zero timeout, so an already reached state is always accepted.
+    even with a zero timeout, so an already reached state is always accepted. A set `stop`
+    event ends the wait early with `WaitInterrupted`.
     """
     backoff = interval if isinstance(interval, Backoff) else Backoff(
         initial=interval, cap=max(interval, interval * 8), jitter=0.0)
@@ -60,7 +67,11 @@ def wait_until(
         remaining = deadline - clock()
         if remaining <= 0:
             break
-        sleep(min(next(delays), remaining))
+        if stop is None:
+            sleep(min(next(delays), remaining))
+        elif stop.wait(min(next(delays), remaining)):
+            what = describe if isinstance(describe, str) else "the awaited state"
+            raise WaitInterrupted(f"stopped while waiting for {what}", last)
     if callable(describe):
         message = describe(last)
     else:

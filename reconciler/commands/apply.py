@@ -6,12 +6,23 @@ saved plan (`reconcile plan --out FILE`): execute exactly that plan, refused whe
 depends on changed since. Exit 0 when every step ran and verified (pending actions above
 --max-disruption included), 1 on a failure, a degraded host, a refusal, or blockers (the
 unblocked actions are still applied).
+
+SIGTERM or SIGINT (Ctrl-C) once: stop at the next safe point. Nothing new starts; a host still
+moving to maintenance is put back; a cycle already past maintenance finishes (its install and
+activation run to their end or timeout); VMs this run stopped are started again; exit 1, "stopped
+at a safe point". The same signal again: exit at once with 143 (SIGTERM) or 130 (SIGINT),
+leaving the journal open; the next apply brings back what was left down (docs/apply.md).
 """
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
+import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +96,39 @@ def run(args: argparse.Namespace) -> int:
     if saved is None:
         require_confirmation(args.yes, sys.stdin)
         confirm = None if args.yes else tty_confirm(sys.stdin, sys.stdout)
-    with open_endpoint(desired) as endpoint:
+    stop = threading.Event()
+    options = replace(options, stop=stop)
+    with open_endpoint(desired) as endpoint, _stop_on_signals(stop):
         if args.poll_interval is not None:
             poll = Backoff(initial=args.poll_interval, cap=args.poll_interval * 10, jitter=0.2)
             options = replace(options, timing=replace(endpoint.timing, poll=poll))
         return execute(desired, options, endpoint, saved=saved, confirm=confirm).exit_code
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM/SIGINT once: set `stop` (the executor ends at its next safe point); twice: exit
+    now. Only the main thread can install handlers; elsewhere (tests) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        if stop.is_set():
+            print(f"\n{name} again: exiting now. The journal keeps what was under way; the next "
+                  "apply brings back what this run left down.", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            # Worker threads may be waiting on the engine: do not wait for them.
+            os._exit(128 + signum)
+        stop.set()
+        print(f"\n{name}: stopping at the next safe point (a host moving to maintenance is put "
+              "back, a host already rebooting finishes, VMs this run stopped are started "
+              f"again). Send {name} again to exit at once.", file=sys.stderr, flush=True)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

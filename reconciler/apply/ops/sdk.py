@@ -2,6 +2,7 @@
 with the connection, the run's pacing and its correlation id bound once."""
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -19,11 +20,12 @@ class SdkEngineOps:
     """One connection's `EngineOps`. `reader` must read through the same connection."""
 
     def __init__(self, connection: Any, reader: ObjectReader, timing: Timing,
-                 correlation_id: str | None = None) -> None:
+                 correlation_id: str | None = None, stop: threading.Event | None = None) -> None:
         self.connection = connection
         self.reader = reader
         self.timing = timing
         self.correlation_id = correlation_id
+        self.stop = stop          # ends a wait for maintenance early (SIGTERM)
 
     def _kw(self) -> dict[str, Any]:
         return {"correlation_id": self.correlation_id, "timing": self.timing}
@@ -60,7 +62,7 @@ class SdkEngineOps:
     def deactivate_host(self, host: str, timeout: float, *, reason: str | None = None
                         ) -> Outcome:
         return engine_ops.deactivate_host(self.connection, host, timeout, reason=reason,
-                                          **self._kw())
+                                          stop=self.stop, **self._kw())
 
     def install_host(self, host: str, reboot: bool, activate: bool, timeout: float) -> Outcome:
         return engine_ops.install_host(self.connection, host, reboot=reboot, activate=activate,
@@ -104,7 +106,7 @@ class SdkEngineOps:
 
 
 def sdk_worker_ops(connect: Callable[[], Any], reader: ObjectReader, timing: Timing,
-                   correlation_id: str | None = None
+                   correlation_id: str | None = None, stop: threading.Event | None = None
                    ) -> Callable[[], AbstractContextManager[SdkEngineOps]]:
     """An `OpenOps`: each call opens a new connection (`connect()`), reads through it, and
     closes it (logging out) when the worker is done."""
@@ -114,7 +116,7 @@ def sdk_worker_ops(connect: Callable[[], Any], reader: ObjectReader, timing: Tim
         connection = connect()
         try:
             yield SdkEngineOps(connection, reader.with_connection(connection), timing,
-                               correlation_id)
+                               correlation_id, stop)
         finally:
             close_quietly(connection)
 
