@@ -215,9 +215,10 @@ def _status(entity: Any) -> str:
 
 def _poll(ctx: _Ctx, fetch: Callable[[], R], predicate: Callable[[R], bool], timeout: float,
           describe: Callable[[R | None], str], *, fail: Callable[[R], ApplyError | None] | None = None,
-          error: type[WaitTimeout] = ChangeNotVisible, stop: threading.Event | None = None) -> R:
+          error: type[WaitTimeout] = ChangeNotVisible, stop: threading.Event | None = None,
+          interruptible: Callable[[R], bool] | None = None) -> R:
     return wait_until(fetch, predicate, timeout, ctx.timing.poll, describe, fail=fail, error=error,
-                      stop=stop)
+                      stop=stop, interruptible=interruptible)
 
 
 def _done(ctx: _Ctx, target: str, summary: str, changed: bool = True,
@@ -339,7 +340,11 @@ def deactivate_host(conn: sdk.Connection, host: str, timeout: float = 600.0, *,
     try:
         _poll(ctx, fetch, lambda h: _status(h) == "maintenance", timeout,
               lambda h: f"host {host} did not reach maintenance within {timeout:g}s "
-                        f"(last status: {_status(h)})", error=HostDidNotReturn, stop=stop)
+                        f"(last status: {_status(h)})", error=HostDidNotReturn, stop=stop,
+              # Only once the engine shows the request taking effect: from there, activating
+              # the host puts it back; before, an activation could cross the deactivation.
+              interruptible=lambda h: _status(h) in ("preparing_for_maintenance",
+                                                     "maintenance"))
     except WaitInterrupted as err:
         raise WaitInterrupted(f"stopped while host {host} was moving to maintenance (status "
                               f"{_status(err.last)})", err.last) from None

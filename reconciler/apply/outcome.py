@@ -17,6 +17,7 @@ class StepOutcome(str, Enum):
     FAILED = "failed"
     PENDING = "pending"            # above --max-disruption: not run, journaled as skipped
     NOT_STARTED = "not-started"    # the rollout halted or was stopped first: never journaled
+    STOPPED = "stopped"            # a stop request (SIGTERM) ended its wait before it finished
 
     # A str mixin would otherwise format as "StepOutcome.OK" (Python 3.11), and these values
     # end up in messages and log lines.
@@ -36,7 +37,9 @@ class StepOutcome(str, Enum):
 
 _JOURNAL: dict[StepOutcome, JournalOutcome] = {
     StepOutcome.OK: "ok", StepOutcome.FAILED: "failed",
-    StepOutcome.PENDING: "skipped", StepOutcome.NOT_STARTED: "skipped"}
+    StepOutcome.PENDING: "skipped", StepOutcome.NOT_STARTED: "skipped",
+    # Journaled as failed: it did not finish, and may have taken effect (recovery reads that).
+    StepOutcome.STOPPED: "failed"}
 
 
 __all__ = ["StepOutcome"]

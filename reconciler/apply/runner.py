@@ -24,6 +24,7 @@ from reconciler.access.endpoint import EngineEndpoint
 from reconciler.apply.executor import (STOPPED, ApplyPolicy, ApplyResult, Executor,
                                        FleetAccess, Timeouts)
 from reconciler.apply.ops import SdkEngineOps, sdk_worker_ops
+from reconciler.apply.outcome import StepOutcome
 from reconciler.apply.progress import Progress, for_stream
 from reconciler.apply import recovery
 from reconciler.apply.rollout import Budget, max_unavailable_by_host
@@ -136,6 +137,8 @@ def _summary(result: ApplyResult, after: Plan, out: TextIO, down: Sequence[str] 
           f"({result.seconds:.1f}s).", file=out)
     for step in result.failed:
         print(f"  ! failed: {step.target} {step.action}: {step.message}", file=out)
+    for step in result.by_outcome(StepOutcome.STOPPED):
+        print(f"  ~ stopped: {step.target} {step.action}: {step.message}", file=out)
     for host, why in sorted(result.degraded.items()):
         print(f"  ! degraded: host {host}: {why}", file=out)
     if result.halted:

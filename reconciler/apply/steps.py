@@ -15,6 +15,7 @@ from typing import Any
 from reconciler.apply.ledger import Ledger, StepRecord
 from reconciler.apply.outcome import StepOutcome
 from reconciler.apply.progress import Progress, StepEvent
+from reconciler.apply.waiting import WaitInterrupted
 from reconciler.errors import ReconcilerError
 from reconciler.plan.actions import Action
 from reconciler.store.interface import Journal
@@ -76,6 +77,10 @@ class Steps:
         started = time.monotonic()
         try:
             message = body()
+        except WaitInterrupted as err:
+            seconds = time.monotonic() - started
+            self._end(event, entry, StepOutcome.STOPPED, str(err), seconds)
+            return StepResult(False, str(err), err)
         except ReconcilerError as err:
             seconds = time.monotonic() - started
             self._end(event, entry, StepOutcome.FAILED, str(err), seconds)

@@ -41,6 +41,7 @@ def wait_until(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     stop: threading.Event | None = None,
+    interruptible: Callable[[T], bool] | None = None,
 ) -> T:
     """Poll `fetch()` until `predicate(value)` holds and return that value.
 
@@ -49,7 +50,8 @@ def wait_until(
     `describe(last value)`; a plain string is wrapped with the timeout and, for a simple value,
     the last value seen. At least one fetch is made,
     even with a zero timeout, so an already reached state is always accepted. A set `stop`
-    event ends the wait early with `WaitInterrupted`.
+    event ends the wait early with `WaitInterrupted`, once `interruptible(last value)` holds (a
+    state the caller knows how to undo from).
     """
     backoff = interval if isinstance(interval, Backoff) else Backoff(
         initial=interval, cap=max(interval, interval * 8), jitter=0.0)
@@ -69,7 +71,8 @@ def wait_until(
             break
         if stop is None:
             sleep(min(next(delays), remaining))
-        elif stop.wait(min(next(delays), remaining)):
+        elif stop.wait(min(next(delays), remaining)) and (interruptible is None
+                                                           or interruptible(last)):
             what = describe if isinstance(describe, str) else "the awaited state"
             raise WaitInterrupted(f"stopped while waiting for {what}", last)
     if callable(describe):

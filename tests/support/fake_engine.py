@@ -20,6 +20,8 @@ that situation and leaves the status the engine would leave:
     unavailable      EngineUnavailable: no answer, retries used up; nothing changed
     pinned           deactivate: MaintenanceBlocked up front, naming the pinned VMs; still up
     stuck            deactivate: MaintenanceBlocked after the timeout; preparing_for_maintenance
+    interrupted      deactivate: a stop request ends the wait (WaitInterrupted) while the host is
+                     preparing_for_maintenance
     install_failed   install: InstallFailed; install_failed
     non_operational  install / activate: ActivationFailed; non_operational
     never_returns    install / activate: HostDidNotReturn; non_responsive
@@ -44,6 +46,7 @@ from typing import Any, cast
 from reconciler.apply.engine_ops import (ActivationFailed, ChangeNotVisible, HostDidNotReturn,
                                          InstallFailed, MaintenanceBlocked, Outcome,
                                          VmDidNotStart, VmDidNotStop)
+from reconciler.apply.waiting import WaitInterrupted
 from reconciler.apply.verify import ObjectView, VerifyReport, verify
 from reconciler.engine.errors import (EngineRefused, EngineUnavailable, NotFoundOnEngine,
                                       PreconditionFailed)
@@ -53,7 +56,7 @@ from reconciler.plan.actions import Verification
 from reconciler.store.interface import StoreError
 from reconciler.store.records import STEP_OUTCOMES, JournalEntry, StepOutcome
 
-BEHAVIOURS = frozenset({"refused", "precondition", "unavailable", "pinned", "stuck",
+BEHAVIOURS = frozenset({"refused", "precondition", "unavailable", "pinned", "stuck", "interrupted",
                         "install_failed", "non_operational", "never_returns", "timeout", "gone",
                         "lies"})
 
@@ -269,6 +272,10 @@ class FakeEngine:
             raise self._fail(MaintenanceBlocked(
                 f"host {host} cannot move to maintenance: it runs non-migratable VMs",
                 self._vms_on(host), code=409))
+        if behaviour == "interrupted":
+            self._set_host(host, "preparing_for_maintenance")
+            raise self._fail(WaitInterrupted(f"stopped while host {host} was moving to "
+                                             "maintenance (status preparing_for_maintenance)"))
         if behaviour == "stuck":
             self._set_host(host, "preparing_for_maintenance")
             vms = self._vms_on(host)
