@@ -1,6 +1,6 @@
 """The Plan: ordered actions, rollout waves, drift items, fingerprints and a summary.
 
-A Plan is data: it renders as text, JSON or Markdown, is saved and loaded (`saved.py`) and is what
+A Plan is data: it renders as text, JSON or Markdown, is saved and loaded (`planfile.py`) and is what
 the executor carries out. `plan_to_dict` / `plan_from_dict` round-trip it exactly.
 """
 from __future__ import annotations
