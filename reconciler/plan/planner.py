@@ -15,8 +15,9 @@ from reconciler.model.facts import Observed
 from reconciler.plan.actions import HostCycle, StopVm
 from reconciler.plan.fingerprint import fingerprint, host_snapshot, vm_snapshot
 from reconciler.plan.host_planning import HostPlanning
-from reconciler.plan.prune import prune_unmanaged
+from reconciler.plan.prune import prune
 from reconciler.plan.result import DriftItem, Plan, SeatCount, Summary
+from reconciler.plan.unmanaged import report_unmanaged
 from reconciler.plan.vm_planning import VmPlanning
 from reconciler.spec.model import DesiredState
 
@@ -28,9 +29,12 @@ class _Planner(HostPlanning, VmPlanning):
         self.plan_hosts()
         waves, host_actions = self.schedule_cycles()
         self.plan_vms()
-        self.report_unmanaged()
-        prune_unmanaged(self)     # opt-in (spec `prune`): unmanaged items -> removal actions
-        actions = tuple(host_actions + self.vm_actions)
+        # opt-in (spec `prune`): unmanaged items -> removal actions
+        pruned = prune(self.inputs, report_unmanaged(self.inputs))
+        self.drift.extend(pruned.drift)
+        self.depends |= pruned.depends
+        self.seat_delta.update(pruned.seat_delta)
+        actions = tuple(host_actions + self.vm_actions) + pruned.actions
         snapshots: dict[str, str] = {}
         for key in sorted(self.depends):
             kind, name = key.split(":", 1)

@@ -11,12 +11,9 @@ from reconciler.plan.actions import (Action, Disruption, HostCycle, Reason, Star
 from reconciler.plan.capacity import Pool, build_pool
 from reconciler.plan.expand import HostDesired
 from reconciler.plan.fingerprint import canonical_json, sha256_text
+from reconciler.plan.inputs import Inputs, is_down
 from reconciler.plan.result import DriftItem, Note
 from reconciler.spec.model import DesiredState, VmSpec
-
-
-def is_down(vm: Vm) -> bool:
-    return vm.status == "down"
 
 
 @dataclass
@@ -45,6 +42,7 @@ class PlanState:
         self.desired = desired
         self.observed = observed
         self.applied = applied
+        self.inputs = Inputs(desired, observed, applied)
         self.hosts = {h.name: h for h in observed.hosts}
         self.vms = {v.name: v for v in observed.vms}
         self.probes = {p.host: p for p in observed.probes}

@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
-from reconciler.model.facts import Host, HostDevice, Vm
+from reconciler.model.facts import HostDevice, Vm
 from reconciler.plan import checks
 from reconciler.plan.actions import (Action, AddMediatedDevice, AttachHostDevice,
                                      DetachHostDevice, Disruption, PinVm, Reason,
@@ -20,7 +20,7 @@ NEXT_START = "takes effect at next start"
 
 
 class VmPlanning(PlanState):
-    """Plans each spec VM in name order, then reports GPU use no spec mentions."""
+    """Plans each spec VM in name order."""
 
     def plan_vms(self) -> None:
         self._plan_each_vm()
@@ -300,42 +300,6 @@ class VmPlanning(PlanState):
                 verify=(Verification(key, "graphics", "contains", "vnc"),)))
         return adds
 
-    # ---- unmanaged --------------------------------------------------------------------------------
-
-    def report_unmanaged(self) -> None:
-        for host_name in sorted(self.hosts):
-            host = self.hosts[host_name]
-            for dev in host.devices:
-                if not dev.vm or not (dev.vendor_id == "10de" or dev.mdev_types):
-                    continue
-                spec = self.desired_vms.get(dev.vm)
-                if spec is not None and spec.passthrough is not None \
-                        and spec.passthrough.host == host_name:
-                    continue
-                self.drift.append(DriftItem(
-                    f"host:{host_name}", "unmanaged",
-                    f"GPU device {dev.name} ({dev.product_name or dev.pci_id or 'unknown'}) is "
-                    f"used by VM {dev.vm}, which no spec mentions for passthrough", None))
-        for name in sorted(self.vms):
-            vm = self.vms[name]
-            if name not in self.desired_vms:
-                # A VM that is not running holds its GPUs only in its configuration: the host
-                # device names no VM then, so the host-level report above cannot see it.
-                idle = sorted(f"{d.name} on {d.host}" for d in vm.host_devices
-                              if not d.placeholder and d.host in self.hosts
-                              and _idle_gpu_function(self.hosts[d.host], d.name, name))
-                if idle:
-                    self.drift.append(DriftItem(
-                        f"vm:{name}", "unmanaged", "GPU host device(s) " + ", ".join(idle) +
-                        f" attached (VM is {vm.status}); no spec mentions this VM", None))
-            if vm.mediated_devices and name not in self.desired_vms:
-                types = Counter(m.mdev_type for m in vm.mediated_devices)
-                use = " configured (VM is down)" if is_down(vm) else " in use"
-                self.drift.append(DriftItem(
-                    f"vm:{name}", "unmanaged", "vGPUs " + ", ".join(
-                        f"{n} x {t}" for t, n in sorted(types.items())) +
-                    f"{use}; no spec mentions this VM", None))
-
 
 def _mdev_params(mdev_type: str, nodisplay: bool, driver_params: str | None) -> str:
     """Human form of the full spec params of one mediated device."""
@@ -352,10 +316,3 @@ def _group_siblings(devices: Mapping[str, HostDevice], device: HostDevice,
     return sorted(d.name for d in devices.values()
                   if d.iommu_group == device.iommu_group and d.name not in skip
                   and d.name != device.name)
-
-
-def _idle_gpu_function(host: Host, name: str, vm: str) -> bool:
-    """True for a GPU function of `host` held by `vm`'s configuration but not in use by it."""
-    dev = host.device(name)
-    return dev is not None and (dev.vendor_id == "10de" or bool(dev.mdev_types)) \
-        and dev.vm != vm
