@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from reconciler.model.facts import Observed
 from reconciler.plan.actions import HostCycle, StopVm
 from reconciler.plan.fingerprint import fingerprint, host_snapshot, vm_snapshot
-from reconciler.plan.host_planning import HostPlanning
+from reconciler.plan.hosts import plan_hosts
 from reconciler.plan.prune import prune
 from reconciler.plan.result import DriftItem, Plan, SeatCount, Summary
 from reconciler.plan.unmanaged import report_unmanaged
@@ -22,12 +22,18 @@ from reconciler.plan.vm_planning import VmPlanning
 from reconciler.spec.model import DesiredState
 
 
-class _Planner(HostPlanning, VmPlanning):
+class _Planner(VmPlanning):
     """One run: hosts first (their cycles decide which VMs are stopped), then VMs, then the Plan."""
 
     def run(self) -> Plan:
-        self.plan_hosts()
-        waves, host_actions = self.schedule_cycles()
+        hosts = plan_hosts(self.inputs)
+        waves, host_actions = hosts.waves, list(hosts.actions)
+        self.stopped_for_cycle = hosts.stopped_for_cycle
+        self.host_desired = hosts.host_desired
+        self.drift.extend(hosts.drift)
+        self.notes.extend(hosts.notes)
+        self.depends |= hosts.depends
+        self.desired_fps.update(hosts.desired_fingerprints)
         self.plan_vms()
         # opt-in (spec `prune`): unmanaged items -> removal actions
         pruned = prune(self.inputs, report_unmanaged(self.inputs))

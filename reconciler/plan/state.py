@@ -1,4 +1,4 @@
-"""Shared state and helpers of one planning run (see planner.py for the order of the phases)."""
+"""State and helpers of the VM phase (see planner.py for the order of the phases)."""
 from __future__ import annotations
 
 from collections import Counter
@@ -6,24 +6,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from reconciler.model.facts import Cluster, Host, Observed, ProbeFacts, Vm
-from reconciler.plan.actions import (Action, Disruption, HostCycle, Reason, StartVm, StopVm,
-                                     Verification)
+from reconciler.plan.actions import Action, Reason, StartVm
 from reconciler.plan.capacity import Pool, build_pool
 from reconciler.plan.expand import HostDesired
 from reconciler.plan.fingerprint import canonical_json, sha256_text
 from reconciler.plan.inputs import Inputs, is_down
+from reconciler.plan.power import start_vm
 from reconciler.plan.result import DriftItem, Note
 from reconciler.spec.model import DesiredState, VmSpec
-
-
-@dataclass
-class HostWork:
-    host: Host
-    desired: HostDesired
-    reason: Reason
-    config: list[Action] = field(default_factory=list)
-    cycle: HostCycle | None = None
-    stop_vms: list[Vm] = field(default_factory=list)
 
 
 @dataclass
@@ -57,9 +47,8 @@ class PlanState:
         self.notes: list[Note] = []
         self.depends: set[str] = set()
         self.desired_fps: dict[str, str] = {}
-        self.host_desired: dict[str, HostDesired] = {}
-        self.host_work: dict[str, HostWork] = {}
-        self.stopped_for_cycle: dict[str, str] = {}   # vm -> host
+        self.host_desired: Mapping[str, HostDesired] = {}   # set from the host phase
+        self.stopped_for_cycle: Mapping[str, str] = {}   # vm -> host, set from the host phase
         self.vm_actions: list[Action] = []
         self.started: set[str] = set()
         self.seat_delta: Counter[str] = Counter()
@@ -103,18 +92,6 @@ class PlanState:
     def _probe(self, host: str) -> ProbeFacts | None:
         return self.probes.get(host)
 
-    def _stop(self, vm: Vm, spec: VmSpec, why: str, wave: int | None = None) -> StopVm:
-        key = f"vm:{vm.name}"
-        return StopVm(target=key, before=vm.status, after="down",
-                      disruption=Disruption.VM_RESTART, reason=Reason.SPEC_CHANGE,
-                      description=f"stop VM {vm.name} ({why}; restart: {spec.restart})",
-                      verify=(Verification(key, "status", "eq", "down"),), wave=wave,
-                      host=vm.host)
-
     def _start(self, vm: Vm, spec: VmSpec, reason: Reason, why: str) -> StartVm:
-        key = f"vm:{vm.name}"
-        host = spec.passthrough.host if spec.passthrough else vm.host
         self.started.add(vm.name)
-        return StartVm(target=key, before="down", after="up", disruption=Disruption.VM_RESTART,
-                       reason=reason, description=f"start VM {vm.name} ({why})",
-                       verify=(Verification(key, "status", "eq", "up"),), host=host)
+        return start_vm(vm, spec, reason, why)

@@ -12,6 +12,7 @@ from reconciler.plan.actions import (Action, AddMediatedDevice, AttachHostDevice
                                      DetachHostDevice, Disruption, PinVm, Reason,
                                      RemoveMediatedDevice, SetConsoleVnc, UpdateMediatedDevice,
                                      Verification)
+from reconciler.plan.power import stop_vm
 from reconciler.plan.result import DriftItem, Note
 from reconciler.plan.state import IdleVgpus, PlanState, is_down
 from reconciler.spec.model import VmSpec
@@ -108,8 +109,7 @@ class VmPlanning(PlanState):
         if is_down(vm) or stopped:
             return hostdev + next_start + start
         if spec.restart == "allowed":
-            stop = self._stop(vm, spec, "to apply device changes")
-            stop = replace(stop, reason=reason)
+            stop = stop_vm(vm, spec, "to apply device changes", reason=reason)
             return [stop] + hostdev + next_start + [self._start(vm, spec, reason,
                                                                 "after device changes")]
         if spec.restart == "whenDown":
