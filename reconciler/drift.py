@@ -21,7 +21,6 @@ from reconciler.store import DriftChange, DriftItemRecord, Store
 # Classes that mean "not in sync"; unmanaged items are reported but never acted on.
 OUT_OF_SYNC = frozenset({"pending", "drift", "blocked"})
 CLASS_ORDER = {"blocked": 0, "drift": 1, "pending": 2, "unmanaged": 3}
-_SIDE_EFFECTS = frozenset({"stop-vm", "start-vm"})
 
 
 @dataclass(frozen=True)
@@ -105,7 +104,7 @@ def drift_items(plan: Plan) -> list[tuple[str, str, str, str | None]]:
         by_target.setdefault(action.target, []).append(action)
     for key, actions in sorted(by_target.items()):
         # A VM stopped and started around its host's cycle does not itself differ from the spec.
-        if key in covered or all(a.kind in _SIDE_EFFECTS for a in actions):
+        if key in covered or all(a.vm_power for a in actions):
             continue
         cls = "drift" if any(a.reason == Reason.DRIFT for a in actions) else "pending"
         items.append((key, cls, _synthetic_message(actions), None))
@@ -180,7 +179,7 @@ def build_report(plan: Plan, engine_key: str,
     for action in plan.actions:
         # A VM stopped only for its host's cycle is shown with that host's changes.
         host = getattr(action, "host", None)
-        if action.kind in _SIDE_EFFECTS and action.target not in listed and host:
+        if action.vm_power and action.target not in listed and host:
             by_target.setdefault(f"host:{host}", []).append(action)
     entries: list[DriftEntry] = []
     shown: set[str] = set()

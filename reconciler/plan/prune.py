@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 
 from reconciler.model.facts import Host, Vm
-from reconciler.plan.actions import (Action, DetachHostDevice, Disruption, Reason,
-                                     RemoveMediatedDevice, Verification)
+from reconciler.plan.actions import (Action, DetachHostDevice, Reason, RemoveMediatedDevice,
+                                     Verification)
 from reconciler.plan.inputs import Inputs, is_down
 from reconciler.plan.result import DriftItem
 from reconciler.plan.unmanaged import UnmanagedUse
@@ -100,8 +100,7 @@ def _remove_vgpus(vm: Vm) -> list[tuple[Action, str]]:
         what = (f"remove vGPU {m.mdev_type} {m.id}"
                 + ("" if note is None else f" ({NEXT_START}; the VM keeps running)"))
         out.append((RemoveMediatedDevice(
-            target=key, before=m.mdev_type, after=None, disruption=Disruption.VM_RESTART,
-            reason=Reason.PRUNE,
+            target=key, before=m.mdev_type, after=None, reason=Reason.PRUNE,
             description=f"remove mediated device {m.id} ({m.mdev_type}; no spec mentions VM "
                         f"{vm.name})",
             verify=(Verification(key, "mediated_devices", "not-contains", m.id),),
@@ -120,8 +119,7 @@ def _detach_gpus(vm: Vm, hosts: Mapping[str, Host]) -> list[tuple[Action, str]]:
             continue
         assert host is not None
         out.append((DetachHostDevice(
-            target=key, before=d.name, after=None, disruption=Disruption.VM_RESTART,
-            reason=Reason.PRUNE,
+            target=key, before=d.name, after=None, reason=Reason.PRUNE,
             description=f"detach host device {d.name} of host {host.name} (no spec mentions VM "
                         f"{vm.name})",
             verify=(Verification(key, "host_devices", "not-contains", d.name),),

@@ -12,10 +12,6 @@ from typing import TextIO
 from reconciler.plan.actions import Action
 from reconciler.plan.result import DriftItem, Plan
 
-ADD_KINDS = frozenset({"attach-host-device", "add-mediated-device", "set-console-vnc",
-                       "start-vm"})
-REMOVE_KINDS = frozenset({"detach-host-device", "remove-mediated-device", "stop-vm"})
-
 _COLORS = {"+": "32", "-": "31", "~": "33", "!": "1;31", "head": "1", "dim": "2"}
 
 
@@ -25,14 +21,6 @@ def use_color(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
         return False
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty())
-
-
-def marker(action: Action) -> str:
-    if action.kind in ADD_KINDS:
-        return "+"
-    if action.kind in REMOVE_KINDS:
-        return "-"
-    return "~"
 
 
 class _Paint:
@@ -64,7 +52,7 @@ def action_lines(plan: Plan, color: bool = False) -> list[str]:
                 lines.append("")
             lines.append(paint("head", head))
             group = head
-        mark = marker(action)
+        mark = action.marker
         tail = f"[{action.disruption.value}, {action.reason.value}]"
         lines.append(f"  {paint(mark, mark)} {action.kind}: {action.description} "
                      f"{paint('dim', tail)}")

@@ -30,7 +30,7 @@ _LISTS = tuple(f.name for f in dataclasses.fields(HostChanges) if f.name not in 
 
 
 def combine(*parts: HostChanges) -> HostChanges:
-    """One host's changes from its concerns', in the order given: lists concatenated, flags or-ed."""
+    """One host's changes from its concerns', in order: lists concatenated, flags or-ed."""
     found = [p for p in parts if p is not NO_CHANGES]
     if len(found) <= 1:
         return found[0] if found else NO_CHANGES

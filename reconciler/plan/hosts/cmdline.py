@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from reconciler.model.cmdline import persisted_args, tokenize
 from reconciler.model.facts import Cluster, Host, ProbeFacts
-from reconciler.plan.actions import Disruption, Reason, SetKernelCmdline, Verification
+from reconciler.plan.actions import Reason, SetKernelCmdline, Verification
 from reconciler.plan.hosts.changes import NO_CHANGES, HostChanges
 from reconciler.plan.kernel import KernelWants, edit_cmdline, unmet, unwanted_tokens, wants_for
 from reconciler.spec.model import KernelSpec
@@ -45,8 +45,7 @@ def _engine_edit(host: Host, wants: KernelWants, reason: Reason) -> HostChanges:
     return HostChanges(
         differences=(f"engine kernel cmdline {host.custom_kernel_cmdline!r} -> {new!r}",),
         actions=(SetKernelCmdline(
-            target=key, before=host.custom_kernel_cmdline, after=new,
-            disruption=Disruption.HOST_REBOOT, reason=reason,
+            target=key, before=host.custom_kernel_cmdline, after=new, reason=reason,
             description=f"set engine custom kernel cmdline to {new!r}",
             verify=(Verification(key, "custom_kernel_cmdline", "eq", new),), cmdline=new),))
 

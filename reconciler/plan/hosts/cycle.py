@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reconciler.model.facts import Host, Vm
-from reconciler.plan.actions import Disruption, HostCycle, Reason, Verification
+from reconciler.plan.actions import HostCycle, Reason, Verification
 from reconciler.plan.expand import HostDesired
 from reconciler.plan.hosts.changes import HostChanges
 from reconciler.plan.inputs import Inputs, is_down
@@ -78,8 +78,7 @@ def host_cycle(host: Host, changes: HostChanges, reason: Reason) -> HostCycle:
     verify += [Verification(key, "probe.loaded_modules", "not-contains", m)
                for m in changes.modules_absent]
     return HostCycle(
-        target=key, before=host.status, after="up", disruption=Disruption.HOST_REBOOT,
-        reason=reason,
+        target=key, before=host.status, after="up", reason=reason,
         description="host cycle: " + " -> ".join(STEPS) + (f" ({note})" if note else ""),
         verify=tuple(verify), note=note, steps=STEPS, expect_args=changes.expect_args,
         expect_absent=changes.expect_absent, expect_modules_absent=changes.modules_absent,

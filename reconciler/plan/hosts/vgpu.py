@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from reconciler.model.facts import Host, ProbeFacts
 from reconciler.plan import checks
-from reconciler.plan.actions import Disruption, Reason, SetVgpuPlacement, Verification
+from reconciler.plan.actions import Reason, SetVgpuPlacement, Verification
 from reconciler.plan.expand import HostDesired
 from reconciler.plan.hosts.changes import NO_CHANGES, HostChanges
 
@@ -17,8 +17,8 @@ def placement_change(host: Host, desired: HostDesired, reason: Reason) -> HostCh
     return HostChanges(
         differences=(f"vGPU placement {host.vgpu_placement} -> {want}",),
         actions=(SetVgpuPlacement(
-            target=key, before=host.vgpu_placement, after=want, disruption=Disruption.NONE,
-            reason=reason, description=f"set vGPU placement to {want}",
+            target=key, before=host.vgpu_placement, after=want, reason=reason,
+            description=f"set vGPU placement to {want}",
             verify=(Verification(key, "vgpu_placement", "eq", want),), placement=want),))
 
 

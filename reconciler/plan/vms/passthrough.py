@@ -7,8 +7,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from reconciler.model.facts import Host, HostDevice, Vm
 from reconciler.plan import checks
-from reconciler.plan.actions import (Action, AttachHostDevice, DetachHostDevice, Disruption,
-                                     PinVm, Reason, Verification)
+from reconciler.plan.actions import (Action, AttachHostDevice, DetachHostDevice, PinVm, Reason,
+                                     Verification)
 from reconciler.plan.expand import HostDesired
 from reconciler.plan.inputs import Inputs
 from reconciler.plan.vms.changes import VmChanges
@@ -60,8 +60,8 @@ def _device_changes(inputs: Inputs, vm: Vm, host: Host, devices: Mapping[str, Ho
     for name in sorted(current - set(want)):
         differences.append(f"detach {name}")
         actions.append(DetachHostDevice(
-            target=key, before=name, after=None, disruption=Disruption.VM_RESTART,
-            reason=Reason.PRUNE, description=f"detach host device {name} (not in the spec)",
+            target=key, before=name, after=None, reason=Reason.PRUNE,
+            description=f"detach host device {name} (not in the spec)",
             verify=(Verification(key, "host_devices", "not-contains", name),),
             host=host.name, device=name))
     for name in want:
@@ -82,8 +82,8 @@ def _pin(vm: Vm, host: str, before: str | None, reason: Reason) -> PinVm:
     key = f"vm:{vm.name}"
     note = (" (the engine drops the VM's host devices when the pinned host changes)"
             if vm.host_devices else "")
-    return PinVm(target=key, before=before, after=host, disruption=Disruption.NONE,
-                 reason=reason, description=f"pin VM {vm.name} to host {host}{note}",
+    return PinVm(target=key, before=before, after=host, reason=reason,
+                 description=f"pin VM {vm.name} to host {host}{note}",
                  verify=(Verification(key, "pinned_hosts", "eq", host),), host=host)
 
 
@@ -94,8 +94,7 @@ def _attach(key: str, host: str, device: HostDevice, siblings: list[str],
     with_siblings = (f" (IOMMU group {device.iommu_group}: {', '.join(siblings)} {follow})"
                      if siblings else "")
     return AttachHostDevice(
-        target=key, before=None, after=device.name, disruption=Disruption.VM_RESTART,
-        reason=reason,
+        target=key, before=None, after=device.name, reason=reason,
         description=f"attach host device {device.name} from host {host}{with_siblings}",
         verify=(Verification(key, "host_devices", "contains", device.name),),
         host=host, device=device.name)

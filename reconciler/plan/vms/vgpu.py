@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from reconciler.model.facts import MediatedDevice, Vm
 from reconciler.plan import checks
-from reconciler.plan.actions import (Action, AddMediatedDevice, Disruption, Reason,
-                                     RemoveMediatedDevice, SetConsoleVnc, UpdateMediatedDevice,
-                                     Verification)
+from reconciler.plan.actions import (Action, AddMediatedDevice, Reason, RemoveMediatedDevice,
+                                     SetConsoleVnc, UpdateMediatedDevice, Verification)
 from reconciler.plan.inputs import Inputs
 from reconciler.plan.vms.changes import NO_CHANGES, VmChanges
 from reconciler.spec.model import VgpuSpec
@@ -54,8 +53,8 @@ def _removals(key: str, want: VgpuSpec, gone: list[MediatedDevice], reason: Reas
     for m in gone:
         why = "type changed" if m.mdev_type != want.type else "more instances than wanted"
         out.append((RemoveMediatedDevice(
-            target=key, before=m.mdev_type, after=None, disruption=Disruption.VM_RESTART,
-            reason=reason, description=f"remove mediated device {m.id} ({m.mdev_type}, {why})",
+            target=key, before=m.mdev_type, after=None, reason=reason,
+            description=f"remove mediated device {m.id} ({m.mdev_type}, {why})",
             verify=(Verification(key, "mediated_devices", "not-contains", m.id),),
             device_id=m.id, mdev_type=m.mdev_type), f"remove vGPU {m.mdev_type} {m.id} ({why})"))
     return out
@@ -69,8 +68,7 @@ def _updates(key: str, want: VgpuSpec, keep: list[MediatedDevice], reason: Reaso
             continue
         out.append((UpdateMediatedDevice(
             target=key, before=mdev_params(m.mdev_type, m.nodisplay, m.driver_params),
-            after=mdev_params(want.type, nodisplay, want.driver_params),
-            disruption=Disruption.VM_RESTART, reason=reason,
+            after=mdev_params(want.type, nodisplay, want.driver_params), reason=reason,
             description=f"update mediated device {m.id} (all spec params)",
             verify=(Verification(key, f"mediated_devices[{m.id}].nodisplay", "eq", nodisplay),),
             device_id=m.id, mdev_type=want.type, nodisplay=nodisplay,
@@ -85,8 +83,7 @@ def _additions(key: str, want: VgpuSpec, kept: int,
     for i in range(kept + 1, want.instances + 1):
         out.append(AddMediatedDevice(
             target=key, before=None, after=mdev_params(want.type, nodisplay, want.driver_params),
-            disruption=Disruption.VM_RESTART, reason=reason,
-            description=f"add vGPU {want.type} (instance {i} of {want.instances})",
+            reason=reason, description=f"add vGPU {want.type} (instance {i} of {want.instances})",
             # After instance i (numbered after the kept ones) exactly i of the type exist.
             verify=(Verification(key, f"mediated_devices[mdev_type={want.type}]", "count", i),),
             mdev_type=want.type, nodisplay=nodisplay, driver_params=want.driver_params,
@@ -99,8 +96,7 @@ def _console(key: str, vm: Vm, want: VgpuSpec, reason: Reason) -> Changes:
     if not (want.secondary_display == "vnc" and "spice" in protocols and "vnc" not in protocols):
         return []
     return [(SetConsoleVnc(
-        target=key, before=",".join(sorted(protocols)), after="spice,vnc",
-        disruption=Disruption.VM_RESTART, reason=reason,
+        target=key, before=",".join(sorted(protocols)), after="spice,vnc", reason=reason,
         description="add a VNC graphics console (SPICE is kept)",
         verify=(Verification(key, "graphics", "contains", "vnc"),)),
         "add a VNC console (SPICE-only VM with a vGPU)")]
