@@ -56,6 +56,8 @@ _DISRUPTION_ORDER = (Disruption.NONE, Disruption.VM_RESTART, Disruption.HOST_REB
 
 
 class Reason(str, Enum):
+    """Why an action is in the plan. For people and reports only: apply never decides by it."""
+
     SPEC_CHANGE = "spec-change"      # the spec asks for something not applied yet
     DRIFT = "drift"                  # the fleet moved away from an applied spec
     PRUNE = "prune"                  # something the spec manages but no longer lists
@@ -97,6 +99,15 @@ class Action:
     it among the host's settings) and `vm_power` (the VM status a stop or start leaves; None for
     every action that changes configuration). A kind whose disruption never varies declares it
     as the field's default, so its construction sites do not repeat it.
+
+    Like Terraform's plan, the fields fall in two groups:
+    - decision-relevant: `kind`, `target`, `disruption` (actions above --max-disruption are not
+      run), `verify` (checked after the step; the step fails otherwise), `wave` (which host cycles
+      may run together) and every field a subclass adds (the step's arguments). These are what
+      apply carries out; changing one changes what a reviewed plan does.
+    - for people only: `before`, `after`, `description`, `note` and `reason`. They are shown in
+      plans, journaled and reported as drift (`reason` tells drift from pending there), but apply
+      never branches on them, so they may be worded as the reader needs.
     """
 
     kind: ClassVar[str] = "action"
@@ -106,14 +117,14 @@ class Action:
     # engine's fields: a host we could not write to keeps its engine record unchanged.
     cycle_order: ClassVar[int] = 9          # 9: not a host setting
     vm_power: ClassVar[VmPower | None] = None
-    target: str
-    before: str | None
-    after: str | None
+    target: str                      # "host:NAME" / "vm:NAME"
+    before: str | None               # people only: the value now, in human form
+    after: str | None                # people only: the value the action sets
     disruption: Disruption
-    reason: Reason
-    description: str
+    reason: Reason                   # people only (see Reason)
+    description: str                 # people only
     verify: tuple[Verification, ...] = ()
-    note: str | None = None          # e.g. "takes effect at next start"
+    note: str | None = None          # people only, e.g. "takes effect at next start"
     wave: int | None = None          # host cycle wave this action belongs to (host actions only)
 
     @property
