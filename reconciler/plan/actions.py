@@ -13,46 +13,12 @@ from enum import Enum
 from typing import Any, ClassVar, Literal
 
 from reconciler.errors import PlanError
+# Disruption is shared vocabulary (reconciler.model.vocab); it stays importable from here.
+from reconciler.model.vocab import Disruption
 
 JsonScalar = str | int | bool | None
 Marker = Literal["+", "-", "~"]          # how a plan shows an action: adds, removes, changes
 VmPower = Literal["down", "up"]          # the VM status a stop or start leaves
-
-
-class Disruption(str, Enum):
-    """How much an action disturbs the fleet; ordered none < vm-restart < host-reboot."""
-
-    NONE = "none"
-    VM_RESTART = "vm-restart"
-    HOST_REBOOT = "host-reboot"
-
-    @property
-    def rank(self) -> int:
-        return _DISRUPTION_ORDER.index(self)
-
-    # str's own comparisons would order by spelling; disruption must order by severity.
-    def __lt__(self, other: object) -> bool:
-        if not isinstance(other, Disruption):
-            return NotImplemented
-        return self.rank < other.rank
-
-    def __le__(self, other: object) -> bool:
-        if not isinstance(other, Disruption):
-            return NotImplemented
-        return self.rank <= other.rank
-
-    def __gt__(self, other: object) -> bool:
-        if not isinstance(other, Disruption):
-            return NotImplemented
-        return self.rank > other.rank
-
-    def __ge__(self, other: object) -> bool:
-        if not isinstance(other, Disruption):
-            return NotImplemented
-        return self.rank >= other.rank
-
-
-_DISRUPTION_ORDER = (Disruption.NONE, Disruption.VM_RESTART, Disruption.HOST_REBOOT)
 
 
 class Reason(str, Enum):

@@ -1,0 +1,30 @@
+"""The shared vocabulary: one order for drift statuses, wire values unchanged."""
+from __future__ import annotations
+
+import json
+
+from reconciler.model.vocab import Disruption, DriftStatus, StepOutcome
+from reconciler.plan import actions
+
+
+def test_drift_statuses_in_one_order_most_urgent_first() -> None:
+    assert [s.value for s in sorted(DriftStatus, key=lambda s: s.rank)] == [
+        "blocked", "drift", "pending", "unmanaged"]
+    assert [s for s in DriftStatus if s.out_of_sync] == [
+        DriftStatus.BLOCKED, DriftStatus.DRIFT, DriftStatus.PENDING]
+
+
+def test_members_are_their_wire_values() -> None:
+    assert DriftStatus.PENDING == "pending" and f"{DriftStatus.PENDING}" == "pending"
+    assert json.dumps({"status": DriftStatus.BLOCKED}) == '{"status": "blocked"}'
+
+
+def test_step_outcomes_and_what_the_journal_records() -> None:
+    assert {o.value: o.journal_value for o in StepOutcome} == {
+        "ok": "ok", "failed": "failed", "pending": "skipped", "not-started": None}
+    assert [o for o in StepOutcome if o.is_failure] == [StepOutcome.FAILED]
+
+
+def test_disruption_is_still_importable_from_plan_actions() -> None:
+    assert actions.Disruption is Disruption
+    assert Disruption.NONE < Disruption.VM_RESTART < Disruption.HOST_REBOOT
