@@ -11,9 +11,9 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal
 
 from reconciler.model.facts import Cluster, Host, Observed, ProbeFacts, Vm
+from reconciler.model.vocab import DriftStatus
 from reconciler.plan.actions import Reason
 from reconciler.plan.fingerprint import canonical_json, sha256_text
 from reconciler.spec.model import DesiredState, VmSpec
@@ -29,7 +29,7 @@ class Classified:
 
     fingerprint: str
     reason: Reason                          # of the actions that change the object
-    status: Literal["drift", "pending"]     # of its drift item
+    status: DriftStatus                     # of its drift item: drift or pending
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,8 @@ class Inputs:
         spec asks for something new (pending)."""
         fp = sha256_text(canonical_json(settings))
         if self.applied.get(key) == fp:
-            return Classified(fp, Reason.DRIFT, "drift")
-        return Classified(fp, Reason.SPEC_CHANGE, "pending")
+            return Classified(fp, Reason.DRIFT, DriftStatus.DRIFT)
+        return Classified(fp, Reason.SPEC_CHANGE, DriftStatus.PENDING)
 
     @cached_property
     def hosts(self) -> Mapping[str, Host]:

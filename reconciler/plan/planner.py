@@ -18,12 +18,13 @@ from collections import Counter
 from collections.abc import Mapping
 
 from reconciler.model.facts import Observed
+from reconciler.model.vocab import DriftStatus
 from reconciler.plan.actions import HostCycle, StopVm
 from reconciler.plan.fingerprint import fingerprint, host_snapshot, vm_snapshot
 from reconciler.plan.hosts import HostPhase, plan_hosts
 from reconciler.plan.inputs import Inputs
 from reconciler.plan.prune import PrunePhase, prune
-from reconciler.plan.result import DriftItem, Plan, SeatCount, Summary
+from reconciler.plan.result import Plan, SeatCount, Summary
 from reconciler.plan.unmanaged import report_unmanaged
 from reconciler.plan.vms import VmPhase, plan_vms
 from reconciler.spec.model import DesiredState
@@ -46,16 +47,17 @@ def plan(desired: DesiredState, observed: Observed, applied: Mapping[str, str] |
 def _assemble(inputs: Inputs, hosts: HostPhase, vms: VmPhase, pruned: PrunePhase) -> Plan:
     actions = hosts.actions + vms.actions + pruned.actions
     snapshots = _snapshots(inputs, hosts.depends | vms.depends | pruned.depends)
-    drift = tuple(sorted(hosts.drift + vms.drift + pruned.drift, key=_drift_order))
+    drift = tuple(sorted(hosts.drift + vms.drift + pruned.drift,
+                         key=lambda d: (d.status.rank, d.key, d.message)))
     notes = set(hosts.notes + vms.notes)
     status_count = Counter(d.status for d in drift)
     summary = Summary(
         hosts_to_reboot=tuple(sorted({a.object_name for a in actions
                                       if isinstance(a, HostCycle)})),
         vms_to_restart=tuple(sorted({a.object_name for a in actions if isinstance(a, StopVm)})),
-        changes=len(actions), blockers=status_count["blocked"],
-        pending=status_count["pending"], drift=status_count["drift"],
-        unmanaged=status_count["unmanaged"], seats=_seats(inputs.observed, vms, pruned))
+        changes=len(actions), blockers=status_count[DriftStatus.BLOCKED],
+        pending=status_count[DriftStatus.PENDING], drift=status_count[DriftStatus.DRIFT],
+        unmanaged=status_count[DriftStatus.UNMANAGED], seats=_seats(inputs.observed, vms, pruned))
     return Plan(sources=tuple(inputs.desired.sources), actions=actions, waves=hosts.waves,
                 drift=drift, notes=tuple(sorted(notes, key=lambda n: (n.key, n.message))),
                 fingerprints={k: fingerprint(v) for k, v in snapshots.items()},
@@ -85,9 +87,3 @@ def _seats(observed: Observed, vms: VmPhase, pruned: PrunePhase) -> tuple[SeatCo
     return tuple(SeatCount(t, before[t], before[t] + delta[t])
                  for t in sorted(set(before) | set(delta)) if delta[t] or t in before)
 
-
-_STATUS_ORDER = {"blocked": 0, "pending": 1, "drift": 2, "unmanaged": 3}
-
-
-def _drift_order(d: DriftItem) -> tuple[int, str, str]:
-    return (_STATUS_ORDER[d.status], d.key, d.message)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 
 from reconciler.model.facts import Host, Vm
+from reconciler.model.vocab import DriftStatus
 from reconciler.plan.actions import (Action, DetachHostDevice, Reason, RemoveMediatedDevice,
                                      Verification)
 from reconciler.plan.inputs import Inputs, is_down
@@ -71,7 +72,8 @@ def prune(inputs: Inputs, unmanaged: Sequence[UnmanagedUse]) -> PrunePhase:
         if not removals:
             continue
         actions.extend(a for a, _ in removals)
-        pending.append(DriftItem(f"vm:{name}", "pending", "prune (no spec mentions this VM): "
+        pending.append(DriftItem(f"vm:{name}", DriftStatus.PENDING,
+                                 "prune (no spec mentions this VM): "
                                  + "; ".join(what for _, what in removals), loc))
     deferred = {name for name in chosen
                 if spec.unmanaged_host_devices and not is_down(inputs.vms[name])}

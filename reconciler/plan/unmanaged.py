@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from reconciler.model.facts import Host
+from reconciler.model.vocab import DriftStatus
 from reconciler.plan.inputs import Inputs, is_down
 from reconciler.plan.result import DriftItem
 
@@ -33,7 +34,7 @@ def _host_devices_in_use(inputs: Inputs) -> tuple[UnmanagedUse, ...]:
                     and spec.passthrough.host == host_name:
                 continue
             out.append(UnmanagedUse(DriftItem(
-                f"host:{host_name}", "unmanaged",
+                f"host:{host_name}", DriftStatus.UNMANAGED,
                 f"GPU device {dev.name} ({dev.product_name or dev.pci_id or 'unknown'}) is "
                 f"used by VM {dev.vm}, which no spec mentions for passthrough", None),
                 vm=dev.vm, vgpus=False))
@@ -53,14 +54,14 @@ def _vm_configurations(inputs: Inputs) -> tuple[UnmanagedUse, ...]:
                       and _idle_gpu_function(inputs.hosts[d.host], d.name, name))
         if idle:
             out.append(UnmanagedUse(DriftItem(
-                f"vm:{name}", "unmanaged", "GPU host device(s) " + ", ".join(idle) +
+                f"vm:{name}", DriftStatus.UNMANAGED, "GPU host device(s) " + ", ".join(idle) +
                 f" attached (VM is {vm.status}); no spec mentions this VM", None),
                 vm=name, vgpus=False))
         if vm.mediated_devices:
             types = Counter(m.mdev_type for m in vm.mediated_devices)
             use = " configured (VM is down)" if is_down(vm) else " in use"
             out.append(UnmanagedUse(DriftItem(
-                f"vm:{name}", "unmanaged", "vGPUs " + ", ".join(
+                f"vm:{name}", DriftStatus.UNMANAGED, "vGPUs " + ", ".join(
                     f"{n} x {t}" for t, n in sorted(types.items())) +
                 f"{use}; no spec mentions this VM", None), vm=name, vgpus=True))
     return tuple(out)

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import json
 
+from reconciler import drift
 from reconciler.model.vocab import Disruption, DriftStatus, StepOutcome
 from reconciler.plan import actions
+from reconciler.plan.render_text import drift_lines
+from reconciler.plan.result import DriftItem
 
 
 def test_drift_statuses_in_one_order_most_urgent_first() -> None:
@@ -17,6 +20,16 @@ def test_drift_statuses_in_one_order_most_urgent_first() -> None:
 def test_members_are_their_wire_values() -> None:
     assert DriftStatus.PENDING == "pending" and f"{DriftStatus.PENDING}" == "pending"
     assert json.dumps({"status": DriftStatus.BLOCKED}) == '{"status": "blocked"}'
+    item = DriftItem("vm:a", "drift", "moved")         # a plan file's plain string
+    assert item.status is DriftStatus.DRIFT and item.to_dict()["status"] == "drift"
+
+
+def test_plans_and_drift_reports_list_statuses_in_the_same_order() -> None:
+    items = tuple(DriftItem(f"vm:{s.value}", s, "x") for s in reversed(DriftStatus))
+    heads = [line for line in drift_lines(items) if line.endswith(":")]
+    assert heads == ["Blocked:", "Drift:", "Pending:", "Unmanaged (reported, never removed):"]
+    assert list(drift.CLASS_ORDER) == list(DriftStatus)
+    assert drift.OUT_OF_SYNC == {"blocked", "drift", "pending"}
 
 
 def test_step_outcomes_and_what_the_journal_records() -> None:

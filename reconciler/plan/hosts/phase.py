@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from reconciler.model.facts import Host
+from reconciler.model.vocab import DriftStatus
 from reconciler.plan.actions import Action
 from reconciler.plan.expand import HostDesired, expand_host
 from reconciler.plan.hosts.changes import NO_CHANGES, HostChanges, combine
@@ -84,9 +85,9 @@ def plan_host(inputs: Inputs, host: Host, desired: HostDesired,
     blockers = changes.blockers + cycle_state_problem(host, desired, changes)
     if blockers:
         # A blocked host changes nothing: its other changes wait for the blocker to go.
-        return HostPlan(key, desired, classified.fingerprint,
-                        tuple(DriftItem(key, "blocked", m, desired.location) for m in blockers),
-                        notes, None)
+        blocked = tuple(DriftItem(key, DriftStatus.BLOCKED, m, desired.location)
+                        for m in blockers)
+        return HostPlan(key, desired, classified.fingerprint, blocked, notes, None)
     decision = decide_cycle(inputs, host, desired, changes, reason)
     differences = changes.differences + decision.differences
     drift = ((DriftItem(key, classified.status, "; ".join(differences), desired.location),)

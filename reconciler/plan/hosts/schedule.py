@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from reconciler.model.facts import Host, Vm
+from reconciler.model.vocab import DriftStatus
 from reconciler.plan.actions import Action, HostCycle
 from reconciler.plan.expand import HostDesired
 from reconciler.plan.hosts.waves import CycleRequest, plan_waves
@@ -43,7 +44,7 @@ def schedule_cycles(inputs: Inputs, works: Sequence[HostWork]) -> Schedule:
     for host, why in sorted(waves.held.items()):
         # Held back: its settings are still made, only the cycle waits.
         work = by_host[host] = replace(by_host[host], cycle=None, stop_vms=())
-        blocked.append(DriftItem(f"host:{host}", "blocked", why, work.desired.location))
+        blocked.append(DriftItem(f"host:{host}", DriftStatus.BLOCKED, why, work.desired.location))
     ordered: list[Action] = [a for name in sorted(by_host) if by_host[name].cycle is None
                              for a in by_host[name].config]
     stopped: dict[str, str] = {}

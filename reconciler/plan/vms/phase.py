@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from reconciler.model.facts import Vm
+from reconciler.model.vocab import DriftStatus
 from reconciler.plan import checks
 from reconciler.plan.actions import (Action, AddMediatedDevice, Reason, RemoveMediatedDevice,
                                      StartVm)
@@ -66,7 +67,7 @@ def plan_vms(inputs: Inputs, hosts: HostPhase) -> VmPhase:
 def plan_vm(inputs: Inputs, spec: VmSpec, hosts: HostPhase, seats: SeatLedger) -> VmPlan:
     vm = inputs.vms.get(spec.name)
     if vm is None:
-        return VmPlan(f"vm:{spec.name}", drift=(DriftItem(f"vm:{spec.name}", "blocked",
+        return VmPlan(f"vm:{spec.name}", drift=(DriftItem(f"vm:{spec.name}", DriftStatus.BLOCKED,
                                        f"VM {spec.name} does not exist in the engine"
                                        + checks.did_you_mean(spec.name, inputs.vms),
                                        _location(spec)),))
@@ -90,13 +91,13 @@ def _changes(inputs: Inputs, vm: Vm, spec: VmSpec, hosts: HostPhase,
         passthrough = passthrough_changes(inputs, vm, spec.passthrough, classified.reason,
                                           hosts.host_desired)
     elif any(not d.placeholder for d in vm.host_devices):
-        unmanaged += (DriftItem(key, "unmanaged", "host devices " + ", ".join(
+        unmanaged += (DriftItem(key, DriftStatus.UNMANAGED, "host devices " + ", ".join(
             sorted(d.name for d in vm.host_devices if not d.placeholder)) +
             " attached; the spec does not manage this VM's passthrough", loc),)
     if spec.vgpu is not None:
         vgpus = vgpu_changes(inputs, vm, spec.vgpu, classified.reason)
     elif vm.mediated_devices:
-        unmanaged += (DriftItem(key, "unmanaged", "vGPUs " + ", ".join(
+        unmanaged += (DriftItem(key, DriftStatus.UNMANAGED, "vGPUs " + ", ".join(
             sorted(m.mdev_type for m in vm.mediated_devices)) +
             " attached; the spec does not manage this VM's vGPUs", loc),)
     notes = tuple(Note(key, n) for n in passthrough.notes + vgpus.notes)
@@ -109,13 +110,14 @@ def _changes(inputs: Inputs, vm: Vm, spec: VmSpec, hosts: HostPhase,
 
     blockers = passthrough.blockers + vgpus.blockers
     if blockers:
-        return outcome(drift=tuple(DriftItem(key, "blocked", m, loc) for m in blockers))
+        return outcome(drift=tuple(DriftItem(key, DriftStatus.BLOCKED, m, loc) for m in blockers))
     adds = sum(isinstance(a, AddMediatedDevice) for a in vgpus.actions) if vgpus.actions else 0
     if adds:
         assert spec.vgpu is not None
         if not seats.reserve(vm.name, vm.cluster, spec.vgpu.type, adds):
             return outcome(drift=(DriftItem(
-                key, "blocked", f"not enough {spec.vgpu.type} capacity in cluster {vm.cluster}: "
+                key, DriftStatus.BLOCKED,
+                f"not enough {spec.vgpu.type} capacity in cluster {vm.cluster}: "
                 f"{adds} more instance(s) wanted, "
                 f"{seats.seats_left(vm.cluster, spec.vgpu.type)} left (available_instances, one "
                 "vGPU type per physical GPU)", loc),))
