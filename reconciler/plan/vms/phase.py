@@ -67,11 +67,11 @@ def plan_vms(inputs: Inputs, hosts: HostPhase) -> VmPhase:
 def plan_vm(inputs: Inputs, spec: VmSpec, hosts: HostPhase, seats: SeatLedger) -> VmPlan:
     vm = inputs.vms.get(spec.name)
     if vm is None:
-        return VmPlan(f"vm:{spec.name}", drift=(DriftItem(f"vm:{spec.name}", DriftStatus.BLOCKED,
-                                       f"VM {spec.name} does not exist in the engine"
-                                       + checks.did_you_mean(spec.name, inputs.vms),
-                                       _location(spec)),))
-    planned = _changes(inputs, vm, spec, hosts, seats)
+        key = f"vm:{spec.name}"
+        return VmPlan(key, drift=(DriftItem(
+            key, DriftStatus.BLOCKED, f"VM {spec.name} does not exist in the engine"
+            + checks.did_you_mean(spec.name, inputs.vms), _location(spec)),))
+    planned = _plan_existing(inputs, vm, spec, hosts, seats)
     if vm.name in hosts.stopped_for_cycle and not any(isinstance(a, StartVm)
                                                       for a in planned.actions):
         # Stopped so that its host could reboot: bring it back even if nothing else changes.
@@ -80,26 +80,18 @@ def plan_vm(inputs: Inputs, spec: VmSpec, hosts: HostPhase, seats: SeatLedger) -
     return planned
 
 
-def _changes(inputs: Inputs, vm: Vm, spec: VmSpec, hosts: HostPhase,
-             seats: SeatLedger) -> VmPlan:
+def _plan_existing(inputs: Inputs, vm: Vm, spec: VmSpec, hosts: HostPhase,
+                   seats: SeatLedger) -> VmPlan:
     key = f"vm:{vm.name}"
     loc = _location(spec)
     classified = inputs.classify(key, spec)
-    unmanaged: tuple[DriftItem, ...] = ()
     passthrough = vgpus = NO_CHANGES
     if spec.passthrough is not None:
         passthrough = passthrough_changes(inputs, vm, spec.passthrough, classified.reason,
                                           hosts.host_desired)
-    elif any(not d.placeholder for d in vm.host_devices):
-        unmanaged += (DriftItem(key, DriftStatus.UNMANAGED, "host devices " + ", ".join(
-            sorted(d.name for d in vm.host_devices if not d.placeholder)) +
-            " attached; the spec does not manage this VM's passthrough", loc),)
     if spec.vgpu is not None:
         vgpus = vgpu_changes(inputs, vm, spec.vgpu, classified.reason)
-    elif vm.mediated_devices:
-        unmanaged += (DriftItem(key, DriftStatus.UNMANAGED, "vGPUs " + ", ".join(
-            sorted(m.mdev_type for m in vm.mediated_devices)) +
-            " attached; the spec does not manage this VM's vGPUs", loc),)
+    unmanaged = _unmanaged_parts(key, vm, spec, loc)
     notes = tuple(Note(key, n) for n in passthrough.notes + vgpus.notes)
 
     def outcome(drift: tuple[DriftItem, ...] = (), actions: tuple[Action, ...] = (),
@@ -135,6 +127,20 @@ def _changes(inputs: Inputs, vm: Vm, spec: VmSpec, hosts: HostPhase,
         drift=(DriftItem(key, classified.status, "; ".join(differences), loc),),
         adds_seats_in=vm.cluster if any(isinstance(a, AddMediatedDevice) for a in gated.actions)
         else None)
+
+
+def _unmanaged_parts(key: str, vm: Vm, spec: VmSpec, loc: str | None) -> tuple[DriftItem, ...]:
+    """GPU use of a spec VM that its spec leaves out (no passthrough, or no vGPU, section)."""
+    items: list[DriftItem] = []
+    if spec.passthrough is None and any(not d.placeholder for d in vm.host_devices):
+        items.append(DriftItem(key, DriftStatus.UNMANAGED, "host devices " + ", ".join(
+            sorted(d.name for d in vm.host_devices if not d.placeholder)) +
+            " attached; the spec does not manage this VM's passthrough", loc))
+    if spec.vgpu is None and vm.mediated_devices:
+        items.append(DriftItem(key, DriftStatus.UNMANAGED, "vGPUs " + ", ".join(
+            sorted(m.mdev_type for m in vm.mediated_devices)) +
+            " attached; the spec does not manage this VM's vGPUs", loc))
+    return tuple(items)
 
 
 def _location(spec: VmSpec) -> str | None:
