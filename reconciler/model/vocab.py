@@ -8,6 +8,7 @@ them questions (`rank`, `out_of_sync`, `journal_value`) instead of keeping lists
 from __future__ import annotations
 
 from enum import Enum, StrEnum
+from typing import Literal
 
 
 class Disruption(str, Enum):
@@ -74,16 +75,19 @@ _DRIFT_RANK = {status: rank for rank, status in enumerate(DriftStatus)}
 
 
 class StepOutcome(StrEnum):
-    """How an apply step ended, as reported. The journal has its own, shorter vocabulary."""
+    """How one step of an apply ended, as reported (step records in JSON output, progress events,
+    the controller's metrics: the values must not change). The journal has a shorter vocabulary
+    of its own, `journal_value`."""
 
     OK = "ok"
     FAILED = "failed"
-    PENDING = "pending"            # not run: above --max-disruption
-    NOT_STARTED = "not-started"    # not reached: the rollout halted or was stopped first
+    PENDING = "pending"            # above --max-disruption: not run, journaled as skipped
+    NOT_STARTED = "not-started"    # the rollout halted or was stopped first
 
     @property
-    def journal_value(self) -> str | None:
-        """What the journal records (ok / failed / skipped); None: never journaled."""
+    def journal_value(self) -> JournalOutcome:
+        """The journal's word for it: the journal knows only ok / failed / skipped, and a step
+        that did not run (pending, or not started) is "skipped" there."""
         return _JOURNAL_VALUES[self]
 
     @property
@@ -91,6 +95,9 @@ class StepOutcome(StrEnum):
         return self is StepOutcome.FAILED
 
 
-_JOURNAL_VALUES: dict[StepOutcome, str | None] = {
+# What the journal records (reconciler.store keeps the same three words for its rows).
+JournalOutcome = Literal["ok", "failed", "skipped"]
+
+_JOURNAL_VALUES: dict[StepOutcome, JournalOutcome] = {
     StepOutcome.OK: "ok", StepOutcome.FAILED: "failed", StepOutcome.PENDING: "skipped",
-    StepOutcome.NOT_STARTED: None}
+    StepOutcome.NOT_STARTED: "skipped"}

@@ -34,8 +34,14 @@ def test_plans_and_drift_reports_list_statuses_in_the_same_order() -> None:
 
 def test_step_outcomes_and_what_the_journal_records() -> None:
     assert {o.value: o.journal_value for o in StepOutcome} == {
-        "ok": "ok", "failed": "failed", "pending": "skipped", "not-started": None}
+        "ok": "ok", "failed": "failed", "pending": "skipped", "not-started": "skipped"}
     assert [o for o in StepOutcome if o.is_failure] == [StepOutcome.FAILED]
+    assert f"{StepOutcome.NOT_STARTED}" == "not-started"
+
+
+def test_the_apply_step_outcome_is_the_shared_one() -> None:
+    from reconciler.apply.outcome import StepOutcome as ApplyStepOutcome
+    assert ApplyStepOutcome is StepOutcome
 
 
 def test_disruption_is_still_importable_from_plan_actions() -> None:
