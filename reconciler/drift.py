@@ -14,14 +14,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from reconciler.model.vocab import DriftStatus
 from reconciler.plan.actions import Action, Reason
 from reconciler.plan.result import Plan
 from reconciler.store import DriftChange, DriftItemRecord, Store
 
 # Classes that mean "not in sync"; unmanaged items are reported but never acted on.
-OUT_OF_SYNC = frozenset({"pending", "drift", "blocked"})
-CLASS_ORDER = {"blocked": 0, "drift": 1, "pending": 2, "unmanaged": 3}
-_SIDE_EFFECTS = frozenset({"stop-vm", "start-vm"})
+OUT_OF_SYNC = frozenset(s for s in DriftStatus if s.out_of_sync)
+# The classes in the order reports list and count them.
+CLASS_ORDER = tuple(DriftStatus)
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class DriftReport:
         return not any(e.cls in OUT_OF_SYNC for e in self.entries)
 
     def counts(self) -> dict[str, int]:
-        out = {cls: 0 for cls in CLASS_ORDER}
+        out = {cls.value: 0 for cls in CLASS_ORDER}
         for e in self.entries:
             out[e.cls] = out.get(e.cls, 0) + 1
         return out
@@ -76,6 +77,14 @@ class DriftReport:
         return {"engine": self.engine, "at": _iso(self.at), "in_sync": self.in_sync,
                 "counts": self.counts(), "items": [e.to_dict() for e in self.entries],
                 "notes": list(self.notes)}
+
+
+_CLASSES = frozenset(DriftStatus)
+
+
+def _class_rank(cls: str) -> int:
+    """A class's place in reports; one the store kept from another version goes last."""
+    return DriftStatus(cls).rank if cls in _CLASSES else len(_CLASSES)
 
 
 def _iso(at: datetime | None) -> str | None:
@@ -98,17 +107,18 @@ def drift_items(plan: Plan) -> list[tuple[str, str, str, str | None]]:
     actions but no pending/drift/blocked item of its own (other than being stopped and started
     for its host's cycle)."""
     items: list[tuple[str, str, str, str | None]] = [
-        (d.key, d.status, d.message, d.location) for d in plan.drift]
+        (d.key, d.status.value, d.message, d.location) for d in plan.drift]
     covered = {d.key for d in plan.drift if d.status in OUT_OF_SYNC}
     by_target: dict[str, list[Action]] = {}
     for action in plan.actions:
         by_target.setdefault(action.target, []).append(action)
     for key, actions in sorted(by_target.items()):
         # A VM stopped and started around its host's cycle does not itself differ from the spec.
-        if key in covered or all(a.kind in _SIDE_EFFECTS for a in actions):
+        if key in covered or all(a.vm_power for a in actions):
             continue
-        cls = "drift" if any(a.reason == Reason.DRIFT for a in actions) else "pending"
-        items.append((key, cls, _synthetic_message(actions), None))
+        cls = DriftStatus.DRIFT if any(a.reason == Reason.DRIFT for a in actions) \
+            else DriftStatus.PENDING
+        items.append((key, cls.value, _synthetic_message(actions), None))
     return items
 
 
@@ -180,7 +190,7 @@ def build_report(plan: Plan, engine_key: str,
     for action in plan.actions:
         # A VM stopped only for its host's cycle is shown with that host's changes.
         host = getattr(action, "host", None)
-        if action.kind in _SIDE_EFFECTS and action.target not in listed and host:
+        if action.vm_power and action.target not in listed and host:
             by_target.setdefault(f"host:{host}", []).append(action)
     entries: list[DriftEntry] = []
     shown: set[str] = set()
@@ -195,7 +205,7 @@ def build_report(plan: Plan, engine_key: str,
     for item in kept:
         entries.append(DriftEntry(item.key, item.cls, item.message, None,
                                   seen.get((item.key, item.cls, item.message))))
-    entries.sort(key=lambda e: (CLASS_ORDER.get(e.cls, 9), e.key, e.message))
+    entries.sort(key=lambda e: (_class_rank(e.cls), e.key, e.message))
     notes = tuple(f"{n.key}: {n.message}" for n in plan.notes)
     return DriftReport(engine_key, at or datetime.now(timezone.utc), tuple(entries), notes)
 

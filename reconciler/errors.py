@@ -47,6 +47,10 @@ class HostAccessError(ReconcilerError):
     """A host could not be reached or a host command failed."""
 
 
+class ParseError(ReconcilerError):
+    """Host output did not have the expected format."""
+
+
 class PlanError(ReconcilerError):
     """A plan cannot be made, saved, loaded or is stale."""
 

@@ -43,10 +43,6 @@ _INSTALLING = frozenset({"installing", "reboot", "installing_os"})
 _ACTIVATING = frozenset({"initializing", "connecting", "unassigned"})
 # Errors after which the host is not trusted to come back by itself.
 _DID_NOT_RETURN = (HostDidNotReturn, InstallFailed, ActivationFailed)
-# Within a cycle: host files, then the initramfs, then the engine's fields (a host we could not
-# write to keeps its engine record unchanged).
-_CONFIG_ORDER = {"write-modprobe-file": 0, "regenerate-initramfs": 1, "set-kernel-cmdline": 2,
-                 "set-vgpu-placement": 3}
 _REBOOT = Disruption.HOST_REBOOT.value
 
 
@@ -128,7 +124,7 @@ class _Cycle:
             return self._abort(f"deactivation failed: {step.error}")
         config = sorted(((i, a) for i, a in self.unit.actions
                          if not isinstance(a, (StopVm, HostCycle))),
-                        key=lambda ia: _CONFIG_ORDER.get(ia[1].kind, 9))
+                        key=lambda ia: ia[1].cycle_order)
         for index, action in config:
             if not ctx.action_step(index, action).ok:
                 return self._abort(f"{action.kind} failed")

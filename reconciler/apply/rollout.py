@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from reconciler.model.facts import Host
-from reconciler.plan.actions import HOST_KINDS, Action, HostCycle
+from reconciler.plan.actions import Action, HostCycle
 from reconciler.plan.expand import expand_host
 from reconciler.spec.model import DesiredState
 
@@ -45,9 +45,9 @@ def units_of(actions: Sequence[Action]) -> list[Unit]:
     vms: dict[str, list[tuple[int, Action]]] = {}
     pending_stops: list[tuple[int, Action]] = []
     for index, action in enumerate(actions):
-        if action.kind in HOST_KINDS and action.wave is None:
+        if action.host_level and action.wave is None:
             config.setdefault(action.target, []).append((index, action))
-        elif action.kind in HOST_KINDS:
+        elif action.host_level:
             cycles.setdefault(action.target, []).extend(pending_stops)
             pending_stops = []
             cycles[action.target].append((index, action))

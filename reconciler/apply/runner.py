@@ -33,6 +33,7 @@ from reconciler.engine.retry import Timing
 from reconciler.errors import LockedError, PlanError, ReconcilerError
 from reconciler.log import get_logger
 from reconciler.model.facts import Observed
+from reconciler.model.vocab import DriftStatus
 from reconciler.observe.session import FleetSession, open_fleet
 from reconciler.plan import plan as make_plan
 from reconciler.plan.actions import Disruption
@@ -165,7 +166,7 @@ def _summary(result: ApplyResult, after: Plan, out: TextIO, down: Sequence[str] 
 
 
 # Items of a plan that mean the spec is not met, in the order they are reported.
-_NOT_MET = ("blocked", "drift", "pending")
+_NOT_MET = tuple(s for s in DriftStatus if s.out_of_sync)
 
 
 def _record_converged(store: Store, key: str, run_id: str, plan: Plan, after: Plan) -> int:

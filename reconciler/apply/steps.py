@@ -17,7 +17,7 @@ from reconciler.apply.outcome import StepOutcome
 from reconciler.apply.progress import Progress, StepEvent
 from reconciler.apply.waiting import WaitInterrupted
 from reconciler.errors import ReconcilerError
-from reconciler.plan.actions import Action
+from reconciler.plan.actions import ACTION_TYPES, Action
 from reconciler.store.interface import Journal
 
 
@@ -94,9 +94,10 @@ class Steps:
         self.journal.journal_end(entry, StepOutcome.OK.journal_value, message, seconds)
         # Only a step that ended ok changed the VM's power for sure; a failed stop may still
         # have gone through, which recovery (reading the journal) and the next plan take care of.
-        if target.startswith("vm:") and name == "stop-vm":
+        power = ACTION_TYPES[name].vm_power if name in ACTION_TYPES else None
+        if target.startswith("vm:") and power == "down":
             self.down_vms.stopped(target[3:])
-        elif target.startswith("vm:") and name == "start-vm":
+        elif target.startswith("vm:") and power == "up":
             self.down_vms.started(target[3:])
         self.progress.step_finished(event, StepOutcome.OK.value, seconds, message)
         self.ledger.record(StepRecord(step_id, target, name, disruption, StepOutcome.OK,

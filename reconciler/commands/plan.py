@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from reconciler.plan.render_json import render_json
     from reconciler.plan.render_markdown import render_markdown
     from reconciler.plan.render_text import render_text, use_color
-    from reconciler.plan.saved import save_plan
+    from reconciler.plan.planfile import save_plan
     from reconciler.spec import load_desired
 
     desired = load_desired(args.specs)   # a SpecError is printed by the CLI, one issue a line

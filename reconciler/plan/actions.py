@@ -13,47 +13,17 @@ from enum import Enum
 from typing import Any, ClassVar, Literal
 
 from reconciler.errors import PlanError
+# Disruption is shared vocabulary (reconciler.model.vocab); it stays importable from here.
+from reconciler.model.vocab import Disruption
 
 JsonScalar = str | int | bool | None
-
-
-class Disruption(str, Enum):
-    """How much an action disturbs the fleet; ordered none < vm-restart < host-reboot."""
-
-    NONE = "none"
-    VM_RESTART = "vm-restart"
-    HOST_REBOOT = "host-reboot"
-
-    @property
-    def rank(self) -> int:
-        return _DISRUPTION_ORDER.index(self)
-
-    # str's own comparisons would order by spelling; disruption must order by severity.
-    def __lt__(self, other: object) -> bool:
-        if not isinstance(other, Disruption):
-            return NotImplemented
-        return self.rank < other.rank
-
-    def __le__(self, other: object) -> bool:
-        if not isinstance(other, Disruption):
-            return NotImplemented
-        return self.rank <= other.rank
-
-    def __gt__(self, other: object) -> bool:
-        if not isinstance(other, Disruption):
-            return NotImplemented
-        return self.rank > other.rank
-
-    def __ge__(self, other: object) -> bool:
-        if not isinstance(other, Disruption):
-            return NotImplemented
-        return self.rank >= other.rank
-
-
-_DISRUPTION_ORDER = (Disruption.NONE, Disruption.VM_RESTART, Disruption.HOST_REBOOT)
+Marker = Literal["+", "-", "~"]          # how a plan shows an action: adds, removes, changes
+VmPower = Literal["down", "up"]          # the VM status a stop or start leaves
 
 
 class Reason(str, Enum):
+    """Why an action is in the plan. For people and reports only: apply never decides by it."""
+
     SPEC_CHANGE = "spec-change"      # the spec asks for something not applied yet
     DRIFT = "drift"                  # the fleet moved away from an applied spec
     PRUNE = "prune"                  # something the spec manages but no longer lists
@@ -85,19 +55,42 @@ class Verification:
                             value=data["value"])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Action:
-    """Common fields; subclasses add what their executor step needs."""
+    """Common fields; subclasses add what their executor step needs.
+
+    What an action *is* lives on its class, next to `kind`, so that no other module keeps a list
+    of kinds: `host_level` (a host setting or cycle, grouped per host by the rollout), `marker`
+    (how a plan shows it: + adds, - removes, ~ changes), `cycle_order` (where a host cycle runs
+    it among the host's settings) and `vm_power` (the VM status a stop or start leaves; None for
+    every action that changes configuration). A kind whose disruption never varies declares it
+    as the field's default, so its construction sites do not repeat it.
+
+    Like Terraform's plan, the fields fall in two groups:
+    - decision-relevant: `kind`, `target`, `disruption` (actions above --max-disruption are not
+      run), `verify` (checked after the step; the step fails otherwise), `wave` (which host cycles
+      may run together) and every field a subclass adds (the step's arguments). These are what
+      apply carries out; changing one changes what a reviewed plan does.
+    - for people only: `before`, `after`, `description`, `note` and `reason`. They are shown in
+      plans, journaled and reported as drift (`reason` tells drift from pending there), but apply
+      never branches on them, so they may be worded as the reader needs.
+    """
 
     kind: ClassVar[str] = "action"
-    target: str
-    before: str | None
-    after: str | None
+    host_level: ClassVar[bool] = False
+    marker: ClassVar[Marker] = "~"
+    # Host files first (our modprobe.d file, then the initramfs that carries it), then the
+    # engine's fields: a host we could not write to keeps its engine record unchanged.
+    cycle_order: ClassVar[int] = 9          # 9: not a host setting
+    vm_power: ClassVar[VmPower | None] = None
+    target: str                      # "host:NAME" / "vm:NAME"
+    before: str | None               # people only: the value now, in human form
+    after: str | None                # people only: the value the action sets
     disruption: Disruption
-    reason: Reason
-    description: str
+    reason: Reason                   # people only (see Reason)
+    description: str                 # people only
     verify: tuple[Verification, ...] = ()
-    note: str | None = None          # e.g. "takes effect at next start"
+    note: str | None = None          # people only, e.g. "takes effect at next start"
     wave: int | None = None          # host cycle wave this action belongs to (host actions only)
 
     @property
@@ -120,37 +113,50 @@ class Action:
 
 # ---- host actions -------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SetKernelCmdline(Action):
     """PUT host os.custom_kernel_cmdline (any host state; the engine sets reinstallation_required)."""
 
     kind: ClassVar[str] = "set-kernel-cmdline"
+    host_level: ClassVar[bool] = True
+    cycle_order: ClassVar[int] = 2
+    disruption: Disruption = Disruption.HOST_REBOOT
     cmdline: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class WriteModprobeFile(Action):
-    """Write our own modprobe.d file atomically (a backup of the previous file is kept)."""
+    """Write our own modprobe.d file atomically (a backup of the previous file is kept).
+
+    Its disruption has no default: host-reboot when a module it blacklists is loaded, else none.
+    """
 
     kind: ClassVar[str] = "write-modprobe-file"
+    host_level: ClassVar[bool] = True
+    cycle_order: ClassVar[int] = 0
     path: str = ""
     content: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RegenerateInitramfs(Action):
-    """`dracut --force`, so the initramfs carries our modprobe.d file."""
+    """`dracut --force`, so the initramfs carries our modprobe.d file (disruption as the file's)."""
 
     kind: ClassVar[str] = "regenerate-initramfs"
+    host_level: ClassVar[bool] = True
+    cycle_order: ClassVar[int] = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SetVgpuPlacement(Action):
     kind: ClassVar[str] = "set-vgpu-placement"
+    host_level: ClassVar[bool] = True
+    cycle_order: ClassVar[int] = 3
+    disruption: Disruption = Disruption.NONE
     placement: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class HostCycle(Action):
     """deactivate -> install(reboot=true, activate=false) -> activate -> verify, as one step.
 
@@ -159,6 +165,8 @@ class HostCycle(Action):
     """
 
     kind: ClassVar[str] = "host-cycle"
+    host_level: ClassVar[bool] = True
+    disruption: Disruption = Disruption.HOST_REBOOT
     steps: tuple[str, ...] = ("deactivate", "install", "activate", "verify")
     expect_args: tuple[str, ...] = ()
     expect_absent: tuple[str, ...] = ()
@@ -168,76 +176,94 @@ class HostCycle(Action):
 
 # ---- VM actions ---------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PinVm(Action):
     """Pin the VM to exactly one host. Changing the pinned host drops all its host devices."""
 
     kind: ClassVar[str] = "pin-vm"
+    disruption: Disruption = Disruption.NONE
     host: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AttachHostDevice(Action):
     kind: ClassVar[str] = "attach-host-device"
+    marker: ClassVar[Marker] = "+"
+    disruption: Disruption = Disruption.VM_RESTART
     host: str = ""
     device: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DetachHostDevice(Action):
     kind: ClassVar[str] = "detach-host-device"
+    marker: ClassVar[Marker] = "-"
+    disruption: Disruption = Disruption.VM_RESTART
     host: str = ""
     device: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AddMediatedDevice(Action):
     """One vGPU instance (one POST per instance)."""
 
     kind: ClassVar[str] = "add-mediated-device"
+    marker: ClassVar[Marker] = "+"
+    disruption: Disruption = Disruption.VM_RESTART
     mdev_type: str = ""
     nodisplay: bool = False
     driver_params: str | None = None
     instance: int = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RemoveMediatedDevice(Action):
     kind: ClassVar[str] = "remove-mediated-device"
+    marker: ClassVar[Marker] = "-"
+    disruption: Disruption = Disruption.VM_RESTART
     device_id: str = ""
     mdev_type: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class UpdateMediatedDevice(Action):
     """PUT replaces all spec params, so the full set is carried."""
 
     kind: ClassVar[str] = "update-mediated-device"
+    disruption: Disruption = Disruption.VM_RESTART
     device_id: str = ""
     mdev_type: str = ""
     nodisplay: bool = False
     driver_params: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SetConsoleVnc(Action):
     """Add a VNC graphics console; SPICE stays unless `remove_spice`."""
 
     kind: ClassVar[str] = "set-console-vnc"
+    marker: ClassVar[Marker] = "+"
+    disruption: Disruption = Disruption.VM_RESTART
     remove_spice: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StopVm(Action):
     """Graceful shutdown, then stop if it does not go down in time."""
 
     kind: ClassVar[str] = "stop-vm"
+    marker: ClassVar[Marker] = "-"
+    vm_power: ClassVar[VmPower | None] = "down"
+    disruption: Disruption = Disruption.VM_RESTART
     host: str | None = None          # where it ran, so that a later start can say so
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StartVm(Action):
     kind: ClassVar[str] = "start-vm"
+    marker: ClassVar[Marker] = "+"
+    vm_power: ClassVar[VmPower | None] = "up"
+    disruption: Disruption = Disruption.VM_RESTART
     host: str | None = None
 
 
@@ -246,8 +272,8 @@ ACTION_TYPES: dict[str, type[Action]] = {cls.kind: cls for cls in (
     PinVm, AttachHostDevice, DetachHostDevice, AddMediatedDevice, RemoveMediatedDevice,
     UpdateMediatedDevice, SetConsoleVnc, StopVm, StartVm)}
 
-HOST_KINDS = frozenset({"set-kernel-cmdline", "write-modprobe-file", "regenerate-initramfs",
-                        "set-vgpu-placement", "host-cycle"})
+# Derived from the classes, for callers that have only a kind; prefer `Action.host_level`.
+HOST_KINDS = frozenset(kind for kind, cls in ACTION_TYPES.items() if cls.host_level)
 
 
 def action_from_dict(data: dict[str, Any]) -> Action:

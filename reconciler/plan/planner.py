@@ -1,10 +1,16 @@
 """plan(desired, observed, applied) -> Plan: pure, deterministic, no I/O and no clock.
 
-Order of the result: host actions of hosts that need no reboot first, then host cycles wave by wave
-(within a host: set cmdline, write modprobe file, dracut, set placement, cycle), then VM actions by
-VM name (pin, detach, attach, mediated devices, console; wrapped in stop/start when the VM's
-`restart: allowed` lets us). Everything is looked up through dicts built once, so the planner is
-linear in the size of the fleet.
+The phases are functions that read the run's `Inputs` and return their results as values:
+
+    plan_hosts(inputs)                      -> HostPhase   (hosts/: settings, cycles, waves)
+    plan_vms(inputs, hosts)                 -> VmPhase     (vms/: needs the VMs cycles stop)
+    prune(inputs, report_unmanaged(inputs)) -> PrunePhase  (opt-in removal of unmanaged use)
+
+and `plan()` puts them together. Order of the result: host actions of hosts that need no reboot
+first, then host cycles wave by wave (within a host: set cmdline, write modprobe file, dracut, set
+placement, cycle), then VM actions by VM name (pin, detach, attach, mediated devices, console;
+wrapped in stop/start when the VM's `restart: allowed` lets us), then pruning. Everything is looked
+up through dicts built once, so the planner is linear in the size of the fleet.
 """
 from __future__ import annotations
 
@@ -12,65 +18,16 @@ from collections import Counter
 from collections.abc import Mapping
 
 from reconciler.model.facts import Observed
+from reconciler.model.vocab import DriftStatus
 from reconciler.plan.actions import HostCycle, StopVm
 from reconciler.plan.fingerprint import fingerprint, host_snapshot, vm_snapshot
-from reconciler.plan.host_planning import HostPlanning
-from reconciler.plan.prune import prune_unmanaged
-from reconciler.plan.result import DriftItem, Plan, SeatCount, Summary
-from reconciler.plan.vm_planning import VmPlanning
+from reconciler.plan.hosts import HostPhase, plan_hosts
+from reconciler.plan.inputs import Inputs
+from reconciler.plan.prune import PrunePhase, prune
+from reconciler.plan.result import Plan, SeatCount, Summary
+from reconciler.plan.unmanaged import report_unmanaged
+from reconciler.plan.vms import VmPhase, plan_vms
 from reconciler.spec.model import DesiredState
-
-
-class _Planner(HostPlanning, VmPlanning):
-    """One run: hosts first (their cycles decide which VMs are stopped), then VMs, then the Plan."""
-
-    def run(self) -> Plan:
-        self.plan_hosts()
-        waves, host_actions = self.schedule_cycles()
-        self.plan_vms()
-        self.report_unmanaged()
-        prune_unmanaged(self)     # opt-in (spec `prune`): unmanaged items -> removal actions
-        actions = tuple(host_actions + self.vm_actions)
-        snapshots: dict[str, str] = {}
-        for key in sorted(self.depends):
-            kind, name = key.split(":", 1)
-            if kind == "host":
-                snapshots[key] = host_snapshot(self.hosts[name], self.probes.get(name))
-            else:
-                snapshots[key] = vm_snapshot(self.vms[name])
-        drift = tuple(sorted(self.drift, key=_drift_order))
-        before = Counter(m.mdev_type for vm in self.observed.vms for m in vm.mediated_devices)
-        types = sorted(set(before) | set(self.seat_delta))
-        seats = tuple(SeatCount(t, before[t], before[t] + self.seat_delta[t]) for t in types
-                      if self.seat_delta[t] or t in before)
-        status_count = Counter(d.status for d in drift)
-        summary = Summary(
-            hosts_to_reboot=tuple(sorted({a.object_name for a in actions
-                                          if isinstance(a, HostCycle)})),
-            vms_to_restart=tuple(sorted({a.object_name for a in actions
-                                         if isinstance(a, StopVm)})),
-            changes=len(actions), blockers=status_count["blocked"],
-            pending=status_count["pending"], drift=status_count["drift"],
-            unmanaged=status_count["unmanaged"], seats=seats)
-        return Plan(sources=tuple(self.desired.sources), actions=actions, waves=waves,
-                    drift=drift, notes=tuple(sorted(set(self.notes),
-                                                    key=lambda n: (n.key, n.message))),
-                    fingerprints={k: fingerprint(v) for k, v in snapshots.items()},
-                    desired_fingerprints=dict(sorted(self.desired_fps.items())),
-                    snapshots=snapshots, summary=summary)
-
-
-_STATUS_ORDER = {"blocked": 0, "pending": 1, "drift": 2, "unmanaged": 3}
-
-
-def _drift_order(d: DriftItem) -> tuple[int, str, str]:
-    return (_STATUS_ORDER[d.status], d.key, d.message)
-
-
-def _mdev_params(mdev_type: str, nodisplay: bool, driver_params: str | None) -> str:
-    """Human form of the full spec params of one mediated device."""
-    text = f"{mdev_type} nodisplay={'true' if nodisplay else 'false'}"
-    return text + (f" driverParams={driver_params}" if driver_params else "")
 
 
 def plan(desired: DesiredState, observed: Observed, applied: Mapping[str, str] | None = None
@@ -80,4 +37,53 @@ def plan(desired: DesiredState, observed: Observed, applied: Mapping[str, str] |
     `applied` maps "host:NAME" / "vm:NAME" to the desired-settings fingerprint last applied
     successfully (`Plan.desired_fingerprints` of that run); it tells drift from pending changes.
     """
-    return _Planner(desired, observed, applied or {}).run()
+    inputs = Inputs(desired, observed, applied or {})
+    hosts = plan_hosts(inputs)
+    vms = plan_vms(inputs, hosts)
+    pruned = prune(inputs, report_unmanaged(inputs))
+    return _assemble(inputs, hosts, vms, pruned)
+
+
+def _assemble(inputs: Inputs, hosts: HostPhase, vms: VmPhase, pruned: PrunePhase) -> Plan:
+    actions = hosts.actions + vms.actions + pruned.actions
+    snapshots = _snapshots(inputs, hosts.depends | vms.depends | pruned.depends)
+    drift = tuple(sorted(hosts.drift + vms.drift + pruned.drift,
+                         key=lambda d: (d.status.rank, d.key, d.message)))
+    notes = set(hosts.notes + vms.notes)
+    status_count = Counter(d.status for d in drift)
+    summary = Summary(
+        hosts_to_reboot=tuple(sorted({a.object_name for a in actions
+                                      if isinstance(a, HostCycle)})),
+        vms_to_restart=tuple(sorted({a.object_name for a in actions if isinstance(a, StopVm)})),
+        changes=len(actions), blockers=status_count[DriftStatus.BLOCKED],
+        pending=status_count[DriftStatus.PENDING], drift=status_count[DriftStatus.DRIFT],
+        unmanaged=status_count[DriftStatus.UNMANAGED], seats=_seats(inputs.observed, vms, pruned))
+    return Plan(sources=tuple(inputs.desired.sources), actions=actions, waves=hosts.waves,
+                drift=drift, notes=tuple(sorted(notes, key=lambda n: (n.key, n.message))),
+                fingerprints={k: fingerprint(v) for k, v in snapshots.items()},
+                desired_fingerprints=dict(sorted({**hosts.desired_fingerprints,
+                                                  **vms.desired_fingerprints}.items())),
+                snapshots=snapshots, summary=summary)
+
+
+def _snapshots(inputs: Inputs, depends: frozenset[str]) -> dict[str, str]:
+    """The canonical JSON of every observed object the plan depends on, by key."""
+    snapshots: dict[str, str] = {}
+    for key in sorted(depends):
+        kind, name = key.split(":", 1)
+        if kind == "host":
+            snapshots[key] = host_snapshot(inputs.hosts[name], inputs.probes.get(name))
+        else:
+            snapshots[key] = vm_snapshot(inputs.vms[name])
+    return snapshots
+
+
+def _seats(observed: Observed, vms: VmPhase, pruned: PrunePhase) -> tuple[SeatCount, ...]:
+    before = Counter(m.mdev_type for vm in observed.vms for m in vm.mediated_devices)
+    delta: Counter[str] = Counter()
+    for change in (vms.seat_delta, pruned.seat_delta):
+        for mdev_type, n in change.items():
+            delta[mdev_type] += n
+    return tuple(SeatCount(t, before[t], before[t] + delta[t])
+                 for t in sorted(set(before) | set(delta)) if delta[t] or t in before)
+

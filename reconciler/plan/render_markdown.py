@@ -2,6 +2,7 @@
 to GitHub's comment limit (65,536 characters) with a note saying what was cut."""
 from __future__ import annotations
 
+from reconciler.model.vocab import DriftStatus
 from reconciler.plan.render_text import action_lines, drift_lines
 from reconciler.plan.result import DriftItem, Plan
 
@@ -58,7 +59,7 @@ def _sections(plan: Plan) -> list[tuple[str, list[str]]]:
     actions = action_lines(plan)
     if actions:
         sections.append((f"Actions ({len(plan.actions)})", actions))
-    others = tuple(d for d in plan.drift if d.status != "blocked")
+    others = tuple(d for d in plan.drift if d.status is not DriftStatus.BLOCKED)
     if others:
         sections.append((f"Pending, drift and unmanaged ({len(others)})", drift_lines(others)))
     if plan.notes:

@@ -1,5 +1,6 @@
-"""Terminal rendering: actions grouped by host and VM with + ~ - markers, then blockers, pending
-items, drift, unmanaged use and notes, ending with the one-line summary.
+"""Terminal rendering: actions grouped by host and VM with + ~ - markers, then the drift items by
+status (blocked, drift, pending, unmanaged: DriftStatus's order) and notes, ending with the
+one-line summary.
 
 Colour only when asked (`use_color` decides for a stream: a TTY and no NO_COLOR).
 """
@@ -9,12 +10,9 @@ import os
 from collections.abc import Mapping
 from typing import TextIO
 
+from reconciler.model.vocab import DriftStatus
 from reconciler.plan.actions import Action
 from reconciler.plan.result import DriftItem, Plan
-
-ADD_KINDS = frozenset({"attach-host-device", "add-mediated-device", "set-console-vnc",
-                       "start-vm"})
-REMOVE_KINDS = frozenset({"detach-host-device", "remove-mediated-device", "stop-vm"})
 
 _COLORS = {"+": "32", "-": "31", "~": "33", "!": "1;31", "head": "1", "dim": "2"}
 
@@ -25,14 +23,6 @@ def use_color(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
         return False
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty())
-
-
-def marker(action: Action) -> str:
-    if action.kind in ADD_KINDS:
-        return "+"
-    if action.kind in REMOVE_KINDS:
-        return "-"
-    return "~"
 
 
 class _Paint:
@@ -64,7 +54,7 @@ def action_lines(plan: Plan, color: bool = False) -> list[str]:
                 lines.append("")
             lines.append(paint("head", head))
             group = head
-        mark = marker(action)
+        mark = action.marker
         tail = f"[{action.disruption.value}, {action.reason.value}]"
         lines.append(f"  {paint(mark, mark)} {action.kind}: {action.description} "
                      f"{paint('dim', tail)}")
@@ -83,21 +73,22 @@ def _short(value: str | None, width: int = 100) -> str:
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
-_TITLES = {"blocked": "Blocked", "pending": "Pending", "drift": "Drift",
-           "unmanaged": "Unmanaged (reported, never removed)"}
+_TITLES = {DriftStatus.BLOCKED: "Blocked", DriftStatus.DRIFT: "Drift",
+           DriftStatus.PENDING: "Pending",
+           DriftStatus.UNMANAGED: "Unmanaged (reported, never removed)"}
 
 
 def drift_lines(items: tuple[DriftItem, ...], color: bool = False) -> list[str]:
     paint = _Paint(color)
     lines: list[str] = []
-    for status in ("blocked", "pending", "drift", "unmanaged"):
+    for status in DriftStatus:
         chosen = [d for d in items if d.status == status]
         if not chosen:
             continue
         if lines:
             lines.append("")
         lines.append(paint("head", f"{_TITLES[status]}:"))
-        sign = paint("!", "!") if status == "blocked" else "*"
+        sign = paint("!", "!") if status is DriftStatus.BLOCKED else "*"
         for d in chosen:
             where = f" ({d.location})" if d.location else ""
             lines.append(f"  {sign} {d.key}: {d.message}{where}")
@@ -107,7 +98,7 @@ def drift_lines(items: tuple[DriftItem, ...], color: bool = False) -> list[str]:
 def render_text(plan: Plan, color: bool = False) -> str:
     paint = _Paint(color)
     out: list[str] = []
-    in_sync = not any(d.status in ("pending", "drift", "blocked") for d in plan.drift)
+    in_sync = not any(d.status.out_of_sync for d in plan.drift)
     out += action_lines(plan, color) or [
         "No changes. The fleet matches the spec." if in_sync else
         "No changes can be made now; see the items below."]

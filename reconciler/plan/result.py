@@ -1,37 +1,37 @@
 """The Plan: ordered actions, rollout waves, drift items, fingerprints and a summary.
 
-A Plan is data: it renders as text, JSON or Markdown, is saved and loaded (`saved.py`) and is what
-the executor carries out. `plan_to_dict` / `plan_from_dict` round-trip it exactly.
+A Plan is data: it renders as text, JSON or Markdown, is saved and loaded (`planfile.py`) and is
+what the executor carries out. `plan_to_dict` / `plan_from_dict` round-trip it exactly.
 """
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from reconciler.errors import PlanError
+from reconciler.model.vocab import DriftStatus
 from reconciler.plan.actions import Action, Disruption, action_from_dict
 
 FORMAT_VERSION = 1
 
-DriftStatus = Literal["pending", "drift", "blocked", "unmanaged"]
-DRIFT_STATUSES: tuple[DriftStatus, ...] = ("blocked", "pending", "drift", "unmanaged")
-
 
 @dataclass(frozen=True)
 class DriftItem:
-    """One difference or problem. pending: spec changed, not applied yet (or waiting);
-    drift: the fleet moved away from an applied spec; blocked: cannot converge (see message);
-    unmanaged: in use but no spec mentions it (reported, never removed)."""
+    """One difference or problem; `status` says which kind (see DriftStatus)."""
 
     key: str                         # "host:NAME" | "vm:NAME"
-    status: DriftStatus
+    status: DriftStatus              # a plain string is taken for the status it names
     message: str
     location: str | None = None      # FILE:LINE:COL of the spec entry it concerns
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.status, DriftStatus):
+            object.__setattr__(self, "status", DriftStatus(self.status))
+
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "status": self.status, "message": self.message,
+        return {"key": self.key, "status": self.status.value, "message": self.message,
                 "location": self.location}
 
     @staticmethod
@@ -130,7 +130,7 @@ class Plan:
 
     @property
     def blockers(self) -> tuple[DriftItem, ...]:
-        return tuple(d for d in self.drift if d.status == "blocked")
+        return tuple(d for d in self.drift if d.status is DriftStatus.BLOCKED)
 
     @property
     def has_changes(self) -> bool:
@@ -180,5 +180,5 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
                        for k, v in observed.items()},
             summary=Summary.from_dict(data["summary"]),
         )
-    except (KeyError, TypeError) as err:
+    except (KeyError, TypeError, ValueError) as err:
         raise PlanError(f"malformed plan: missing or wrong field {err}") from None

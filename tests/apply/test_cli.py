@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.plan.saved import save_plan
+from reconciler.plan.planfile import save_plan
 from reconciler.store import Store
 from reconciler_lab.server import LabServer
 from tests.support.secrets import write_secret

@@ -6,8 +6,7 @@ import threading
 from reconciler.apply.executor import Executor, FleetAccess, Timeouts
 from reconciler.apply.outcome import StepOutcome
 from reconciler.apply.rollout import Budget
-from reconciler.plan.actions import (Action, Disruption, HostCycle, Reason, SetKernelCmdline,
-                                     Verification)
+from reconciler.plan.actions import Action, HostCycle, Reason, SetKernelCmdline, Verification
 from reconciler.plan.result import Plan
 from tests.support.fake_engine import FakeEngine, MemoryJournal
 
@@ -19,11 +18,12 @@ def _wave(*hosts: str) -> Plan:
     actions: list[Action] = []
     for host in hosts:
         key = f"host:{host}"
-        actions += [SetKernelCmdline(key, "", "iommu=pt", Disruption.HOST_REBOOT,
-                                     Reason.SPEC_CHANGE, "cmdline", wave=1, cmdline="iommu=pt"),
-                    HostCycle(key, "up", "up", Disruption.HOST_REBOOT, Reason.SPEC_CHANGE,
-                              "cycle", verify=(Verification(key, "status", "eq", "up"),),
-                              wave=1)]
+        actions += [SetKernelCmdline(target=key, before="", after="iommu=pt",
+                                     reason=Reason.SPEC_CHANGE, description="cmdline", wave=1,
+                                     cmdline="iommu=pt"),
+                    HostCycle(target=key, before="up", after="up", reason=Reason.SPEC_CHANGE,
+                              description="cycle",
+                              verify=(Verification(key, "status", "eq", "up"),), wave=1)]
     return Plan(actions=tuple(actions))
 
 

@@ -25,13 +25,17 @@ def _host(name: str, status: str = "up", cluster: str = "c1") -> Host:
 
 def test_units_keep_plan_order_and_put_cycle_stops_with_their_host() -> None:
     actions = (
-        WriteModprobeFile("host:a", None, "x", Disruption.HOST_REBOOT, R, "w"),
-        StopVm("vm:v1", "up", "down", Disruption.VM_RESTART, R, "stop", wave=1),
-        SetKernelCmdline("host:b", "", "k", Disruption.HOST_REBOOT, R, "k", wave=1),
-        HostCycle("host:b", "up", "up", Disruption.HOST_REBOOT, R, "cycle", wave=1),
-        HostCycle("host:c", "up", "up", Disruption.HOST_REBOOT, R, "cycle", wave=2),
-        StartVm("vm:v1", "down", "up", Disruption.VM_RESTART, R, "start"),
-        AddMediatedDevice("vm:v2", None, "t", Disruption.VM_RESTART, R, "add"),
+        WriteModprobeFile(target="host:a", before=None, after="x",
+                          disruption=Disruption.HOST_REBOOT, reason=R, description="w"),
+        StopVm(target="vm:v1", before="up", after="down", reason=R, description="stop", wave=1),
+        SetKernelCmdline(target="host:b", before="", after="k", reason=R, description="k",
+                         wave=1),
+        HostCycle(target="host:b", before="up", after="up", reason=R, description="cycle",
+                  wave=1),
+        HostCycle(target="host:c", before="up", after="up", reason=R, description="cycle",
+                  wave=2),
+        StartVm(target="vm:v1", before="down", after="up", reason=R, description="start"),
+        AddMediatedDevice(target="vm:v2", before=None, after="t", reason=R, description="add"),
     )
     units = units_of(actions)
     assert [(u.kind, u.target, u.wave) for u in units] == [
@@ -115,7 +119,7 @@ def test_a_stop_the_spec_does_not_allow_is_refused() -> None:
 
     context = ActionContext(ops=None, transports={}, timeouts=Timeouts(),  # type: ignore[arg-type]
                             restart_policy={"vdi-01": "whenDown"}.get)
-    stop = StopVm("vm:vdi-01", "up", "down", Disruption.VM_RESTART, R, "stop")
+    stop = StopVm(target="vm:vdi-01", before="up", after="down", reason=R, description="stop")
     with pytest.raises(ApplyError, match="restart: whenDown"):
         perform(stop, context)
 
@@ -128,7 +132,8 @@ def test_only_our_own_modprobe_file_is_ever_written() -> None:
 
     context = ActionContext(ops=None, transports={}, timeouts=Timeouts(),  # type: ignore[arg-type]
                             restart_policy=lambda _vm: None)
-    foreign = WriteModprobeFile("host:h", None, "x", Disruption.HOST_REBOOT, R, "w",
+    foreign = WriteModprobeFile(target="host:h", before=None, after="x",
+                                disruption=Disruption.HOST_REBOOT, reason=R, description="w",
                                 path="/etc/modprobe.d/blacklist-nouveau.conf", content="")
     with pytest.raises(ApplyError, match="only our own /etc/modprobe.d/gpu-reconciler.conf"):
         perform(foreign, context)

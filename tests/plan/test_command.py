@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from reconciler.plan.saved import load_plan
+from reconciler.plan.planfile import load_plan
 
 pytestmark = pytest.mark.lab
 

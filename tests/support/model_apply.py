@@ -13,33 +13,16 @@ from dataclasses import replace
 
 from reconciler.model.cmdline import arg_key, parse_token, tokenize
 from reconciler.model.facts import (GraphicsConsole, Host, HostDevice, MdevType,
-                                      MediatedDevice, ModprobeFile, Observed, ProbeFacts, Vm,
-                                      VmHostDevice)
+                                      MediatedDevice, Observed, ProbeFacts, Vm, VmHostDevice)
+from reconciler.model.modprobe import effective_modprobe_paths, parse_modprobe_conf
 from reconciler.plan.actions import (Action, AddMediatedDevice, AttachHostDevice, DetachHostDevice,
                                      HostCycle, PinVm, RegenerateInitramfs, RemoveMediatedDevice,
                                      SetConsoleVnc, SetKernelCmdline, SetVgpuPlacement, StartVm,
                                      StopVm, UpdateMediatedDevice, WriteModprobeFile)
 from reconciler.plan.capacity import build_pool
-from reconciler.plan.fingerprint import sha256_text
 from reconciler.plan.result import Plan
 
 ACCUMULATING_KEYS = frozenset({"rdblacklist", "rd.driver.blacklist"})
-
-
-def parse_modprobe(path: str, content: str) -> ModprobeFile:
-    blacklist: list[str] = []
-    options: list[tuple[str, str]] = []
-    install_false: list[str] = []
-    for line in content.splitlines():
-        words = line.split("#", 1)[0].split()
-        if len(words) >= 2 and words[0] == "blacklist":
-            blacklist.append(words[1].replace("-", "_"))
-        elif len(words) >= 3 and words[0] == "options":
-            options.append((words[1].replace("-", "_"), " ".join(words[2:])))
-        elif len(words) >= 3 and words[0] == "install" and words[2] in ("/bin/false", "/bin/true"):
-            install_false.append(words[1].replace("-", "_"))
-    return ModprobeFile(path=path, blacklist=tuple(blacklist), options=tuple(options),
-                        install_false=tuple(install_false), sha256=sha256_text(content))
 
 
 def booted_after_cycle(booted: str | None, cycle: HostCycle) -> str:
@@ -85,11 +68,12 @@ class _Model:
             self.hosts[name] = replace(self.hosts[name], custom_kernel_cmdline=action.cmdline,
                                        reinstallation_required=True)
         elif isinstance(action, WriteModprobeFile):
+            # The probe reports the files modprobe reads; the new one may mask another.
             probe = self.probes[name]
-            files = [f for f in probe.modprobe_files if f.path != action.path]
-            files.append(parse_modprobe(action.path, action.content))
-            self.probes[name] = replace(probe, modprobe_files=tuple(sorted(files,
-                                                                         key=lambda f: f.path)))
+            files = {f.path: f for f in probe.modprobe_files}
+            files[action.path] = parse_modprobe_conf(action.path, action.content)
+            self.probes[name] = replace(probe, modprobe_files=tuple(
+                files[path] for path in effective_modprobe_paths(files)))
         elif isinstance(action, RegenerateInitramfs):
             probe = self.probes[name]
             listed = sorted({m for f in probe.modprobe_files for m in f.blacklist})

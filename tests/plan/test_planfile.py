@@ -15,7 +15,7 @@ from reconciler.plan import plan
 from reconciler.plan.actions import ACTION_TYPES, Disruption, action_from_dict
 from reconciler.plan.render_json import render_json
 from reconciler.plan.result import plan_to_dict
-from reconciler.plan.saved import load_plan, save_plan, stale_objects
+from reconciler.plan.planfile import load_plan, save_plan, stale_objects
 from tests.plan.factsload import desired_from, observed_from
 
 HERE = Path(__file__).parent
@@ -101,3 +101,8 @@ def test_bad_plan_files_are_plan_errors(tmp_path: Path) -> None:
         load_plan(bad)
     with pytest.raises(PlanError, match="cannot read plan"):
         load_plan(tmp_path / "missing.json")
+
+
+def test_the_former_module_name_still_imports() -> None:
+    from reconciler.plan import planfile, saved
+    assert saved.load_plan is planfile.load_plan and saved.stale_objects is planfile.stale_objects

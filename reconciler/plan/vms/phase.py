@@ -1,0 +1,157 @@
+"""The VM phase: each spec VM in name order (passthrough, vGPUs, console, capacity, the restart
+policy), after the host phase, so that VMs stopped for a host cycle are known."""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from reconciler.model.facts import Vm
+from reconciler.model.vocab import DriftStatus
+from reconciler.plan import checks
+from reconciler.plan.actions import (Action, AddMediatedDevice, Reason, RemoveMediatedDevice,
+                                     StartVm)
+from reconciler.plan.hosts import HostPhase
+from reconciler.plan.inputs import Inputs
+from reconciler.plan.power import start_vm
+from reconciler.plan.result import DriftItem, Note
+from reconciler.plan.vms.changes import NO_CHANGES
+from reconciler.plan.vms.gate import gate
+from reconciler.plan.vms.passthrough import passthrough_changes
+from reconciler.plan.vms.seats import SeatLedger
+from reconciler.plan.vms.vgpu import vgpu_changes
+from reconciler.spec.model import VmSpec
+
+
+@dataclass(frozen=True)
+class VmPlan:
+    """One spec VM's outcome."""
+
+    key: str
+    actions: tuple[Action, ...] = ()
+    drift: tuple[DriftItem, ...] = ()
+    notes: tuple[Note, ...] = ()
+    depends: frozenset[str] = frozenset()
+    desired_fingerprint: str | None = None     # None: the VM does not exist
+    adds_seats_in: str | None = None           # the cluster where it adds vGPU seats
+
+
+@dataclass(frozen=True)
+class VmPhase:
+    actions: tuple[Action, ...]
+    drift: tuple[DriftItem, ...]
+    notes: tuple[Note, ...]
+    depends: frozenset[str]
+    desired_fingerprints: Mapping[str, str]
+    seat_delta: Mapping[str, int]              # vGPU type -> instances added minus removed
+
+
+def plan_vms(inputs: Inputs, hosts: HostPhase) -> VmPhase:
+    seats = SeatLedger(inputs)
+    plans = [plan_vm(inputs, spec, hosts, seats)
+             for spec in sorted(inputs.desired.vms, key=lambda v: v.name)]
+    # The seats a plan adds were counted on every GPU of the cluster: its hosts decide them.
+    seat_clusters = {p.adds_seats_in for p in plans if p.adds_seats_in is not None}
+    seat_hosts = {f"host:{h.name}" for c in seat_clusters
+                  for h in inputs.hosts_by_cluster.get(c, ())}
+    actions = tuple(a for p in plans for a in p.actions)
+    return VmPhase(
+        actions=actions, drift=tuple(d for p in plans for d in p.drift),
+        notes=tuple(n for p in plans for n in p.notes) + seats.idle_seat_notes(),
+        depends=frozenset().union(*(p.depends for p in plans)) | seat_hosts,
+        desired_fingerprints={p.key: p.desired_fingerprint for p in plans
+                              if p.desired_fingerprint is not None},
+        seat_delta=_seat_delta(actions))
+
+
+def plan_vm(inputs: Inputs, spec: VmSpec, hosts: HostPhase, seats: SeatLedger) -> VmPlan:
+    vm = inputs.vms.get(spec.name)
+    if vm is None:
+        key = f"vm:{spec.name}"
+        return VmPlan(key, drift=(DriftItem(
+            key, DriftStatus.BLOCKED, f"VM {spec.name} does not exist in the engine"
+            + checks.did_you_mean(spec.name, inputs.vms), _location(spec)),))
+    planned = _plan_existing(inputs, vm, spec, hosts, seats)
+    if vm.name in hosts.stopped_for_cycle and not any(isinstance(a, StartVm)
+                                                      for a in planned.actions):
+        # Stopped so that its host could reboot: bring it back even if nothing else changes.
+        planned = replace(planned, actions=planned.actions + (
+            start_vm(vm, spec, Reason.SPEC_CHANGE, "after its host's cycle"),))
+    return planned
+
+
+def _plan_existing(inputs: Inputs, vm: Vm, spec: VmSpec, hosts: HostPhase,
+                   seats: SeatLedger) -> VmPlan:
+    key = f"vm:{vm.name}"
+    loc = _location(spec)
+    classified = inputs.classify(key, spec)
+    passthrough = vgpus = NO_CHANGES
+    if spec.passthrough is not None:
+        passthrough = passthrough_changes(inputs, vm, spec.passthrough, classified.reason,
+                                          hosts.host_desired)
+    if spec.vgpu is not None:
+        vgpus = vgpu_changes(inputs, vm, spec.vgpu, classified.reason)
+    unmanaged = _unmanaged_parts(key, vm, spec, loc)
+    notes = tuple(Note(key, n) for n in passthrough.notes + vgpus.notes)
+
+    def outcome(drift: tuple[DriftItem, ...] = (), actions: tuple[Action, ...] = (),
+                depends: frozenset[str] = frozenset(), adds_seats_in: str | None = None
+                ) -> VmPlan:
+        return VmPlan(key, actions, unmanaged + drift, notes, depends, classified.fingerprint,
+                      adds_seats_in)
+
+    blockers = passthrough.blockers + vgpus.blockers
+    if blockers:
+        return outcome(drift=tuple(DriftItem(key, DriftStatus.BLOCKED, m, loc) for m in blockers))
+    adds = sum(isinstance(a, AddMediatedDevice) for a in vgpus.actions) if vgpus.actions else 0
+    if adds:
+        assert spec.vgpu is not None
+        if not seats.reserve(vm.name, vm.cluster, spec.vgpu.type, adds):
+            return outcome(drift=(DriftItem(
+                key, DriftStatus.BLOCKED,
+                f"not enough {spec.vgpu.type} capacity in cluster {vm.cluster}: "
+                f"{adds} more instance(s) wanted, "
+                f"{seats.seats_left(vm.cluster, spec.vgpu.type)} left (available_instances, one "
+                "vGPU type per physical GPU)", loc),))
+    if not (passthrough.actions or vgpus.actions):
+        return outcome()
+    gated = gate(vm, spec, classified.reason, passthrough.actions, vgpus.actions,
+                 vm.name in hosts.stopped_for_cycle)
+    differences = passthrough.differences + vgpus.differences + gated.differences
+    depends: frozenset[str] = frozenset()
+    if gated.actions:
+        depends = frozenset({key} | ({f"host:{spec.passthrough.host}"} if spec.passthrough
+                                     else set()))
+    return outcome(
+        actions=gated.actions, depends=depends,
+        drift=(DriftItem(key, classified.status, "; ".join(differences), loc),),
+        adds_seats_in=vm.cluster if any(isinstance(a, AddMediatedDevice) for a in gated.actions)
+        else None)
+
+
+def _unmanaged_parts(key: str, vm: Vm, spec: VmSpec, loc: str | None) -> tuple[DriftItem, ...]:
+    """GPU use of a spec VM that its spec leaves out (no passthrough, or no vGPU, section)."""
+    items: list[DriftItem] = []
+    if spec.passthrough is None and any(not d.placeholder for d in vm.host_devices):
+        items.append(DriftItem(key, DriftStatus.UNMANAGED, "host devices " + ", ".join(
+            sorted(d.name for d in vm.host_devices if not d.placeholder)) +
+            " attached; the spec does not manage this VM's passthrough", loc))
+    if spec.vgpu is None and vm.mediated_devices:
+        items.append(DriftItem(key, DriftStatus.UNMANAGED, "vGPUs " + ", ".join(
+            sorted(m.mdev_type for m in vm.mediated_devices)) +
+            " attached; the spec does not manage this VM's vGPUs", loc))
+    return tuple(items)
+
+
+def _location(spec: VmSpec) -> str | None:
+    return str(spec.location) if spec.location else None
+
+
+def _seat_delta(actions: tuple[Action, ...]) -> Counter[str]:
+    delta: Counter[str] = Counter()
+    for a in actions:
+        if isinstance(a, AddMediatedDevice):
+            delta[a.mdev_type] += 1
+        elif isinstance(a, RemoveMediatedDevice):
+            delta[a.mdev_type] -= 1
+    return delta
