@@ -23,7 +23,8 @@ from reconciler.plan.actions import (Action, AddMediatedDevice, AttachHostDevice
                                      RemoveMediatedDevice, SetConsoleVnc, SetKernelCmdline,
                                      SetVgpuPlacement, StartVm, StopVm, UpdateMediatedDevice,
                                      WriteModprobeFile)
-from reconciler.plan.expand import MODPROBE_PATH
+from reconciler.plan.expand import MODPROBE_HEADER, MODPROBE_PATH
+from reconciler.spec.values import kernel_cmdline_problems, modprobe_content_problems
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ def _write_modprobe_file(action: WriteModprobeFile, ctx: ActionContext) -> str:
     if str(path) != MODPROBE_PATH:
         raise ApplyError(f"{action.target}: refusing to write {action.path}: only our "
                          f"own {MODPROBE_PATH} is ever written")
+    problems = modprobe_content_problems(action.content, MODPROBE_HEADER)
+    if problems:
+        raise ApplyError(f"{action.target}: refusing to write {action.path}: "
+                         + "; ".join(problems[:3]))
     result = host_ops.write_modprobe_file(ctx.transport(action), path.stem, action.content,
                                           backup=True)
     if not result.changed:
@@ -77,6 +82,10 @@ def _regenerate_initramfs(action: RegenerateInitramfs, ctx: ActionContext) -> st
 
 @perform.register
 def _set_kernel_cmdline(action: SetKernelCmdline, ctx: ActionContext) -> str:
+    problems = kernel_cmdline_problems(action.cmdline)
+    if problems:
+        raise ApplyError(f"{action.target}: refusing to set the kernel command line: "
+                         + "; ".join(problems[:3]))
     return ctx.ops.set_kernel_cmdline(action.object_name, action.cmdline).summary
 
 

@@ -41,7 +41,9 @@ from reconciler.plan.expand import expand_host
 from reconciler.plan.render_json import render_json
 from reconciler.plan.render_text import render_text, use_color
 from reconciler.plan.result import Plan
-from reconciler.plan.saved import load_plan, stale_objects
+from reconciler.plan.planfile import (SavedPlan, SpecFile, load_saved_plan, spec_files,
+                                      stale_objects)
+from reconciler.plan.replay import edited_actions, replan
 from reconciler.spec.model import DesiredState
 from reconciler.spec.revision import spec_revision
 from reconciler.store import DEFAULT_PATH, JournalEntry, Store
@@ -183,7 +185,7 @@ def _record_converged(store: Store, key: str, run_id: str, plan: Plan, after: Pl
 
 
 def execute(desired: DesiredState, options: ApplyOptions, endpoint: EngineEndpoint, *,
-            saved: Plan | None = None, confirm: Callable[[Plan], bool] | None = None,
+            saved: SavedPlan | None = None, confirm: Callable[[Plan], bool] | None = None,
             out: TextIO = sys.stdout, progress: Progress | None = None) -> RunOutcome:
     """Lock, recover, observe, plan (or check the saved plan), confirm, execute, record."""
     key = endpoint.key
@@ -191,7 +193,7 @@ def execute(desired: DesiredState, options: ApplyOptions, endpoint: EngineEndpoi
     try:
         revision = options.spec_revision or spec_revision(desired.sources)
         run_id = store.start_run("apply", key, spec_revision=revision,
-                                 plan_digest=_digest(saved) if saved is not None else None)
+                                 plan_digest=_digest(saved.plan) if saved is not None else None)
         try:
             with store.lock(key, run_id, pid=os.getpid(), force_unlock=options.force_unlock) \
                     as info:
@@ -232,10 +234,13 @@ def _digest(plan: Plan) -> str:
 
 
 def _locked(desired: DesiredState, options: ApplyOptions, endpoint: EngineEndpoint, store: Store,
-            run_id: str, saved: Plan | None, confirm: Callable[[Plan], bool] | None, out: TextIO,
-            progress: Progress | None, left: recovery.Interrupted) -> RunOutcome:
+            run_id: str, saved: SavedPlan | None, confirm: Callable[[Plan], bool] | None,
+            out: TextIO, progress: Progress | None, left: recovery.Interrupted) -> RunOutcome:
     key = endpoint.key
     with open_fleet(desired, endpoint) as fleet:
+        if saved is not None:
+            # Before anything that changes the fleet (recovery included).
+            _check_engine(saved, fleet)
         observed = fleet.observe(probe=options.probe)
         transports = fleet.transports()
         timing = options.timing or endpoint.timing
@@ -270,7 +275,7 @@ def _restart_policy(desired: DesiredState) -> Callable[[str], str | None]:
 
 
 def _plan_and_run(desired: DesiredState, options: ApplyOptions, store: Store, key: str,
-                  run_id: str, saved: Plan | None, confirm: Callable[[Plan], bool] | None,
+                  run_id: str, saved: SavedPlan | None, confirm: Callable[[Plan], bool] | None,
                   out: TextIO, fleet: FleetSession, observed: Observed, executor: Executor,
                   left: recovery.Interrupted) -> RunOutcome:
     if not left.empty:
@@ -281,13 +286,13 @@ def _plan_and_run(desired: DesiredState, options: ApplyOptions, store: Store, ke
         observed = fleet.observe(probe=options.probe)
     applied = store.applied(key)
     if saved is not None:
-        stale = stale_objects(saved, observed)
+        stale = stale_objects(saved.plan, observed)
         if stale:
             lines = "\n".join(f"  {s.key}: {s.what_changed}" for s in stale)
             raise StalePlan(f"the saved plan is stale: {len(stale)} object(s) changed since "
                             f"it was made; nothing was changed. Make a new plan.\n{lines}",
                             tuple(s.key for s in stale))
-        the_plan = saved
+        the_plan = saved.plan
     else:
         the_plan = make_plan(desired, observed, applied)
     print(render_text(the_plan, color=use_color(out)), end="", file=out)
@@ -333,14 +338,48 @@ def _plan_and_run(desired: DesiredState, options: ApplyOptions, store: Store, ke
     return RunOutcome(EXIT_FAILED if failed else EXIT_OK, run_id, the_plan, result, after)
 
 
-def load_saved(path: str | os.PathLike[str]) -> tuple[Plan, DesiredState]:
-    """A saved plan and the desired state loaded from the spec files it names."""
+class PlanNotAsReviewed(PlanError):
+    """A saved plan that is not the plan its spec gives, or not for this engine: nothing ran."""
+
+
+def _check_engine(saved: SavedPlan, fleet: FleetSession) -> None:
+    made_for, here = saved.made_for.engine, fleet.engine_identity()
+    if not made_for.same_engine(here):
+        raise PlanNotAsReviewed(f"the plan was made for another engine: {made_for.describe()}; "
+                                f"this is {here.describe()}. Nothing was changed; make a plan "
+                                "for this engine")
+
+
+def _check_spec_files(path: str | os.PathLike[str], recorded: tuple[SpecFile, ...]) -> None:
+    for spec in recorded:
+        if not Path(spec.path).exists():
+            raise PlanNotAsReviewed(f"{path}: the plan was made from the spec file {spec.path} "
+                                    "(the plan records absolute paths), which does not exist "
+                                    "here. Nothing was changed")
+    now = {f.path: f.sha256 for f in spec_files([f.path for f in recorded])}
+    for spec in recorded:
+        if now.get(spec.path) != spec.sha256:
+            raise PlanNotAsReviewed(f"{path}: the spec file {spec.path} changed since the plan "
+                                    "was made. Nothing was changed; make a new plan")
+
+
+def load_saved(path: str | os.PathLike[str]) -> tuple[SavedPlan, DesiredState]:
+    """A saved plan, refused unless it is what its spec files (unchanged since) give against
+    the facts it recorded; the plan returned is the one planned again (people-only wording
+    included), so nothing of the file's own text is carried out or shown."""
     from reconciler.spec import load_desired
 
-    saved = load_plan(path)
-    if not saved.sources:
-        raise PlanError(f"{path}: the saved plan names no spec files to reach the fleet with")
-    return saved, load_desired(list(saved.sources))
+    saved = load_saved_plan(path)
+    _check_spec_files(path, saved.made_for.spec_files)
+    desired = load_desired([f.path for f in saved.made_for.spec_files])
+    again = replan(desired, saved.made_for.facts, saved.made_for.applied)
+    problems = edited_actions(saved.plan, again)
+    if problems:
+        raise PlanNotAsReviewed(f"{path}: the plan file was edited after it was made: its "
+                                "actions are not what its spec gives against the facts it "
+                                "recorded. Nothing was changed.\n" + "\n".join(
+                                    f"  {p}" for p in problems))
+    return SavedPlan(again, saved.made_for), desired
 
 
 def looks_like_plan(paths: Sequence[str]) -> bool:
@@ -360,5 +399,6 @@ def looks_like_plan(paths: Sequence[str]) -> bool:
     return head.startswith(b"{")
 
 
-__all__ = ["ApplyOptions", "NotConfirmed", "RunOutcome", "StalePlan", "execute",
+__all__ = ["ApplyOptions", "NotConfirmed", "PlanNotAsReviewed", "RunOutcome", "StalePlan",
+           "execute",
            "load_saved", "looks_like_plan", "require_confirmation", "tty_confirm"]

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from reconciler.plan.render_json import render_json
     from reconciler.plan.render_markdown import render_markdown
     from reconciler.plan.render_text import render_text, use_color
-    from reconciler.plan.planfile import save_plan
+    from reconciler.plan.planfile import MadeFor, save_plan, spec_files
     from reconciler.spec import load_desired
 
     desired = load_desired(args.specs)   # a SpecError is printed by the CLI, one issue a line
@@ -73,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         applied = applied_records(args.state, endpoint.key)
         with open_fleet(desired, endpoint) as fleet:
             observed = fleet.observe(probe=not args.no_probe)
+            # A saved plan says which engine it is for: apply refuses it anywhere else.
+            identity = fleet.engine_identity() if args.out else None
     result = plan(desired, observed, applied)
     if args.output == "json":
         text = render_json(result)
@@ -83,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.write(text)
     sys.stdout.flush()
     if args.out:
-        save_plan(result, args.out)
+        assert identity is not None
+        save_plan(result, args.out,
+                  MadeFor(identity, spec_files(desired.sources), observed, applied))
         print(f"plan saved to {args.out}", file=sys.stderr)
     if result.blockers:
         return EXIT_ERROR

@@ -7,21 +7,29 @@ plan file); everything else in the package is pure.
 A saved plan carries the spec sources, the per-object fingerprints (sha256 of the canonical JSON of
 each host or VM fact the plan depends on) and those canonical objects, so a stale check can say
 "vm:vdi-01 status up -> down" instead of just "stale".
+
+It also says what it was made for (`made_for`, docs/apply.md § plan files): the engine (its URL and
+the id the engine gives its own installation), each spec file by absolute path and SHA-256, and
+the facts and applied fingerprints it was planned from. `apply` refuses the file when the engine
+is another one, a spec file changed, or the actions are not what that spec gives against those
+facts (an edited action) — before it sends anything that changes the fleet.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from reconciler.errors import PlanError
-from reconciler.model.facts import Observed
+from reconciler.model.codec import CodecError, from_plain, to_plain
+from reconciler.model.facts import EngineIdentity, Observed, ObserveStats
 from reconciler.plan.fingerprint import fingerprint, host_snapshot, vm_snapshot
-from reconciler.plan.render_json import render_json
-from reconciler.plan.result import Plan, plan_from_dict
+from reconciler.plan.result import Plan, plan_from_dict, plan_to_dict
 
 MAX_CHANGES_SHOWN = 5
 
@@ -32,10 +40,57 @@ class StaleObject:
     what_changed: str
 
 
-def save_plan(plan: Plan, path: str | os.PathLike[str]) -> None:
+@dataclass(frozen=True)
+class SpecFile:
+    path: str                  # absolute
+    sha256: str
+
+
+@dataclass(frozen=True)
+class MadeFor:
+    """What a saved plan was made for and from."""
+
+    engine: EngineIdentity
+    spec_files: tuple[SpecFile, ...]
+    facts: Observed
+    applied: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SavedPlan:
+    plan: Plan
+    made_for: MadeFor
+
+
+# A plan file is a person-reviewed artefact, not a database: refuse anything absurd.
+MAX_PLAN_FILE_BYTES = 256 * 1024 * 1024
+
+
+def spec_files(sources: Sequence[str]) -> tuple[SpecFile, ...]:
+    """Each spec file by absolute path and the SHA-256 of its content now."""
+    out = []
+    for src in sorted({str(Path(s).resolve()) for s in sources}):
+        try:
+            digest = hashlib.sha256(Path(src).read_bytes()).hexdigest()
+        except OSError as err:
+            raise PlanError(f"cannot read spec file {src}: {err.strerror or err}") from None
+        out.append(SpecFile(src, digest))
+    return tuple(out)
+
+
+def save_plan(plan: Plan, path: str | os.PathLike[str], made_for: MadeFor | None = None) -> None:
     """Write the plan atomically (a reader never sees half a file)."""
     target = Path(path)
-    text = render_json(plan, include_observed=True)
+    data = plan_to_dict(plan, include_observed=True)
+    if made_for is not None:
+        data["sources"] = [f.path for f in made_for.spec_files]
+        data["made_for"] = {
+            "engine": to_plain(made_for.engine),
+            "spec_files": [to_plain(f) for f in made_for.spec_files],
+            "facts": to_plain(replace(made_for.facts, stats=ObserveStats())),
+            "applied": dict(sorted(made_for.applied.items())),
+        }
+    text = json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
@@ -46,18 +101,61 @@ def save_plan(plan: Plan, path: str | os.PathLike[str]) -> None:
         raise PlanError(f"cannot save plan to {target}: {err.strerror or err}") from None
 
 
-def load_plan(path: str | os.PathLike[str]) -> Plan:
-    target = Path(path)
+def _read_json(target: Path) -> Any:
     try:
-        text = target.read_text(encoding="utf-8")
+        with target.open("rb") as fh:
+            raw = fh.read(MAX_PLAN_FILE_BYTES + 1)
     except OSError as err:
         raise PlanError(f"cannot read plan {target}: {err.strerror or err}") from None
+    if len(raw) > MAX_PLAN_FILE_BYTES:
+        raise PlanError(f"{target}: larger than {MAX_PLAN_FILE_BYTES // 2**20} MiB: not a plan")
     try:
-        data = json.loads(text)
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise PlanError(f"{target}: not a plan (not UTF-8 text)") from None
     except json.JSONDecodeError as err:
         raise PlanError(f"{target}:{err.lineno}:{err.colno}: not a plan (invalid JSON: "
                         f"{err.msg})") from None
-    return plan_from_dict(data)
+    except RecursionError:
+        raise PlanError(f"{target}: not a plan (nested too deeply)") from None
+
+
+def load_plan(path: str | os.PathLike[str]) -> Plan:
+    target = Path(path)
+    return _from_dict(target, _read_json(target))
+
+
+def _from_dict(target: Path, data: Any) -> Plan:
+    try:
+        return plan_from_dict(data)
+    except PlanError as err:
+        raise PlanError(f"{target}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - any shape a hand edit can give: never a traceback
+        raise PlanError(f"{target}: malformed plan ({type(err).__name__}: {err})") from None
+
+
+def load_saved_plan(path: str | os.PathLike[str]) -> SavedPlan:
+    """A plan file with what it was made for; a file without it (or a broken one) is refused."""
+    target = Path(path)
+    data = _read_json(target)
+    plan = _from_dict(target, data)
+    made_for = data.get("made_for") if isinstance(data, dict) else None
+    if not isinstance(made_for, dict):
+        raise PlanError(f"{target}: the plan does not say which engine and spec it was made for "
+                        "(made by an older version?); make a new plan")
+    try:
+        spec = tuple(from_plain(SpecFile, f, f"made_for.spec_files[{i}]")
+                     for i, f in enumerate(made_for["spec_files"]))
+        engine = from_plain(EngineIdentity, made_for["engine"], "made_for.engine")
+        facts = from_plain(Observed, made_for["facts"], "made_for.facts")
+        applied = made_for.get("applied") or {}
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in applied.items()):
+            raise CodecError("made_for.applied: expected names mapped to fingerprints")
+    except (CodecError, KeyError, TypeError, AttributeError) as err:
+        raise PlanError(f"{target}: malformed plan: {err}") from None
+    if not spec:
+        raise PlanError(f"{target}: the plan names no spec files to reach the fleet with")
+    return SavedPlan(plan, MadeFor(engine, spec, facts, dict(applied)))
 
 
 def current_snapshot(key: str, observed: Observed, hosts: dict[str, Any] | None = None,

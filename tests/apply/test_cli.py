@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from reconciler.plan.planfile import save_plan
 from reconciler.store import Store
 from reconciler_lab.server import LabServer
 from tests.support.secrets import write_secret
@@ -26,10 +25,16 @@ from .conftest import (REPO, TIME_SCALE, api_mutations, embedded_spec, reconcile
 pytestmark = pytest.mark.lab
 
 
+def _saved_plan(lab: Any, tmp_path: Path) -> Path:
+    plan_file = tmp_path / "plan.json"
+    proc = reconcile("plan", str(lab.spec), "--state", str(lab.store), "--out", str(plan_file))
+    assert proc.returncode in (0, 2) and plan_file.exists(), proc.stdout + proc.stderr
+    return plan_file
+
+
 def test_stale_saved_plan_is_refused_naming_what_changed(served_lab, tmp_path: Path) -> None:
     lab = served_lab()
-    plan_file = tmp_path / "plan.json"
-    save_plan(lab.plan(), plan_file)
+    plan_file = _saved_plan(lab, tmp_path)
     # out of band: someone removes vdi-01's vGPU after the plan was reviewed
     lab.server.engine.drift("vgpu-removed", vm="vdi-01")
     lab.server.clear_request_log()
@@ -46,8 +51,7 @@ def test_stale_saved_plan_is_refused_naming_what_changed(served_lab, tmp_path: P
 def test_fresh_saved_plan_is_applied_without_a_prompt(served_lab, tmp_path: Path) -> None:
     lab = served_lab(hostProfiles=[], vms=[{"name": "vdi-02", "restart": "allowed",
                                             "vgpu": {"type": "nvidia-231", "instances": 2}}])
-    plan_file = tmp_path / "plan.json"
-    save_plan(lab.plan(), plan_file)
+    plan_file = _saved_plan(lab, tmp_path)
 
     proc = reconcile("apply", "--state", str(lab.store), str(plan_file),
                      stdin=subprocess.DEVNULL)

@@ -34,7 +34,8 @@ def test_plans_and_drift_reports_list_statuses_in_the_same_order() -> None:
 
 def test_step_outcomes_and_what_the_journal_records() -> None:
     assert {o.value: o.journal_value for o in StepOutcome} == {
-        "ok": "ok", "failed": "failed", "pending": "skipped", "not-started": "skipped"}
+        "ok": "ok", "failed": "failed", "pending": "skipped", "not-started": "skipped",
+            "stopped": "failed"}
     assert [o for o in StepOutcome if o.is_failure] == [StepOutcome.FAILED]
     assert f"{StepOutcome.NOT_STARTED}" == "not-started"
 
