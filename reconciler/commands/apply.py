@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from reconciler.store import DEFAULT_PATH
+from reconciler.commands.options import add_state, state_path
 
 
 def _seconds(text: str) -> float:
@@ -53,8 +53,7 @@ def register(subparsers: Any) -> None:
                         default="host-reboot",
                         help="run only actions up to this disruption; the rest are reported "
                              "as pending (default host-reboot: everything)")
-    parser.add_argument("--state", type=Path, default=DEFAULT_PATH, metavar="PATH",
-                        help=f"state store (runs, journal, lock; default {DEFAULT_PATH})")
+    add_state(parser, "runs, journal, lock")
     parser.add_argument("--force-unlock", metavar="RUN-ID",
                         help="take over the apply lock from this run when its heartbeat is stale")
     parser.add_argument("--host-timeout", type=_seconds, default=1800.0, metavar="SECONDS",
@@ -78,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from reconciler.plan.actions import Disruption
 
     options = ApplyOptions(yes=args.yes, max_disruption=Disruption(args.max_disruption),
-                           state=args.state, force_unlock=args.force_unlock,
+                           state=state_path(args), force_unlock=args.force_unlock,
                            timeouts=Timeouts.for_hosts(args.host_timeout, args.vm_timeout))
     saved = None
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.commands.drift import usage_errors_exit
-from reconciler.store import DEFAULT_PATH
+from reconciler.commands.options import add_state, state_path
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -71,9 +71,7 @@ def register(subparsers: Any) -> None:
                         metavar="HOST:PORT",
                         help="where to serve /healthz /readyz /metrics /status "
                              "(default 127.0.0.1:9180; port 0 picks one)")
-    parser.add_argument("--state", type=Path, default=DEFAULT_PATH, metavar="PATH",
-                        help=f"state store (drift history, runs, lock; default {DEFAULT_PATH}); "
-                             "the git clone lives next to it")
+    add_state(parser, "drift history, runs, lock; the git clone lives next to it")
     hook = parser.add_mutually_exclusive_group()
     hook.add_argument("--notify-webhook", metavar="URL",
                       help="POST drift and apply events (JSON) to this URL")
@@ -124,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
 
     logger = log.get_logger("controller")
     config = ControllerConfig(
-        spec_paths=tuple(args.specs), state=args.state, mode=args.mode,
+        spec_paths=tuple(args.specs), state=state_path(args), mode=args.mode,
         max_disruption=Disruption(args.max_disruption), resync=args.resync,
         events_interval=args.events_interval, git_url=args.git, git_ref=args.ref,
         git_poll=args.poll, probe=not args.no_probe)

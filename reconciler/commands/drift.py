@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from reconciler.store import DEFAULT_PATH
+from reconciler.commands.options import add_state, state_path
 
 EXIT_IN_SYNC = 0
 EXIT_ERROR = 1
@@ -30,8 +30,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("specs", nargs="+", metavar="SPEC", help="spec files or folders")
     parser.add_argument("-o", "--output", choices=["text", "json", "markdown"], default="text",
                         help="text (default), JSON or Markdown")
-    parser.add_argument("--state", type=Path, default=DEFAULT_PATH, metavar="PATH",
-                        help=f"state store holding the drift history (default {DEFAULT_PATH})")
+    add_state(parser, "holds the drift history")
     parser.add_argument("--no-probe", action="store_true",
                         help="engine facts only; do not probe the hosts")
     parser.set_defaults(func=run)
@@ -56,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from reconciler.store import Store
 
     desired = load_desired(args.specs)   # a SpecError is printed by the CLI, one issue a line
-    with open_endpoint(desired) as endpoint, Store(args.state) as store:
+    with open_endpoint(desired) as endpoint, Store(state_path(args)) as store:
         key = endpoint.key
         run_id = store.start_run("drift", key)
         try:

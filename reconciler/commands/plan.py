@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reconciler.store import DEFAULT_PATH
+from reconciler.commands.options import add_state, state_path
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -37,9 +37,8 @@ def register(subparsers: Any) -> None:
                              "(planned or waiting), 1 on error or blockers")
     parser.add_argument("--no-probe", action="store_true",
                         help="engine facts only; do not probe the hosts")
-    parser.add_argument("--state", type=Path, default=DEFAULT_PATH, metavar="PATH",
-                        help="state store whose applied records tell drift from pending changes "
-                             f"(default {DEFAULT_PATH}; read only, a missing file means none)")
+    add_state(parser, "its applied records tell drift from pending changes; read only, a "
+                      "missing file means none")
     parser.set_defaults(func=run)
 
 
@@ -70,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     desired = load_desired(args.specs)   # a SpecError is printed by the CLI, one issue a line
     with open_endpoint(desired) as endpoint:
         # Read before observing, so a broken store is reported without waiting for the fleet.
-        applied = applied_records(args.state, endpoint.key)
+        applied = applied_records(state_path(args), endpoint.key)
         with open_fleet(desired, endpoint) as fleet:
             observed = fleet.observe(probe=not args.no_probe)
             # A saved plan says which engine it is for: apply refuses it anywhere else.

@@ -28,7 +28,21 @@ from typing import TypeVar
 from reconciler.store.interface import StoreError
 from reconciler.store.schema import SCHEMA_VERSION, SQLITE, migrations
 
-DEFAULT_PATH = Path(".reconciler/state.db")
+def default_state_path(environ: dict[str, str] | None = None) -> Path:
+    """Where the store lives when `--state` is not given, never relative to the working folder
+    (two applies started from two folders must share one journal and one lock): systemd's
+    `$STATE_DIRECTORY` for a service, else `$XDG_STATE_HOME/gpu-reconciler`, else
+    `~/.local/state/gpu-reconciler` (the XDG default)."""
+    env = os.environ if environ is None else environ
+    service = env.get("STATE_DIRECTORY", "").split(":")[0]
+    if service:
+        return Path(service) / "state.db"
+    xdg = env.get("XDG_STATE_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "state"
+    return base / "gpu-reconciler" / "state.db"
+
+
+DEFAULT_PATH = default_state_path()
 BUSY_TIMEOUT_MS = 10_000
 
 T = TypeVar("T")
