@@ -93,7 +93,19 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, addr: tuple[str, int], lab: LabServer, ctx: ssl.SSLContext | None) -> None:
         self.lab = lab
         self.ssl_context = ctx
+        # Open client connections: a stopped engine drops them all, keep-alive ones included.
+        self.open_sockets: set[socket.socket] = set()
+        self.open_lock = threading.Lock()
         super().__init__(addr, _Handler)
+
+    def drop_connections(self) -> None:
+        with self.open_lock:
+            sockets = list(self.open_sockets)
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         # Headers and body go out in separate writes; without TCP_NODELAY the second waits
@@ -108,7 +120,14 @@ class _Server(ThreadingHTTPServer):
                 request = self.ssl_context.wrap_socket(request, server_side=True)
             except (ssl.SSLError, OSError):
                 return   # a client that does not trust our CA hangs up during the handshake
-        self.RequestHandlerClass(request, client_address, self)  # type: ignore[arg-type]
+        # Tracked after wrapping: TLS takes the file descriptor over from the plain socket.
+        with self.open_lock:
+            self.open_sockets.add(request)
+        try:
+            self.RequestHandlerClass(request, client_address, self)  # type: ignore[arg-type]
+        finally:
+            with self.open_lock:
+                self.open_sockets.discard(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass   # client resets are normal under fault injection; never print tracebacks
@@ -325,6 +344,7 @@ class LabServer:
             self._warm_thread = None
         if self._httpd is not None:
             self._httpd.shutdown()
+            self._httpd.drop_connections()
             self._httpd.server_close()
             self._httpd = None
         if self._thread is not None:
