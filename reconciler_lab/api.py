@@ -2,16 +2,17 @@
 follow, max and fault conventions. Request bodies are parsed with the SDK's own readers."""
 from __future__ import annotations
 
-import fnmatch
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from ovirtsdk4 import reader, readers, types  # noqa: F401 - importing readers registers them
 
-from reconciler_lab.engine import EngineFault, Host, LabEngine, Vm, name_from_hex, not_found
+from reconciler_lab import edits, links, represent, search
+from reconciler_lab.engine import Cluster, EngineFault, Host, LabEngine, Vm, name_from_hex, \
+    not_found
 from reconciler_lab.render import API, Renderer, action_xml, fault_xml
+from reconciler_lab.search import Field
 
 
 @dataclass(frozen=True)
@@ -20,74 +21,40 @@ class Reply:
     body: str
 
 
-_SEARCH_TERM = re.compile(r'\s*([A-Za-z_.]+)\s*(!=|=)\s*("[^"]*"|\S+)\s*')
+def _case_sensitive(query: dict[str, str]) -> bool:
+    return query.get("case_sensitive", "true").lower() != "false"
 
 
-def parse_search(text: str) -> list[list[tuple[str, str, str]]]:
-    """The Admin Portal query language, as far as we use it: `a=b and c!=d or e=f*`."""
-    groups: list[list[tuple[str, str, str]]] = []
-    for alternative in re.split(r"\s+or\s+", text.strip(), flags=re.IGNORECASE):
-        terms: list[tuple[str, str, str]] = []
-        for part in re.split(r"\s+and\s+", alternative.strip(), flags=re.IGNORECASE):
-            if not part.strip() or part.strip().lower().startswith("sortby"):
-                continue
-            m = _SEARCH_TERM.fullmatch(part)
-            if not m:
-                raise EngineFault(400, f"Search query failed: cannot parse {part!r}",
-                                  reason="Operation Failed")
-            terms.append((m.group(1).lower(), m.group(2), m.group(3).strip('"')))
-        groups.append(terms)
-    return groups
-
-
-def _matches(value: str | None, pattern: str, case_sensitive: bool) -> bool:
-    value = value or ""
-    if not case_sensitive:
-        value, pattern = value.lower(), pattern.lower()
-    return fnmatch.fnmatchcase(value, pattern)
-
-
-def search_filter(query: str | None, fields: dict[str, Callable[[object], str | None]],
-                  case_sensitive: bool) -> Callable[[object], bool]:
-    if not query:
-        return lambda _obj: True
-    groups = parse_search(query)
-    for terms in groups:
-        for name, _, _ in terms:
-            if name not in fields:
-                raise EngineFault(400, f"Search query failed: unknown field {name!r}")
-
-    def check(obj: object) -> bool:
-        for terms in groups:
-            if all(_matches(fields[n](obj), v, case_sensitive) == (op == "=")
-                   for n, op, v in terms):
-                return True
-        return False
-    return check
-
-
-
-def _search(query: dict[str, str], fields: dict[str, Callable[[object], str | None]]
-            ) -> Callable[[object], bool]:
-    """The collection's `search=` filter, honouring `case_sensitive=false`."""
-    return search_filter(query.get("search"), fields,
-                         query.get("case_sensitive", "true").lower() != "false")
-
-
-def _listing(tag: str, items: Iterable[Any], fields: dict[str, Callable[[object], str | None]],
-             render_one: Callable[[Any, Any], str], query: dict[str, str]) -> Reply:
-    """A collection GET: `search`, `max` and `follow` as the engine applies them."""
-    check = _search(query, fields)
-    follow = _follow(query)
-    chosen = _limit((item for item in items if check(item)), _max(query))
+def _listing(tag: str, items: Iterable[Any], fields: dict[str, search.Field],
+             render_one: Callable[[Any, Any], str], query: dict[str, str],
+             followable: frozenset[str] = frozenset()) -> Reply:
+    """A collection GET: `search` (with sortby and page), `max` and `follow` as the engine
+    applies them."""
+    follow = _follow(query, followable)
+    chosen = search.run(items, query.get("search"), fields,
+                        case_sensitive=_case_sensitive(query), limit=_max(query))
     return Reply(200, f"<{tag}>" + "".join(render_one(item, follow) for item in chosen)
                  + f"</{tag}>")
 
 
-def _follow(query: dict[str, str]) -> set[str]:
-    # The engine matches link rels with underscores removed: host_devices == hostdevices.
-    return {p.split(".")[0].replace("_", "").strip().lower()
-            for p in query.get("follow", "").split(",") if p.strip()}
+def _follow(query: dict[str, str], followable: frozenset[str]) -> set[str]:
+    """The rels to inline. The engine follows nested paths (`a.b`) and fails on links an entity
+    does not have; the lab follows what it models and refuses the rest, never cutting a path
+    short with a 200."""
+    out: set[str] = set()
+    for path in query.get("follow", "").split(","):
+        if not path.strip():
+            continue
+        segments = [links.rel(s) for s in path.strip().split(".")]
+        if segments[0] not in followable:
+            raise EngineFault(400, f"[Cannot follow link '{path.strip()}'. The lab engine "
+                                   f"follows only: {', '.join(sorted(followable)) or 'nothing'}"
+                                   " here.]")
+        if len(segments) > 1:
+            raise EngineFault(400, f"[Cannot follow link '{path.strip()}'. The lab engine does "
+                                   "not follow nested links.]")
+        out.add(segments[0])
+    return out
 
 
 def _max(query: dict[str, str]) -> int | None:
@@ -97,18 +64,6 @@ def _max(query: dict[str, str]) -> int | None:
         return max(0, int(query["max"]))
     except ValueError:
         raise EngineFault(400, f"Invalid value '{query['max']}' for max.") from None
-
-
-T = TypeVar("T")
-
-
-def _limit(items: Iterable[T], limit: int | None) -> list[T]:
-    out: list[T] = []
-    for item in items:
-        if limit is not None and len(out) >= limit:
-            break
-        out.append(item)
-    return out
 
 
 def _read(body: bytes, expected: type) -> object:
@@ -145,6 +100,9 @@ class LabApi:
                 is_action = self._is_action(method, parts)
                 return self._route(method, parts, query, body, correlation_id)
         except EngineFault as fault:
+            if fault.status == 404:
+                # The engine answers an unknown entity or path with a bare 404 (no body).
+                return Reply(404, "")
             if is_action:
                 return Reply(fault.status, action_xml(
                     "failed", types.Fault(reason=fault.reason, detail=fault.detail)))
@@ -164,18 +122,16 @@ class LabApi:
             return Reply(200, r.api_root(e.fleet.engine_version))
         kind = parts[0]
         if kind == "clusters":
-            self._only(method, "GET")
-            if n == 1:
-                limit = _max(query)
-                return Reply(200, "<clusters>" + "".join(
-                    r.cluster(c) for c in _limit(e.clusters.values(), limit)) + "</clusters>")
-            if n == 2:
-                return Reply(200, r.cluster(e.cluster(parts[1])))
-        elif kind == "hosts":
+            return self._clusters(method, parts, query)
+        if kind == "datacenters":
+            return self._data_centers(method, parts, query)
+        if kind == "templates":
+            return self._templates(method, parts, query)
+        if kind == "hosts":
             return self._hosts(method, parts, query, body, cid)
-        elif kind == "vms":
+        if kind == "vms":
             return self._vms(method, parts, query, body, cid)
-        elif kind == "events":
+        if kind == "events":
             self._only(method, "GET")
             if n == 1:
                 return self._events(query)
@@ -191,35 +147,110 @@ class LabApi:
         if method not in allowed:
             raise EngineFault(405, f"Method {method} is not allowed here", reason="Not Allowed")
 
+    def _empty(self, method: str, rels: dict[str, str], parts: list[str]) -> Reply:
+        """An advertised sub-collection the lab models nothing in: the empty list the engine
+        returns for an entity without any (an unknown rel, or an item in it, is 404)."""
+        self._only(method, "GET")
+        if len(parts) == 3 and parts[2] in rels:
+            return Reply(200, f"<{rels[parts[2]]}/>")
+        raise not_found("resource")
+
+    # --- search fields the lab's collections share
+
+    def _cluster_name(self, cluster_id: str) -> str:
+        return self.engine.clusters[cluster_id].name
+
+    def _dc(self, _obj: object) -> str:
+        return represent.DATA_CENTER_NAME
+
+    # --- clusters, the data center and the Blank template
+
+    def _cluster_fields(self) -> dict[str, Field]:
+        return {
+            "name": Field(lambda c: c.name), "id": Field(lambda c: c.id),
+            "description": Field(lambda c: ""), "comment": Field(lambda c: ""),
+            "datacenter": Field(self._dc), "datacenter.name": Field(self._dc),
+            "architecture": Field(lambda c: c.architecture),
+        }
+
+    def _clusters(self, method: str, parts: list[str], query: dict[str, str]) -> Reply:
+        e, r = self.engine, self.render
+        self._only(method, "GET")
+        if len(parts) == 1:
+            return _listing("clusters", e.clusters.values(), self._cluster_fields(),
+                            lambda c, _f: r.cluster(c), query)
+        cluster = e.cluster(parts[1])
+        if len(parts) == 2:
+            _follow(query, frozenset())
+            return Reply(200, r.cluster(cluster))
+        return self._empty(method, links.CLUSTER_LINKS, parts)
+
+    def _data_centers(self, method: str, parts: list[str], query: dict[str, str]) -> Reply:
+        e, r = self.engine, self.render
+        self._only(method, "GET")
+        fields = {"name": Field(lambda d: represent.DATA_CENTER_NAME),
+                  "id": Field(lambda d: represent.DATA_CENTER_ID),
+                  "status": Field(lambda d: "up")}
+        if len(parts) == 1:
+            return _listing("data_centers", [None], fields, lambda _d, _f: r.data_center(),
+                            query)
+        if parts[1] != represent.DATA_CENTER_ID:
+            raise not_found("data center")
+        if len(parts) == 2:
+            return Reply(200, r.data_center())
+        if len(parts) == 3 and parts[2] == "clusters":
+            return _listing("clusters", e.clusters.values(), self._cluster_fields(),
+                            lambda c, _f: r.cluster(c), query)
+        return self._empty(method, links.DATA_CENTER_LINKS, parts)
+
+    def _templates(self, method: str, parts: list[str], query: dict[str, str]) -> Reply:
+        e, r = self.engine, self.render
+        self._only(method, "GET")
+
+        # Every lab VM was made from Blank, so `vm.name=X` finds Blank for any VM X.
+        fields = {"name": Field(lambda t: "Blank"),
+                  "id": Field(lambda t: represent.BLANK_TEMPLATE_ID),
+                  "status": Field(lambda t: "ok"), "datacenter": Field(self._dc),
+                  "vm.name": Field(lambda t: None, many=lambda t: [v.name for v in e.vms.values()])}
+        if len(parts) == 1:
+            return _listing("templates", [None], fields, lambda _t, _f: r.blank_template(), query)
+        if parts[1] != represent.BLANK_TEMPLATE_ID:
+            raise not_found("template")
+        if len(parts) == 2:
+            return Reply(200, r.blank_template())
+        return self._empty(method, links.TEMPLATE_LINKS, parts)
+
     # --- hosts
 
-    def _host_fields(self) -> dict[str, Callable[[object], str | None]]:
-        e = self.engine
+    def _host_fields(self) -> dict[str, Field]:
+        def cluster(h: Host) -> str:
+            return self._cluster_name(h.cluster_id)
         return {
-            "name": lambda h: h.name,  # type: ignore[attr-defined]
-            "cluster": lambda h: e.clusters[h.cluster_id].name,  # type: ignore[attr-defined]
-            "status": lambda h: h.status,  # type: ignore[attr-defined]
-            "id": lambda h: h.id,  # type: ignore[attr-defined]
+            "name": Field(lambda h: h.name), "id": Field(lambda h: h.id),
+            "cluster": Field(cluster), "cluster.name": Field(cluster),
+            "status": Field(lambda h: h.status), "comment": Field(lambda h: h.comment),
+            "address": Field(lambda h: f"{h.name}.lab.example"),
+            "datacenter": Field(self._dc), "datacenter.name": Field(self._dc),
+            "vgpu_placement": Field(lambda h: h.vgpu_placement),
         }
 
     def _hosts(self, method: str, parts: list[str], query: dict[str, str], body: bytes,
                cid: str | None) -> Reply:
         e, r = self.engine, self.render
         n = len(parts)
+        followable = frozenset({"devices"})
         if n == 1:
             self._only(method, "GET")
-            return _listing("hosts", e.hosts.values(), self._host_fields(), r.host, query)
+            return _listing("hosts", e.hosts.values(), self._host_fields(), r.host, query,
+                            followable)
         host = e.host(parts[1])
         if n == 2:
             if method == "GET":
-                return Reply(200, r.host(host, _follow(query)))
+                return Reply(200, r.host(host, _follow(query, followable)))
             self._only(method, "PUT")
             upd = _read(body, types.Host)
             assert isinstance(upd, types.Host)
-            e.update_host(
-                host.id,
-                custom_kernel_cmdline=upd.os.custom_kernel_cmdline if upd.os else None,
-                vgpu_placement=upd.vgpu_placement.value if upd.vgpu_placement else None, cid=cid)
+            edits.update_host(e, host, upd, r.host_obj(host), cid=cid)
             return Reply(200, r.host(host))
         if parts[2] == "devices":
             self._only(method, "GET")
@@ -231,7 +262,7 @@ class LabApi:
             action = _read(body or b"<action/>", types.Action)
             assert isinstance(action, types.Action)
             return self._host_action(host, parts[2], action, cid)
-        raise not_found("resource")
+        return self._empty(method, links.HOST_LINKS, parts)
 
     def _host_action(self, host: Host, name: str, action: types.Action,
                      cid: str | None) -> Reply:
@@ -243,50 +274,52 @@ class LabApi:
         elif name == "install":
             e.install_host(host.id, reboot=action.reboot if action.reboot is not None else True,
                            activate=bool(action.activate), cid=cid)
+        elif name == "refresh":
+            edits.refresh_host(e, host, cid=cid)
+        elif name == "upgrade":
+            edits.upgrade_host(e, host)
+        elif name == "fence":
+            edits.fence_host(action)
         else:
             raise not_found("action")
         return Reply(200, action_xml("complete"))
 
     # --- VMs
 
-    def _vm_fields(self) -> dict[str, Callable[[object], str | None]]:
+    def _vm_fields(self) -> dict[str, Field]:
         e = self.engine
 
         def host_name(v: Vm) -> str | None:
             return e.hosts[v.host_id].name if v.host_id in e.hosts else None
+
+        def cluster(v: Vm) -> str:
+            return self._cluster_name(v.cluster_id)
         return {
-            "name": lambda v: v.name,  # type: ignore[attr-defined]
-            "cluster": lambda v: e.clusters[v.cluster_id].name,  # type: ignore[attr-defined]
-            "host": host_name,  # type: ignore[dict-item]
-            "status": lambda v: v.status,  # type: ignore[attr-defined]
-            "id": lambda v: v.id,  # type: ignore[attr-defined]
+            "name": Field(lambda v: v.name), "id": Field(lambda v: v.id),
+            "cluster": Field(cluster), "cluster.name": Field(cluster),
+            "host": Field(host_name), "host.name": Field(host_name),
+            "status": Field(lambda v: v.status), "description": Field(lambda v: v.description),
+            "comment": Field(lambda v: v.comment),
+            "datacenter": Field(self._dc), "datacenter.name": Field(self._dc),
+            "template": Field(lambda v: "Blank"), "template.name": Field(lambda v: "Blank"),
         }
 
     def _vms(self, method: str, parts: list[str], query: dict[str, str], body: bytes,
              cid: str | None) -> Reply:
         e, r = self.engine, self.render
         n = len(parts)
+        followable = frozenset({"hostdevices", "mediateddevices", "graphicsconsoles"})
         if n == 1:
             self._only(method, "GET")
-            return _listing("vms", e.vms.values(), self._vm_fields(), r.vm, query)
+            return _listing("vms", e.vms.values(), self._vm_fields(), r.vm, query, followable)
         vm = e.vm(parts[1])
         if n == 2:
             if method == "GET":
-                return Reply(200, r.vm(vm, _follow(query)))
+                return Reply(200, r.vm(vm, _follow(query, followable)))
             self._only(method, "PUT")
             upd = _read(body, types.Vm)
             assert isinstance(upd, types.Vm)
-            pinned = None
-            affinity = None
-            pp = upd.placement_policy
-            if pp is not None:
-                if pp.hosts is not None:
-                    pinned = [h.id or h.name for h in pp.hosts if h.id or h.name]
-                if pp.affinity is not None:
-                    affinity = pp.affinity.value
-            display = upd.display.type.value if upd.display and upd.display.type else None
-            e.update_vm(vm.id, pinned_hosts=pinned, affinity=affinity, display_type=display,
-                        cid=cid)
+            edits.update_vm(e, vm, upd, r.vm_obj(vm), cid=cid)
             return Reply(200, r.vm(vm))
         sub = parts[2]
         if sub == "hostdevices":
@@ -306,7 +339,7 @@ class LabApi:
             else:
                 raise not_found("action")
             return Reply(200, action_xml("complete"))
-        raise not_found("resource")
+        return self._empty(method, links.VM_LINKS, parts)
 
     def _vm_hostdevs(self, method: str, vm: Vm, parts: list[str], body: bytes,
                      cid: str | None) -> Reply:
@@ -390,34 +423,44 @@ class LabApi:
             except ValueError:
                 raise EngineFault(400, f"Invalid value '{query['from']}' for from.") from None
 
-        def host_name(ev: object) -> str | None:
-            hid = ev.host_id  # type: ignore[attr-defined]
-            return e.hosts[hid].name if hid in e.hosts else None
+        def host_name(ev: Any) -> str | None:
+            return e.hosts[ev.host_id].name if ev.host_id in e.hosts else None
 
-        def vm_name(ev: object) -> str | None:
-            vid = ev.vm_id  # type: ignore[attr-defined]
-            return e.vms[vid].name if vid in e.vms else None
-        fields: dict[str, Callable[[object], str | None]] = {
-            "type": lambda ev: str(ev.code),  # type: ignore[attr-defined]
-            "severity": lambda ev: ev.severity,  # type: ignore[attr-defined]
-            "message": lambda ev: ev.description,  # type: ignore[attr-defined]
-            "event_host": host_name, "host": host_name, "host.name": host_name,
-            "event_vm": vm_name, "vm": vm_name, "vm.name": vm_name,
-            "correlation_id": lambda ev: ev.correlation_id,  # type: ignore[attr-defined]
-            "origin": lambda ev: "oVirt",
+        def vm_name(ev: Any) -> str | None:
+            return e.vms[ev.vm_id].name if ev.vm_id in e.vms else None
+
+        def cluster_name(ev: Any) -> str | None:
+            return e.clusters[ev.cluster_id].name if ev.cluster_id in e.clusters else None
+        fields: dict[str, Field] = {
+            "type": Field(lambda ev: ev.code, "number"),
+            "severity": Field(lambda ev: ev.severity),
+            "message": Field(lambda ev: ev.description),
+            "time": Field(lambda ev: ev.time, "time"),
+            "index": Field(lambda ev: ev.index, "number"),
+            "event_host": Field(host_name), "host": Field(host_name),
+            "host.name": Field(host_name),
+            "event_vm": Field(vm_name), "vm": Field(vm_name), "vm.name": Field(vm_name),
+            "cluster": Field(cluster_name), "cluster.name": Field(cluster_name),
+            "event_cluster": Field(cluster_name),
+            "datacenter": Field(self._dc), "event_datacenter": Field(self._dc),
+            "correlation_id": Field(lambda ev: ev.correlation_id),
+            "origin": Field(lambda ev: "oVirt"),
+            "usrname": Field(lambda ev: e.user),
         }
-        check = _search(query, fields)
-        limit = _max(query)
-        out: list[str] = []
-        for ev in e.iter_events():          # newest first, as the engine sorts
-            if since is not None and ev.index <= since:
-                break
-            if not check(ev):
-                continue
-            if limit is not None and len(out) >= limit:
-                break
-            out.append(r.event(ev))
-        return Reply(200, "<events>" + "".join(out) + "</events>")
+        # from=N adds `audit_log_id > N`; the default order is newest first.
+        newest_first = (ev for ev in e.iter_events() if since is None or ev.index > since)
+        if since is not None:
+            newest_first = _until_index(e.iter_events(), since)
+        chosen = search.run(newest_first, query.get("search"), fields,
+                            case_sensitive=_case_sensitive(query), limit=_max(query))
+        return Reply(200, "<events>" + "".join(r.event(ev) for ev in chosen) + "</events>")
 
 
-__all__ = ["API", "LabApi", "Reply", "parse_search"]
+def _until_index(events: Iterable[Any], since: int) -> Iterable[Any]:
+    for ev in events:
+        if ev.index <= since:
+            return
+        yield ev
+
+
+__all__ = ["API", "LabApi", "Reply"]

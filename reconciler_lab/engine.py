@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from reconciler_lab import legacy
+from reconciler_lab.errors import EngineFault, not_found
 from reconciler_lab.faults import FaultConfig
 from reconciler_lab.fleet import LabDevice, LabFleet, LabHost
 from reconciler_lab.roots import HostRoots, boot_devices
@@ -36,20 +38,6 @@ _HOST_INSTALLABLE = ("maintenance", "non_operational", "install_failed", "instal
 _HOST_DEACTIVATABLE = ("maintenance", "non_responsive", "up", "error",
                        "preparing_for_maintenance", "down", "non_operational", "install_failed")
 _VM_RUNNING = ("wait_for_launch", "powering_up", "up", "powering_down", "migrating")
-
-
-class EngineFault(Exception):
-    """A request the engine refuses: HTTP status, fault reason and detail as the engine sends them."""
-
-    def __init__(self, status: int, detail: str, reason: str = "Operation Failed") -> None:
-        super().__init__(detail)
-        self.status = status
-        self.reason = reason
-        self.detail = detail
-
-
-def not_found(kind: str = "entity") -> EngineFault:
-    return EngineFault(404, f"Entity not found: {kind}", reason="Not Found")
 
 
 def hex_id(name: str) -> str:
@@ -96,6 +84,7 @@ class Host:
     op_args: dict[str, Any] = field(default_factory=dict)
     op_remaining: float = 0.0
     maintenance_failed_reported: bool = False
+    comment: str = ""
     rev: int = 0
     dev_rev: int = 0
 
@@ -116,6 +105,9 @@ class Vm:
     mdevs: dict[str, dict[str, str]] = field(default_factory=dict)   # mdev uuid -> spec params
     running_mdevs: list[list[str]] = field(default_factory=list)     # [type, gpu name, uuid]
     running_hostdevs: list[str] = field(default_factory=list)        # devices held on host_id
+    description: str = ""
+    comment: str = ""
+    custom_properties: dict[str, str] = field(default_factory=dict)  # name -> value, as stored
     op: str | None = None
     op_stage: int = 0
     op_remaining: float = 0.0
@@ -242,6 +234,13 @@ class LabEngine:
                 if m.driver_params:
                     params["driverParams"] = m.driver_params
                 vm.mdevs[_uuid(f.name, "mdev", v.name, str(i))] = params
+            vm.custom_properties = dict(v.custom_properties)
+            legacy_value = vm.custom_properties.get(legacy.PROPERTY)
+            if legacy_value is not None and legacy.converts(f.engine_version):
+                # What the 4.5 database upgrade does to a VM still carrying the property.
+                del vm.custom_properties[legacy.PROPERTY]
+                for j, params in enumerate(legacy.to_mdevs(legacy_value)):
+                    vm.mdevs[_uuid(f.name, "mdev", v.name, "legacy", str(j))] = params
             if v.host_devices and len(vm.pinned_host_ids) == 1:
                 vm.hostdev_host_id = vm.pinned_host_ids[0]
                 self.vms[vid] = vm
@@ -1182,6 +1181,36 @@ class LabEngine:
                                              f"{v.name} by User {self.user}.", vm=v)
                 return f"vm {v.name}: host device {name} detached"
             raise EngineFault(400, f"unknown drift kind {kind!r}")
+
+    # ------------------------------------------------------------------ for edits.py
+
+    def touch(self, entity: Host | Vm) -> None:
+        self._touch(entity)
+
+    @property
+    def revision(self) -> int:
+        """Grows with every change (entities and device lists)."""
+        return self._rev
+
+    def refresh_host_devices(self, host_id: str) -> None:
+        self._refresh_devices(host_id)
+
+    def log_event(self, code: int, severity: str, description: str, *, host: Host | None = None,
+                  vm: Vm | None = None, cid: str | None = None) -> None:
+        self._event(code, severity, description, host=host, vm=vm, cid=cid)
+
+    def host_ref_id(self, host_id: str | None, name: str | None) -> str | None:
+        """The id of a host given by id or by name (None if there is no such host)."""
+        if host_id is not None:
+            return host_id if host_id in self.hosts else None
+        return next((h.id for h in self.hosts.values() if h.name == name), None)
+
+    def replace_mdevs(self, vm_id: str, devices: list[dict[str, str]]) -> None:
+        """UpdateVmCommand#updateMdevDevices: the converted devices replace all the VM's."""
+        vm = self.vm(vm_id)
+        vm.mdevs = {str(uuid.uuid4()): self._check_mdev_params(dict(d), "update")
+                    for d in devices}
+        self._touch(vm)
 
     # ------------------------------------------------------------------ search helpers
 

@@ -93,6 +93,9 @@ class LabVm:
     graphics: tuple[str, ...] = ("vnc",)   # protocols: vnc, spice
     host_devices: tuple[str, ...] = ()     # device names explicitly attached
     mediated_devices: tuple[LabMdev, ...] = ()
+    # VM custom properties as the engine stores them, e.g. (("mdev_type", "nvidia-18"),): the
+    # pre-4.5 form of a vGPU that fleets upgraded from 4.3/4.4 carry (see reconciler_lab/legacy.py)
+    custom_properties: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -285,7 +288,7 @@ def fleet_from_dict(data: Any, source: str = "<fleet>") -> LabFleet:
     for i, v in enumerate(_list(top.get("vms"), f"{source}: vms")):
         v = _take(v, f"{source}: vms[{i}]", ("name", "cluster"), (
             "status", "host", "pinnedHosts", "affinity", "graphics", "hostDevices",
-            "mediatedDevices"))
+            "mediatedDevices", "customProperties"))
         where = f"{source}: vm {v['name']}"
         if v["cluster"] not in by_cluster:
             raise FleetError(f"{where}: unknown cluster {v['cluster']!r}")
@@ -306,7 +309,8 @@ def fleet_from_dict(data: Any, source: str = "<fleet>") -> LabFleet:
             pinned_hosts=_str_tuple(v.get("pinnedHosts"), where),
             affinity=v.get("affinity", "migratable"),
             graphics=_str_tuple(v.get("graphics", ["vnc"]), where),
-            host_devices=_str_tuple(v.get("hostDevices"), where), mediated_devices=tuple(mdevs)))
+            host_devices=_str_tuple(v.get("hostDevices"), where), mediated_devices=tuple(mdevs),
+            custom_properties=_custom_properties(v.get("customProperties"), where)))
     if len({v.name for v in vms}) != len(vms):
         raise FleetError(f"{source}: VM names must be unique")
     return LabFleet(name=str(top["name"]), clusters=tuple(clusters), hosts=tuple(host_list),
@@ -314,6 +318,14 @@ def fleet_from_dict(data: Any, source: str = "<fleet>") -> LabFleet:
                     password=top.get("password", "lab-password"),
                     engine_version=str(top.get("engineVersion", "4.5.6")),
                     extra=dict(top.get("extra") or {}))
+
+
+def _custom_properties(value: Any, where: str) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise FleetError(f"{where}: customProperties must map names to values")
+    return tuple((k, str(v)) for k, v in value.items())
 
 
 _ADDRESS = re.compile(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]")
@@ -371,6 +383,8 @@ def _vm_dict(v: LabVm) -> dict[str, Any]:
             {"type": m.mdev_type, **({"nodisplay": True} if m.nodisplay else {}),
              **({"driverParams": m.driver_params} if m.driver_params is not None else {})}
             for m in v.mediated_devices]
+    if v.custom_properties:
+        out["customProperties"] = dict(v.custom_properties)
     return out
 
 

@@ -7,30 +7,23 @@ keeps listing 10,000 VMs cheap. Callers hold the engine lock.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable
 from xml.sax.saxutils import quoteattr
 
 from ovirtsdk4 import types, writer, writers  # noqa: F401 - importing writers registers them
 
+from reconciler_lab import represent
 from reconciler_lab.engine import Cluster, Event, Host, LabEngine, Vm, hex_id
 from reconciler_lab.fleet import LabDevice
+from reconciler_lab.links import (API_LINKS, CLUSTER_LINKS, DATA_CENTER_LINKS, HOST_ACTIONS,
+                                  HOST_LINKS, TEMPLATE_LINKS, VM_ACTIONS, VM_LINKS, links_xml)
+from reconciler_lab.represent import API
+from reconciler_lab.xmlform import engine_dates, engine_order
 
-API = "/ovirt-engine/api"
-
-HOST_LINKS = ("affinitylabels", "devices", "externalnetworkproviderconfigurations",
-              "fenceagents", "hooks", "katelloerrata", "networkattachments", "nics",
-              "numanodes", "permissions", "statistics", "storage",
-              "storageconnectionextensions", "tags", "unmanagednetworks")
-HOST_ACTIONS = ("activate", "deactivate", "install", "refresh", "upgrade", "fence")
-VM_LINKS = ("affinitylabels", "applications", "cdroms", "diskattachments", "graphicsconsoles",
-            "hostdevices", "katelloerrata", "mediateddevices", "nics", "numanodes",
-            "permissions", "reporteddevices", "sessions", "snapshots", "statistics", "tags",
-            "watchdogs")
-VM_ACTIONS = ("start", "stop", "shutdown")
-CLUSTER_LINKS = ("affinitygroups", "cpuprofiles", "enabledfeatures", "glusterhooks",
-                 "glustervolumes", "networkfilters", "networks", "permissions")
-API_LINKS = ("clusters", "events", "hosts", "vms")
+_FIRST_CHILD = re.compile(r"^<[a-z_]+(?: [^>]*)?>")
 
 
 def _href(obj: object, href: str) -> object:
@@ -38,15 +31,34 @@ def _href(obj: object, href: str) -> object:
     return obj
 
 
-def _links(base: str, rels: Iterable[str], actions: Iterable[str] = ()) -> str:
-    parts = []
-    acts = list(actions)
-    if acts:
-        parts.append("<actions>")
-        parts.extend(f'<link href="{base}/{a}" rel="{a}"/>' for a in acts)
-        parts.append("</actions>")
-    parts.extend(f'<link href="{base}/{r}" rel="{r}"/>' for r in rels)
-    return "".join(parts)
+def _links(base: str, rels: Iterable[str], actions: tuple[str, ...] = ()) -> str:
+    return links_xml(base, tuple(rels), actions)
+
+
+def _entity(obj: types.Struct, tag: str, extra: str = "") -> str:
+    """An entity written by the SDK, with `extra` (links, inline collections) in it, in the
+    engine's element order and date form."""
+    return engine_order(engine_dates(_splice(writer.Writer.write(obj), tag, extra)), tag)
+
+
+def _device_form(xml: str, mdev_block: str) -> str:
+    """A host device in the engine's order without re-parsing it (there are tens of thousands):
+    the SDK writes `name` after capability/driver/iommu_group, the engine first; `m_dev_types`
+    belongs after `iommu_group` (or whatever of driver/capability comes last before it)."""
+    head = _FIRST_CHILD.match(xml)
+    start = xml.find("<name>")
+    if head is not None and start > 0:
+        end = xml.index("</name>", start) + len("</name>")
+        name = xml[start:end]
+        xml = xml[:head.end()] + name + xml[head.end():start] + xml[end:]
+    if mdev_block:
+        for anchor in ("</iommu_group>", "</driver>", "</capability>", "</name>"):
+            at = xml.find(anchor)
+            if at >= 0:
+                at += len(anchor)
+                xml = xml[:at] + mdev_block + xml[at:]
+                break
+    return xml
 
 
 def _splice(xml: str, tag: str, extra: str) -> str:
@@ -65,6 +77,7 @@ def _pci_id(value: str | None) -> str | None:
 
 
 def fault_xml(reason: str, detail: str) -> str:
+    # The generated schema sorts Fault's members: <detail> comes before <reason> on the engine too.
     return writer.Writer.write(types.Fault(reason=reason, detail=detail))
 
 
@@ -75,11 +88,12 @@ def action_xml(status: str = "complete", fault: types.Fault | None = None) -> st
 class Renderer:
     def __init__(self, engine: LabEngine) -> None:
         self.engine = engine
-        self._cache: dict[tuple[str, str], tuple[int, str]] = {}
+        self._cache: dict[tuple[str, ...], tuple[object, str]] = {}
         self._mdev_blocks: dict[tuple[object, ...], str] = {}
         self._device_objs: dict[tuple[str, str], tuple[LabDevice, types.HostDevice]] = {}
+        self._vm_counts: tuple[int, dict[str | None, tuple[int, int, int]]] = (-1, {})
 
-    def _cached(self, key: tuple[str, str], rev: int, make: Callable[[], str]) -> str:
+    def _cached(self, key: tuple[str, ...], rev: object, make: Callable[[], str]) -> str:
         hit = self._cache.get(key)
         if hit is not None and hit[0] == rev:
             return hit[1]
@@ -110,33 +124,66 @@ class Renderer:
                 if vid in e.vms:
                     self.vm(e.vms[vid], {"hostdevices", "mediateddevices"})
 
-    # --- clusters
+    def _summary(self, host_id: str | None) -> tuple[int, int, int]:
+        """(active, migrating, total) VMs on a host, counted once per engine revision."""
+        rev = self.engine.revision
+        if self._vm_counts[0] != rev:
+            active: Counter[str | None] = Counter()
+            migrating: Counter[str | None] = Counter()
+            for v in self.engine.vms.values():
+                if v.host_id is not None:
+                    active[v.host_id] += 1
+                    active[None] += v.status == "up"
+                    migrating[v.host_id] += v.status == "migrating"
+            counts = {h: (n, migrating[h], n) for h, n in active.items() if h is not None}
+            counts[None] = (active[None], 0, len(self.engine.vms))
+            self._vm_counts = (rev, counts)
+        return self._vm_counts[1].get(host_id, (0, 0, 0))
+
+    # --- clusters and the data center
 
     def cluster(self, c: Cluster) -> str:
-        return self._cached(("cluster", c.id), 0, lambda: self._cluster(c))
+        return self._cached(("cluster", c.id), (c.name, c.version), lambda: self._cluster(c))
 
-    def _cluster(self, c: Cluster) -> str:
-        major, _, minor = c.version.partition(".")
-        obj = types.Cluster(id=c.id, name=c.name,
-                            version=types.Version(major=int(major), minor=int(minor or 0)))
+    def cluster_obj(self, c: Cluster) -> types.Cluster:
+        obj = types.Cluster(id=c.id, name=c.name, version=represent.cluster_version(c.version))
         if c.cpu_type:
             obj.cpu = types.Cpu(type=c.cpu_type, architecture=types.Architecture(c.architecture))
+        represent.cluster_extras(obj, c.id)
         _href(obj, f"{API}/clusters/{c.id}")
-        xml = writer.Writer.write(obj)
-        return _splice(xml, "cluster", _links(f"{API}/clusters/{c.id}", CLUSTER_LINKS))
+        return obj
+
+    def _cluster(self, c: Cluster) -> str:
+        return _entity(self.cluster_obj(c), "cluster",
+                       _links(f"{API}/clusters/{c.id}", CLUSTER_LINKS))
+
+    def data_center(self) -> str:
+        versions = sorted({c.version for c in self.engine.clusters.values()},
+                          key=lambda v: [int(x) for x in v.split(".")])
+        newest = versions[-1] if versions else "4.7"
+        obj = represent.data_center(represent.cluster_version(newest),
+                                    [represent.cluster_version(v) for v in versions])
+        return _entity(obj, "data_center",
+                       _links(f"{API}/datacenters/{represent.DATA_CENTER_ID}", DATA_CENTER_LINKS))
+
+    def blank_template(self) -> str:
+        obj = represent.blank_template(represent.cluster_version("4.7"))
+        return _entity(obj, "template",
+                       _links(f"{API}/templates/{represent.BLANK_TEMPLATE_ID}", TEMPLATE_LINKS))
 
     # --- hosts
 
     def host(self, h: Host, follow: set[str] = frozenset()) -> str:  # type: ignore[assignment]
-        xml = self._cached(("host", h.id), h.rev, lambda: self._host(h))
+        xml = self._cached(("host", h.id), (h.rev, self._summary(h.id)), lambda: self._host(h))
         if "devices" in follow:
+            # `devices` sorts right after `cluster`, the last member the lab writes.
             xml = _splice(xml, "host", self.host_devices(h, root="devices"))
         return xml
 
-    def _host(self, h: Host) -> str:
+    def host_obj(self, h: Host) -> types.Host:
         e = self.engine
         obj = types.Host(
-            id=h.id, name=h.name, address=f"{h.name}.lab.example",
+            id=h.id, name=h.name, comment=h.comment,
             status=types.HostStatus(h.status), status_detail=h.status_detail,
             cluster=_href(types.Cluster(id=h.cluster_id), f"{API}/clusters/{h.cluster_id}"),
             cpu=types.Cpu(type=h.cpu_type, name=h.cpu_name),
@@ -146,9 +193,15 @@ class Renderer:
             vgpu_placement=types.VgpuPlacement(h.vgpu_placement),
             reinstallation_required=h.reinstallation_required,
             type=types.HostType.RHEL)
-        base = f"{API}/hosts/{h.id}"
-        _href(obj, base)
-        return _splice(writer.Writer.write(obj), "host", _links(base, HOST_LINKS, HOST_ACTIONS))
+        active, migrating, total = self._summary(h.id)
+        represent.host_extras(obj, address=f"{h.name}.lab.example", active_vms=active,
+                              migrating_vms=migrating, total_vms=total)
+        _href(obj, f"{API}/hosts/{h.id}")
+        return obj
+
+    def _host(self, h: Host) -> str:
+        return _entity(self.host_obj(h), "host",
+                       _links(f"{API}/hosts/{h.id}", HOST_LINKS, HOST_ACTIONS))
 
     def host_devices(self, h: Host, root: str = "host_devices") -> str:
         body = self._cached(("hostdevs", h.id), h.dev_rev, lambda: self._host_devices(h))
@@ -162,7 +215,6 @@ class Renderer:
         return self._device(h, d)
 
     def _device_obj(self, host_id: str, d: LabDevice) -> types.HostDevice:
-        e = self.engine
         obj = types.HostDevice(
             id=hex_id(d.name), name=d.name, capability=d.capability, iommu_group=d.iommu_group,
             driver=d.driver, virtual_functions=d.virtual_functions,
@@ -196,8 +248,8 @@ class Renderer:
         return text
 
     def _write_device(self, host_id: str, d: LabDevice, obj: types.HostDevice) -> str:
-        xml = writer.Writer.write(obj)
-        return _splice(xml, "host_device", self._mdev_types(host_id, d)) if d.mdev_types else xml
+        mdevs = self._mdev_types(host_id, d) if d.mdev_types else ""
+        return _device_form(writer.Writer.write(obj), mdevs)
 
     def _device(self, h: Host, d: LabDevice) -> str:
         # The SDK object of a device is built once and reused (its construction costs as much as
@@ -215,29 +267,45 @@ class Renderer:
 
     def vm(self, v: Vm, follow: set[str] = frozenset()) -> str:  # type: ignore[assignment]
         xml = self._cached(("vm", v.id), v.rev, lambda: self._vm(v))
-        extra = ""
-        if "hostdevices" in follow:
-            extra += self.vm_host_devices(v)
-        if "mediateddevices" in follow:
-            extra += self.vm_mdevs(v)
-        if "graphicsconsoles" in follow:
-            extra += self.vm_consoles(v)
-        return _splice(xml, "vm", extra) if extra else xml
+        if not follow & {"hostdevices", "mediateddevices", "graphicsconsoles"}:
+            return xml
+        # Inline collections go where the engine sorts them among the VM's links:
+        # graphics_consoles < host < host_devices < mediated_devices < original_template.
+        at = xml.rfind("<original_template")
+        consoles = self.vm_consoles(v) if "graphicsconsoles" in follow else ""
+        devices = ((self.vm_host_devices(v) if "hostdevices" in follow else "")
+                   + (self.vm_mdevs(v) if "mediateddevices" in follow else ""))
+        if v.host_id and consoles:
+            host_at = xml.rfind("<host ", 0, at)
+            return xml[:host_at] + consoles + xml[host_at:at] + devices + xml[at:]
+        return xml[:at] + consoles + devices + xml[at:]
 
-    def _vm(self, v: Vm) -> str:
+    def vm_obj(self, v: Vm) -> types.Vm:
+        cluster = self.engine.clusters[v.cluster_id]
         obj = types.Vm(
             id=v.id, name=v.name, status=types.VmStatus(v.status),
+            description=v.description, comment=v.comment,
             cluster=_href(types.Cluster(id=v.cluster_id), f"{API}/clusters/{v.cluster_id}"),
             placement_policy=types.VmPlacementPolicy(
                 affinity=types.VmAffinity(v.affinity),
                 hosts=[_href(types.Host(id=hid), f"{API}/hosts/{hid}")
                        for hid in v.pinned_host_ids] or None),
-            display=types.Display(type=types.DisplayType(v.display_type)))
+            display=types.Display(
+                type=types.DisplayType(v.display_type), allow_override=False,
+                copy_paste_enabled=True, disconnect_action="LOCK_SCREEN",
+                file_transfer_enabled=True, monitors=1, single_qxl_pci=False,
+                smartcard_enabled=False))
+        represent.vm_extras(obj, running=v.status != "down", architecture=cluster.architecture)
+        if v.custom_properties:
+            obj.custom_properties = [types.CustomProperty(name=k, value=val)
+                                     for k, val in v.custom_properties.items()]
         if v.host_id:
             obj.host = _href(types.Host(id=v.host_id), f"{API}/hosts/{v.host_id}")
-        base = f"{API}/vms/{v.id}"
-        _href(obj, base)
-        return _splice(writer.Writer.write(obj), "vm", _links(base, VM_LINKS, VM_ACTIONS))
+        _href(obj, f"{API}/vms/{v.id}")
+        return obj
+
+    def _vm(self, v: Vm) -> str:
+        return _entity(self.vm_obj(v), "vm", _links(f"{API}/vms/{v.id}", VM_LINKS, VM_ACTIONS))
 
     def vm_host_devices(self, v: Vm) -> str:
         return self._cached(("vmhostdevs", v.id), v.rev, lambda: self._vm_host_devices(v))
@@ -264,12 +332,13 @@ class Renderer:
         return _href(obj, f"{API}/vms/{v.id}/mediateddevices/{mdev_id}")  # type: ignore[return-value]
 
     def vm_mdev(self, v: Vm, mdev_id: str) -> str:
-        return writer.Writer.write(self._mdev_obj(v, mdev_id))
+        # Device's links (vm) come before VmMediatedDevice's spec_params on the engine.
+        return engine_order(writer.Writer.write(self._mdev_obj(v, mdev_id)), "vm_mediated_device")
 
     def vm_mdevs(self, v: Vm, root: str = "mediated_devices") -> str:
         """Inline in a VM the element is <mediated_devices>; the collection is <vm_mediated_devices>."""
         body = self._cached(("vmmdevs", v.id), v.rev, lambda: "".join(
-            writer.Writer.write(self._mdev_obj(v, m)) for m in v.mdevs))
+            self.vm_mdev(v, m) for m in v.mdevs))
         return f"<{root}>{body}</{root}>"
 
     def _console_obj(self, v: Vm, protocol: str) -> types.GraphicsConsole:
@@ -292,7 +361,7 @@ class Renderer:
             id=str(ev.index), index=ev.index, code=ev.code,
             severity=types.LogSeverity(ev.severity), description=ev.description,
             time=dt.datetime.fromtimestamp(ev.time, tz=dt.timezone.utc), origin="oVirt",
-            correlation_id=ev.correlation_id, custom_id=-1, flood_rate=30)
+            correlation_id=ev.correlation_id, custom_id=-1, flood_rate=30, log_on_host=False)
         if ev.host_id:
             obj.host = _href(types.Host(id=ev.host_id), f"{API}/hosts/{ev.host_id}")
         if ev.vm_id:
@@ -300,22 +369,28 @@ class Renderer:
         if ev.cluster_id:
             obj.cluster = _href(types.Cluster(id=ev.cluster_id), f"{API}/clusters/{ev.cluster_id}")
         _href(obj, f"{API}/events/{ev.index}")
-        return writer.Writer.write(obj)
+        return _entity(obj, "event")
 
     def api_root(self, version: str) -> str:
         nums = [int(x) if x.isdigit() else 0 for x in (version.split(".") + ["0", "0", "0"])[:4]]
+        active, _, total = self._summary(None)
+        hosts = self.engine.hosts.values()
         obj = types.Api(
             product_info=types.ProductInfo(
                 name="oVirt Engine", vendor="ovirt.org",
                 instance_id=self.engine.instance_id,
                 version=types.Version(major=nums[0], minor=nums[1], build=nums[2],
                                       revision=nums[3], full_version=f"{version}-1.el9")),
+            special_objects=types.SpecialObjects(blank_template=_href(
+                types.Template(id=represent.BLANK_TEMPLATE_ID),
+                f"{API}/templates/{represent.BLANK_TEMPLATE_ID}")),
             time=dt.datetime.now(tz=dt.timezone.utc),
             summary=types.ApiSummary(
-                hosts=types.ApiSummaryItem(total=len(self.engine.hosts), active=sum(
-                    1 for h in self.engine.hosts.values() if h.status == "up")),
-                vms=types.ApiSummaryItem(total=len(self.engine.vms), active=sum(
-                    1 for v in self.engine.vms.values() if v.status == "up"))))
+                hosts=types.ApiSummaryItem(total=len(hosts),
+                                           active=sum(1 for h in hosts if h.status == "up")),
+                storage_domains=types.ApiSummaryItem(total=0, active=0),
+                users=types.ApiSummaryItem(total=1, active=1),
+                vms=types.ApiSummaryItem(total=total, active=active)))
         extra = "".join(f"<link href={quoteattr(API + '/' + r)} rel={quoteattr(r)}/>"
                         for r in API_LINKS)
-        return _splice(writer.Writer.write(obj), "api", extra)
+        return _entity(obj, "api", extra)

@@ -27,6 +27,7 @@ from reconciler_lab.faults import FaultConfig, FaultDice
 from reconciler_lab.fleet import LabFleet
 from reconciler_lab.render import fault_xml
 from reconciler_lab.tls import ensure_tls
+from reconciler_lab.xmlform import DECLARATION
 
 SSO_TOKEN = "/ovirt-engine/sso/oauth/token"
 SSO_LOGOUT = "/ovirt-engine/services/sso-logout"
@@ -164,7 +165,7 @@ class _Handler(BaseHTTPRequestHandler):
             elif path == API_PREFIX or path.startswith(API_PREFIX + "/"):
                 self._api(path[len(API_PREFIX):], query, body)
             else:
-                self._send(404, fault_xml("Not Found", f"No resource at {path}"))
+                self._send(404, "")   # the engine's answer to an unknown path has no body
         finally:
             self._record(0, 0)   # dropped, or failed before answering
             if self._drop:
@@ -185,8 +186,10 @@ class _Handler(BaseHTTPRequestHandler):
                                                   sent))
 
     def _send(self, status: int, text: str, content_type: str = "application/xml") -> tuple[int, int]:
+        if text and content_type == "application/xml":
+            text = DECLARATION + text   # JAXB starts every document with it
         data = text.encode("utf-8")
-        headers = {"Content-Type": f"{content_type};charset=UTF-8"}
+        headers = {"Content-Type": f"{content_type};charset=UTF-8"} if data else {}
         if len(data) >= _GZIP_MIN and "gzip" in (self.headers.get("Accept-Encoding") or ""):
             data = gzip.compress(data, compresslevel=1)
             headers["Content-Encoding"] = "gzip"
