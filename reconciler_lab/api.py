@@ -278,6 +278,8 @@ class LabApi:
             edits.refresh_host(e, host, cid=cid)
         elif name == "upgrade":
             edits.upgrade_host(e, host)
+        elif name == "upgradecheck":
+            edits.upgrade_check(e, host, cid=cid)
         elif name == "fence":
             edits.fence_host(action)
         else:

@@ -174,6 +174,21 @@ def upgrade_host(engine: LabEngine, host: Host) -> None:
     raise EngineFault(409, "[Cannot upgrade Host. There are no available updates for the host.]")
 
 
+def upgrade_check(engine: LabEngine, host: Host, cid: str | None = None) -> None:
+    """HostUpgradeCheck: the check runs and finds nothing (events 884, then 885 or 887)."""
+    with engine.lock:
+        engine.log_event(884, "normal", f"Started to check for available updates on host "
+                                        f"{host.name}.", host=host, cid=cid)
+        if host.status not in ("up", "maintenance", "non_operational"):
+            engine.log_event(887, "warning", f"Failed to check for available updates on host "
+                                             f"{host.name}: Unsupported host status.", host=host,
+                             cid=cid)
+            return
+        engine.log_event(885, "normal", f"Check for available updates on host {host.name} was "
+                                        "completed successfully with message 'no updates "
+                                        "found.'.", host=host, cid=cid)
+
+
 def fence_host(action: types.Action) -> None:
     """Fence: every lab host has power management disabled."""
     if action.fence_type is None:
@@ -241,4 +256,4 @@ def update_vm(engine: LabEngine, vm: Vm, upd: types.Vm, current: types.Vm,
 
 
 __all__ = ["changed_members", "fence_host", "refresh_host", "update_host", "update_vm",
-           "upgrade_host"]
+           "upgrade_check", "upgrade_host"]

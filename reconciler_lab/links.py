@@ -19,7 +19,8 @@ HOST_LINKS: dict[str, str] = {
     "storage": "host_storages", "storageconnectionextensions": "storage_connection_extensions",
     "tags": "tags", "unmanagednetworks": "unmanaged_networks",
 }
-HOST_ACTIONS = ("activate", "deactivate", "fence", "install", "refresh", "upgrade")
+HOST_ACTIONS = ("activate", "deactivate", "fence", "install", "refresh", "upgrade",
+                "upgradecheck")
 
 VM_LINKS: dict[str, str] = {
     "affinitylabels": "affinity_labels", "applications": "applications", "cdroms": "cdroms",

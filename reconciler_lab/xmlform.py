@@ -94,6 +94,7 @@ ORDER: dict[str, tuple[str, ...]] = {
     + _sorted("authenticated_user effective_user"),
 }
 
+_EMPTY_TEXT = re.compile(r"<([A-Za-z_]+) />")
 _TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?(?:\+00:00|Z)")
 
 
@@ -115,7 +116,10 @@ def engine_order(xml: str, tag: str | None = None) -> str:
     for child in list(root):
         root.remove(child)
     root.extend(children)
-    return ET.tostring(root, encoding="unicode", short_empty_elements=True)
+    text = ET.tostring(root, encoding="unicode", short_empty_elements=True)
+    # An empty string stays `<x></x>` (the SDK reads `<x/>` as unset, and `custom_kernel_cmdline`
+    # is "" when unset); an element with attributes only is `<x a=".."/>`, as JAXB writes them.
+    return _EMPTY_TEXT.sub(r"<\1></\1>", text).replace(" />", "/>")
 
 
 __all__ = ["DECLARATION", "ORDER", "engine_dates", "engine_order"]
