@@ -663,12 +663,34 @@ class LabEngine:
         if op == "deactivate":
             self._step_deactivate(h)
         elif op == "activate":
+            missing = self._missing_cpu_flag(h)
+            if missing:
+                # VirtMonitoringStrategy: a host whose CPU cannot run the cluster's CPU type
+                # (an Intel host moved into an AMD cluster) goes Non Operational.
+                h.status, h.op = "non_operational", None
+                h.status_detail = "cpu_type_incompatible_with_cluster"
+                self._touch(h)
+                self._event(515, "warning", f"Host {h.name} moved to Non-Operational state as "
+                                            "host does not meet the cluster's minimum CPU level. "
+                                            f"Missing CPU features : {missing}", host=h)
+                return
             h.status, h.op = "up", None
             h.status_detail = None
             self._touch(h)
             self._event(13, "normal", f"Status of host {h.name} was set to Up.", host=h)
         elif op == "install":
             self._step_install(h)
+
+    def _missing_cpu_flag(self, h: Host) -> str | None:
+        """The virtualisation flag of the cluster's CPU vendor when the host's CPU lacks it."""
+        cluster = self.clusters[h.cluster_id]
+        if cluster.architecture != "x86_64" or not cluster.cpu_type:
+            return None
+        host_words = h.cpu_type or h.cpu_name
+        for vendor, flag in (("AMD", "svm"), ("Intel", "vmx")):
+            if vendor in cluster.cpu_type and vendor not in host_words:
+                return flag
+        return None
 
     def _step_deactivate(self, h: Host) -> None:
         blocking: list[Vm] = []
