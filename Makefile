@@ -29,7 +29,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml | system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,conformance]'
 	touch $(STAMP)
 
 # The oVirt SDK compiles against libxml2; pycurl wheels carry libcurl but a source build needs it;
