@@ -57,6 +57,12 @@ def _vm_configurations(inputs: Inputs) -> tuple[UnmanagedUse, ...]:
                 f"vm:{name}", DriftStatus.UNMANAGED, "GPU host device(s) " + ", ".join(idle) +
                 f" attached (VM is {vm.status}); no spec mentions this VM", None),
                 vm=name, vgpus=False))
+        if vm.legacy_mdev_property:
+            # Never pruned: removing it is an edit of the VM's custom properties, not ours.
+            out.append(UnmanagedUse(DriftItem(
+                f"vm:{name}", DriftStatus.UNMANAGED,
+                f"vGPU as the pre-4.5 custom property mdev_type={vm.legacy_mdev_property}; no "
+                "spec mentions this VM", None), vm=name, vgpus=True))
         if vm.mediated_devices:
             types = Counter(m.mdev_type for m in vm.mediated_devices)
             use = " configured (VM is down)" if is_down(vm) else " in use"

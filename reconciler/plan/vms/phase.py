@@ -101,6 +101,12 @@ def _plan_existing(inputs: Inputs, vm: Vm, spec: VmSpec, hosts: HostPhase,
                       adds_seats_in)
 
     blockers = passthrough.blockers + vgpus.blockers
+    if spec.vgpu is not None and vm.legacy_mdev_property:
+        # Before 4.5 the engine starts the VM with the property's vGPUs whatever its mediated
+        # devices say; 4.5 converts the property on upgrade and on any VM update.
+        blockers += (f"VM carries the pre-4.5 vGPU custom property mdev_type="
+                     f"{vm.legacy_mdev_property}: remove it, or upgrade the engine to 4.5, "
+                     "which converts it into mediated devices",)
     if blockers:
         return outcome(drift=tuple(DriftItem(key, DriftStatus.BLOCKED, m, loc) for m in blockers))
     adds = sum(isinstance(a, AddMediatedDevice) for a in vgpus.actions) if vgpus.actions else 0
@@ -140,7 +146,15 @@ def _unmanaged_parts(key: str, vm: Vm, spec: VmSpec, loc: str | None) -> tuple[D
         items.append(DriftItem(key, DriftStatus.UNMANAGED, "vGPUs " + ", ".join(
             sorted(m.mdev_type for m in vm.mediated_devices)) +
             " attached; the spec does not manage this VM's vGPUs", loc))
+    if spec.vgpu is None and vm.legacy_mdev_property:
+        items.append(DriftItem(key, DriftStatus.UNMANAGED, legacy_vgpu(vm) +
+                               "; the spec does not manage this VM's vGPUs", loc))
     return tuple(items)
+
+
+def legacy_vgpu(vm: Vm) -> str:
+    """A vGPU still given as the pre-4.5 custom property (fleets upgraded from 4.3/4.4)."""
+    return f"vGPU as the pre-4.5 custom property mdev_type={vm.legacy_mdev_property}"
 
 
 def _location(spec: VmSpec) -> str | None:
