@@ -21,7 +21,7 @@ from reconciler_lab.fleet import LabDevice
 from reconciler_lab.links import (API_LINKS, CLUSTER_LINKS, DATA_CENTER_LINKS, HOST_ACTIONS,
                                   HOST_LINKS, TEMPLATE_LINKS, VM_ACTIONS, VM_LINKS, links_xml)
 from reconciler_lab.represent import API
-from reconciler_lab.xmlform import engine_dates, engine_order
+from reconciler_lab.xmlform import Piece, engine_dates, engine_order, split
 
 _FIRST_CHILD = re.compile(r"^<[a-z_]+(?: [^>]*)?>")
 
@@ -35,10 +35,11 @@ def _links(base: str, rels: Iterable[str], actions: tuple[str, ...] = ()) -> str
     return links_xml(base, tuple(rels), actions)
 
 
-def _entity(obj: types.Struct, tag: str, extra: str = "") -> str:
-    """An entity written by the SDK, with `extra` (links, inline collections) in it, in the
-    engine's element order and date form."""
-    return engine_order(engine_dates(_splice(writer.Writer.write(obj), tag, extra)), tag)
+def _entity(obj: types.Struct, tag: str, extra: str = "", shared: list[Piece] = ()) -> str:  # type: ignore[assignment]
+    """An entity written by the SDK, with `extra` (links, inline collections) in it and the
+    `shared` members written once for many, in the engine's element order and date form."""
+    return engine_order(engine_dates(_splice(writer.Writer.write(obj), tag, extra)), tag,
+                        shared)
 
 
 def _device_form(xml: str, mdev_block: str) -> str:
@@ -92,6 +93,7 @@ class Renderer:
         self._mdev_blocks: dict[tuple[object, ...], str] = {}
         self._device_objs: dict[tuple[str, str], tuple[LabDevice, types.HostDevice]] = {}
         self._vm_counts: tuple[int, dict[str | None, tuple[int, int, int]]] = (-1, {})
+        self._vm_shared: dict[tuple[str, bool], list[Piece]] = {}
 
     def _cached(self, key: tuple[str, ...], rev: object, make: Callable[[], str]) -> str:
         hit = self._cache.get(key)
@@ -280,7 +282,8 @@ class Renderer:
             return xml[:host_at] + consoles + xml[host_at:at] + devices + xml[at:]
         return xml[:at] + consoles + devices + xml[at:]
 
-    def vm_obj(self, v: Vm) -> types.Vm:
+    def vm_obj(self, v: Vm, extras: bool = True) -> types.Vm:
+        """The VM as the engine returns it; without `extras`, only what differs between VMs."""
         cluster = self.engine.clusters[v.cluster_id]
         obj = types.Vm(
             id=v.id, name=v.name, status=types.VmStatus(v.status),
@@ -295,7 +298,9 @@ class Renderer:
                 copy_paste_enabled=True, disconnect_action="LOCK_SCREEN",
                 file_transfer_enabled=True, monitors=1, single_qxl_pci=False,
                 smartcard_enabled=False))
-        represent.vm_extras(obj, running=v.status != "down", architecture=cluster.architecture)
+        if extras:
+            represent.vm_extras(obj, running=v.status != "down",
+                                architecture=cluster.architecture)
         if v.custom_properties:
             obj.custom_properties = [types.CustomProperty(name=k, value=val)
                                      for k, val in v.custom_properties.items()]
@@ -305,7 +310,18 @@ class Renderer:
         return obj
 
     def _vm(self, v: Vm) -> str:
-        return _entity(self.vm_obj(v), "vm", _links(f"{API}/vms/{v.id}", VM_LINKS, VM_ACTIONS))
+        # The members every VM shares are written once per kind of VM, not once per VM.
+        running = v.status != "down"
+        architecture = self.engine.clusters[v.cluster_id].architecture
+        key = (architecture, running)
+        shared = self._vm_shared.get(key)
+        if shared is None:
+            blank = types.Vm()
+            represent.vm_extras(blank, running=running, architecture=architecture)
+            shared = split(engine_dates(writer.Writer.write(blank)))[1]
+            self._vm_shared[key] = shared
+        return _entity(self.vm_obj(v, extras=False), "vm",
+                       _links(f"{API}/vms/{v.id}", VM_LINKS, VM_ACTIONS), shared)
 
     def vm_host_devices(self, v: Vm) -> str:
         return self._cached(("vmhostdevs", v.id), v.rev, lambda: self._vm_host_devices(v))

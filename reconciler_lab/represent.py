@@ -83,8 +83,6 @@ def host_extras(host: types.Host, *, address: str, port: int = 54321, active_vms
 
 def vm_extras(vm: types.Vm, *, running: bool, architecture: str) -> None:
     """Members every VM read carries (VmMapper/VmBaseMapper) for a VM made from Blank."""
-    vm.comment = vm.comment if vm.comment is not None else ""
-    vm.description = vm.description if vm.description is not None else ""
     vm.bios = types.Bios(boot_menu=types.BootMenu(enabled=False), type=types.BiosType.Q35_OVMF)
     vm.console = types.Console(enabled=False)
     vm.cpu = types.Cpu(architecture=types.Architecture(architecture),
