@@ -9,9 +9,10 @@ from typing import Any
 from ovirtsdk4 import reader, readers, types  # noqa: F401 - importing readers registers them
 
 from reconciler_lab import edits, links, represent, search
-from reconciler_lab.engine import Cluster, EngineFault, Host, LabEngine, Vm, name_from_hex, \
-    not_found
-from reconciler_lab.render import API, Renderer, action_xml, fault_xml
+from reconciler_lab.engine import Host, LabEngine, Vm, name_from_hex
+from reconciler_lab.errors import EngineFault, not_found
+from reconciler_lab.render import Renderer, action_xml, fault_xml
+from reconciler_lab.represent import API
 from reconciler_lab.search import Field
 
 
@@ -450,9 +451,7 @@ class LabApi:
             "usrname": Field(lambda ev: e.user),
         }
         # from=N adds `audit_log_id > N`; the default order is newest first.
-        newest_first = (ev for ev in e.iter_events() if since is None or ev.index > since)
-        if since is not None:
-            newest_first = _until_index(e.iter_events(), since)
+        newest_first = e.iter_events() if since is None else _until_index(e.iter_events(), since)
         chosen = search.run(newest_first, query.get("search"), fields,
                             case_sensitive=_case_sensitive(query), limit=_max(query))
         return Reply(200, "<events>" + "".join(r.event(ev) for ev in chosen) + "</events>")

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from reconciler_lab import legacy
-from reconciler_lab.errors import EngineFault, not_found
+from reconciler_lab.errors import EngineFault as EngineFault  # re-exported for callers
+from reconciler_lab.errors import not_found as not_found
 from reconciler_lab.faults import FaultConfig
 from reconciler_lab.fleet import LabDevice, LabFleet, LabHost
 from reconciler_lab.roots import HostRoots, boot_devices

@@ -137,7 +137,8 @@ class Renderer:
                     active[v.host_id] += 1
                     active[None] += v.status == "up"
                     migrating[v.host_id] += v.status == "migrating"
-            counts = {h: (n, migrating[h], n) for h, n in active.items() if h is not None}
+            counts: dict[str | None, tuple[int, int, int]] = {
+                h: (n, migrating[h], n) for h, n in active.items() if h is not None}
             counts[None] = (active[None], 0, len(self.engine.vms))
             self._vm_counts = (rev, counts)
         return self._vm_counts[1].get(host_id, (0, 0, 0))

@@ -121,10 +121,10 @@ def _as_number(value: Any) -> float | None:
 def parse_time(value: str) -> float:
     """A time operand: ISO 8601 (the SDK's own format) or the Admin Portal's `MM/dd/yyyy[ HH:mm[:ss]]`."""
     text = value.strip()
+    parsed: dt.datetime | None = None
     try:
         parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        parsed = None
         for fmt in ("%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y", "%b %d, %Y %H:%M:%S",
                     "%b %d, %Y"):
             try:
@@ -132,8 +132,8 @@ def parse_time(value: str) -> float:
                 break
             except ValueError:
                 continue
-        if parsed is None:
-            raise _fault(f"cannot read {value!r} as a date") from None
+    if parsed is None:
+        raise _fault(f"cannot read {value!r} as a date")
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.timezone.utc)
     return parsed.timestamp()

@@ -22,7 +22,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 from reconciler.errors import ReconcilerError
 from reconciler_lab.api import LabApi
-from reconciler_lab.engine import EngineFault, LabEngine
+from reconciler_lab.engine import LabEngine
+from reconciler_lab.errors import EngineFault
 from reconciler_lab.faults import FaultConfig, FaultDice
 from reconciler_lab.fleet import LabFleet
 from reconciler_lab.render import fault_xml

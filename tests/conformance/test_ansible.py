@@ -15,10 +15,11 @@ import pytest
 
 from reconciler_lab.fleet import load_fleet
 from reconciler_lab.server import LabServer
-from tests.conformance.ansible import ansible_playbook, run_playbook
+from tests.conformance.ansible import TaskResult, ansible_playbook, run_playbook
 from tests.conformance.conftest import start_lab
 
 pytestmark = pytest.mark.lab
+Results = dict[str, TaskResult]
 
 
 def test_ansible_playbook_is_installed() -> None:
@@ -68,13 +69,13 @@ def test_info_modules(lab: LabServer, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def host_runs(lab: LabServer, tmp_path_factory: pytest.TempPathFactory
-              ) -> Iterator[tuple[dict, dict]]:
+              ) -> Iterator[tuple[Results, Results]]:
     work = tmp_path_factory.mktemp("host-playbook")
     yield run_playbook("host", lab, work), run_playbook("host", lab, work)
 
 
 def test_host_module(lab: LabServer, connection: sdk.Connection,
-                     host_runs: tuple[dict, dict]) -> None:
+                     host_runs: tuple[Results, Results]) -> None:
     first, second = host_runs
     assert first["Host to maintenance"].changed
     assert first["Kernel parameters and vGPU placement"].changed
@@ -99,7 +100,7 @@ def test_host_module(lab: LabServer, connection: sdk.Connection,
 
 
 @pytest.fixture(scope="module")
-def vm_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LabServer, dict, dict]]:
+def vm_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LabServer, Results, Results]]:
     lab = start_lab("demo", tmp_path_factory.mktemp("vm-lab"))
     try:
         work = tmp_path_factory.mktemp("vm-playbook")
@@ -108,7 +109,7 @@ def vm_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LabServe
         lab.stop()
 
 
-def test_vm_module(vm_runs: tuple[LabServer, dict, dict]) -> None:
+def test_vm_module(vm_runs: tuple[LabServer, Results, Results]) -> None:
     lab, first, second = vm_runs
     for task in ("Pass a GPU through to a pinned VM", "Pin a VM to a host with a VNC console only",
                  "Start it", "Stop another"):

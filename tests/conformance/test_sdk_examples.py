@@ -8,8 +8,8 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from pathlib import Path
+from typing import Any, TypeVar
 
 import ovirtsdk4 as sdk
 import pytest
@@ -35,8 +35,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
         server.stop()
 
 
-def _until(read: Callable[[], object], done: Callable[[object], bool],
-           timeout: float = 30.0) -> object:
+T = TypeVar("T")
+
+
+def _until(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 30.0) -> T:
     deadline = time.monotonic() + timeout
     while True:
         value = read()
@@ -85,7 +87,7 @@ def test_search_vms(connection: sdk.Connection) -> None:
 
 def test_page_vms(connection: sdk.Connection) -> None:
     vms_service = connection.system_service().vms_service()
-    size, index, seen = 1, 1, []
+    size, index, seen = 1, 1, list[str]()
     while True:
         page = vms_service.list(search="page %d" % index, max=size)
         if len(page) == 0:
@@ -142,7 +144,7 @@ def test_pin_vm_then_start_and_stop(connection: sdk.Connection) -> None:
     vm_service = vms_service.vm_service(vm.id)
     vm_service.start()
     up = _until(vm_service.get, lambda v: v.status == types.VmStatus.UP)
-    assert connection.follow_link(up.host).name == "m60-01"   # type: ignore[attr-defined]
+    assert connection.follow_link(up.host).name == "m60-01" 
 
     vm = vms_service.list(search="name=vdi-02")[0]
     vm_service = vms_service.vm_service(vm.id)
@@ -206,7 +208,7 @@ def test_change_host_cluster(connection: sdk.Connection) -> None:
     host_service.update(types.Host(cluster=types.Cluster(name="gpu-intel-b")))
     host_service.activate()
     host = _until(host_service.get, lambda h: h.status == types.HostStatus.UP)
-    assert connection.follow_link(host.cluster).name == "gpu-intel-b"  # type: ignore[attr-defined]
+    assert connection.follow_link(host.cluster).name == "gpu-intel-b"
     assert [h.name for h in hosts_service.list(search="cluster=gpu-intel-b")] == ["m60-02"]
 
 
@@ -224,8 +226,8 @@ def test_change_host_cluster_across_cpu_vendors(connection: sdk.Connection) -> N
     host_service.update(types.Host(cluster=types.Cluster(name="gpu-amd")))
     host_service.activate()
     host = _until(host_service.get, lambda h: h.status != types.HostStatus.INITIALIZING)
-    assert host.status == types.HostStatus.NON_OPERATIONAL  # type: ignore[attr-defined]
-    assert host.status_detail == "cpu_type_incompatible_with_cluster"  # type: ignore[attr-defined]
+    assert host.status == types.HostStatus.NON_OPERATIONAL
+    assert host.status_detail == "cpu_type_incompatible_with_cluster"
 
 
 def test_asynchronous_inventory(lab: LabServer, tmp_path: Path) -> None:
@@ -235,7 +237,7 @@ def test_asynchronous_inventory(lab: LabServer, tmp_path: Path) -> None:
                                 ca_file=str(lab.ca_file), connections=10, pipeline=0)
     try:
         system_service = connection.system_service()
-        futures: dict[str, Future] = {
+        futures: dict[str, Any] = {
             "dcs": system_service.data_centers_service().list(wait=False),
             "clusters": system_service.clusters_service().list(wait=False),
             "hosts": system_service.hosts_service().list(wait=False),

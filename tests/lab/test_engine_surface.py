@@ -92,7 +92,7 @@ def test_element_order(lab: LabServer, conn: sdk.Connection) -> None:
 
 def test_every_listed_link_and_action_answers(lab: LabServer, conn: sdk.Connection) -> None:
     s = conn.system_service()
-    hrefs = []
+    hrefs: list[str] = []
     for path in ("", f"/hosts/{s.hosts_service().list()[0].id}",
                  f"/vms/{s.vms_service().list()[0].id}",
                  f"/clusters/{s.clusters_service().list()[0].id}",
@@ -100,11 +100,11 @@ def test_every_listed_link_and_action_answers(lab: LabServer, conn: sdk.Connecti
                  "/templates/00000000-0000-0000-0000-000000000000"):
         _, body = raw(lab, conn, "GET", path)
         root = ET.fromstring(body)
-        hrefs += [link.get("href") for link in root.findall("link")]
-        hrefs += [e.get("href") for e in root.iter() if e.get("href") and e is not root
+        hrefs += [link.get("href") or "" for link in root.findall("link")]
+        hrefs += [e.get("href") or "" for e in root.iter() if e.get("href") and e is not root
                   and e.tag != "link"]
         for action in root.findall("actions/link"):
-            status, _ = raw(lab, conn, "POST", action.get("href", "")[len("/ovirt-engine/api"):],
+            status, _ = raw(lab, conn, "POST", (action.get("href") or "")[len("/ovirt-engine/api"):],
                             "<action/>")
             assert status != 404, action.get("href")
     dead = []
