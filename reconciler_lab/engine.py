@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from reconciler_lab import legacy
+from reconciler_lab.cpu import iommu_enabled, missing_vendor_flag
 from reconciler_lab.errors import EngineFault as EngineFault  # re-exported for callers
 from reconciler_lab.errors import not_found as not_found
 from reconciler_lab.faults import FaultConfig
 from reconciler_lab.fleet import LabDevice, LabFleet, LabHost
+from reconciler_lab.placement import allocate_vgpus
 from reconciler_lab.roots import HostRoots, boot_devices
 
 STATE_FILE = "engine.json"
@@ -130,16 +132,6 @@ class Event:
 
 def _uuid(*parts: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, "lab:" + "/".join(parts)))
-
-
-def iommu_enabled(cmdline: str, cpu_words: str, architecture: str) -> bool:
-    """device_passthrough.enabled: the booted kernel has the vendor's IOMMU switched on."""
-    if architecture in ("ppc64", "ppc64le", "s390x"):
-        return True
-    tokens = cmdline.split()
-    if "AMD" in cpu_words:
-        return "amd_iommu=off" not in tokens   # AMD kernels enable the IOMMU by default
-    return "intel_iommu=on" in tokens
 
 
 def _status_word(status: str) -> str:
@@ -664,7 +656,9 @@ class LabEngine:
         if op == "deactivate":
             self._step_deactivate(h)
         elif op == "activate":
-            missing = self._missing_cpu_flag(h)
+            cluster = self.clusters[h.cluster_id]
+            missing = missing_vendor_flag(cluster.cpu_type, cluster.architecture,
+                                          h.cpu_type or h.cpu_name)
             if missing:
                 # VirtMonitoringStrategy: a host whose CPU cannot run the cluster's CPU type
                 # (an Intel host moved into an AMD cluster) goes Non Operational.
@@ -681,17 +675,6 @@ class LabEngine:
             self._event(13, "normal", f"Status of host {h.name} was set to Up.", host=h)
         elif op == "install":
             self._step_install(h)
-
-    def _missing_cpu_flag(self, h: Host) -> str | None:
-        """The virtualisation flag of the cluster's CPU vendor when the host's CPU lacks it."""
-        cluster = self.clusters[h.cluster_id]
-        if cluster.architecture != "x86_64" or not cluster.cpu_type:
-            return None
-        host_words = h.cpu_type or h.cpu_name
-        for vendor, flag in (("AMD", "svm"), ("Intel", "vmx")):
-            if vendor in cluster.cpu_type and vendor not in host_words:
-                return flag
-        return None
 
     def _step_deactivate(self, h: Host) -> None:
         blocking: list[Vm] = []
@@ -997,32 +980,7 @@ class LabEngine:
     # --- VM power
 
     def _allocate(self, vm: Vm, host: Host) -> list[list[str]] | None:
-        """Place each vGPU instance on a GPU of `host`, or None if the host lacks capacity."""
-        devices = self.devices(host.id)
-        usage = {k: list(v) for k, v in self._mdev_usage.get(host.id, {}).items()}
-        placed: list[list[str]] = []
-        for params in vm.mdevs.values():
-            mtype = params["mdevType"]
-            options: list[tuple[int, str]] = []
-            for dev in devices.values():
-                limit = next((t.max_instances for t in dev.mdev_types if t.name == mtype), None)
-                if limit is None:
-                    continue
-                used = usage.get(dev.name)
-                count = used[1] if used and used[1] else 0
-                if count and used and used[0] != mtype:
-                    continue
-                if count < limit:
-                    options.append((count, dev.name))
-            if not options:
-                return None
-            if host.vgpu_placement == "separated":
-                count, name = min(options, key=lambda o: (o[0], o[1]))
-            else:
-                count, name = min(options, key=lambda o: (-o[0], o[1]))
-            usage[name] = [mtype, count + 1]
-            placed.append([mtype, name])
-        return placed
+        return allocate_vgpus(vm, host, self.devices(host.id), self._mdev_usage.get(host.id, {}))
 
     def start_vm(self, vm_id: str, cid: str | None = None) -> None:
         with self.lock:
