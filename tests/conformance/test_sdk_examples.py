@@ -1,12 +1,11 @@
 """The SDK's published examples (python-ovirt-engine-sdk4 `examples/`) that touch what the lab
 models, as our own tests: each makes the calls its example makes, in the same order, against the
 lab, and checks what the example relies on. Polling examples sleep 5 s between reads; here the
-lab's clock runs fast, so they poll more often.
+lab's clock runs fast, so they poll more often (tests.support.waiting).
 """
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +17,7 @@ from ovirtsdk4 import types
 from reconciler_lab.fleet import LabCluster, load_fleet
 from reconciler_lab.server import LabServer
 from tests.conformance.conftest import start_lab
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -38,14 +38,15 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
 T = TypeVar("T")
 
 
-def _until(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if done(value):
-            return value
-        assert time.monotonic() < deadline, f"still {value!r}"
-        time.sleep(0.1)
+def _until(read: Callable[[], T], done: Callable[[T], bool]) -> T:
+    """The examples' `while True: sleep(5); x = service.get(); if ...: break`, as a bounded wait."""
+    box: list[T] = []
+
+    def check() -> bool:
+        box[:] = [read()]
+        return done(box[0])
+    wait_for(check, what="the example's condition")
+    return box[0]
 
 
 def test_test_connection(connection: sdk.Connection) -> None:
