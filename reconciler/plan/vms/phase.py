@@ -147,14 +147,11 @@ def _unmanaged_parts(key: str, vm: Vm, spec: VmSpec, loc: str | None) -> tuple[D
             sorted(m.mdev_type for m in vm.mediated_devices)) +
             " attached; the spec does not manage this VM's vGPUs", loc))
     if spec.vgpu is None and vm.legacy_mdev_property:
-        items.append(DriftItem(key, DriftStatus.UNMANAGED, legacy_vgpu(vm) +
-                               "; the spec does not manage this VM's vGPUs", loc))
+        items.append(DriftItem(key, DriftStatus.UNMANAGED,
+                               "vGPU as the pre-4.5 custom property mdev_type="
+                               f"{vm.legacy_mdev_property}; the spec does not manage this VM's "
+                               "vGPUs", loc))
     return tuple(items)
-
-
-def legacy_vgpu(vm: Vm) -> str:
-    """A vGPU still given as the pre-4.5 custom property (fleets upgraded from 4.3/4.4)."""
-    return f"vGPU as the pre-4.5 custom property mdev_type={vm.legacy_mdev_property}"
 
 
 def _location(spec: VmSpec) -> str | None:
