@@ -125,7 +125,7 @@ class LabApi:
         if kind == "clusters":
             return self._clusters(method, parts, query)
         if kind == "datacenters":
-            return self._data_centers(method, parts, query)
+            return self._data_centers(method, parts, query, body)
         if kind == "templates":
             return self._templates(method, parts, query)
         if kind == "hosts":
@@ -186,8 +186,11 @@ class LabApi:
             return Reply(200, r.cluster(cluster))
         return self._empty(method, links.CLUSTER_LINKS, parts)
 
-    def _data_centers(self, method: str, parts: list[str], query: dict[str, str]) -> Reply:
+    def _data_centers(self, method: str, parts: list[str], query: dict[str, str],
+                      body: bytes = b"") -> Reply:
         e, r = self.engine, self.render
+        if len(parts) >= 3 and parts[1] == represent.DATA_CENTER_ID and parts[2] == "quotas":
+            return self._quotas(method, parts, body)
         self._only(method, "GET")
         fields = {"name": Field(lambda d: represent.DATA_CENTER_NAME),
                   "id": Field(lambda d: represent.DATA_CENTER_ID),
@@ -203,6 +206,28 @@ class LabApi:
             return _listing("clusters", e.clusters.values(), self._cluster_fields(),
                             lambda c, _f: r.cluster(c), query)
         return self._empty(method, links.DATA_CENTER_LINKS, parts)
+
+    def _quotas(self, method: str, parts: list[str], body: bytes) -> Reply:
+        e, r = self.engine, self.render
+        if len(parts) == 3:
+            if method == "GET":
+                return Reply(200, r.quotas(list(e.quotas.items.values())))
+            self._only(method, "POST")
+            wanted = _read(body, types.Quota)
+            assert isinstance(wanted, types.Quota)
+            return Reply(201, r.quota(e.quota_change(lambda q: q.add(wanted))))
+        if len(parts) == 4:
+            quota_id = parts[3]
+            if method == "GET":
+                return Reply(200, r.quota(e.quotas.get(quota_id)))
+            if method == "PUT":
+                wanted = _read(body, types.Quota)
+                assert isinstance(wanted, types.Quota)
+                return Reply(200, r.quota(e.quota_change(lambda q: q.update(quota_id, wanted))))
+            self._only(method, "DELETE")
+            e.quota_change(lambda q: q.remove(quota_id))
+            return Reply(200, action_xml("complete"))
+        raise not_found("resource")
 
     def _templates(self, method: str, parts: list[str], query: dict[str, str]) -> Reply:
         e, r = self.engine, self.render

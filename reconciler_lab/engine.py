@@ -16,18 +16,20 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from reconciler_lab import legacy
 from reconciler_lab.cpu import iommu_enabled, missing_vendor_flag
 from reconciler_lab.errors import EngineFault as EngineFault  # re-exported for callers
 from reconciler_lab.errors import not_found as not_found
 from reconciler_lab.faults import FaultConfig
+from reconciler_lab.quotas import Quotas
 from reconciler_lab.fleet import LabDevice, LabFleet, LabHost
 from reconciler_lab.placement import allocate_vgpus
 from reconciler_lab.roots import HostRoots, boot_devices
 
 STATE_FILE = "engine.json"
+T = TypeVar("T")
 STATE_FORMAT = 1
 
 # Simulated durations (engine seconds) before scaling by time_scale.
@@ -179,6 +181,7 @@ class LabEngine:
         # The engine's `InstanceId` (product_info.instance_id): made once per installation, kept
         # with its database. Two labs of one fleet share host and VM ids, never this.
         self.instance_id = str(uuid.uuid4())
+        self.quotas = Quotas()                  # of the one data center
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with self.lock:
             if (self.state_dir / STATE_FILE).exists():
@@ -320,6 +323,7 @@ class LabEngine:
         self.hosts = {h["id"]: Host(**h) for h in data["hosts"]}
         self.vms = {v["id"]: Vm(**v) for v in data["vms"]}
         self.events = [Event(**e) for e in data["events"]]
+        self.quotas = Quotas(data.get("quotas"))
         if data.get("instance_id"):
             self.instance_id = data["instance_id"]
         else:
@@ -329,7 +333,7 @@ class LabEngine:
         with self.lock:
             return {
                 "format": STATE_FORMAT, "fleet": self.fleet.name,
-                "instance_id": self.instance_id,
+                "instance_id": self.instance_id, "quotas": self.quotas.to_list(),
                 "clusters": [asdict(c) for c in self.clusters.values()],
                 "hosts": [asdict(h) for h in self.hosts.values()],
                 "vms": [asdict(v) for v in self.vms.values()],
@@ -345,7 +349,7 @@ class LabEngine:
             # fleet: ~0.1 s instead of ~0.3 s through asdict).
             text = json.dumps({
                 "format": STATE_FORMAT, "fleet": self.fleet.name,
-                "instance_id": self.instance_id,
+                "instance_id": self.instance_id, "quotas": self.quotas.to_list(),
                 "clusters": list(self.clusters.values()), "hosts": list(self.hosts.values()),
                 "vms": list(self.vms.values()), "events": self.events,
             }, default=vars, separators=(",", ":"))
@@ -456,6 +460,13 @@ class LabEngine:
                                  host.id if host else None, vm.id if vm else None,
                                  cluster_id, cid))
         self._dirty = True
+
+    def quota_change(self, change: Callable[[Quotas], T]) -> T:
+        """Change the data center's quotas under the engine's lock, and keep the change."""
+        with self.lock:
+            result = change(self.quotas)
+            self._dirty = True
+            return result
 
     def add_event(self, code: int, severity: str, description: str) -> None:
         with self.lock:

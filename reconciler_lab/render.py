@@ -11,6 +11,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
+from typing import Any
 from xml.sax.saxutils import quoteattr
 
 from ovirtsdk4 import types, writer, writers  # noqa: F401 - importing writers registers them
@@ -168,6 +169,20 @@ class Renderer:
                                     [represent.cluster_version(v) for v in versions])
         return _entity(obj, "data_center",
                        _links(f"{API}/datacenters/{represent.DATA_CENTER_ID}", DATA_CENTER_LINKS))
+
+    def quota_obj(self, quota: Any) -> types.Quota:
+        dc = f"{API}/datacenters/{represent.DATA_CENTER_ID}"
+        obj = types.Quota(id=quota.id, name=quota.name, description=quota.description,
+                          data_center=types.DataCenter(id=represent.DATA_CENTER_ID))
+        obj.data_center.href = dc
+        obj.href = f"{dc}/quotas/{quota.id}"
+        return obj
+
+    def quota(self, quota: Any) -> str:
+        return _entity(self.quota_obj(quota), "quota")
+
+    def quotas(self, quotas: list[Any]) -> str:
+        return writer.Writer.write([self.quota_obj(q) for q in quotas], root="quotas")
 
     def blank_template(self) -> str:
         obj = represent.blank_template(represent.cluster_version("4.7"))

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from reconciler.access.endpoint import EngineEndpoint
+from reconciler.apply.engine_lock import EngineLock, this_holder
 from reconciler.apply.executor import (STOPPED, ApplyPolicy, ApplyResult, Executor,
                                        FleetAccess, Timeouts)
 from reconciler.apply.ops import SdkEngineOps, sdk_worker_ops
@@ -195,14 +196,21 @@ def execute(desired: DesiredState, options: ApplyOptions, endpoint: EngineEndpoi
         run_id = store.start_run("apply", key, spec_revision=revision,
                                  plan_digest=_digest(saved.plan) if saved is not None else None)
         try:
+            engine_lock = EngineLock(lambda: endpoint.connect(connections=1),
+                                     this_holder(run_id), timing=endpoint.timing)
+            # Two locks: the store's guards this state file; the engine's guards the engine
+            # against applies with other state files, from other processes and machines.
             with store.lock(key, run_id, pid=os.getpid(), force_unlock=options.force_unlock) \
-                    as info:
+                    as info, engine_lock.hold(options.force_unlock) as engine_previous:
                 if info.taken_over_from == options.force_unlock and info.taken_over_from:
                     print(f"took over the apply lock from run {info.taken_over_from} "
                           "(--force-unlock)", file=out)
                 elif info.taken_over_from:
                     print(f"took over the apply lock from run {info.taken_over_from}, whose "
                           "process is gone", file=out)
+                if engine_previous is not None:
+                    print(f"took over the engine's apply lock from {engine_previous.describe()}, "
+                          "which stopped renewing it", file=out)
                 dead = recovery.dead_runs(store, key, run_id)
                 # Every earlier run, not only the dead ones: a run that ended failed or stopped
                 # may have left VMs it stopped down, and hosts in maintenance.
@@ -217,6 +225,10 @@ def execute(desired: DesiredState, options: ApplyOptions, endpoint: EngineEndpoi
                               file=out)
                 outcome = _locked(desired, options, endpoint, store, run_id, saved, confirm,
                                   out, progress, left)
+            # The lock's own requests (taking, renewing, releasing it) are the run's too.
+            outcome = dataclasses.replace(
+                outcome, engine_requests=outcome.engine_requests + engine_lock.requests,
+                engine_errors=outcome.engine_errors + engine_lock.failed)
         except BaseException as err:
             current = store.run(run_id)
             if current is not None and current.outcome is None:

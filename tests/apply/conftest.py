@@ -140,8 +140,10 @@ def reconcile(*args: str, cwd: Path | None = None, timeout: float = 120,
 
 
 def api_mutations(records: list[Any]) -> list[Any]:
-    """Requests that change the engine (SSO logins and logouts are not)."""
-    return [r for r in records if r.method in MUTATING and r.path.startswith("/ovirt-engine/api")]
+    """Requests that change the fleet (SSO logins and logouts are not, and neither is the apply
+    lock the run keeps on the engine as a quota of its data center)."""
+    return [r for r in records if r.method in MUTATING and r.path.startswith("/ovirt-engine/api")
+            and "/quotas" not in r.path]
 
 
 _HOST_PATH = re.compile(r"/hosts/([^/]+)(/|$)")
