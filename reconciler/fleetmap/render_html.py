@@ -1,7 +1,7 @@
 """The fleet map as one self-contained HTML page: inline CSS and JS, the data inline as JSON.
 
 No CDN and no request of any kind (a Content-Security-Policy forbids them, except that the
-controller's live page may fetch its own `/fleet.json`). The data is a compact form of the map
+controller's live page may fetch its own `/fleet-page.json`). The data is a compact form of the map
 (strings stored once in a table) so that 1,000 hosts x 8 GPUs stay near a megabyte, and the page
 builds its grid once and filters by hiding cards, which keeps it responsive at that size.
 """
@@ -73,7 +73,7 @@ def _asset(name: str) -> str:
 
 
 def render_html(fm: FleetMap, live: bool = False, refresh_seconds: int = 30) -> str:
-    """The page; `live` (the controller's `/`) refreshes its data from `/fleet.json`."""
+    """The page; `live` (the controller's `/`) refreshes its data from `/fleet-page.json`."""
     data = data_json(fm, live).replace("</", "<\\/")   # the JSON cannot end its <script>
     connect = "'self'" if live else "'none'"
     csp = (f"default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "

@@ -137,7 +137,7 @@
     if (!rows.length) rows.push('<tr><td colspan="10" class="hint">no vGPU type in use here; choose a type to see what idle GPUs offer</td></tr>');
     document.querySelector("#types tbody").innerHTML = rows.join("");
     var ff = document.getElementById("fleet-flags");
-    ff.innerHTML = D.f.map(function (f) { return '<li class="flag k-' + D.kinds[f[0]] + '"><b>' + esc(D.kinds[f[0]]) + "</b>" + esc(f[1] ? f[1] + ": " : "") + esc(f[2]) + "</li>"; }).join("");
+    ff.innerHTML = D.f.map(function (f) { return '<li class="flag k-' + D.kinds[f[0]] + '"><b>' + esc(D.kinds[f[0]]) + "</b> " + esc(f[1] ? f[1] + ": " : "") + esc(f[2]) + "</li>"; }).join("");
     document.getElementById("fleet-flags-title").hidden = !D.f.length;
   }
 
@@ -179,7 +179,7 @@
   }
 
   function flagList(flags) {
-    return flags.map(function (f) { return '<div class="flag k-' + D.kinds[f[0]] + '"><b>' + esc(D.kinds[f[0]]) + "</b>" + esc(f[1]) + "</div>"; }).join("");
+    return flags.map(function (f) { return '<div class="flag k-' + D.kinds[f[0]] + '"><b>' + esc(D.kinds[f[0]]) + "</b> " + esc(f[1]) + "</div>"; }).join("");
   }
 
   function show(i) {
@@ -213,7 +213,7 @@
   function refresh() {
     var every = +document.body.dataset.refresh || 30;
     setTimeout(function () {
-      fetch("fleet.json", { cache: "no-store" }).then(function (r) {
+      fetch("fleet-page.json", { cache: "no-store" }).then(function (r) {
         if (!r.ok) throw new Error("HTTP " + r.status);
         return r.json();
       }).then(function (data) {
@@ -229,5 +229,8 @@
   setup();
   build();
   apply();
+  // For tests and the benchmark: when the first grid was ready.
+  window.fleetReadyAt = performance.now();
+  document.body.dataset.ready = "1";
   if (D.live) refresh();
 })();
