@@ -19,7 +19,7 @@ test: venv
 
 # The pure suite: no lab engine, no sshd, no slow test (tests/support/markguard.py keeps it pure).
 test-fast: venv
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not lab and not ssh and not slow" tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not lab and not ssh and not browser and not slow" tests
 
 bench: venv
 	$(BIN)/python -m benchmarks

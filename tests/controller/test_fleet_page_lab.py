@@ -6,11 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler_lab.server import LabServer
 
 from .conftest import write_spec
+
+pytestmark = pytest.mark.lab
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "schemas" / "fleet.schema.json").read_text())
 

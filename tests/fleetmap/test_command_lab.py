@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -13,6 +14,11 @@ import pytest
 pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def child_pythonpath() -> str:
+    """This checkout for the child, after what the run put first (the mark guard's watcher)."""
+    return os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(REPO)) if p)
 SCHEMA = json.loads((REPO / "schemas" / "fleet.schema.json").read_text())
 
 
@@ -20,7 +26,7 @@ def fleet(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "reconciler", "--log-level", "warning", "fleet",
                            str(REPO / "specs/examples/lab.yaml"), *args], cwd=cwd,
                           capture_output=True, text=True, timeout=240,
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO),
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": child_pythonpath(),
                                "HOME": str(cwd)})
 
 
