@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from reconciler.store import DEFAULT_PATH
+from reconciler.commands.options import add_state, state_path
 
 
 def register(subparsers: Any) -> None:
@@ -31,9 +31,8 @@ def register(subparsers: Any) -> None:
                         help="write to FILE (replaced atomically) instead of stdout")
     parser.add_argument("--no-probe", action="store_true",
                         help="engine facts only: which GPU a vGPU sits on stays unknown")
-    parser.add_argument("--state", type=Path, default=DEFAULT_PATH, metavar="PATH",
-                        help="state store whose applied records tell drift from pending changes "
-                             f"(default {DEFAULT_PATH}; read only)")
+    add_state(parser, "its applied records tell drift from pending changes; read only, a "
+                      "missing file means none")
     parser.set_defaults(func=run)
 
 
@@ -49,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     desired = load_desired(args.specs)
     with fleet_session(desired) as fleet:
-        applied = applied_records(args.state, fleet.endpoint.key)
+        applied = applied_records(state_path(args), fleet.endpoint.key)
         observed = fleet.observe(probe=not args.no_probe)
     at = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     fmap = build_fleet_map(observed, plan(desired, observed, applied), desired, generated_at=at)
