@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-APT_PACKAGES := libxml2-dev libcurl4-openssl-dev libssl-dev openssh-server openssh-client git
+APT_PACKAGES := libxml2-dev libcurl4-openssl-dev libssl-dev openssh-server openssh-client git chromium
 
 .PHONY: demo test test-fast bench system-deps venv clean lint
 
@@ -19,7 +19,7 @@ test: venv
 
 # The pure suite: no lab engine, no sshd, no slow test (tests/support/markguard.py keeps it pure).
 test-fast: venv
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not lab and not ssh and not slow" tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not lab and not ssh and not browser and not slow" tests
 
 bench: venv
 	$(BIN)/python -m benchmarks
@@ -33,7 +33,8 @@ $(STAMP): pyproject.toml | system-deps
 	touch $(STAMP)
 
 # The oVirt SDK compiles against libxml2; pycurl wheels carry libcurl but a source build needs it;
-# the SSH tests start a real sshd. Install only what is missing (needs root or sudo).
+# the SSH tests start a real sshd; the fleet map page is tested in headless Chromium. Install only
+# what is missing (needs root or sudo).
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \

@@ -9,6 +9,8 @@ Prints one table with each figure beside its target and writes it all as JSON
   `reconcile plan --no-probe` (observe + plan) against the same engine facts read the N+1 way,
   with the lab adding no latency and then 5 ms per request (benchmarks.harness);
 - host probing of 200 simulated lab hosts (benchmarks.bench_probe);
+- the fleet map page at 1,000 hosts x 8 GPUs: HTML size, and its load in headless Chromium
+  (benchmarks.bench_fleetmap);
 - executor overhead and controller latency, when benchmarks.bench_apply / bench_controller exist.
 
     python -m benchmarks [--sizes 10 100 1000] [--latencies 0 5] [--skip probe ...]
@@ -29,7 +31,7 @@ from typing import Any
 
 from benchmarks.common import REPO, machine, read_json, run_module, write_json
 
-SECTIONS = ("validate", "plan", "fleet", "probe", "apply", "controller")
+SECTIONS = ("validate", "plan", "fleet", "probe", "fleetmap", "apply", "controller")
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "latest.json"
 
 
@@ -150,6 +152,18 @@ def targets(results: dict[str, Any]) -> list[Target]:
         out.append(Target(f"probe {pr['hosts']} lab hosts (concurrency {pr['concurrency']})",
                           f"{_fmt_s(pr['total_seconds'])} (p95 per host "
                           f"{_fmt_s(pr['p95_seconds'])})", "reported", None))
+    fm = results.get("fleetmap") or {}
+    if "html_bytes" in fm:
+        tag = f"{fm['hosts']:,} hosts x {fm['gpus'] // max(fm['hosts'], 1)} GPUs"
+        out.append(Target(f"fleet map HTML ({tag})",
+                          f"{fm['html_bytes'] / 2**20:.2f} MiB "
+                          f"({fm['html_gzip_bytes'] / 2**20:.2f} gz)", "< 3 MiB",
+                          fm["html_bytes"] < 3 * 2**20))
+        if "ready_seconds" in fm:
+            out.append(Target(f"fleet map load in Chromium, grid ready ({tag})",
+                              _fmt_s(fm["ready_seconds"]), "< 3 s", fm["ready_seconds"] < 3.0))
+            out.append(Target(f"fleet map VM search in Chromium ({tag})",
+                              _fmt_s(fm["search_seconds"]), "< 1 s", fm["search_seconds"] < 1.0))
     ap = results.get("apply")
     if ap:
         if "text" in ap:
@@ -276,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         ("probe", lambda w: _run_json("benchmarks.bench_probe",
                                       ["--hosts", str(args.probe_hosts)], args.timeout, w,
                                       "probe")),
+        ("fleetmap", lambda w: _run_json("benchmarks.bench_fleetmap",
+                                         ["--hosts", "1000", "--gpus", "8", "--runs", "3"],
+                                         args.timeout, w, "fleetmap")),
         ("apply", lambda w: _optional_script("bench_apply", args.timeout, w)),
         ("controller", lambda w: _optional_script("bench_controller", args.timeout, w)),
     ]

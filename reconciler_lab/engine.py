@@ -296,8 +296,8 @@ class LabEngine:
                 if not vm.running_mdevs and vm.mdevs and vm.op is None:
                     # A fleet seeds running vGPU VMs: place their instances as a start would.
                     alloc = self._allocate(vm, self.hosts[vm.host_id])
-                    vm.running_mdevs = [[t, g, _uuid(vm.id, "run", str(i))]
-                                        for i, (t, g) in enumerate(alloc or [])]
+                    # vdsm names each mdev with its VM device id (docs/fleet-map.md, the join)
+                    vm.running_mdevs = [[t, g, mid] for mid, (t, g) in zip(vm.mdevs, alloc or [])]
                     if not vm.running_hostdevs and vm.hostdev_host_id == vm.host_id:
                         vm.running_hostdevs = [n for n, ph in vm.host_devices.items() if not ph]
                 for mtype, gpu, *_ in vm.running_mdevs:
@@ -523,6 +523,12 @@ class LabEngine:
                 reported = self.roots.proc_cmdline(name)
                 if reported is not None:
                     h.reported_cmdline = reported
+                for vm in (v for v in self.vms.values() if v.host_id == h.id):
+                    for mtype, gpu, mdev_uuid in (e[:3] for e in vm.running_mdevs if len(e) > 2):
+                        try:   # VMs running before the tree existed: their mdevs go in as well
+                            self.roots.create_mdev(self.lab_host(h), gpu, mtype, mdev_uuid, vm.name)
+                        except ValueError:
+                            pass
                 self._touch(h)
                 self._refresh_devices(h.id)
             return root
@@ -1037,7 +1043,9 @@ class LabEngine:
                     ["Cannot run VM. There is no host that satisfies current scheduling "
                      "constraints. See below for details:", *reasons]) + "]")
             vm.status, vm.host_id = "wait_for_launch", chosen.id
-            vm.running_mdevs = [[mtype, gpu, str(uuid.uuid4())] for mtype, gpu in alloc or []]
+            # vdsm creates each mdev with the UUID of the VM's mediated device (the engine writes
+            # it as the hostdev's source address; vdsm's spawn_mdev takes it from there).
+            vm.running_mdevs = [[mtype, gpu, mid] for mid, (mtype, gpu) in zip(vm.mdevs, alloc or [])]
             for mtype, gpu, mdev_uuid in vm.running_mdevs:
                 usage = self._mdev_usage[chosen.id].setdefault(gpu, [mtype, 0])
                 usage[0], usage[1] = mtype, usage[1] + 1

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler_lab import catalogue
+from reconciler_lab.cpuinfo import cpuinfo_text
 from reconciler_lab.fleet import LabDevice, LabMdevType
 
 if TYPE_CHECKING:
@@ -750,6 +751,7 @@ def ensure_host_root(root: Path, host: LabHost) -> Path:
     custom = host.booted_custom_args.split()
     rhel8 = record.os_release == "rhel8"
     _write(root / "etc/os-release", _os_release(record))
+    _write(root / "proc/cpuinfo", cpuinfo_text(record.cpu_vendor, host.cpu_name))
     _write(root / "etc/machine-id", record.machine_id + "\n")
     _write(root / "etc/hostname", f"{host.name}.lab.example\n")
     grub_linux = " ".join(t for t in base if not t.startswith(("root=",)) and t != "ro")

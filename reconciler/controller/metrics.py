@@ -12,6 +12,8 @@ from typing import Literal
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from reconciler.controller.fleet_metrics import FleetCollector
+
 PassResult = Literal["ok", "drift", "error"]
 PASS_RESULTS: tuple[PassResult, ...] = ("ok", "drift", "error")
 STEP_OUTCOMES = ("ok", "failed", "skipped")
@@ -49,6 +51,9 @@ class ControllerMetrics:
                                      "Engine requests that failed (after the client's retries)",
                                      registry=r)
         self._known_classes: set[str] = set()
+        # The fleet GPU map's series (fleet_metrics.py), from the last pass's map.
+        self.fleet = FleetCollector()
+        r.register(self.fleet)
         # Export every labelled series from the start, so dashboards see zeros, not gaps.
         for result in PASS_RESULTS:
             self.passes.labels(result=result)

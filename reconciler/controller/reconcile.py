@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
@@ -33,6 +33,7 @@ from reconciler.controller.notify import WebhookNotifier
 from reconciler.controller.server import ControllerState
 from reconciler.controller.triggers import EventPoller, WorkQueue
 from reconciler.errors import EngineError, LockedError, ReconcilerError, SpecError
+from reconciler.fleetmap import build_fleet_map
 from reconciler.observe.session import FleetSession, open_fleet
 from reconciler.plan import plan as make_plan
 from reconciler.plan.actions import Action
@@ -331,8 +332,16 @@ class PassRunner:
             observed = link.fleet.observe(probe=self.config.probe)
         finally:
             self.metrics.engine_requests_add(link.fleet.request_count - before)
-        return (make_plan(desired, observed, self.store.applied(key)),
-                drift_report.unobserved(observed))
+        the_plan = make_plan(desired, observed, self.store.applied(key))
+        self._publish_fleet(observed, the_plan, desired)
+        return the_plan, drift_report.unobserved(observed)
+
+    def _publish_fleet(self, observed: Any, the_plan: Plan, desired: DesiredState) -> None:
+        """The fleet GPU map of this observation, for `/` and /metrics."""
+        at = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        fleet_map = build_fleet_map(observed, the_plan, desired, generated_at=at)
+        self.state.fleet.update(fleet_map)
+        self.metrics.fleet.update(fleet_map)
 
     # ---- apply -------------------------------------------------------------------------------
 

@@ -1,4 +1,6 @@
-"""The controller's HTTP endpoints: /healthz, /readyz, /metrics and /status.
+"""The controller's HTTP endpoints: /healthz, /readyz, /metrics, /status, and the fleet GPU map:
+`/` (the page, refreshing itself), `/fleet.json` (schemas/fleet.schema.json) and
+`/fleet-page.json` (the page's compact data).
 
 The server only reads a `ControllerState`, which the controller loop updates; nothing here changes
 the fleet, so the endpoints carry no authentication and bind to 127.0.0.1 unless told otherwise.
@@ -19,6 +21,9 @@ from typing import Any, Protocol
 from reconciler import log
 from reconciler.controller.metrics import ControllerMetrics, PassResult
 from reconciler.errors import ReconcilerError
+from reconciler.fleetmap.model import FleetMap
+from reconciler.fleetmap.render_html import data_json, render_html
+from reconciler.fleetmap.render_json import render_json
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9180
@@ -106,6 +111,12 @@ class ControllerState:
         self._last_apply: dict[str, Any] | None = None
         self._applied_revision: str | None = None
         self._started_at = _now()
+        self._fleet = FleetPages()
+
+    @property
+    def fleet(self) -> FleetPages:
+        """The fleet map of the last pass that observed the fleet, rendered on demand."""
+        return self._fleet
 
     # -- writers (the loop) -------------------------------------------------------------------
 
@@ -242,6 +253,47 @@ class ControllerState:
             }
 
 
+class FleetPages:
+    """The last fleet map and its renderings, each made once per map on first request (the
+    page of 1,000 hosts takes a noticeable time to render; scrapes and reloads reuse it)."""
+
+    def __init__(self, refresh_seconds: int = 30) -> None:
+        self.refresh_seconds = refresh_seconds
+        self._lock = threading.Lock()
+        self._map: FleetMap | None = None
+        self._cache: dict[str, bytes] = {}
+
+    def update(self, fleet: FleetMap) -> None:
+        with self._lock:
+            self._map, self._cache = fleet, {}
+
+    @property
+    def current(self) -> FleetMap | None:
+        return self._map
+
+    def _get(self, kind: str) -> bytes:
+        with self._lock:
+            if kind not in self._cache:
+                fm = self._map if self._map is not None else FleetMap((), (), ())
+                if kind == "page":
+                    text = render_html(fm, live=True, refresh_seconds=self.refresh_seconds)
+                elif kind == "json":
+                    text = render_json(fm)
+                else:
+                    text = data_json(fm, live=True)
+                self._cache[kind] = text.encode()
+            return self._cache[kind]
+
+    def page(self) -> bytes:
+        return self._get("page")
+
+    def json(self) -> bytes:
+        return self._get("json")
+
+    def page_data(self) -> bytes:
+        return self._get("data")
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
@@ -268,9 +320,15 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/status":
             body = json.dumps(state.snapshot(), indent=2, sort_keys=True).encode()
             self._send(HTTPStatus.OK, body + b"\n", "application/json")
+        elif path in ("/", "/index.html"):
+            self._send(HTTPStatus.OK, state.fleet.page(), "text/html; charset=utf-8")
+        elif path == "/fleet.json":
+            self._send(HTTPStatus.OK, state.fleet.json(), "application/json")
+        elif path == "/fleet-page.json":
+            self._send(HTTPStatus.OK, state.fleet.page_data(), "application/json")
         else:
-            self._text(HTTPStatus.NOT_FOUND,
-                       "not found; try /healthz, /readyz, /metrics or /status")
+            self._text(HTTPStatus.NOT_FOUND, "not found; try /, /fleet.json, /healthz, /readyz, "
+                                             "/metrics or /status")
 
     def do_HEAD(self) -> None:  # noqa: N802
         self.do_GET()

@@ -143,6 +143,9 @@ class PciFunction:
     physfn: str | None = None            # for a VF: its PF address
     current_vgpu_type: int | None = None # per-VF vGPU interface (vendor-specific VFIO)
     creatable_vgpu_types: tuple[str, ...] = ()
+    # The name of `current_vgpu_type` ("NVIDIA L40S-2Q") when a creatable list on the host still
+    # names it: a full board lists no type at all, so the name may stay unknown.
+    current_vgpu_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -156,12 +159,40 @@ class MdevParentType:
 
 
 @dataclass(frozen=True)
+class ActiveMdev:
+    """A mediated device that exists on the host: a vGPU instance vdsm created at a VM's start,
+    named with the VM's mediated-device id (docs/fleet-map.md, "the join")."""
+
+    uuid: str
+    parent: str                          # mdev parent: the physical GPU, or one of its SR-IOV VFs
+    mdev_type: str                       # nvidia-18, as the mdev's `mdev_type` link names it
+
+
+@dataclass(frozen=True)
+class NvidiaVgpu:
+    """One vGPU as `nvidia-smi vgpu -q` reports it (fields the host did not print stay None)."""
+
+    gpu: str                             # physical GPU, sysfs spelling: 0000:05:00.0
+    vm_name: str | None = None           # the QEMU -name: the VM's name on oVirt
+    vm_uuid: str | None = None
+    vgpu_name: str | None = None         # GRID M60-2Q
+    vgpu_type: int | None = None         # the vendor's type number (18, 1148)
+    mdev_uuid: str | None = None         # absent on vendor-specific VFIO hosts
+
+
+@dataclass(frozen=True)
 class NvidiaGpu:
     bus_id: str
     name: str
     memory_total_mib: int | None = None
     memory_used_mib: int | None = None
     utilization_percent: int | None = None
+    vgpus_active: int | None = None      # `Active vGPUs` of its `nvidia-smi vgpu -q` section
+
+    @property
+    def address(self) -> str:
+        """`00000000:05:00.0` as sysfs spells it: `0000:05:00.0`."""
+        return pci_address(self.bus_id)
 
 
 @dataclass(frozen=True)
@@ -169,6 +200,16 @@ class NvidiaSmiSummary:
     driver_version: str | None = None
     gpus: tuple[NvidiaGpu, ...] = ()
     vgpus_active: int | None = None
+    vgpus: tuple[NvidiaVgpu, ...] = ()
+
+
+def pci_address(bus_id: str) -> str:
+    """A PCI address as sysfs spells it: nvidia-smi prints an 8-digit domain in upper case."""
+    head, sep, tail = bus_id.strip().lower().rpartition(":")
+    domain, _, bus = head.rpartition(":")
+    if not sep or not domain:
+        return bus_id.strip().lower()
+    return f"{domain[-4:].rjust(4, '0')}:{bus}:{tail}"
 
 
 @dataclass(frozen=True)
@@ -191,10 +232,27 @@ class ProbeFacts:
     iommu_enabled: bool | None = None            # /sys/kernel/iommu_groups not empty
     nvidia_smi: NvidiaSmiSummary | None = None
     seconds: float = 0.0
+    mdevs: tuple[ActiveMdev, ...] = ()           # vGPU instances that exist now
+    cpu_vendor: CpuVendor | None = None          # from /proc/cpuinfo; None: not recognised
+    cpu_vendor_id: str | None = None             # as the kernel prints it: GenuineIntel, ...
+    cpu_model: str | None = None                 # `model name` (or `cpu` on POWER)
+    nvidia_smi_note: str | None = None           # why nvidia_smi is None: not installed, failed
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    def physical_gpu(self, address: str) -> str:
+        """The physical GPU a function belongs to: a VF's PF, else the function itself."""
+        fn = next((f for f in self.pci_functions if f.address == address), None)
+        return fn.physfn if fn is not None and fn.physfn else address
+
+    def mdevs_by_gpu(self) -> dict[str, tuple[ActiveMdev, ...]]:
+        """Active mdevs per physical GPU (an mdev on a VF counts for the VF's PF)."""
+        out: dict[str, list[ActiveMdev]] = {}
+        for m in self.mdevs:
+            out.setdefault(self.physical_gpu(m.parent), []).append(m)
+        return {gpu: tuple(ms) for gpu, ms in sorted(out.items())}
 
 
 @dataclass(frozen=True)

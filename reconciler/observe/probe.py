@@ -10,7 +10,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from reconciler.errors import ReconcilerError
@@ -18,6 +18,9 @@ from reconciler.log import get_logger
 from reconciler.observe import parsers
 from reconciler.model.facts import (BootEntry, MdevParentType, ModprobeFile, NvidiaSmiSummary,
                                       PciFunction, ProbeFacts)
+from reconciler.observe.cpuinfo import CpuInfo, parse_cpuinfo
+from reconciler.observe.mdevs import active_mdevs
+from reconciler.observe.nvidia_smi import summarize
 from reconciler.observe.parsers import ParseError
 from reconciler.access.transport import Transport
 
@@ -85,6 +88,16 @@ has() {
 main() {
   printf '%s probe 1\n' "$M"
   f /proc/cmdline
+  # The CPU vendor: the first processor block says it (every core repeats it; hosts have hundreds).
+  if [ -f "$R/proc/cpuinfo" ] && [ -r "$R/proc/cpuinfo" ]; then
+    printf '%s file /proc/cpuinfo\n' "$M"
+    n=0
+    while IFS= read -r l; do
+      [ -z "$l" ] && break
+      printf '%s\n' "$l"; n=$((n+1)); [ $n -ge 64 ] && break
+    done < "$R/proc/cpuinfo" 2>/dev/null
+    printf '\n%s end\n' "$M"
+  fi
   f /proc/sys/kernel/osrelease
   bls=0
   for e in "$R"/boot/loader/entries/*.conf; do [ -f "$e" ] && f "${e#"$R"}" && bls=1; done
@@ -165,13 +178,22 @@ main() {
       [ -d "$t" ] || continue
       t=${t#"$R"}
       for at in name description available_instances device_api; do a "$t/$at"; done
+      for u in "$R$t"/devices/*; do [ -h "$u" ] && lnk "${u#"$R"}"; done
     done
+    # Each active mdev is a child of its parent and links back to its type.
+    for u in "$p"/*-*-*-*-*; do [ -h "$u/mdev_type" ] && lnk "${u#"$R"}/mdev_type"; done
   done
 
   if [ -d "$R/sys/kernel/iommu_groups" ]; then
     n=0
     for g in "$R"/sys/kernel/iommu_groups/*; do [ -e "$g" ] && n=$((n+1)); done
     printf '%s iommu_groups %s\n' "$M" "$n"
+  fi
+  # Groups alone do not prove an IOMMU: vfio gives every mdev a group of its own without one.
+  if [ -d "$R/sys/class/iommu" ]; then
+    n=0
+    for g in "$R"/sys/class/iommu/*; do [ -e "$g" ] || [ -h "$g" ] && n=$((n+1)); done
+    printf '%s iommu_units %s\n' "$M" "$n"
   fi
 
   if has nvidia-smi; then
@@ -200,6 +222,7 @@ class ProbeDump:
     pci: list[str] = field(default_factory=list)
     initramfs: str | None = None
     iommu_groups: int | None = None
+    iommu_units: int | None = None       # entries of /sys/class/iommu (dmar*, ivhd*)
 
 
 def split_records(output: str, marker: str) -> ProbeDump:
@@ -242,10 +265,10 @@ def split_records(output: str, marker: str) -> ProbeDump:
             dump.pci.append(arg)
         elif kind == "initramfs":
             dump.initramfs = arg
-        elif kind == "iommu_groups":
+        elif kind in ("iommu_groups", "iommu_units"):
             if not arg.isdigit():
-                raise ParseError(f"probe output: bad iommu_groups count {arg[:20]!r}")
-            dump.iommu_groups = int(arg)
+                raise ParseError(f"probe output: bad {kind} count {arg[:20]!r}")
+            setattr(dump, kind, int(arg))
         elif kind == "done":
             done = True
         else:
@@ -261,14 +284,18 @@ class _Facts:
     def __init__(self, host: str, dump: ProbeDump) -> None:
         self.host, self.dump = host, dump
         self.notes: list[str] = []
+        self.vgpu_type_names: dict[int, str] = {}   # vendor type number -> name, any VF's list
 
     def guard(self, what: str, build: Callable[[], T], default: D = None) -> T | D:  # type: ignore[assignment]
         try:
             return build()
         except (ParseError, ValueError, KeyError) as exc:
-            self.notes.append(f"{what}: {exc}")
-            log.warning("probe.subfact_unknown", host=self.host, fact=what, reason=str(exc))
+            self.unknown(what, exc)
             return default
+
+    def unknown(self, what: str, exc: Exception) -> None:
+        self.notes.append(f"{what}: {exc}")
+        log.warning("probe.subfact_unknown", host=self.host, fact=what, reason=str(exc))
 
     def boot_entries(self) -> tuple[BootEntry, ...]:
         d = self.dump
@@ -336,6 +363,7 @@ class _Facts:
                                 lambda: parsers.parse_creatable_vgpu_types(
                                     files[f"{base}/nvidia/creatable_vgpu_types"]), ())
             creatable = tuple(f"nvidia-{type_id}" for type_id, _ in offers)
+            self.vgpu_type_names.update(offers)
         return PciFunction(
             address=address,
             class_code=attr("class", lambda t: parsers.parse_sysfs_hex(t, 6)),
@@ -368,23 +396,46 @@ class _Facts:
         return tuple(result)
 
     def nvidia_smi(self) -> NvidiaSmiSummary | None:
+        """The figures nvidia-smi gives; None (and a note saying why) when there are none.
+
+        A missing or failing nvidia-smi is normal (passthrough hosts carry no host driver; a
+        manager that did not load makes it fail), so it is "unknown", never a probe error."""
         d = self.dump
         rc, csv = d.commands.get("nvidia-smi-csv", (127, ""))
         if rc == 127:
+            self.nvidia_smi_note = "nvidia-smi is not installed"
             return None
         if rc != 0:
-            raise ParseError(f"nvidia-smi failed (exit {rc})")
-        summary = parsers.parse_nvidia_smi_csv(csv)
+            first = csv.strip().splitlines()[0][:160] if csv.strip() else ""
+            self.nvidia_smi_note = f"nvidia-smi failed (exit {rc})" + (f": {first}" if first else "")
+            raise ParseError(self.nvidia_smi_note)
         vrc, vgpu = d.commands.get("nvidia-smi-vgpu", (127, ""))
-        active = self.guard("nvidia-smi vgpu", lambda: parsers.parse_nvidia_smi_vgpu(vgpu)) \
-            if vrc == 0 else None
-        return NvidiaSmiSummary(driver_version=summary.driver_version, gpus=summary.gpus,
-                                vgpus_active=active)
+        if vrc == 0:
+            try:
+                return summarize(csv, vgpu)
+            except ParseError as exc:
+                # The vGPU report alone is unreadable: keep the GPUs, leave the vGPUs unknown.
+                self.unknown("nvidia-smi vgpu", exc)
+        return summarize(csv, None)
+
+    def cpu(self) -> CpuInfo | None:
+        text = self.dump.files.get("/proc/cpuinfo")
+        return parse_cpuinfo(text) if text is not None else None
+
+    def vf_type_names(self, functions: tuple[PciFunction, ...]) -> tuple[PciFunction, ...]:
+        """Name each VF's current vGPU type from any creatable list on the host that names it."""
+        names = self.vgpu_type_names
+        return tuple(replace(f, current_vgpu_name=names.get(f.current_vgpu_type or 0))
+                     if f.current_vgpu_type and f.current_vgpu_type in names else f
+                     for f in functions)
 
     def build(self, seconds: float) -> ProbeFacts:
         d = self.dump
         g = self.guard
         proc = d.files.get("/proc/cmdline")
+        self.nvidia_smi_note: str | None = None
+        cpu = g("/proc/cpuinfo", self.cpu)
+        functions = self.vf_type_names(tuple(self.pci_function(a) for a in sorted(set(d.pci))))
         return ProbeFacts(
             host=self.host,
             proc_cmdline=g("/proc/cmdline", lambda: parsers.parse_proc_cmdline(proc or ""))
@@ -399,11 +450,17 @@ class _Facts:
             loaded_modules=g("/proc/modules", lambda: parsers.parse_proc_modules(
                 d.files.get("/proc/modules", "")), ()),
             vgpu_manager_service=g(VGPU_SERVICE, self.service),
-            pci_functions=tuple(self.pci_function(a) for a in sorted(set(d.pci))),
+            pci_functions=functions,
             mdev_types=self.mdev_types(),
-            iommu_enabled=None if d.iommu_groups is None else d.iommu_groups > 0,
+            iommu_enabled=None if d.iommu_groups is None
+            else d.iommu_groups > 0 and (d.iommu_units is None or d.iommu_units > 0),
             nvidia_smi=g("nvidia-smi", self.nvidia_smi),
-            seconds=seconds)
+            seconds=seconds,
+            mdevs=active_mdevs(d.links),
+            cpu_vendor=cpu.vendor if cpu else None,
+            cpu_vendor_id=cpu.vendor_id if cpu else None,
+            cpu_model=cpu.model if cpu else None,
+            nvidia_smi_note=self.nvidia_smi_note)
 
 
 def parse_probe_output(host: str, output: bytes, marker: str, seconds: float = 0.0) -> ProbeFacts:

@@ -14,9 +14,11 @@ from typing import Any
 
 from reconciler.model.facts import Host, ProbeFacts, Vm
 
-# Fields that change on every observation without the fleet changing (timings), or that only say
+# Fields that change on every observation without the fleet changing (timings; nvidia-smi's
+# figures, the vGPU instances VMs start and stop, which no plan decision reads), or that only say
 # where a value was written: they must not make a plan stale or a desired fingerprint differ.
-_VOLATILE: dict[type, tuple[str, ...]] = {ProbeFacts: ("seconds",)}
+_VOLATILE: dict[type, tuple[str, ...]] = {
+    ProbeFacts: ("seconds", "nvidia_smi", "nvidia_smi_note", "mdevs")}
 _DROP_NAME = "location"
 
 

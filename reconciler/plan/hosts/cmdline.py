@@ -21,8 +21,9 @@ def cmdline_changes(host: Host, kernel: KernelSpec, cluster: Cluster | None,
                     probe: ProbeFacts | None, reason: Reason) -> HostChanges:
     wants = wants_for(kernel, host.cpu_vendor, cluster.architecture if cluster else None,
                       host.cpu_vendor_note)
-    if wants.problem:
-        return HostChanges(blockers=(f"host {host.name}: {wants.problem}",))
+    problem = wants.problem or _vendor_disagreement(kernel, host, cluster, probe)
+    if problem:
+        return HostChanges(blockers=(f"host {host.name}: {problem}",))
     edit = _engine_edit(host, wants, reason)
     booted = booted_cmdline(host, probe)
     boot = _boot_changes(booted, wants, cmdline_edit=bool(edit.actions))
@@ -34,6 +35,22 @@ def cmdline_changes(host: Host, kernel: KernelSpec, cluster: Cluster | None,
         blockers=(_stuck_message(host, stuck),) if stuck else (),
         expect_args=wants.add_tokens, expect_absent=wants.absent_keys, gone_tokens=gone,
         cmdline_edit=bool(edit.actions), kernel_unbooted=boot.kernel_unbooted)
+
+
+def _vendor_disagreement(kernel: KernelSpec, host: Host, cluster: Cluster | None,
+                         probe: ProbeFacts | None) -> str | None:
+    """The host's own CPU vendor (/proc/cpuinfo) against the engine's: the IOMMU switch is the
+    vendor's, so when the two disagree neither is trusted (shared/ovirt-api.md § 1.4)."""
+    if kernel.iommu is not True or probe is None or not probe.ok:
+        return None
+    mine, engine = probe.cpu_vendor, host.cpu_vendor
+    if mine not in ("intel", "amd") or engine not in ("intel", "amd") or mine == engine:
+        return None
+    source = (cluster.cpu_type if cluster and cluster.cpu_type else host.cpu_type) or "?"
+    return (f"kernel.iommu: the engine's CPU type {source!r} says {engine} but the host's "
+            f"/proc/cpuinfo says {probe.cpu_vendor_id or mine} ({mine}); {engine}_iommu would "
+            "be the wrong switch; correct the cluster's CPU type (or move the host to a cluster "
+            "of its vendor)")
 
 
 def _engine_edit(host: Host, wants: KernelWants, reason: Reason) -> HostChanges:
