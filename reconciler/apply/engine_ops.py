@@ -502,6 +502,18 @@ def _attached(ctx: _Ctx, service: Any, vm: str) -> dict[str, bool]:
     return {name: bool(d.placeholder) for d in devices or () if (name := _device_name(d))}
 
 
+def _vm_host_devices(conn: sdk.Connection, vm: str, device_name: str,
+                     correlation_id: str | None, timing: Timing
+                     ) -> tuple[_Ctx, Any, dict[str, bool]]:
+    """The operation's context, the VM's service and its host devices (name -> placeholder),
+    read in the request that finds the VM once its id is known."""
+    _check(device_name, _DEVICE, "host device name")
+    ctx = _ctx(conn, correlation_id, timing)
+    vm_id, devices = _lookup(ctx, "vm", vm,
+                             lambda i: _attached(ctx, _vm_service(ctx, i), vm))
+    return ctx, _vm_service(ctx, vm_id), devices
+
+
 def attach_host_device(conn: sdk.Connection, vm: str, device_name: str, *,
                        correlation_id: str | None = None,
                        timing: Timing = DEFAULT_TIMING) -> Outcome:
@@ -510,11 +522,7 @@ def attach_host_device(conn: sdk.Connection, vm: str, device_name: str, *,
     The VM must be down and pinned to one host; the engine's 409 otherwise is raised as
     `PreconditionFailed`. IOMMU-group siblings come along as placeholders.
     """
-    _check(device_name, _DEVICE, "host device name")
-    ctx = _ctx(conn, correlation_id, timing)
-    vm_id, devices = _lookup(ctx, "vm", vm,
-                             lambda i: _attached(ctx, _vm_service(ctx, i), vm))
-    service = _vm_service(ctx, vm_id)
+    ctx, service, devices = _vm_host_devices(conn, vm, device_name, correlation_id, timing)
 
     def attached(devices: dict[str, bool]) -> bool:
         return device_name in devices and not devices[device_name]
@@ -534,11 +542,7 @@ def detach_host_device(conn: sdk.Connection, vm: str, device_name: str, *,
                        correlation_id: str | None = None,
                        timing: Timing = DEFAULT_TIMING) -> Outcome:
     """Detach a host device; the engine keeps it as a placeholder while IOMMU siblings remain."""
-    _check(device_name, _DEVICE, "host device name")
-    ctx = _ctx(conn, correlation_id, timing)
-    vm_id, devices = _lookup(ctx, "vm", vm,
-                             lambda i: _attached(ctx, _vm_service(ctx, i), vm))
-    service = _vm_service(ctx, vm_id)
+    ctx, service, devices = _vm_host_devices(conn, vm, device_name, correlation_id, timing)
 
     def gone(devices: dict[str, bool]) -> bool:
         return device_name not in devices or devices[device_name]

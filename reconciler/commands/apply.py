@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from reconciler.commands.options import add_state, state_path
+from reconciler.commands.options import add_max_disruption, add_specs, add_state, state_path
 
 
 def _seconds(text: str) -> float:
@@ -45,14 +45,11 @@ def register(subparsers: Any) -> None:
         description="Make the fleet match the spec: host cycles roll in waves within "
                     "maxUnavailable, every step is verified by observing again and journaled. "
                     "Give spec files/folders, or one plan file saved by `reconcile plan --out`.")
-    parser.add_argument("specs", nargs="+", metavar="SPEC|PLANFILE",
-                        help="spec files or folders, or one saved plan (JSON)")
+    add_specs(parser, "SPEC|PLANFILE", "spec files or folders, or one saved plan (JSON)")
     parser.add_argument("-y", "--yes", action="store_true",
                         help="do not ask for confirmation (required without a terminal)")
-    parser.add_argument("--max-disruption", choices=["none", "vm-restart", "host-reboot"],
-                        default="host-reboot",
-                        help="run only actions up to this disruption; the rest are reported "
-                             "as pending (default host-reboot: everything)")
+    add_max_disruption(parser, "host-reboot", "run only actions up to this disruption; the "
+                       "rest are reported as pending (host-reboot: everything)")
     add_state(parser, "runs, journal, lock")
     parser.add_argument("--force-unlock", metavar="RUN-ID",
                         help="take over the apply lock from this run when its heartbeat is stale")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.commands.drift import usage_errors_exit
-from reconciler.commands.options import add_state, state_path
+from reconciler.commands.options import add_max_disruption, add_no_probe, add_specs, add_state, state_path
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -51,8 +51,8 @@ def register(subparsers: Any) -> None:
                     "and a periodic resync each start a pass that loads the last good spec, "
                     "observes the fleet afresh and plans; `--mode apply` also converges within "
                     "--max-disruption. Serves /healthz, /readyz, /metrics and /status.")
-    parser.add_argument("specs", nargs="+", metavar="SPEC-DIR",
-                        help="spec files or folders (with --git: one path inside the repository)")
+    add_specs(parser, "SPEC-DIR", "spec files or folders (with --git: one path inside the "
+                                  "repository)")
     parser.add_argument("--git", metavar="URL", help="take the spec from this git repository")
     parser.add_argument("--ref", default="main", metavar="REF",
                         help="branch, tag or ref to follow with --git (default main)")
@@ -61,10 +61,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--mode", choices=["observe", "apply"], default="observe",
                         help="observe: report only (default); apply: converge within "
                              "--max-disruption")
-    parser.add_argument("--max-disruption", choices=["none", "vm-restart", "host-reboot"],
-                        default="none",
-                        help="the most disruptive actions apply mode may run (default none); "
-                             "the rest stay pending")
+    add_max_disruption(parser, "none", "the most disruptive actions apply mode may run; the "
+                       "rest stay pending")
     parser.add_argument("--resync", type=duration, default=300.0, metavar="DURATION",
                         help="full pass at least this often (default 5m)")
     parser.add_argument("--listen", type=listen_address, default=("127.0.0.1", 9180),
@@ -82,8 +80,7 @@ def register(subparsers: Any) -> None:
                         help="sign webhook bodies with the HMAC key in this file")
     parser.add_argument("--events-interval", type=duration, default=1.0, metavar="DURATION",
                         help="how often to poll the engine's events (default 1s)")
-    parser.add_argument("--no-probe", action="store_true",
-                        help="engine facts only; do not probe the hosts")
+    add_no_probe(parser)
     parser.add_argument("--stop-timeout", type=duration, default=240.0, metavar="DURATION",
                         help="on SIGTERM, how long an apply may take to reach a safe point "
                              "before the controller exits anyway (default 4m)")

@@ -7,6 +7,8 @@ the demo keeps its own state store inside the lab's state folder for the same re
 """
 from __future__ import annotations
 
+from reconciler.commands.options import add_specs
+
 import argparse
 import shutil
 import sys
@@ -25,7 +27,7 @@ def register(subparsers: Any) -> None:
                     "is `lab: {fleet: ...}`: validate, plan, apply (without asking), and plan "
                     "again, which must have no changes. The lab state of that fleet is reset "
                     "first.")
-    parser.add_argument("specs", nargs="+", metavar="SPEC", help="spec files or folders")
+    add_specs(parser)
     parser.add_argument("--keep-state", action="store_true",
                         help="do not reset the lab state first (continue from the last run)")
     parser.set_defaults(func=run)

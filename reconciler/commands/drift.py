@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from reconciler.commands.options import add_state, state_path
+from reconciler.commands.options import add_no_probe, add_output, add_specs, add_state, state_path
 
 EXIT_IN_SYNC = 0
 EXIT_ERROR = 1
@@ -27,12 +27,11 @@ def register(subparsers: Any) -> None:
         description="Observe the fleet and report every difference from the spec (pending, "
                     "drift, blocked, unmanaged) with its first-seen time from the state store. "
                     "Nothing is changed on the fleet. Exit 0 in sync, 2 out of sync, 1 on error.")
-    parser.add_argument("specs", nargs="+", metavar="SPEC", help="spec files or folders")
-    parser.add_argument("-o", "--output", choices=["text", "json", "markdown"], default="text",
-                        help="text (default), JSON or Markdown")
+    add_specs(parser)
+    add_output(parser, {"text": "for a terminal", "json": "for machines",
+                        "markdown": "for a pull-request comment"})
     add_state(parser, "holds the drift history")
-    parser.add_argument("--no-probe", action="store_true",
-                        help="engine facts only; do not probe the hosts")
+    add_no_probe(parser)
     parser.set_defaults(func=run)
     usage_errors_exit(parser, EXIT_ERROR)
 

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from reconciler.commands.options import add_state, state_path
+from reconciler.commands.options import add_no_probe, add_output, add_specs, add_state, state_path
 
 
 def register(subparsers: Any) -> None:
@@ -23,14 +23,12 @@ def register(subparsers: Any) -> None:
                     "is passed through (to which VM), runs vGPUs (which type, how many seats, "
                     "for which VMs), is idle or held by a host driver; the seats per vGPU type "
                     "and how many more VMs of each type fit. Nothing is changed.")
-    parser.add_argument("specs", nargs="+", metavar="SPEC", help="spec files or folders")
-    parser.add_argument("-o", "--output", choices=["text", "json", "html"], default="text",
-                        help="text (default), JSON (schemas/fleet.schema.json) or one "
-                             "self-contained HTML page")
+    add_specs(parser)
+    add_output(parser, {"text": "for a terminal", "json": "schemas/fleet.schema.json",
+                        "html": "one self-contained page"})
     parser.add_argument("--out", metavar="FILE",
                         help="write to FILE (replaced atomically) instead of stdout")
-    parser.add_argument("--no-probe", action="store_true",
-                        help="engine facts only: which GPU a vGPU sits on stays unknown")
+    add_no_probe(parser, "which GPU a vGPU sits on stays unknown")
     add_state(parser, "its applied records tell drift from pending changes; read only, a "
                       "missing file means none")
     parser.set_defaults(func=run)

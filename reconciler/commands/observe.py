@@ -1,14 +1,16 @@
 """`reconcile observe SPEC... [-o text|json] [--no-probe]`: what the engine and the hosts report."""
 from __future__ import annotations
 
+from reconciler.commands.options import add_no_probe, add_output, add_specs
+
 import argparse
-import dataclasses
 import json
 import sys
 from collections import defaultdict
 from typing import Any
 
 from reconciler.model.cmdline import persisted_args
+from reconciler.model.codec import to_plain
 from reconciler.model.facts import Host, KernelArgView, Observed
 from reconciler.spec.model import DesiredState, KernelSpec
 
@@ -20,11 +22,9 @@ def register(subparsers: Any) -> None:
         "observe", help="show what the engine and the hosts report",
         description="Read the fleet (engine in a constant number of requests, managed hosts "
                     "probed in parallel) and print it.")
-    parser.add_argument("specs", nargs="+", metavar="SPEC", help="spec files or folders")
-    parser.add_argument("-o", "--output", choices=["text", "json"], default="text",
-                        help="text summary (default) or JSON facts (schemas/observed.schema.json)")
-    parser.add_argument("--no-probe", action="store_true",
-                        help="engine facts only; do not probe the hosts")
+    add_specs(parser)
+    add_output(parser, {"text": "a summary", "json": "the facts (schemas/observed.schema.json)"})
+    add_no_probe(parser)
     parser.set_defaults(func=run)
 
 
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         data = observed_to_json(observed)
         views = kernel_views(desired, observed)
         if views:
-            data["kernel_args"] = {host: [dict(_plain(v), waiting_for_reboot=v.waiting_for_reboot)
+            data["kernel_args"] = {host: [dict(to_plain(v), waiting_for_reboot=v.waiting_for_reboot)
                                           for v in host_views]
                                    for host, host_views in views.items()}
         json.dump(data, sys.stdout, indent=2, sort_keys=False)
@@ -53,16 +53,8 @@ def run(args: argparse.Namespace) -> int:
 
 def observed_to_json(observed: Observed) -> dict[str, Any]:
     """Observed as plain JSON data (documented by schemas/observed.schema.json)."""
-    data = {f.name: _plain(getattr(observed, f.name)) for f in dataclasses.fields(observed)}
+    data: dict[str, Any] = to_plain(observed)
     return data
-
-
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    return value
 
 
 # ---- text ---------------------------------------------------------------------------------------

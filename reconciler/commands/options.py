@@ -22,4 +22,26 @@ def state_path(args: argparse.Namespace) -> Path:
     return args.state if args.state is not None else default_state_path()
 
 
-__all__ = ["STATE_DEFAULT_TEXT", "add_state", "state_path"]
+def add_specs(parser: Any, metavar: str = "SPEC", what: str = "spec files or folders") -> None:
+    parser.add_argument("specs", nargs="+", metavar=metavar, help=what)
+
+
+def add_output(parser: Any, choices: dict[str, str]) -> None:
+    """`-o/--output` with the first choice as default; `choices`: format -> what it is."""
+    names = list(choices)
+    described = ", ".join(f"{name}: {what}" for name, what in choices.items())
+    parser.add_argument("-o", "--output", choices=names, default=names[0],
+                        help=f"{described} (default {names[0]})")
+
+
+def add_no_probe(parser: Any, effect: str = "do not probe the hosts") -> None:
+    parser.add_argument("--no-probe", action="store_true", help=f"engine facts only; {effect}")
+
+
+def add_max_disruption(parser: Any, default: str, what: str) -> None:
+    parser.add_argument("--max-disruption", choices=["none", "vm-restart", "host-reboot"],
+                        default=default, help=f"{what} (default {default})")
+
+
+__all__ = ["STATE_DEFAULT_TEXT", "add_max_disruption", "add_no_probe", "add_output",
+           "add_specs", "add_state", "state_path"]

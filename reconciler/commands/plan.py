@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reconciler.commands.options import add_state, state_path
+from reconciler.commands.options import add_no_probe, add_output, add_specs, add_state, state_path
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -26,17 +26,15 @@ def register(subparsers: Any) -> None:
         "plan", help="show the actions that would make the fleet match the spec",
         description="Observe the fleet and print the ordered, disruption-aware plan. Nothing is "
                     "changed.")
-    parser.add_argument("specs", nargs="+", metavar="SPEC", help="spec files or folders")
-    parser.add_argument("-o", "--output", choices=["text", "json", "markdown"], default="text",
-                        help="text (default), JSON (schemas/plan.schema.json) or Markdown for a "
-                             "pull-request comment")
+    add_specs(parser)
+    add_output(parser, {"text": "for a terminal", "json": "schemas/plan.schema.json",
+                        "markdown": "for a pull-request comment"})
     parser.add_argument("--out", metavar="FILE",
                         help="also save the plan (with fingerprints) for `reconcile apply FILE`")
     parser.add_argument("--detailed-exitcode", action="store_true",
                         help="exit 0 when the fleet matches the spec, 2 when there are changes "
                              "(planned or waiting), 1 on error or blockers")
-    parser.add_argument("--no-probe", action="store_true",
-                        help="engine facts only; do not probe the hosts")
+    add_no_probe(parser)
     add_state(parser, "its applied records tell drift from pending changes; read only, a "
                       "missing file means none")
     parser.set_defaults(func=run)

@@ -10,8 +10,8 @@ on free GPUs (claiming them), so a plan never counts one GPU for two types. The 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from reconciler.model.facts import HostDevice, MdevType
@@ -94,24 +94,10 @@ class Pool:
         while self._free and not self._free[0].is_free():
             self._free.popleft()
         plan: list[tuple[Gpu, int]] = []
-        need = count
-        for gpu in locked:
-            take = min(need, gpu.available.get(mdev_type, 0))
-            if take:
-                plan.append((gpu, take))
-                need -= take
-            if need == 0:
-                break
+        # GPUs already running this type first, then idle ones (one type per GPU).
+        need = _take(locked, mdev_type, count, plan)
         if need:
-            for gpu in self._free:
-                if not gpu.is_free():
-                    continue
-                take = min(need, gpu.available.get(mdev_type, 0))
-                if take:
-                    plan.append((gpu, take))
-                    need -= take
-                if need == 0:
-                    break
+            need = _take((g for g in self._free if g.is_free()), mdev_type, need, plan)
         if need:
             return None
         for gpu, take in plan:
@@ -134,3 +120,16 @@ def build_pool(hosts: Iterable[tuple[str, Iterable[HostDevice]]]) -> Pool:
     gpus = [Gpu.of(name, d) for name, devices in hosts for d in devices if d.mdev_types]
     gpus.sort(key=lambda g: (g.host, g.device))
     return Pool(gpus)
+
+
+def _take(gpus: Iterable[Gpu], mdev_type: str, need: int, plan: list[tuple[Gpu, int]]) -> int:
+    """Add (gpu, seats) to `plan` from `gpus` until `need` seats are found; what is still
+    missing."""
+    for gpu in gpus:
+        if need == 0:
+            break
+        take = min(need, gpu.available.get(mdev_type, 0))
+        if take:
+            plan.append((gpu, take))
+            need -= take
+    return need

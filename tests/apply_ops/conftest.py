@@ -11,6 +11,7 @@ import ovirtsdk4 as sdk
 import pytest
 
 from reconciler.engine.client import CountingConnection
+from tests.support.connections import lab_connections
 from reconciler.engine.retry import DEFAULT_TIMING
 from reconciler_lab.fleet import (LabCluster, LabDevice, LabFleet, LabHost, LabMdevType, LabVm)
 
@@ -110,23 +111,10 @@ def lab(start_lab: Callable[..., Any]) -> Any:
 
 
 @pytest.fixture
-def connect() -> Iterator[Callable[[Any], sdk.Connection]]:
-    """connect(lab) -> the product's SDK connection (it counts requests and keeps the ids found by
-    name), verifying the lab's TLS certificate against its CA."""
-    opened: list[sdk.Connection] = []
-
-    def make(lab: Any) -> sdk.Connection:
-        conn = CountingConnection(url=lab.url, username=lab.username, password=lab.password,
-                                  ca_file=str(lab.ca_file), timeout=10)
-        opened.append(conn)
-        return conn
-
-    yield make
-    for conn in opened:
-        try:
-            conn.close(logout=False)
-        except sdk.Error:
-            pass
+def connect() -> Iterator[Callable[..., CountingConnection]]:
+    """connect(lab) -> the product's SDK connection, verifying the lab's TLS certificate."""
+    with lab_connections() as make:
+        yield make
 
 
 @pytest.fixture

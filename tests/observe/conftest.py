@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from reconciler.engine.client import CountingConnection, connect
+from tests.support.connections import lab_connections
 from reconciler.spec.model import EngineSpec
 
 API_PREFIX = "/ovirt-engine/api"
@@ -50,21 +51,8 @@ def fleets() -> Any:
 @pytest.fixture
 def lab_connect() -> Iterator[Callable[..., CountingConnection]]:
     """lab_connect(lab) -> a CA-verified connection to that lab; closed after the test."""
-    opened: list[CountingConnection] = []
-
-    def make(lab: Any, **overrides: Any) -> CountingConnection:
-        spec = EngineSpec(url=lab.url, username=lab.username, ca_file=Path(lab.ca_file))
-        kwargs = {"password": lab.password, **overrides}
-        conn = connect(spec, **kwargs)
-        opened.append(conn)
-        return conn
-
-    yield make
-    for conn in opened:
-        try:
-            conn.close(logout=False)
-        except Exception:  # noqa: BLE001 - closing is best effort in teardown
-            pass
+    with lab_connections() as make:
+        yield make
 
 
 @pytest.fixture(autouse=True)
