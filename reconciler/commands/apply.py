@@ -26,7 +26,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from reconciler.commands.options import add_max_disruption, add_specs, add_state, state_path
+from reconciler.commands.options import (add_max_disruption, add_specs, add_state, state_path,
+                                       subcommand)
 
 
 def _seconds(text: str) -> float:
@@ -40,11 +41,7 @@ def _seconds(text: str) -> float:
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "apply", help="carry out the plan: rolling, verified, journaled",
-        description="Make the fleet match the spec: host cycles roll in waves within "
-                    "maxUnavailable, every step is verified by observing again and journaled. "
-                    "Give spec files/folders, or one plan file saved by `reconcile plan --out`.")
+    parser = subcommand(subparsers, "apply", "carry out the plan: rolling, verified, journaled", __doc__, run)
     add_specs(parser, "SPEC|PLANFILE", "spec files or folders, or one saved plan (JSON)")
     parser.add_argument("-y", "--yes", action="store_true",
                         help="do not ask for confirmation (required without a terminal)")
@@ -61,7 +58,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--poll-interval", type=_seconds, metavar="SECONDS",
                         help="first wait between status polls, growing to 10x (default 1; "
                              "the embedded lab is polled at its own pace)")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.commands.drift import usage_errors_exit
-from reconciler.commands.options import add_max_disruption, add_no_probe, add_specs, add_state, state_path
+from reconciler.commands.options import (add_max_disruption, add_no_probe, add_specs, add_state,
+                                       state_path, subcommand)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -45,12 +46,7 @@ def listen_address(text: str) -> tuple[str, int]:
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "controller", help="keep reconciling: watch the spec, the engine and a git ref",
-        description="Level-triggered reconciling: spec changes, a moved git ref, engine events "
-                    "and a periodic resync each start a pass that loads the last good spec, "
-                    "observes the fleet afresh and plans; `--mode apply` also converges within "
-                    "--max-disruption. Serves /healthz, /readyz, /metrics and /status.")
+    parser = subcommand(subparsers, "controller", "keep reconciling: watch the spec, the engine and a git ref", __doc__, run)
     add_specs(parser, "SPEC-DIR", "spec files or folders (with --git: one path inside the "
                                   "repository)")
     parser.add_argument("--git", metavar="URL", help="take the spec from this git repository")
@@ -84,7 +80,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--stop-timeout", type=duration, default=240.0, metavar="DURATION",
                         help="on SIGTERM, how long an apply may take to reach a safe point "
                              "before the controller exits anyway (default 4m)")
-    parser.set_defaults(func=run)
     usage_errors_exit(parser, 1)
 
 

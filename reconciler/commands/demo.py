@@ -7,13 +7,13 @@ the demo keeps its own state store inside the lab's state folder for the same re
 """
 from __future__ import annotations
 
-from reconciler.commands.options import add_specs
-
 import argparse
 import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
+
+from reconciler.commands.options import add_specs, subcommand
 
 if TYPE_CHECKING:
     from reconciler.access.endpoint import EngineEndpoint
@@ -21,16 +21,10 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "demo", help="validate, plan, apply and plan again on the embedded lab",
-        description="Run the whole loop against the embedded lab engine for a spec whose engine "
-                    "is `lab: {fleet: ...}`: validate, plan, apply (without asking), and plan "
-                    "again, which must have no changes. The lab state of that fleet is reset "
-                    "first.")
+    parser = subcommand(subparsers, "demo", "validate, plan, apply and plan again on the embedded lab", __doc__, run)
     add_specs(parser)
     parser.add_argument("--keep-state", action="store_true",
                         help="do not reset the lab state first (continue from the last run)")
-    parser.set_defaults(func=run)
 
 
 def _stage(out: TextIO, number: int, title: str) -> None:

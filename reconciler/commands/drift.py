@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from reconciler.commands.options import add_no_probe, add_output, add_specs, add_state, state_path
+from reconciler.commands.options import (add_no_probe, add_output, add_specs, add_state,
+                                       state_path, subcommand)
 
 EXIT_IN_SYNC = 0
 EXIT_ERROR = 1
@@ -22,17 +23,12 @@ KEEP_RUNS = 1000
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "drift", help="report where the fleet differs from the spec, and since when",
-        description="Observe the fleet and report every difference from the spec (pending, "
-                    "drift, blocked, unmanaged) with its first-seen time from the state store. "
-                    "Nothing is changed on the fleet. Exit 0 in sync, 2 out of sync, 1 on error.")
+    parser = subcommand(subparsers, "drift", "report where the fleet differs from the spec, and since when", __doc__, run)
     add_specs(parser)
     add_output(parser, {"text": "for a terminal", "json": "for machines",
                         "markdown": "for a pull-request comment"})
     add_state(parser, "holds the drift history")
     add_no_probe(parser)
-    parser.set_defaults(func=run)
     usage_errors_exit(parser, EXIT_ERROR)
 
 

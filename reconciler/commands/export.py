@@ -1,4 +1,8 @@
-"""`reconcile export ENGINE-SPEC [-o FILE]`: write a spec describing the fleet as it is now."""
+"""`reconcile export ENGINE-SPEC [-o FILE]`: write a spec describing the fleet as it is now.
+
+Reads the engine named by ENGINE-SPEC and writes a spec (host profiles grouped by identical
+settings, VMs with their GPUs) that plans to no changes. With -o, relative paths of the engine and
+hostAccess blocks are rewritten to stay valid from the output file's folder."""
 from __future__ import annotations
 
 import argparse
@@ -10,19 +14,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from reconciler.commands.options import subcommand
 from reconciler.errors import ReconcilerError
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "export", help="write a spec from the fleet as observed (adopt a running fleet)",
-        description="Read the engine named by ENGINE-SPEC and write a spec (host profiles grouped "
-                    "by identical settings, VMs with their GPUs) that plans to no changes. "
-                    "With -o, relative paths of the engine and hostAccess blocks are rewritten "
-                    "to stay valid from the output file's folder.")
+    parser = subcommand(subparsers, "export", "write a spec from the fleet as observed (adopt a running fleet)", __doc__, run)
     parser.add_argument("spec", metavar="ENGINE-SPEC", help="spec file with the engine block")
     parser.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
-    parser.set_defaults(func=run)
 
 
 def engine_blocks(path: str) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -13,16 +13,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from reconciler.commands.options import add_no_probe, add_output, add_specs, add_state, state_path
+from reconciler.commands.options import (add_no_probe, add_output, add_specs, add_state,
+                                       state_path, subcommand)
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "fleet", help="map every GPU: mode, VMs, seats per vGPU type, headroom",
-        description="Observe the fleet and show, per cluster, host and physical GPU, whether it "
-                    "is passed through (to which VM), runs vGPUs (which type, how many seats, "
-                    "for which VMs), is idle or held by a host driver; the seats per vGPU type "
-                    "and how many more VMs of each type fit. Nothing is changed.")
+    parser = subcommand(subparsers, "fleet", "map every GPU: mode, VMs, seats per vGPU type, headroom", __doc__, run)
     add_specs(parser)
     add_output(parser, {"text": "for a terminal", "json": "schemas/fleet.schema.json",
                         "html": "one self-contained page"})
@@ -31,7 +27,6 @@ def register(subparsers: Any) -> None:
     add_no_probe(parser, "which GPU a vGPU sits on stays unknown")
     add_state(parser, "its applied records tell drift from pending changes; read only, a "
                       "missing file means none")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
-"""`reconcile observe SPEC... [-o text|json] [--no-probe]`: what the engine and the hosts report."""
-from __future__ import annotations
+"""`reconcile observe SPEC... [-o text|json] [--no-probe]`: what the engine and the hosts report.
 
-from reconciler.commands.options import add_no_probe, add_output, add_specs
+Reads the fleet (the engine in a constant number of requests, the managed hosts probed in
+parallel) and prints it."""
+from __future__ import annotations
 
 import argparse
 import json
@@ -9,6 +10,7 @@ import sys
 from collections import defaultdict
 from typing import Any
 
+from reconciler.commands.options import add_no_probe, add_output, add_specs, subcommand
 from reconciler.model.cmdline import persisted_args
 from reconciler.model.codec import to_plain
 from reconciler.model.facts import Host, KernelArgView, Observed
@@ -18,14 +20,10 @@ GPU_VENDOR_IDS = frozenset({"10de", "1002"})     # NVIDIA, AMD/ATI
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "observe", help="show what the engine and the hosts report",
-        description="Read the fleet (engine in a constant number of requests, managed hosts "
-                    "probed in parallel) and print it.")
+    parser = subcommand(subparsers, "observe", "show what the engine and the hosts report", __doc__, run)
     add_specs(parser)
     add_output(parser, {"text": "a summary", "json": "the facts (schemas/observed.schema.json)"})
     add_no_probe(parser)
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

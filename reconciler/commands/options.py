@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from reconciler.store.db import default_state_path
@@ -20,6 +21,18 @@ def add_state(parser: Any, what: str) -> None:
 def state_path(args: argparse.Namespace) -> Path:
     """The `--state` given, or the default for this environment (read when the command runs)."""
     return args.state if args.state is not None else default_state_path()
+
+
+def subcommand(subparsers: Any, name: str, summary: str, doc: str | None,
+               run: Callable[[argparse.Namespace], int]) -> Any:
+    """A subcommand whose `--help` text is its module's docstring: the usage line first, then
+    what it does (written once, for the reader of the code and of `--help` alike)."""
+    paragraphs = [p.strip() for p in (doc or "").split("\n\n") if p.strip()]
+    usage, _, rest = (paragraphs[0] if paragraphs else "").partition("`:")
+    description = " ".join(paragraphs[1:]) or rest.strip() or summary
+    parser = subparsers.add_parser(name, help=summary, description=description)
+    parser.set_defaults(func=run)
+    return parser
 
 
 def add_specs(parser: Any, metavar: str = "SPEC", what: str = "spec files or folders") -> None:
@@ -43,5 +56,5 @@ def add_max_disruption(parser: Any, default: str, what: str) -> None:
                         default=default, help=f"{what} (default {default})")
 
 
-__all__ = ["STATE_DEFAULT_TEXT", "add_max_disruption", "add_no_probe", "add_output",
+__all__ = ["STATE_DEFAULT_TEXT", "subcommand", "add_max_disruption", "add_no_probe", "add_output",
            "add_specs", "add_state", "state_path"]

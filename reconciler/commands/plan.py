@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from reconciler.commands.options import add_no_probe, add_output, add_specs, add_state, state_path
+from reconciler.commands.options import (add_no_probe, add_output, add_specs, add_state,
+                                       state_path, subcommand)
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -22,10 +23,7 @@ EXIT_CHANGES = 2
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "plan", help="show the actions that would make the fleet match the spec",
-        description="Observe the fleet and print the ordered, disruption-aware plan. Nothing is "
-                    "changed.")
+    parser = subcommand(subparsers, "plan", "show the actions that would make the fleet match the spec", __doc__, run)
     add_specs(parser)
     add_output(parser, {"text": "for a terminal", "json": "schemas/plan.schema.json",
                         "markdown": "for a pull-request comment"})
@@ -37,7 +35,6 @@ def register(subparsers: Any) -> None:
     add_no_probe(parser)
     add_state(parser, "its applied records tell drift from pending changes; read only, a "
                       "missing file means none")
-    parser.set_defaults(func=run)
 
 
 def applied_records(state: Path, engine_key: str) -> dict[str, str]:

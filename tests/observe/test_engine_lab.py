@@ -21,6 +21,11 @@ from tests.support.secrets import write_secret
 pytestmark = pytest.mark.lab
 
 
+
+def _quick(attempts: int) -> Timing:
+    """Retries a few milliseconds apart: these tests count attempts, not wait for them."""
+    return Timing(retry=Backoff(initial=0.001, cap=0.01), attempts=attempts)
+
 def test_request_count_does_not_grow_with_the_fleet(start_lab, lab_connect, fleets):
     counts = []
     for hosts in (10, 500):
@@ -189,7 +194,7 @@ def test_retries_through_injected_server_errors(start_lab, lab_connect, fleets):
     lab = start_lab(fleet, faults=FaultConfig(error_rate=0.4, seed=7))
     conn = lab_connect(lab)
     read = read_engine(conn, None,
-                       timing=Timing(retry=Backoff(initial=0.001, cap=0.01), attempts=12))
+                       timing=_quick(12))
     assert {h.name for h in read.hosts} == {h.name for h in fleet.hosts}
     statuses = [r.status for r in api_requests(lab)]
     assert any(s >= 500 for s in statuses)          # faults were injected ...
@@ -202,7 +207,7 @@ def test_retries_give_up_with_engine_error(start_lab, lab_connect, fleets):
     lab = start_lab(fleets.load_fleet("demo"), faults=FaultConfig(error_rate=1.0))
     with pytest.raises(EngineUnavailable) as err:
         read_engine(lab_connect(lab), None,
-                    timing=Timing(retry=Backoff(initial=0.001, cap=0.01), attempts=3))
+                    timing=_quick(3))
     assert err.value.code == 503
     assert len(api_requests(lab)) == 3
 
@@ -213,7 +218,7 @@ def test_dropped_connections_are_retried(start_lab, lab_connect, fleets):
     lab = start_lab(fleet, faults=FaultConfig(drop_rate=0.4, seed=3))
     conn = lab_connect(lab)
     read = read_engine(conn, None,
-                       timing=Timing(retry=Backoff(initial=0.001, cap=0.01), attempts=12))
+                       timing=_quick(12))
     assert {h.name for h in read.hosts} == {h.name for h in fleet.hosts}
     assert {v.name for v in read.vms} == {v.name for v in fleet.vms}
     statuses = [r.status for r in api_requests(lab)]

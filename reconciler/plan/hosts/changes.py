@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from reconciler.plan.actions import Action
+from reconciler.plan.actions import Action, Reason, Verification
 
 
 @dataclass(frozen=True)
@@ -37,3 +37,14 @@ def combine(*parts: HostChanges) -> HostChanges:
     merged: dict[str, object] = {name: any(getattr(p, name) for p in found) for name in _FLAGS}
     merged.update({name: sum((getattr(p, name) for p in found), ()) for name in _LISTS})
     return HostChanges(**merged)  # type: ignore[arg-type]
+
+
+def one_setting(host_name: str, difference: str, action: type[Action], field: str,
+                before: str | None, after: str, reason: Reason, description: str,
+                **arguments: object) -> HostChanges:
+    """One engine field of a host set to `after`, verified by reading `field` back."""
+    key = f"host:{host_name}"
+    check = Verification(key, field, "eq", after)
+    setting = action(target=key, before=before, after=after, reason=reason,  # type: ignore[call-arg]
+                     description=description, verify=(check,), **arguments)
+    return HostChanges(differences=(difference,), actions=(setting,))

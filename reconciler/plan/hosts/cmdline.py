@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from reconciler.model.cmdline import persisted_args, tokenize
 from reconciler.model.facts import Cluster, Host, ProbeFacts
-from reconciler.plan.actions import Reason, SetKernelCmdline, Verification
-from reconciler.plan.hosts.changes import NO_CHANGES, HostChanges
+from reconciler.plan.actions import Reason, SetKernelCmdline
+from reconciler.plan.hosts.changes import NO_CHANGES, HostChanges, one_setting
 from reconciler.plan.kernel import KernelWants, edit_cmdline, unmet, unwanted_tokens, wants_for
 from reconciler.spec.model import KernelSpec
 
@@ -58,13 +58,10 @@ def _engine_edit(host: Host, wants: KernelWants, reason: Reason) -> HostChanges:
     new = edit_cmdline(host.custom_kernel_cmdline, wants.wants)
     if new == host.custom_kernel_cmdline:
         return NO_CHANGES
-    key = f"host:{host.name}"
-    return HostChanges(
-        differences=(f"engine kernel cmdline {host.custom_kernel_cmdline!r} -> {new!r}",),
-        actions=(SetKernelCmdline(
-            target=key, before=host.custom_kernel_cmdline, after=new, reason=reason,
-            description=f"set engine custom kernel cmdline to {new!r}",
-            verify=(Verification(key, "custom_kernel_cmdline", "eq", new),), cmdline=new),))
+    return one_setting(host.name, f"engine kernel cmdline {host.custom_kernel_cmdline!r} -> "
+                                  f"{new!r}", SetKernelCmdline, "custom_kernel_cmdline",
+                       host.custom_kernel_cmdline, new, reason,
+                       f"set engine custom kernel cmdline to {new!r}", cmdline=new)
 
 
 def _boot_changes(booted: str | None, wants: KernelWants, cmdline_edit: bool) -> HostChanges:

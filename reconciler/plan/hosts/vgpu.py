@@ -4,22 +4,18 @@ from __future__ import annotations
 
 from reconciler.model.facts import Host, ProbeFacts
 from reconciler.plan import checks
-from reconciler.plan.actions import Reason, SetVgpuPlacement, Verification
+from reconciler.plan.actions import Reason, SetVgpuPlacement
 from reconciler.plan.expand import HostDesired
-from reconciler.plan.hosts.changes import NO_CHANGES, HostChanges
+from reconciler.plan.hosts.changes import NO_CHANGES, HostChanges, one_setting
 
 
 def placement_change(host: Host, desired: HostDesired, reason: Reason) -> HostChanges:
     want = desired.vgpu_placement
     if want is None or want == host.vgpu_placement:
         return NO_CHANGES
-    key = f"host:{host.name}"
-    return HostChanges(
-        differences=(f"vGPU placement {host.vgpu_placement} -> {want}",),
-        actions=(SetVgpuPlacement(
-            target=key, before=host.vgpu_placement, after=want, reason=reason,
-            description=f"set vGPU placement to {want}",
-            verify=(Verification(key, "vgpu_placement", "eq", want),), placement=want),))
+    return one_setting(host.name, f"vGPU placement {host.vgpu_placement} -> {want}",
+                       SetVgpuPlacement, "vgpu_placement", host.vgpu_placement, want, reason,
+                       f"set vGPU placement to {want}", placement=want)
 
 
 def vgpu_readiness(host: Host, desired: HostDesired, probe: ProbeFacts | None,
