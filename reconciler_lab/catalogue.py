@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from reconciler_lab.fleet import LabMdevType
+from reconciler_lab.records import LabMdevType
 
 NVIDIA = "10de"
 NVIDIA_NAME = "NVIDIA Corporation"

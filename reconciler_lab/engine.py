@@ -24,7 +24,7 @@ from reconciler_lab.errors import EngineFault as EngineFault  # re-exported for 
 from reconciler_lab.errors import not_found as not_found
 from reconciler_lab.faults import FaultConfig
 from reconciler_lab.quotas import Quotas
-from reconciler_lab.fleet import LabDevice, LabFleet, LabHost
+from reconciler_lab.records import LabDevice, LabFleet, LabHost
 from reconciler_lab.placement import allocate_vgpus
 from reconciler_lab.roots import HostRoots, boot_devices
 

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING
 
 from reconciler_lab import catalogue
 from reconciler_lab.cpuinfo import cpuinfo_text
-from reconciler_lab.fleet import LabDevice, LabMdevType
+from reconciler_lab.records import LabDevice, LabMdevType
 
 if TYPE_CHECKING:
-    from reconciler_lab.fleet import LabHost
+    from reconciler_lab.records import LabHost
 
 LAB_DIR = ".lab"
 RECORD = f"{LAB_DIR}/host.json"

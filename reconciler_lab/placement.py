@@ -4,12 +4,21 @@ spreads the instances."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from reconciler_lab.fleet import LabDevice
+from reconciler_lab.records import LabDevice
 
-if TYPE_CHECKING:
-    from reconciler_lab.engine import Host, Vm
+
+class Vm(Protocol):
+    """What placement reads of the engine's VM: its mediated devices' spec params."""
+
+    mdevs: dict[str, dict[str, str]]
+
+
+class Host(Protocol):
+    """What placement reads of the engine's host: its vgpu_placement policy."""
+
+    vgpu_placement: str
 
 
 def allocate_vgpus(vm: Vm, host: Host, devices: Mapping[str, LabDevice],

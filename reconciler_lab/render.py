@@ -18,7 +18,7 @@ from ovirtsdk4 import types, writer, writers  # noqa: F401 - importing writers r
 
 from reconciler_lab import represent
 from reconciler_lab.engine import Cluster, Event, Host, LabEngine, Vm, hex_id
-from reconciler_lab.fleet import LabDevice
+from reconciler_lab.records import LabDevice
 from reconciler_lab.links import (API_LINKS, CLUSTER_LINKS, DATA_CENTER_LINKS, HOST_ACTIONS,
                                   HOST_LINKS, TEMPLATE_LINKS, VM_ACTIONS, VM_LINKS, links_xml)
 from reconciler_lab.represent import API

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 from reconciler.errors import ReconcilerError
-from reconciler_lab.fleet import LabDevice, LabHost
+from reconciler_lab.records import LabDevice, LabHost
 
 
 def _hosts_module() -> ModuleType | None:

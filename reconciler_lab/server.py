@@ -25,7 +25,7 @@ from reconciler_lab.api import LabApi
 from reconciler_lab.engine import LabEngine
 from reconciler_lab.errors import EngineFault
 from reconciler_lab.faults import FaultConfig, FaultDice
-from reconciler_lab.fleet import LabFleet
+from reconciler_lab.records import LabFleet
 from reconciler_lab.render import fault_xml
 from reconciler_lab.tls import ensure_tls
 from reconciler_lab.xmlform import DECLARATION
