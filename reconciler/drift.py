@@ -206,7 +206,9 @@ def build_report(plan: Plan, engine_key: str,
         entries.append(DriftEntry(item.key, item.cls, item.message, None,
                                   seen.get((item.key, item.cls, item.message))))
     entries.sort(key=lambda e: (_class_rank(e.cls), e.key, e.message))
-    notes = tuple(f"{n.key}: {n.message}" for n in plan.notes)
+    # Warnings (existing risks the plan leaves alone) are no drift: the report shows them as notes.
+    notes = (tuple(f"warning: {w.key}: {w.message}" for w in plan.warnings)
+             + tuple(f"{n.key}: {n.message}" for n in plan.notes))
     return DriftReport(engine_key, at or datetime.now(timezone.utc), tuple(entries), notes)
 
 

@@ -50,6 +50,7 @@ def _assemble(inputs: Inputs, hosts: HostPhase, vms: VmPhase, pruned: PrunePhase
     drift = tuple(sorted(hosts.drift + vms.drift + pruned.drift,
                          key=lambda d: (d.status.rank, d.key, d.message)))
     notes = set(hosts.notes + vms.notes)
+    warnings = tuple(sorted(set(vms.warnings), key=lambda w: (w.key, w.message)))
     status_count = Counter(d.status for d in drift)
     summary = Summary(
         hosts_to_reboot=tuple(sorted({a.object_name for a in actions
@@ -57,9 +58,11 @@ def _assemble(inputs: Inputs, hosts: HostPhase, vms: VmPhase, pruned: PrunePhase
         vms_to_restart=tuple(sorted({a.object_name for a in actions if isinstance(a, StopVm)})),
         changes=len(actions), blockers=status_count[DriftStatus.BLOCKED],
         pending=status_count[DriftStatus.PENDING], drift=status_count[DriftStatus.DRIFT],
-        unmanaged=status_count[DriftStatus.UNMANAGED], seats=_seats(inputs.observed, vms, pruned))
+        unmanaged=status_count[DriftStatus.UNMANAGED], seats=_seats(inputs.observed, vms, pruned),
+        warnings=len(warnings))
     return Plan(sources=tuple(inputs.desired.sources), actions=actions, waves=hosts.waves,
                 drift=drift, notes=tuple(sorted(notes, key=lambda n: (n.key, n.message))),
+                warnings=warnings,
                 fingerprints={k: fingerprint(v) for k, v in snapshots.items()},
                 desired_fingerprints=dict(sorted({**hosts.desired_fingerprints,
                                                   **vms.desired_fingerprints}.items())),

@@ -3,8 +3,8 @@ to GitHub's comment limit (65,536 characters) with a note saying what was cut.""
 from __future__ import annotations
 
 from reconciler.model.vocab import DriftStatus
-from reconciler.plan.render_text import action_lines, drift_lines
-from reconciler.plan.result import DriftItem, Plan
+from reconciler.plan.render_text import action_lines, drift_lines, warning_lines
+from reconciler.plan.result import DriftItem, Plan, PlanWarning
 
 GITHUB_COMMENT_LIMIT = 65_536
 _RESERVE = 600          # room for closing tags and the "cut" note
@@ -33,6 +33,8 @@ def _head(plan: Plan) -> list[str]:
              f"| Changes | {s.changes} |",
              f"| Blockers | {s.blockers} |",
              f"| Pending / drift / unmanaged | {s.pending} / {s.drift} / {s.unmanaged} |"]
+    if s.warnings:
+        lines.append(f"| Warnings | {s.warnings} |")
     if s.seats:
         lines += ["", "| vGPU type | seats before | seats after |", "|---|---:|---:|"]
         lines += [f"| `{_cell(x.mdev_type)}` | {x.before} | {x.after} |" for x in s.seats]
@@ -43,10 +45,16 @@ def _head(plan: Plan) -> list[str]:
         if len(blockers) > HEAD_BLOCKERS:
             lines.append(f"- ... and {len(blockers) - HEAD_BLOCKERS} more (all in the details "
                          "below)")
+    if plan.warnings:
+        lines += ["", "**Warnings** (existing risks this plan does not change)", ""]
+        lines += [_blocker(w) for w in plan.warnings[:HEAD_BLOCKERS]]
+        if len(plan.warnings) > HEAD_BLOCKERS:
+            lines.append(f"- ... and {len(plan.warnings) - HEAD_BLOCKERS} more (all in the "
+                         "details below)")
     return lines
 
 
-def _blocker(b: DriftItem) -> str:
+def _blocker(b: DriftItem | PlanWarning) -> str:
     return (f"- `{_cell(b.key)}`: {_cell(b.message)}"
             + (f" ({_cell(b.location)})" if b.location else ""))
 
@@ -62,6 +70,9 @@ def _sections(plan: Plan) -> list[tuple[str, list[str]]]:
     others = tuple(d for d in plan.drift if d.status is not DriftStatus.BLOCKED)
     if others:
         sections.append((f"Pending, drift and unmanaged ({len(others)})", drift_lines(others)))
+    if len(plan.warnings) > HEAD_BLOCKERS:
+        sections.append((f"All warnings ({len(plan.warnings)})",
+                         warning_lines(plan.warnings)[1:]))
     if plan.notes:
         sections.append((f"Notes ({len(plan.notes)})",
                          [f"- {n.key}: {n.message}" for n in plan.notes]))

@@ -1,5 +1,5 @@
 """Terminal rendering: actions grouped by host and VM with + ~ - markers, then the drift items by
-status (blocked, drift, pending, unmanaged: DriftStatus's order) and notes, ending with the
+status (blocked, drift, pending, unmanaged: DriftStatus's order), warnings and notes, ending with the
 one-line summary.
 
 Colour only when asked (`use_color` decides for a stream: a TTY and no NO_COLOR).
@@ -12,9 +12,9 @@ from typing import TextIO
 
 from reconciler.model.vocab import DriftStatus
 from reconciler.plan.actions import Action
-from reconciler.plan.result import DriftItem, Plan
+from reconciler.plan.result import DriftItem, Plan, PlanWarning
 
-_COLORS = {"+": "32", "-": "31", "~": "33", "!": "1;31", "head": "1", "dim": "2"}
+_COLORS = {"+": "32", "-": "31", "~": "33", "!": "1;31", "warn": "33", "head": "1", "dim": "2"}
 
 
 def use_color(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
@@ -95,6 +95,18 @@ def drift_lines(items: tuple[DriftItem, ...], color: bool = False) -> list[str]:
     return lines
 
 
+def warning_lines(warnings: tuple[PlanWarning, ...], color: bool = False) -> list[str]:
+    """Risky things the fleet already has that the plan leaves alone, each with its fix."""
+    paint = _Paint(color)
+    if not warnings:
+        return []
+    lines = [paint("head", "Warnings (existing risks this plan does not change):")]
+    for w in warnings:
+        where = f" ({w.location})" if w.location else ""
+        lines.append(f"  {paint('warn', '!')} {w.key}: {w.message}{where}")
+    return lines
+
+
 def render_text(plan: Plan, color: bool = False) -> str:
     paint = _Paint(color)
     out: list[str] = []
@@ -105,6 +117,9 @@ def render_text(plan: Plan, color: bool = False) -> str:
     drift = drift_lines(plan.drift, color)
     if drift:
         out += [""] + drift
+    warnings = warning_lines(plan.warnings, color)
+    if warnings:
+        out += [""] + warnings
     if plan.notes:
         out += ["", paint("head", "Notes:")]
         out += [f"  - {n.key}: {n.message}" for n in plan.notes]

@@ -52,6 +52,25 @@ class Note:
 
 
 @dataclass(frozen=True)
+class PlanWarning:
+    """Something risky the fleet already has and the plan leaves as it is (so it blocks nothing),
+    with what to do about it: a GPU attached while a host driver holds it, vGPUs configured on
+    down VMs beyond the seats they would need when all started."""
+
+    key: str
+    message: str
+    location: str | None = None      # FILE:LINE:COL of the spec entry it concerns
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "message": self.message, "location": self.location}
+
+    @staticmethod
+    def from_dict(data: Mapping[str, Any]) -> PlanWarning:
+        return PlanWarning(key=data["key"], message=data["message"],
+                           location=data.get("location"))
+
+
+@dataclass(frozen=True)
 class Wave:
     """Host cycles that may run at once: at most maxUnavailable hosts per cluster."""
 
@@ -82,12 +101,16 @@ class Summary:
     drift: int = 0
     unmanaged: int = 0
     seats: tuple[SeatCount, ...] = ()
+    warnings: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"hosts_to_reboot": list(self.hosts_to_reboot),
-                "vms_to_restart": list(self.vms_to_restart), "changes": self.changes,
-                "blockers": self.blockers, "pending": self.pending, "drift": self.drift,
-                "unmanaged": self.unmanaged, "seats": [s.to_dict() for s in self.seats]}
+        out = {"hosts_to_reboot": list(self.hosts_to_reboot),
+               "vms_to_restart": list(self.vms_to_restart), "changes": self.changes,
+               "blockers": self.blockers, "pending": self.pending, "drift": self.drift,
+               "unmanaged": self.unmanaged, "seats": [s.to_dict() for s in self.seats]}
+        if self.warnings:
+            out["warnings"] = self.warnings
+        return out
 
     @staticmethod
     def from_dict(data: Mapping[str, Any]) -> Summary:
@@ -96,15 +119,18 @@ class Summary:
                        blockers=data["blockers"], pending=data["pending"], drift=data["drift"],
                        unmanaged=data["unmanaged"],
                        seats=tuple(SeatCount(s["type"], s["before"], s["after"])
-                                   for s in data["seats"]))
+                                   for s in data["seats"]),
+                       warnings=data.get("warnings", 0))
 
     def line(self) -> str:
-        """'Plan: 2 hosts to reboot, 1 VM to restart, 5 changes, 1 blocker.'"""
+        """'Plan: 2 hosts to reboot, 1 VM to restart, 5 changes, 1 blocker.' (and ', 2 warnings'
+        when there are any)"""
         def n(count: int, word: str, plural: str | None = None) -> str:
             return f"{count} {word if count == 1 else (plural or word + 's')}"
         return (f"Plan: {n(len(self.hosts_to_reboot), 'host')} to reboot, "
                 f"{n(len(self.vms_to_restart), 'VM')} to restart, "
-                f"{n(self.changes, 'change')}, {n(self.blockers, 'blocker')}.")
+                f"{n(self.changes, 'change')}, {n(self.blockers, 'blocker')}"
+                + (f", {n(self.warnings, 'warning')}" if self.warnings else "") + ".")
 
 
 @dataclass(frozen=True)
@@ -123,6 +149,7 @@ class Plan:
     waves: tuple[Wave, ...] = ()
     drift: tuple[DriftItem, ...] = ()
     notes: tuple[Note, ...] = ()
+    warnings: tuple[PlanWarning, ...] = ()
     fingerprints: Mapping[str, str] = field(default_factory=dict)
     desired_fingerprints: Mapping[str, str] = field(default_factory=dict)
     snapshots: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -157,6 +184,8 @@ def plan_to_dict(plan: Plan, include_observed: bool = False) -> dict[str, Any]:
         "desired_fingerprints": dict(sorted(plan.desired_fingerprints.items())),
         "summary": plan.summary.to_dict(),
     }
+    if plan.warnings:       # only when there are any: plans without warnings keep their form
+        out["warnings"] = [w.to_dict() for w in plan.warnings]
     if include_observed:
         out["observed"] = {k: json.loads(v) for k, v in sorted(plan.snapshots.items())}
     return out
@@ -174,6 +203,7 @@ def plan_from_dict(data: Mapping[str, Any]) -> Plan:
             waves=tuple(Wave(w["number"], tuple(w["hosts"])) for w in data["waves"]),
             drift=tuple(DriftItem.from_dict(d) for d in data["drift"]),
             notes=tuple(Note(n["key"], n["message"]) for n in data["notes"]),
+            warnings=tuple(PlanWarning.from_dict(w) for w in data.get("warnings", ())),
             fingerprints=dict(data["fingerprints"]),
             desired_fingerprints=dict(data["desired_fingerprints"]),
             snapshots={k: json.dumps(v, sort_keys=True, separators=(",", ":"))

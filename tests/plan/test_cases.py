@@ -64,6 +64,11 @@ def test_case(case: dict[str, Any]) -> None:
         assert got == sorted(expect["drift"])
     for text in expect.get("drift_messages", ()):
         assert any(text in d.message for d in result.drift), [d.message for d in result.drift]
+    for key, text in expect.get("warnings", ()):
+        assert any(w.key == key and text in w.message for w in result.warnings), (
+            f"no warning on {key} containing {text!r}: {[w.message for w in result.warnings]}")
+    if "warning_count" in expect:
+        assert len(result.warnings) == expect["warning_count"] == result.summary.warnings
     for text in expect.get("notes", ()):
         assert any(text in n.message for n in result.notes), [n.message for n in result.notes]
     if "waves" in expect:

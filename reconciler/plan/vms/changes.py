@@ -12,6 +12,7 @@ class VmChanges:
     differences: tuple[str, ...] = ()     # what differs or waits, for the VM's drift item
     blockers: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()        # risks that exist already and that nothing here changes
 
 
 NO_CHANGES = VmChanges()

@@ -4,6 +4,7 @@ VM down: the engine refuses host-device changes while it runs."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 
 from reconciler.model.facts import Host, HostDevice, Vm
 from reconciler.plan import checks
@@ -27,15 +28,32 @@ def passthrough_changes(inputs: Inputs, vm: Vm, spec: PassthroughSpec, reason: R
                     for name in spec.devices if name not in devices)
     if missing:
         return VmChanges(blockers=missing)
-    problems = _host_problems(vm, host, [devices[n] for n in spec.devices],
-                              host_desired.get(spec.host))
+    # A device the VM already holds on its pinned host, and that the plan does not attach again,
+    # stays as it is: a risk found on it is a warning with its fix, never a blocker.
+    kept = _kept(vm, host.name, spec.devices)
+    desired = host_desired.get(spec.host)
+    problems = _host_problems(vm, host, [devices[n] for n in spec.devices if n not in kept],
+                              desired)
     if problems:
         return VmChanges(blockers=problems)
-    return _device_changes(inputs, vm, host, devices, spec.devices, reason)
+    risks = tuple(f"attached today and left as it is, but {p}" for p in _host_problems(
+        vm, host, [devices[n] for n in spec.devices if n in kept], desired))
+    changes = _device_changes(inputs, vm, host, devices, spec.devices, reason)
+    return replace(changes, warnings=changes.warnings + risks) if risks else changes
+
+
+def _kept(vm: Vm, host: str, names: Sequence[str]) -> frozenset[str]:
+    """The named devices the VM holds now and keeps: it stays pinned to `host` alone."""
+    if vm.pinned_hosts != (host,):
+        return frozenset()            # a new pin drops every device: all are attached again
+    held = {d.name for d in vm.host_devices if not d.placeholder and d.host in (None, host)}
+    return frozenset(n for n in names if n in held)
 
 
 def _host_problems(vm: Vm, host: Host, wanted: list[HostDevice],
                    desired: HostDesired | None) -> tuple[str, ...]:
+    if not wanted:
+        return ()
     problems = checks.passthrough_device_problems(vm.name, host, wanted, desired)
     iommu_coming = bool(desired and desired.kernel and desired.kernel.iommu)
     if not host.device_passthrough and not iommu_coming:

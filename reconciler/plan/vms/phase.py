@@ -14,7 +14,7 @@ from reconciler.plan.actions import (Action, AddMediatedDevice, Reason, RemoveMe
 from reconciler.plan.hosts import HostPhase
 from reconciler.plan.inputs import Inputs
 from reconciler.plan.power import start_vm
-from reconciler.plan.result import DriftItem, Note
+from reconciler.plan.result import DriftItem, Note, PlanWarning
 from reconciler.plan.vms.changes import NO_CHANGES
 from reconciler.plan.vms.gate import gate
 from reconciler.plan.vms.passthrough import passthrough_changes
@@ -34,6 +34,7 @@ class VmPlan:
     depends: frozenset[str] = frozenset()
     desired_fingerprint: str | None = None     # None: the VM does not exist
     adds_seats_in: str | None = None           # the cluster where it adds vGPU seats
+    warnings: tuple[PlanWarning, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class VmPhase:
     depends: frozenset[str]
     desired_fingerprints: Mapping[str, str]
     seat_delta: Mapping[str, int]              # vGPU type -> instances added minus removed
+    warnings: tuple[PlanWarning, ...] = ()
 
 
 def plan_vms(inputs: Inputs, hosts: HostPhase) -> VmPhase:
@@ -61,7 +63,7 @@ def plan_vms(inputs: Inputs, hosts: HostPhase) -> VmPhase:
         depends=frozenset().union(*(p.depends for p in plans)) | seat_hosts,
         desired_fingerprints={p.key: p.desired_fingerprint for p in plans
                               if p.desired_fingerprint is not None},
-        seat_delta=_seat_delta(actions))
+        seat_delta=_seat_delta(actions), warnings=tuple(w for p in plans for w in p.warnings))
 
 
 def plan_vm(inputs: Inputs, spec: VmSpec, hosts: HostPhase, seats: SeatLedger) -> VmPlan:
@@ -93,12 +95,13 @@ def _plan_existing(inputs: Inputs, vm: Vm, spec: VmSpec, hosts: HostPhase,
         vgpus = vgpu_changes(inputs, vm, spec.vgpu, classified.reason)
     unmanaged = _unmanaged_parts(key, vm, spec, loc)
     notes = tuple(Note(key, n) for n in passthrough.notes + vgpus.notes)
+    warnings = tuple(PlanWarning(key, w, loc) for w in passthrough.warnings + vgpus.warnings)
 
     def outcome(drift: tuple[DriftItem, ...] = (), actions: tuple[Action, ...] = (),
                 depends: frozenset[str] = frozenset(), adds_seats_in: str | None = None
                 ) -> VmPlan:
         return VmPlan(key, actions, unmanaged + drift, notes, depends, classified.fingerprint,
-                      adds_seats_in)
+                      adds_seats_in, warnings)
 
     blockers = passthrough.blockers + vgpus.blockers
     if spec.vgpu is not None and vm.legacy_mdev_property:
