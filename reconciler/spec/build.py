@@ -188,6 +188,6 @@ def _vm(raw: dict[str, Any], location: model.Location) -> model.VmSpec:
         vgpu=None if vgpu is None else model.VgpuSpec(
             type=vgpu["type"], instances=_whole(vgpu.get("instances", 1)),
             secondary_display=vgpu.get("secondaryDisplay", "vnc"),
-            driver_params=vgpu.get("driverParams")),
+            driver_params=vgpu.get("driverParams"), console=vgpu.get("console", "addVnc")),
         restart=raw.get("restart", "whenDown"),
         location=location)

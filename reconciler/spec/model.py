@@ -18,6 +18,7 @@ VgpuPlacement = Literal["consolidated", "separated"]
 RebootPolicy = Literal["allowed", "never"]
 RestartPolicy = Literal["whenDown", "allowed", "never"]
 SecondaryDisplay = Literal["vnc", "none"]
+ConsolePolicy = Literal["addVnc", "keep"]
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ class VgpuSpec:
     instances: int = 1
     secondary_display: SecondaryDisplay = "vnc"
     driver_params: str | None = None
+    console: ConsolePolicy = "addVnc"     # keep: the VM's graphics consoles are left as found
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,8 @@ def _additions(key: str, want: VgpuSpec, kept: int,
 
 def _console(key: str, vm: Vm, want: VgpuSpec, reason: Reason) -> Changes:
     protocols = {g.protocol for g in vm.graphics}
-    if not (want.secondary_display == "vnc" and "spice" in protocols and "vnc" not in protocols):
+    if not (want.secondary_display == "vnc" and want.console == "addVnc" and "spice" in protocols
+            and "vnc" not in protocols):
         return []
     return [(SetConsoleVnc(
         target=key, before=",".join(sorted(protocols)), after="spice,vnc", reason=reason,
