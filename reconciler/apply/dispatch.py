@@ -20,7 +20,7 @@ from reconciler.apply.settings import Timeouts
 from reconciler.errors import ApplyError
 from reconciler.plan.actions import (Action, AddMediatedDevice, AttachHostDevice,
                                      DetachHostDevice, PinVm, RegenerateInitramfs,
-                                     RemoveMediatedDevice, SetConsoleVnc, SetKernelCmdline,
+                                     RemoveMediatedDevice, RemoveModprobeFile, SetConsoleVnc, SetKernelCmdline,
                                      SetVgpuPlacement, StartVm, StopVm, UpdateMediatedDevice,
                                      WriteModprobeFile)
 from reconciler.plan.expand import MODPROBE_HEADER, MODPROBE_PATH
@@ -73,6 +73,20 @@ def _write_modprobe_file(action: WriteModprobeFile, ctx: ActionContext) -> str:
 
 
 @perform.register
+def _remove_modprobe_file(action: RemoveModprobeFile, ctx: ActionContext) -> str:
+    # Only ever our own file: whatever a (saved, maybe edited) plan says, no other is removed.
+    path = PurePosixPath(action.path)
+    if str(path) != MODPROBE_PATH:
+        raise ApplyError(f"{action.target}: refusing to remove {action.path}: only our "
+                         f"own {MODPROBE_PATH} is ever removed")
+    result = host_ops.remove_modprobe_file(ctx.transport(action), path.stem, backup=True)
+    if not result.changed:
+        return f"{result.path} already absent"
+    return f"{result.path} removed" + (f" (kept as {result.backup_path})"
+                                       if result.backup_path else "")
+
+
+@perform.register
 def _regenerate_initramfs(action: RegenerateInitramfs, ctx: ActionContext) -> str:
     host_ops.regenerate_initramfs(ctx.transport(action))
     return "initramfs regenerated"
@@ -86,6 +100,13 @@ def _set_kernel_cmdline(action: SetKernelCmdline, ctx: ActionContext) -> str:
     if problems:
         raise ApplyError(f"{action.target}: refusing to set the kernel command line: "
                          + "; ".join(problems[:3]))
+    if action.owned is not None:
+        problems = kernel_cmdline_problems(" ".join(action.owned))
+        if problems:
+            raise ApplyError(f"{action.target}: refusing to record the kernel args we wrote: "
+                             + "; ".join(problems[:3]))
+        return ctx.ops.set_kernel_cmdline(action.object_name, action.cmdline,
+                                          owned=action.owned).summary
     return ctx.ops.set_kernel_cmdline(action.object_name, action.cmdline).summary
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -33,6 +33,7 @@ from reconciler.engine.errors import (EngineRefused, EngineUnavailable, NotFound
 from reconciler.engine.retry import DEFAULT_TIMING, Timing, retry
 from reconciler.errors import ApplyError
 from reconciler.log import get_logger
+from reconciler.model.ownership import owned_kernel_args, with_owned_kernel_args
 
 R = TypeVar("R")
 
@@ -236,9 +237,15 @@ def _normalise_cmdline(cmdline: str) -> str:
 
 
 def set_kernel_cmdline(conn: sdk.Connection, host: str, cmdline: str, *,
+                       owned: Sequence[str] | None = None,
                        correlation_id: str | None = None,
                        timing: Timing = DEFAULT_TIMING) -> Outcome:
-    """Set `host.os.custom_kernel_cmdline` (allowed in any host state; applied at reinstall)."""
+    """Set `host.os.custom_kernel_cmdline` (allowed in any host state; applied at reinstall).
+
+    With `owned`, the host's record of the kernel args we wrote (a marker in its `comment`,
+    reconciler/model/ownership.py) is set to it in the same PUT; the rest of the comment, the
+    administrator's, is kept as the engine has it now.
+    """
     ctx = _ctx(conn, correlation_id, timing)
     wanted = _normalise_cmdline(cmdline)
     host_id, current = _lookup(ctx, "host", host)
@@ -247,16 +254,25 @@ def set_kernel_cmdline(conn: sdk.Connection, host: str, cmdline: str, *,
     def value(h: Any) -> str:
         return " ".join(((h.os.custom_kernel_cmdline if h.os else None) or "").split())
 
-    if value(current) == wanted:
+    def record(h: Any) -> tuple[str, ...]:
+        return owned_kernel_args(h.comment)
+
+    def done(h: Any) -> bool:
+        return value(h) == wanted and (owned is None or record(h) == tuple(owned))
+
+    if done(current):
         return _done(ctx, f"host {host}", f"kernel cmdline already {wanted!r}", changed=False)
+    update = types.Host(os=types.OperatingSystem(custom_kernel_cmdline=wanted))
+    if owned is not None:
+        update.comment = with_owned_kernel_args(current.comment, owned)
     fetch = lambda: ctx.read(f"read host {host}", lambda: service.get(headers=ctx.headers))  # noqa: E731
     ctx.call(f"set the kernel command line of host {host}",
-             lambda: service.update(types.Host(os=types.OperatingSystem(
-                 custom_kernel_cmdline=wanted)), headers=ctx.headers),
-             landed=lambda: value(service.get(headers=ctx.headers)) == wanted)
-    _poll(ctx, fetch, lambda h: value(h) == wanted, timing.verify_timeout,
+             lambda: service.update(update, headers=ctx.headers),
+             landed=lambda: done(service.get(headers=ctx.headers)))
+    _poll(ctx, fetch, done, timing.verify_timeout,
           lambda h: f"host {host}: kernel cmdline still {value(h)!r} after the update, "
-                    f"wanted {wanted!r}")
+                    f"wanted {wanted!r}" + ("" if owned is None else
+                                            f" (record {record(h)}, wanted {tuple(owned)})"))
     return _done(ctx, f"host {host}", f"kernel cmdline {value(current)!r} -> {wanted!r}")
 
 

@@ -22,6 +22,7 @@ from reconciler.engine.retry import DEFAULT_TIMING, Timing, read
 from reconciler.errors import ApplyError
 from reconciler.observe.engine import HOST_FOLLOW, VM_FOLLOW, host_fact, vm_fact
 from reconciler.model.facts import Cluster, Host, ModprobeFile, Observed, ProbeFacts, Vm
+from reconciler.model.ownership import owned_kernel_args
 from reconciler.observe.probe import probe_host
 from reconciler.access.transport import Transport
 from reconciler.plan.fingerprint import sha256_text
@@ -187,6 +188,8 @@ def _root(view: ObjectView) -> dict[str, Any]:
         booted = probe.proc_cmdline if probe is not None and probe.proc_cmdline is not None \
             else view.host.reported_kernel_cmdline
         data["booted_cmdline"] = booted if booted is not None else _MISSING
+        # The record of the kernel args we wrote (the host's comment), as one string.
+        data["owned_kernel_args"] = " ".join(owned_kernel_args(view.host.comment))
         return data
     if view.vm is not None:
         data = _plain(view.vm)

@@ -69,6 +69,8 @@ class Host:
     device_passthrough: bool = False
     vgpu_placement: str | None = None
     devices: tuple[HostDevice, ...] = ()
+    comment: str = ""                    # the engine's free-text comment; holds our record of
+                                         # the kernel args we wrote (model/ownership.py)
 
     def device(self, name: str) -> HostDevice | None:
         return next((d for d in self.devices if d.name == name), None)

@@ -191,7 +191,8 @@ def host_fact(h: types.Host, clusters_by_id: Mapping[str, Cluster],
         device_passthrough=bool(h.device_passthrough and h.device_passthrough.enabled),
         vgpu_placement=_enum(h.vgpu_placement),
         devices=tuple(sorted((host_device_fact(d, vm_names) for d in devices),
-                             key=lambda d: d.name)))
+                             key=lambda d: d.name)),
+        comment=h.comment or "")
 
 
 _HOST_IN_HREF = re.compile(r"/hosts/([^/]+)/devices/")
@@ -348,7 +349,8 @@ def host_fact_from_element(h: Element, clusters_by_id: Mapping[str, Cluster],
         vgpu_placement=h.findtext("vgpu_placement"),
         devices=tuple(sorted((_element_device_fact(d, vm_names, shared)
                               for d in (listed if listed is not None else ())),
-                             key=lambda d: d.name)))
+                             key=lambda d: d.name)),
+        comment=h.findtext("comment") or "")
 
 
 def outside_search(desired: DesiredState | None, read_host_names: Iterable[str],

@@ -122,6 +122,10 @@ class SetKernelCmdline(Action):
     cycle_order: ClassVar[int] = 2
     disruption: Disruption = Disruption.HOST_REBOOT
     cmdline: str = ""
+    # The kernel args we wrote, as the host's record (model/ownership.py) says after this change;
+    # written in the same PUT. None: the record is left as it is (plans made before records).
+    owned: tuple[str, ...] | None = None
+    removes_owned: tuple[str, ...] = ()     # people only: our args that leave the line
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,6 +140,18 @@ class WriteModprobeFile(Action):
     cycle_order: ClassVar[int] = 0
     path: str = ""
     content: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemoveModprobeFile(Action):
+    """Remove our own modprobe.d file (moved aside as a backup) once no profile asks for it."""
+
+    kind: ClassVar[str] = "remove-modprobe-file"
+    host_level: ClassVar[bool] = True
+    marker: ClassVar[Marker] = "-"
+    cycle_order: ClassVar[int] = 0
+    disruption: Disruption = Disruption.NONE
+    path: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -268,7 +284,8 @@ class StartVm(Action):
 
 
 ACTION_TYPES: dict[str, type[Action]] = {cls.kind: cls for cls in (
-    SetKernelCmdline, WriteModprobeFile, RegenerateInitramfs, SetVgpuPlacement, HostCycle,
+    SetKernelCmdline, WriteModprobeFile, RemoveModprobeFile, RegenerateInitramfs,
+    SetVgpuPlacement, HostCycle,
     PinVm, AttachHostDevice, DetachHostDevice, AddMediatedDevice, RemoveMediatedDevice,
     UpdateMediatedDevice, SetConsoleVnc, StopVm, StartVm)}
 

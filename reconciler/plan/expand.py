@@ -13,10 +13,11 @@ from fnmatch import fnmatchcase
 
 from reconciler.model.cmdline import arg_key
 from reconciler.model.facts import Host
+from reconciler.model.ownership import OUR_MODPROBE_PATH
 from reconciler.spec.model import (HostProfile, KernelSpec, ModprobeSpec, RebootPolicy,
                                    VgpuManagerPolicy, VgpuPlacement)
 
-MODPROBE_PATH = "/etc/modprobe.d/gpu-reconciler.conf"
+MODPROBE_PATH = OUR_MODPROBE_PATH
 MODPROBE_HEADER = ("# Managed by gpu-reconciler from the desired-state spec; local edits are "
                    "overwritten.\n")
 

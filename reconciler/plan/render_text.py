@@ -61,6 +61,9 @@ def action_lines(plan: Plan, color: bool = False) -> list[str]:
         if action.before != action.after:
             if action.kind not in ("write-modprobe-file",):
                 lines.append(f"      {_short(action.before)} -> {_short(action.after)}")
+        for gone in getattr(action, "removes_owned", ()):
+            lines.append(f"      {paint('-', '-')} {gone} (written by gpu-reconciler; no longer "
+                         "in the spec)")
         if action.note:
             lines.append(f"      ({action.note})")
     return lines

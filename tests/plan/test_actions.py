@@ -16,21 +16,23 @@ def _kinds(**where: object) -> set[str]:
 
 def test_host_level_kinds() -> None:
     assert _kinds(host_level=True) == set(HOST_KINDS) == {
-        "set-kernel-cmdline", "write-modprobe-file", "regenerate-initramfs", "set-vgpu-placement",
-        "host-cycle"}
+        "set-kernel-cmdline", "write-modprobe-file", "remove-modprobe-file",
+        "regenerate-initramfs", "set-vgpu-placement", "host-cycle"}
 
 
 def test_markers() -> None:
     assert _kinds(marker="+") == {"attach-host-device", "add-mediated-device", "set-console-vnc",
                                   "start-vm"}
-    assert _kinds(marker="-") == {"detach-host-device", "remove-mediated-device", "stop-vm"}
+    assert _kinds(marker="-") == {"detach-host-device", "remove-mediated-device", "stop-vm",
+                                  "remove-modprobe-file"}
 
 
 def test_host_files_come_before_the_engine_fields_in_a_cycle() -> None:
     order = sorted((cls.cycle_order, kind) for kind, cls in ACTION_TYPES.items()
                    if cls.host_level and kind != "host-cycle")
-    assert [kind for _, kind in order] == ["write-modprobe-file", "regenerate-initramfs",
-                                           "set-kernel-cmdline", "set-vgpu-placement"]
+    assert [kind for _, kind in order] == ["remove-modprobe-file", "write-modprobe-file",
+                                           "regenerate-initramfs", "set-kernel-cmdline",
+                                           "set-vgpu-placement"]
 
 
 def test_only_stop_and_start_change_power() -> None:

@@ -258,7 +258,8 @@ class FakeEngine:
         self._common(op, kind, name, behaviour)
         return Outcome(behaviour != "lies", f"{kind} {name}", summary)
 
-    def set_kernel_cmdline(self, host: str, cmdline: str) -> Outcome:
+    def set_kernel_cmdline(self, host: str, cmdline: str,
+                           owned: Sequence[str] | None = None) -> Outcome:
         return self._field("set_kernel_cmdline", "host", host, f"kernel cmdline -> {cmdline!r}")
 
     def set_vgpu_placement(self, host: str, placement: str) -> Outcome:

@@ -15,8 +15,10 @@ from reconciler.model.cmdline import arg_key, parse_token, tokenize
 from reconciler.model.facts import (GraphicsConsole, Host, HostDevice, MdevType,
                                       MediatedDevice, Observed, ProbeFacts, Vm, VmHostDevice)
 from reconciler.model.modprobe import effective_modprobe_paths, parse_modprobe_conf
+from reconciler.model.ownership import with_owned_kernel_args
 from reconciler.plan.actions import (Action, AddMediatedDevice, AttachHostDevice, DetachHostDevice,
                                      HostCycle, PinVm, RegenerateInitramfs, RemoveMediatedDevice,
+                                     RemoveModprobeFile,
                                      SetConsoleVnc, SetKernelCmdline, SetVgpuPlacement, StartVm,
                                      StopVm, UpdateMediatedDevice, WriteModprobeFile)
 from reconciler.plan.capacity import build_pool
@@ -65,8 +67,11 @@ class _Model:
     def apply(self, action: Action) -> None:
         name = action.object_name
         if isinstance(action, SetKernelCmdline):
-            self.hosts[name] = replace(self.hosts[name], custom_kernel_cmdline=action.cmdline,
-                                       reinstallation_required=True)
+            host = self.hosts[name]
+            comment = (host.comment if action.owned is None
+                       else with_owned_kernel_args(host.comment, action.owned))
+            self.hosts[name] = replace(host, custom_kernel_cmdline=action.cmdline,
+                                       reinstallation_required=True, comment=comment)
         elif isinstance(action, WriteModprobeFile):
             # The probe reports the files modprobe reads; the new one may mask another.
             probe = self.probes[name]
@@ -74,6 +79,10 @@ class _Model:
             files[action.path] = parse_modprobe_conf(action.path, action.content)
             self.probes[name] = replace(probe, modprobe_files=tuple(
                 files[path] for path in effective_modprobe_paths(files)))
+        elif isinstance(action, RemoveModprobeFile):
+            probe = self.probes[name]
+            self.probes[name] = replace(probe, modprobe_files=tuple(
+                f for f in probe.modprobe_files if f.path != action.path))
         elif isinstance(action, RegenerateInitramfs):
             probe = self.probes[name]
             listed = sorted({m for f in probe.modprobe_files for m in f.blacklist})

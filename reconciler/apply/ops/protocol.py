@@ -44,7 +44,8 @@ class EngineOps(Protocol):
 
     # ---- host fields ----------------------------------------------------------------------
 
-    def set_kernel_cmdline(self, host: str, cmdline: str) -> Outcome:
+    def set_kernel_cmdline(self, host: str, cmdline: str,
+                           owned: Sequence[str] | None = None) -> Outcome:
         ...
 
     def set_vgpu_placement(self, host: str, placement: str) -> Outcome:

@@ -53,8 +53,10 @@ class SdkEngineOps:
 
     # ---- changes --------------------------------------------------------------------------
 
-    def set_kernel_cmdline(self, host: str, cmdline: str) -> Outcome:
-        return engine_ops.set_kernel_cmdline(self.connection, host, cmdline, **self._kw())
+    def set_kernel_cmdline(self, host: str, cmdline: str,
+                           owned: Sequence[str] | None = None) -> Outcome:
+        return engine_ops.set_kernel_cmdline(self.connection, host, cmdline, owned=owned,
+                                             **self._kw())
 
     def set_vgpu_placement(self, host: str, placement: str) -> Outcome:
         return engine_ops.set_vgpu_placement(self.connection, host, placement, **self._kw())

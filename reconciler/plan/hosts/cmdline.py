@@ -1,12 +1,17 @@
 """A host's kernel command line: the engine's custom cmdline to set, what the booted line still
-lacks, and arguments no host cycle could remove."""
+lacks, arguments no host cycle could remove, and the arguments we wrote earlier (the host's
+ownership record, reconciler/model/ownership.py) that the spec no longer asks for."""
 from __future__ import annotations
 
-from reconciler.model.cmdline import persisted_args, tokenize
+from collections.abc import Sequence
+
+from reconciler.model.cmdline import parse_token, persisted_args, tokenize
 from reconciler.model.facts import Cluster, Host, ProbeFacts
-from reconciler.plan.actions import Reason, SetKernelCmdline
-from reconciler.plan.hosts.changes import NO_CHANGES, HostChanges, one_setting
-from reconciler.plan.kernel import KernelWants, edit_cmdline, unmet, unwanted_tokens, wants_for
+from reconciler.model.ownership import owned_kernel_args
+from reconciler.plan.actions import Reason, SetKernelCmdline, Verification
+from reconciler.plan.hosts.changes import NO_CHANGES, HostChanges
+from reconciler.plan.kernel import (KernelWant, KernelWants, edit_cmdline, unmet, unwanted_tokens,
+                                   wants_for)
 from reconciler.spec.model import KernelSpec
 
 
@@ -24,7 +29,12 @@ def cmdline_changes(host: Host, kernel: KernelSpec, cluster: Cluster | None,
     problem = wants.problem or _vendor_disagreement(kernel, host, cluster, probe)
     if problem:
         return HostChanges(blockers=(f"host {host.name}: {problem}",))
-    edit = _engine_edit(host, wants, reason)
+    # Arguments we wrote (the host's ownership record) that the spec no longer asks for go;
+    # only those still on the engine's line: what is gone already needs no removing.
+    dropped = ours_to_remove(host, wants)
+    if dropped:
+        wants = KernelWants(wants.wants + tuple(_removal(t) for t in dropped), wants.problem)
+    edit = _engine_edit(host, wants, reason, dropped)
     booted = booted_cmdline(host, probe)
     boot = _boot_changes(booted, wants, cmdline_edit=bool(edit.actions))
     gone = unwanted_tokens(booted, wants.wants)
@@ -53,15 +63,50 @@ def _vendor_disagreement(kernel: KernelSpec, host: Host, cluster: Cluster | None
             "of its vendor)")
 
 
-def _engine_edit(host: Host, wants: KernelWants, reason: Reason) -> HostChanges:
-    """The engine's custom cmdline with our arguments edited in (every other token kept)."""
+def ours_to_remove(host: Host, wants: KernelWants) -> tuple[str, ...]:
+    """Recorded-as-ours arguments on the engine's line that no want keeps."""
+    present = tokenize(host.custom_kernel_cmdline)
+    out = []
+    for raw in owned_kernel_args(host.comment):
+        tok = parse_token(raw)
+        if any(t.same_arg(tok) for t in present) and not any(w.is_desired(tok)
+                                                             for w in wants.wants):
+            out.append(raw)
+    return tuple(out)
+
+
+def _removal(raw: str) -> KernelWant:
+    tok = parse_token(raw)
+    return KernelWant(tok.key, None, value=tok.value)
+
+
+def owned_after(before: str, after: str, owned: Sequence[str]) -> tuple[str, ...]:
+    """The record after an edit: arguments we owned that stay, plus the ones the edit added."""
+    was = {t.raw for t in tokenize(before)}
+    mine = set(owned)
+    return tuple(dict.fromkeys(t.raw for t in tokenize(after)
+                               if t.raw in mine or t.raw not in was))
+
+
+def _engine_edit(host: Host, wants: KernelWants, reason: Reason,
+                 dropped: tuple[str, ...] = ()) -> HostChanges:
+    """The engine's custom cmdline with our arguments edited in (every other token kept), and
+    the record of the arguments we wrote, carried in the same action."""
     new = edit_cmdline(host.custom_kernel_cmdline, wants.wants)
     if new == host.custom_kernel_cmdline:
         return NO_CHANGES
-    return one_setting(host.name, f"engine kernel cmdline {host.custom_kernel_cmdline!r} -> "
-                                  f"{new!r}", SetKernelCmdline, "custom_kernel_cmdline",
-                       host.custom_kernel_cmdline, new, reason,
-                       f"set engine custom kernel cmdline to {new!r}", cmdline=new)
+    key = f"host:{host.name}"
+    owned = owned_after(host.custom_kernel_cmdline, new, owned_kernel_args(host.comment))
+    return HostChanges(
+        differences=(f"engine kernel cmdline {host.custom_kernel_cmdline!r} -> {new!r}",)
+        + ((f"remove kernel args we wrote that left the spec: {' '.join(dropped)}",)
+           if dropped else ()),
+        actions=(SetKernelCmdline(
+            target=key, before=host.custom_kernel_cmdline, after=new, reason=reason,
+            description=f"set engine custom kernel cmdline to {new!r}",
+            verify=(Verification(key, "custom_kernel_cmdline", "eq", new),
+                    Verification(key, "owned_kernel_args", "eq", " ".join(owned))),
+            cmdline=new, owned=owned, removes_owned=dropped),))
 
 
 def _boot_changes(booted: str | None, wants: KernelWants, cmdline_edit: bool) -> HostChanges:

@@ -1,14 +1,15 @@
-"""A host's modprobe.d file: our file and the initramfs that carries it, and blacklisted modules
-still loaded."""
+"""A host's modprobe.d file: our file and the initramfs that carries it, blacklisted modules
+still loaded, and our file removed when no profile of the host asks for one any more (the file is
+its own ownership record: every line in it is ours; no other file is touched)."""
 from __future__ import annotations
 
 from reconciler.model.facts import ModprobeFile, ProbeFacts
 from reconciler.model.modprobe import module_name
-from reconciler.plan.actions import (Disruption, Reason, RegenerateInitramfs, Verification,
-                                     WriteModprobeFile)
+from reconciler.plan.actions import (Disruption, Reason, RegenerateInitramfs,
+                                     RemoveModprobeFile, Verification, WriteModprobeFile)
 from reconciler.plan.expand import MODPROBE_PATH, render_modprobe
 from reconciler.plan.fingerprint import sha256_text
-from reconciler.plan.hosts.changes import HostChanges
+from reconciler.plan.hosts.changes import NO_CHANGES, HostChanges
 from reconciler.spec.model import ModprobeSpec
 
 
@@ -61,3 +62,27 @@ def _write_and_regenerate(key: str, current: ModprobeFile | None, content: str,
             description="regenerate the initramfs (dracut --force)",
             verify=tuple(Verification(key, "probe.initramfs_blacklist", "contains", m)
                          for m in blacklist)))
+
+
+def modprobe_removal(key: str, probe: ProbeFacts | None, reason: Reason) -> HostChanges:
+    """Our file on a host whose profiles no longer ask for one: remove it (a backup is kept) and
+    rebuild the initramfs without it. Nothing changes on the running host; the next boot reads
+    what the other modprobe.d files say."""
+    if probe is None or not probe.ok:
+        return NO_CHANGES
+    current = next((f for f in probe.modprobe_files if f.path == MODPROBE_PATH), None)
+    if current is None:
+        return NO_CHANGES
+    return HostChanges(
+        actions=(
+            RemoveModprobeFile(
+                target=key, before=current.sha256, after=None, reason=reason,
+                description=f"remove {MODPROBE_PATH} (written by gpu-reconciler; no profile of "
+                            "this host asks for it any more)",
+                verify=(Verification(key, "probe.modprobe_files", "not-contains",
+                                     MODPROBE_PATH),),
+                path=MODPROBE_PATH),
+            RegenerateInitramfs(
+                target=key, before=None, after=None, disruption=Disruption.NONE, reason=reason,
+                description="regenerate the initramfs without our modprobe file (dracut --force)")),
+        differences=(f"remove our modprobe file {MODPROBE_PATH}: no longer in the spec",))

@@ -9,17 +9,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from reconciler.model.facts import Host
+from reconciler.model.ownership import owned_kernel_args
 from reconciler.model.vocab import DriftStatus
 from reconciler.plan.actions import Action
 from reconciler.plan.expand import HostDesired, expand_host
 from reconciler.plan.hosts.changes import NO_CHANGES, HostChanges, combine
 from reconciler.plan.hosts.cmdline import cmdline_changes
 from reconciler.plan.hosts.cycle import cycle_state_problem, decide_cycle
-from reconciler.plan.hosts.modprobe import modprobe_changes
+from reconciler.plan.hosts.modprobe import modprobe_changes, modprobe_removal
 from reconciler.plan.hosts.schedule import HostWork, schedule_cycles
 from reconciler.plan.hosts.vgpu import placement_change, vgpu_readiness
 from reconciler.plan.inputs import Inputs
 from reconciler.plan.result import DriftItem, Note, Wave
+from reconciler.spec.model import KernelSpec
 
 
 @dataclass(frozen=True)
@@ -75,10 +77,12 @@ def plan_host(inputs: Inputs, host: Host, desired: HostDesired,
     probe = inputs.probes.get(host.name)
     changes = combine(
         HostChanges(blockers=desired.conflicts) if desired.conflicts else NO_CHANGES,
-        cmdline_changes(host, desired.kernel, inputs.clusters.get(host.cluster), probe, reason)
-        if desired.kernel is not None else NO_CHANGES,
+        # Without a kernel block only the args we wrote earlier (the host's record) can change.
+        cmdline_changes(host, desired.kernel or KernelSpec(), inputs.clusters.get(host.cluster),
+                        probe, reason)
+        if desired.kernel is not None or owned_kernel_args(host.comment) else NO_CHANGES,
         modprobe_changes(key, desired.modprobe, probe, reason)
-        if desired.modprobe is not None else NO_CHANGES,
+        if desired.modprobe is not None else modprobe_removal(key, probe, reason),
         placement_change(host, desired, reason),
         vgpu_readiness(host, desired, probe, vgpu_in_cluster))
     notes = tuple(Note(key, n) for n in changes.notes)
