@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,10 +32,18 @@ vms:
 """
 
 
+def _child_pythonpath() -> str:
+    """This checkout for the child (not whichever one the venv installed), after what the run
+    put first (the mark guard's watcher)."""
+    root = str(Path(__file__).resolve().parents[2])
+    return os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), root) if p)
+
+
 def reconcile(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "reconciler", "--log-level", "warning", "plan",
                            *args], cwd=cwd, capture_output=True, text=True, timeout=180,
-                          env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1"})
+                          env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1",
+                               "PYTHONPATH": _child_pythonpath()})
 
 
 def test_plan_json_saved_and_detailed_exitcode(tmp_path: Path) -> None:

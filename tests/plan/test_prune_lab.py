@@ -5,6 +5,7 @@ attached), so they are unmanaged."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,10 +26,18 @@ vms:
 PRUNE = "prune: {unmanagedVgpus: true, unmanagedHostDevices: true, vms: [vdi-01, ml-*]}\n"
 
 
+def _child_pythonpath() -> str:
+    """This checkout for the child (not whichever one the venv installed), after what the run
+    put first (the mark guard's watcher)."""
+    root = str(Path(__file__).resolve().parents[2])
+    return os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), root) if p)
+
+
 def reconcile(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "reconciler", "--log-level", "warning", *args],
                           cwd=cwd, capture_output=True, text=True, timeout=180,
-                          env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1"})
+                          env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1",
+                               "PYTHONPATH": _child_pythonpath()})
 
 
 def _plan(cwd: Path) -> dict[str, Any]:
