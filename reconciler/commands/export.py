@@ -1,7 +1,8 @@
-"""`reconcile export ENGINE-SPEC [-o FILE]`: write a spec describing the fleet as it is now.
+"""`reconcile export ENGINE-SPEC [-o FILE] [--no-probe]`: write a spec describing the fleet as it is now.
 
-Reads the engine named by ENGINE-SPEC and writes a spec (host profiles grouped by identical
-settings, VMs with their GPUs) that plans to no changes. With -o, relative paths of the engine and
+Reads the engine named by ENGINE-SPEC, and our modprobe file and the vGPU manager from its GPU
+hosts, and writes a spec (host profiles grouped by identical settings, VMs with their GPUs and
+consoles) that plans to no changes. With -o, relative paths of the engine and
 hostAccess blocks are rewritten to stay valid from the output file's folder."""
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from reconciler.commands.options import subcommand
+from reconciler.commands.options import add_no_probe, subcommand
 from reconciler.errors import ReconcilerError
 
 
@@ -22,6 +23,8 @@ def register(subparsers: Any) -> None:
     parser = subcommand(subparsers, "export", "write a spec from the fleet as observed (adopt a running fleet)", __doc__, run)
     parser.add_argument("spec", metavar="ENGINE-SPEC", help="spec file with the engine block")
     parser.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    add_no_probe(parser, "our modprobe file and the vGPU manager (read from the hosts) are not "
+                         "exported")
 
 
 def engine_blocks(path: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -69,7 +72,8 @@ def rebase_paths(block: dict[str, Any], src_dir: Path, dst_dir: Path) -> dict[st
 
 
 def run(args: argparse.Namespace) -> int:
-    from reconciler.export import dump_spec, export_spec, waits_for_reboot
+    from reconciler.export import ExportNotes, dump_spec, export_spec, is_gpu_host, \
+        waits_for_reboot
     from reconciler.model.facts import Observed
     from reconciler.commands.endpoints import fleet_session
     from reconciler.spec import load_desired
@@ -86,7 +90,16 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
     with fleet_session(replace(desired, host_profiles=(), vms=())) as fleet:
         read = fleet.read_engine()
-    observed = Observed(clusters=read.clusters, hosts=read.hosts, vms=read.vms)
+        probes: tuple[Any, ...] = ()
+        if not args.no_probe:
+            # Our modprobe file and the vGPU manager are on the hosts: probe the GPU hosts.
+            names = [h.name for h in read.hosts
+                     if is_gpu_host(h) or h.custom_kernel_cmdline.strip()]
+            transports = fleet.endpoint.transports(names, read.addresses)
+            probes = fleet.probe(transports) if transports else ()
+    observed = Observed(clusters=read.clusters, hosts=read.hosts, vms=read.vms, probes=probes)
+    notes = ExportNotes()
+    spec = export_spec(observed, engine, access, notes)
     stamp = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     header = f"Exported by `reconcile export {args.spec}` at {stamp}."
     waiting = sorted(h.name for h in observed.hosts if waits_for_reboot(h))
@@ -94,7 +107,14 @@ def run(args: argparse.Namespace) -> int:
         header += (f"\nConfigured kernel args not booted yet on {', '.join(waiting)}: their "
                    "profiles say rollout.reboot: never,\nso adopting the fleet reboots nothing; "
                    "remove it to let the reconciler reboot them.")
-    text = dump_spec(export_spec(observed, engine, access), header=header)
+    failed = sorted(p.host for p in probes if not p.ok)
+    if args.no_probe or failed:
+        which = "any host" if args.no_probe else ", ".join(failed)
+        header += (f"\nNot probed: {which}; our modprobe file and the vGPU manager are not "
+                   "exported there.")
+    if notes.lines:
+        header += "\nLeft as found (not in this spec):\n" + "\n".join(f"  {n}" for n in notes.lines)
+    text = dump_spec(spec, header=header)
     if args.output:
         write_atomic(Path(args.output), text)
     else:

@@ -102,9 +102,9 @@ def _export(tmp_path, fleet_ref, fleet):
     return out
 
 
-def _plan(out, capsys):
+def _plan(out, capsys, code=0):
     capsys.readouterr()
-    main(["--log-level", "error", "plan", str(out), "-o", "json"])
+    assert main(["--log-level", "error", "plan", str(out), "-o", "json"]) == code
     return json.loads(capsys.readouterr().out)
 
 
@@ -112,7 +112,7 @@ def test_export_of_the_demo_fleet_plans_no_changes(tmp_path, capsys, fleets):
     lab_modules()
     fleet = fleets.load_fleet("demo")
     out = _export(tmp_path, "demo", fleet)
-    plan = _plan(out, capsys)
+    plan = _plan(out, capsys)            # exit 0: nothing blocks
     # Hosts whose engine args were set but never booted keep them, with rollout.reboot: never:
     # adopting a fleet reboots nothing, and the plan lists them as waiting for a reboot.
     waiting = {f"host:{h.name}" for h in fleet.hosts
@@ -126,11 +126,18 @@ def test_export_of_the_demo_fleet_plans_no_changes(tmp_path, capsys, fleets):
                if d["status"] == "pending")
     text = out.read_text()
     assert all(f"{key.split(':')[1]}" in text.splitlines()[1] for key in waiting)
-    # What remains blocked is a real problem of the demo fleet: a passed-through GPU that the
-    # host's nouveau driver holds, with nothing in the engine's args keeping the host off it.
-    for item in plan["drift"]:
-        if item["status"] == "blocked":
-            assert "bound to the host driver nouveau" in item["message"], item
+    # A real risk of the demo fleet stays visible, as a warning with its fix: ml-01's H100 is
+    # attached while the host's nouveau driver holds it. The plan changes nothing there, so it
+    # blocks nothing.
+    assert plan["summary"]["blockers"] == 0
+    assert [(w["key"], "bound to the host driver nouveau" in w["message"],
+             "add 10de:2331 to kernel.pciStub" in w["message"]) for w in plan["warnings"]] == [
+        ("vm:ml-01", True, True)]
+    # consoles, the vGPU manager and placement as they are
+    exported = yaml.safe_load(text)
+    vgpu = {p["selector"]["names"][0]: p.get("vgpu") for p in exported["hostProfiles"]}
+    assert vgpu["amd-01"] == {"manager": "absent"}
+    assert vgpu["m60-01"] == {"manager": "required", "placement": "consolidated"}
 
 
 def test_export_of_a_settled_fleet_plans_no_changes(tmp_path, capsys, fleets):

@@ -179,3 +179,59 @@ def test_export_of_args_set_outside_the_engine_plans_nothing(tmp_path):
     result = plan(load_desired([str(path)]), observed)
     assert not [a for a in result.actions if a.target == "host:gpu-02"]
     assert not [d for d in result.drift if d.key == "host:gpu-02"]
+
+
+def test_kernel_block_says_exactly_what_the_line_has_or_leaves_it_out():
+    # the host's own vendor decides which switch is `iommu: true`; the other one is an extra arg
+    assert kernel_from_cmdline("intel_iommu=on amd_iommu=on", "amd") == {
+        "iommu": True}                               # intel_iommu=on: owned by iommu, left out
+    assert kernel_from_cmdline("amd_iommu=on", "intel") == {"extraArgs": ["amd_iommu=on"]}
+    # a key set twice cannot be said by a spec (extraArgs replace other values of their key)
+    assert kernel_from_cmdline("pci=realloc pci=noaer quiet quiet nosmt", "intel") == {
+        "extraArgs": ["nosmt"]}
+    assert kernel_from_cmdline("rdblacklist=nouveau rdblacklist=nouveau", "intel") == {}
+    # an extra arg that a managed option would rewrite stays unmanaged
+    assert kernel_from_cmdline("iommu=pt iommu.strict=1 rdblacklist=nouveau "
+                               "modprobe.blacklist=nouveau", "intel") == {
+        "iommuPassthrough": True, "blacklistNouveau": True, "extraArgs": ["iommu.strict=1"]}
+    # pci-stub ids kernel.pciStub cannot hold (sub-vendor form) are kept verbatim as an extra arg
+    assert kernel_from_cmdline("pci-stub.ids=10de:13ba:1028:0000", "intel") == {
+        "extraArgs": ["pci-stub.ids=10de:13ba:1028:0000"]}
+
+
+def test_exported_vms_keep_consoles_and_skip_the_legacy_property():
+    from reconciler.export import export_vm
+
+    spice_only = Vm("v", "vdi", "gpu", "up", graphics=(GraphicsConsole("g", "spice"),),
+                    mediated_devices=(MediatedDevice("m", "nvidia-18"),))
+    assert export_vm(spice_only)["vgpu"] == {"type": "nvidia-18", "instances": 1,
+                                             "secondaryDisplay": "vnc", "console": "keep"}
+    both = Vm("v", "vdi", "gpu", "up", graphics=(GraphicsConsole("g", "spice"),
+                                                 GraphicsConsole("h", "vnc")),
+              mediated_devices=(MediatedDevice("m", "nvidia-18"),))
+    assert "console" not in export_vm(both)["vgpu"]
+    legacy = Vm("v", "old", "gpu", "down", legacy_mdev_property="nvidia-18")
+    assert export_vm(legacy) is None                 # a spec vGPU there would be a blocker
+
+
+def test_modprobe_and_manager_come_from_the_probe():
+    from reconciler.export import host_settings
+    from reconciler.model.facts import ModprobeFile, ProbeFacts
+
+    ours = ModprobeFile("/etc/modprobe.d/gpu-reconciler.conf", blacklist=("nouveau",),
+                        options=(("nouveau", "modeset=0"),))
+    theirs = ModprobeFile("/etc/modprobe.d/nvidia.conf", blacklist=("nvidiafb",))
+    probe = ProbeFacts("gpu-01", modprobe_files=(theirs, ours),
+                       loaded_modules=("nvidia", "nvidia_vgpu_vfio"),
+                       vgpu_manager_service="active")
+    host = fleet().hosts[0]
+    settings = host_settings(host, probe)
+    assert settings["modprobe"] == {"blacklist": ["nouveau"], "options": {"nouveau": ["modeset=0"]}}
+    assert settings["vgpu"] == {"manager": "required", "placement": "consolidated"}
+    bare = ProbeFacts("gpu-01", vgpu_manager_service="not-found")
+    assert host_settings(host, bare)["vgpu"]["manager"] == "absent"
+    half = ProbeFacts("gpu-01", loaded_modules=("nvidia_vgpu_vfio",),
+                      vgpu_manager_service="failed")
+    assert "manager" not in host_settings(host, half)["vgpu"]
+    # not probed: neither is exported
+    assert "modprobe" not in host_settings(host) and "manager" not in host_settings(host)["vgpu"]
