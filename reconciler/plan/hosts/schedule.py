@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 from reconciler.model.facts import Host, Vm
 from reconciler.model.vocab import DriftStatus
-from reconciler.plan.actions import Action, HostCycle
+from reconciler.plan.actions import Action, Disruption, HostCycle
 from reconciler.plan.expand import HostDesired
 from reconciler.plan.hosts.waves import CycleRequest, plan_waves
 from reconciler.plan.inputs import Inputs
@@ -57,9 +57,19 @@ def schedule_cycles(inputs: Inputs, works: Sequence[HostWork]) -> Schedule:
                 stopped[vm.name] = name
                 ordered.append(stop_vm(vm, inputs.desired_vms[vm.name],
                                        f"so that host {name} can reboot", wave=number))
-            ordered.extend(replace(a, wave=number) for a in work.config)
+            ordered.extend(_in_cycle(a, number) for a in work.config)
             assert work.cycle is not None
             ordered.append(replace(work.cycle, wave=number))
     return Schedule(actions=tuple(ordered),
                     waves=tuple(Wave(n, hosts) for n, hosts in enumerate(waves.waves, start=1)),
                     stopped_for_cycle=stopped, blocked=tuple(blocked), depends=frozenset(depends))
+
+
+def _in_cycle(action: Action, wave: int) -> Action:
+    """A host setting run inside its host's cycle. The host files (our modprobe file, the
+    initramfs) take effect with the cycle's reboot, so they show the cycle's disruption on every
+    host of a wave, rather than `none` on a host where no blacklisted module is loaded and
+    `host-reboot` on the next."""
+    if action.cycle_order <= 1 and action.disruption < Disruption.HOST_REBOOT:
+        return replace(action, wave=wave, disruption=Disruption.HOST_REBOOT)
+    return replace(action, wave=wave)
