@@ -16,7 +16,7 @@ from pathlib import PurePosixPath
 from reconciler.access.transport import Transport
 from reconciler.apply import host_ops
 from reconciler.apply.ops.protocol import EngineOps
-from reconciler.apply.settings import Timeouts
+from reconciler.apply.settings import NOT_IN_SPEC, Timeouts
 from reconciler.errors import ApplyError
 from reconciler.plan.actions import (Action, AddMediatedDevice, AttachHostDevice,
                                      DetachHostDevice, PinVm, RegenerateInitramfs,
@@ -164,6 +164,9 @@ def _stop_vm(action: StopVm, ctx: ActionContext) -> str:
     # The planner only stops VMs whose spec allows it; a saved plan is checked again against
     # the spec it names, so an edited file cannot stop a VM the spec protects.
     policy = ctx.restart_policy(action.object_name)
+    if policy == NOT_IN_SPEC:
+        raise ApplyError(f"{action.target}: refusing to stop the VM: no spec names it (only "
+                         "VMs whose spec says restart: allowed are ever stopped)")
     if policy is not None and policy != "allowed":
         raise ApplyError(f"{action.target}: refusing to stop the VM: its spec says "
                          f"restart: {policy}")

@@ -29,6 +29,7 @@ from reconciler.apply.outcome import StepOutcome
 from reconciler.apply.progress import Progress, for_stream
 from reconciler.apply import recovery
 from reconciler.apply.rollout import Budget, max_unavailable_by_host
+from reconciler.apply.settings import NOT_IN_SPEC
 from reconciler.apply.verify import ObjectReader
 from reconciler.engine.retry import Timing
 from reconciler.errors import LockedError, PlanError, ReconcilerError
@@ -280,10 +281,10 @@ def _locked(desired: DesiredState, options: ApplyOptions, endpoint: EngineEndpoi
 
 
 def _restart_policy(desired: DesiredState) -> Callable[[str], str | None]:
-    """The spec's restart policy per VM; "never" for a VM the spec does not name (we only ever
-    stop VMs the spec allows us to)."""
+    """The spec's restart policy per VM; NOT_IN_SPEC for a VM the spec does not name (we only
+    ever stop VMs the spec allows us to)."""
     policies = {v.name: v.restart for v in desired.vms}
-    return lambda vm: policies.get(vm, "never")
+    return lambda vm: policies.get(vm, NOT_IN_SPEC)
 
 
 def _plan_and_run(desired: DesiredState, options: ApplyOptions, store: Store, key: str,

@@ -30,6 +30,10 @@ class Timeouts:
                    vm_shutdown=vm, vm_stop=vm, vm_start=vm)
 
 
+# What `restart_policy` answers for a VM that no spec names: it is never stopped.
+NOT_IN_SPEC = "not-in-spec"
+
+
 def _no_restart_policy(_vm: str) -> str | None:
     return None
 
@@ -42,7 +46,8 @@ def _no_vgpu_manager(_host: str) -> bool:
 class ApplyPolicy:
     """What this run may do, from the command line and the spec.
 
-    `restart_policy(vm)` is the spec's `restart` for a VM (None: not checked), asked again before
+    `restart_policy(vm)` is the spec's `restart` for a VM (None: not checked; NOT_IN_SPEC: no
+    spec names the VM), asked again before
     every stop, because a saved plan may have been edited; `vgpu_required(host)` adds the vGPU
     manager checks to a host's cycle verification.
     """

@@ -124,6 +124,24 @@ def test_a_stop_the_spec_does_not_allow_is_refused() -> None:
         perform(stop, context)
 
 
+def test_a_stop_of_a_vm_no_spec_names_says_so() -> None:
+    from reconciler.apply.dispatch import ActionContext, perform
+    from reconciler.apply.executor import Timeouts
+    from reconciler.apply.runner import _restart_policy
+    from reconciler.errors import ApplyError
+    from reconciler.spec.model import DesiredState, EngineSpec
+    import pytest
+
+    # before: "refusing to stop the VM: its spec says restart: never" for web-01, which no
+    # spec names
+    context = ActionContext(ops=None, transports={}, timeouts=Timeouts(),  # type: ignore[arg-type]
+                            restart_policy=_restart_policy(DesiredState(EngineSpec())))
+    stop = StopVm(target="vm:web-01", before="up", after="down", reason=R, description="stop")
+    with pytest.raises(ApplyError, match="no spec names it") as err:
+        perform(stop, context)
+    assert "its spec says" not in str(err.value)
+
+
 def test_only_our_own_modprobe_file_is_ever_written() -> None:
     from reconciler.apply.dispatch import ActionContext, perform
     from reconciler.apply.executor import Timeouts
@@ -137,6 +155,12 @@ def test_only_our_own_modprobe_file_is_ever_written() -> None:
                                 path="/etc/modprobe.d/blacklist-nouveau.conf", content="")
     with pytest.raises(ApplyError, match="only our own /etc/modprobe.d/gpu-reconciler.conf"):
         perform(foreign, context)
+    from reconciler.plan.actions import RemoveModprobeFile
+    theirs = RemoveModprobeFile(target="host:h", before="x", after=None, reason=R,
+                                description="r", path="/etc/modprobe.d/blacklist-nouveau.conf")
+    with pytest.raises(ApplyError, match="only our\n? ?own /etc/modprobe.d/gpu-reconciler.conf"
+                       " is ever removed"):
+        perform(theirs, context)
 
 
 @pytest.mark.lab
