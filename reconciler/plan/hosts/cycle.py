@@ -42,8 +42,9 @@ def decide_cycle(inputs: Inputs, host: Host, desired: HostDesired, changes: Host
     waiting = [v for v in held if not _may_stop(inputs, v)]
     if waiting:
         return CycleDecision(differences=(
-            "held: VM(s) " + ", ".join(v.name for v in waiting) + " run pinned here and cannot "
-            "migrate; stop them or allow restarts (restart: allowed) to let the host reboot",))
+            "held: VM(s) " + ", ".join(f"{v.name} ({why_unmovable(v)})" for v in waiting)
+            + " run here and cannot migrate; stop them or allow restarts (restart: allowed) to "
+            "let the host reboot",))
     return CycleDecision(cycle=host_cycle(host, changes, reason), stop_vms=held)
 
 
@@ -54,6 +55,15 @@ def pinned_vms(inputs: Inputs, host: Host) -> tuple[Vm, ...]:
         vm.affinity == "pinned" or any(not d.placeholder for d in vm.host_devices)
         or vm.mediated_devices)]
     return tuple(sorted(out, key=lambda v: v.name))
+
+
+def why_unmovable(vm: Vm) -> str:
+    """Why the engine will not migrate a running VM off its host, in a few words."""
+    if vm.affinity == "pinned":
+        return "pinned to it"
+    if any(not d.placeholder for d in vm.host_devices):
+        return "holds its host devices"
+    return "runs a vGPU"
 
 
 def _may_stop(inputs: Inputs, vm: Vm) -> bool:
