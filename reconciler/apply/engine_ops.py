@@ -683,7 +683,8 @@ def update_mediated_device(conn: sdk.Connection, vm: str, mdev_id: str, mdev_typ
     if mdev_id not in current:
         raise NotFoundOnEngine(f"vm {vm} has no mediated device {mdev_id}")
     if current[mdev_id] == params:
-        return _done(ctx, f"vm {vm}", f"mediated device {mdev_id} already {params}", changed=False)
+        return _done(ctx, f"vm {vm}", f"mediated device {mdev_id} already {_show(params)}",
+                     changed=False)
     device_service = service.mediated_devices_service().device_service(mdev_id)
     ctx.call(f"update mediated device {mdev_id} of vm {vm}",
              lambda: device_service.update(types.VmMediatedDevice(
@@ -691,9 +692,16 @@ def update_mediated_device(conn: sdk.Connection, vm: str, mdev_id: str, mdev_typ
              landed=lambda: _mdevs(ctx, service, vm).get(mdev_id) == params)
     _poll(ctx, lambda: _mdevs(ctx, service, vm), lambda d: d.get(mdev_id) == params,
           timing.verify_timeout,
-          lambda d: f"vm {vm}: mediated device {mdev_id} shows {d.get(mdev_id) if d else None} "
-                    f"after the update, wanted {params}")
-    return _done(ctx, f"vm {vm}", f"mediated device {mdev_id}: {current[mdev_id]} -> {params}")
+          lambda d: f"vm {vm}: mediated device {mdev_id} shows "
+                    f"{_show(d.get(mdev_id)) if d and d.get(mdev_id) else 'nothing'} "
+                    f"after the update, wanted {_show(params)}")
+    return _done(ctx, f"vm {vm}", f"mediated device {mdev_id}: {_show(current[mdev_id])} -> "
+                                  f"{_show(params)}")
+
+
+def _show(params: dict[str, str]) -> str:
+    """Spec params as a reader writes them: `mdevType=nvidia-18 nodisplay=false`."""
+    return " ".join(f"{k}={v}" for k, v in params.items())
 
 
 def _protocols(ctx: _Ctx, service: Any, vm: str) -> set[str]:

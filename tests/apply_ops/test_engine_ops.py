@@ -282,9 +282,12 @@ def test_mediated_devices_add_update_remove(lab, conn, mark) -> None:
     assert second.changed and second.id != added.id
 
     # The engine replaces the whole map on update: every key is sent, a None drops driverParams.
-    ops.update_mediated_device(conn, "render-01", added.id, "nvidia-18", nodisplay=True,
-                               driver_params=None, timing=FAST)
+    updated = ops.update_mediated_device(conn, "render-01", added.id, "nvidia-18", nodisplay=True,
+                                         driver_params=None, timing=FAST)
     assert mdevs(conn, "render-01")[added.id] == {"mdevType": "nvidia-18", "nodisplay": "true"}
+    # the step's message reads as the plan does, not as a Python dict
+    assert updated.summary == (f"mediated device {added.id}: mdevType=nvidia-18 nodisplay=false "
+                               "driverParams=enable_uvm=1 -> mdevType=nvidia-18 nodisplay=true")
     m = mark()
     assert not ops.update_mediated_device(conn, "render-01", added.id, "nvidia-18",
                                           nodisplay=True, timing=FAST).changed
