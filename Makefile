@@ -10,7 +10,7 @@ APT_PACKAGES := libxml2-dev libcurl4-openssl-dev libssl-dev openssh-server opens
 .PHONY: demo test test-fast bench system-deps venv clean lint
 
 demo: venv
-	$(BIN)/reconcile --log-level warning validate --each specs/examples
+	$(BIN)/reconcile --log-level warning validate --each --offline specs/examples
 	$(BIN)/reconcile --log-level warning demo specs/examples/lab.yaml
 
 test: venv

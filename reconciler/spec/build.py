@@ -9,6 +9,7 @@ from typing import Any
 from reconciler.errors import SpecError, SpecIssue
 from reconciler.spec import model
 from reconciler.spec.fleetref import is_fleet_path
+from reconciler.spec.environment import environment_issues
 from reconciler.spec.load import SpecDocument, load_documents
 from reconciler.spec.schema import check_document
 from reconciler.spec.semantic import check_documents
@@ -18,7 +19,7 @@ def _sort_key(issue: SpecIssue) -> tuple[str, int, int, str]:
     return (issue.file, issue.line, issue.column, issue.path)
 
 
-def _check(paths: Sequence[str], within: Path | None = None
+def _check(paths: Sequence[str], within: Path | None = None, environment: bool = False
            ) -> tuple[list[SpecDocument], list[SpecIssue]]:
     docs: list[SpecDocument] = []
     issues: list[SpecIssue] = []
@@ -30,6 +31,8 @@ def _check(paths: Sequence[str], within: Path | None = None
             issues.extend(check_document(loaded))
     if docs:
         issues.extend(check_documents(docs))
+        if environment:
+            issues.extend(environment_issues(docs))
     elif not issues:
         issues.append(SpecIssue(paths[0] if paths else "-", 1, 1, "(document)", "no spec files"))
     issues.sort(key=_sort_key)
@@ -54,10 +57,14 @@ def load_desired(paths: Sequence[str], within: Path | None = None) -> model.Desi
     return state
 
 
-def check_and_build(paths: Sequence[str], within: Path | None = None
+def check_and_build(paths: Sequence[str], within: Path | None = None, *,
+                    environment: bool = False
                     ) -> tuple[model.DesiredState | None, list[SpecIssue]]:
-    """Validate PATHs and, when valid, build the DesiredState (one pass over the files)."""
-    docs, issues = _check(paths, within)
+    """Validate PATHs and, when valid, build the DesiredState (one pass over the files).
+
+    `environment`: also check that the CA file, the password variable or file and the SSH files
+    the spec names are there on this machine (spec/environment.py)."""
+    docs, issues = _check(paths, within, environment)
     if issues:
         return None, issues
     return build_state(docs), []

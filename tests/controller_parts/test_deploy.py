@@ -174,7 +174,8 @@ def test_github_workflow_validates_plans_and_comments_once() -> None:
     steps = wf["jobs"]["plan"]["steps"]
     lines = run_lines(steps)
     validate = [ln for ln in lines if ln.startswith("reconcile validate")]
-    assert validate == ["reconcile validate specs/"]
+    # the password is given to the Plan step only: validate checks the files (--offline)
+    assert validate == ["reconcile validate --offline specs/"]
     cli_accepts(reconcile_argv(validate[0]))
     (plan,) = [ln for ln in lines if re.search(r"reconcile .*plan specs/", ln)]
     assert "-o markdown" in plan and "--out plan.json" in plan
@@ -349,6 +350,7 @@ def test_pre_commit_hook_names_an_existing_command() -> None:
     hooks = yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())
     (hook,) = [h for h in hooks if h["id"] == "reconcile-validate"]
     assert hook["entry"] == "reconcile validate"
+    assert "--offline" in hook["args"]          # no password or CA file on a workstation
     files = re.compile(hook["files"])
     assert files.search("specs/fleet.yaml") and files.search("specs/site/a.yml")
     assert not files.search("docs/fleet.yaml") and not files.search("specs/notes.md")

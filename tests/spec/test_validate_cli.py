@@ -83,3 +83,51 @@ def test_an_unparsable_engine_url_is_an_issue_not_a_crash(write, validate) -> No
     assert result.code == 1
     assert result.lines == [f"{spec}:3:8: engine.url: 'https://]e.example.com/ovirt-engine/api' "
                             "is not a valid URL (Invalid IPv6 URL)"]
+
+
+REAL_ENGINE = ("apiVersion: gpu-reconciler/v1\nengine:\n"
+               "  url: https://e.example/ovirt-engine/api\n  username: admin@internal\n"
+               "  passwordFrom: {env: GPU_RECONCILER_TEST_PW}\n  caFile: certs/ca.pem\n")
+
+
+def test_a_missing_ca_file_and_an_unset_password_variable_are_found_before_plan(
+        validate, write, monkeypatch) -> None:
+    # before: both passed validate and failed only at plan time
+    monkeypatch.delenv("GPU_RECONCILER_TEST_PW", raising=False)
+    spec = write("real.yaml", REAL_ENGINE)
+    result = validate(str(spec), offline=False)
+    assert result.code == 1
+    assert result.lines == [
+        f"{spec}:5:23: engine.passwordFrom.env: environment variable GPU_RECONCILER_TEST_PW is "
+        "not set (or empty) here; plan and apply read the engine password from it "
+        "(validate --offline skips this check where secrets are not available)",
+        f"{spec}:6:11: engine.caFile: no CA file at {spec.parent / 'certs/ca.pem'} "
+        "(validate --offline skips this check where secrets are not available)"]
+    # with both there, it is valid; a secret's value is never read
+    write("certs/ca.pem", "-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("GPU_RECONCILER_TEST_PW", "x")
+    assert validate(str(spec), offline=False).code == 0
+    # --offline checks the files only (pre-commit hooks, CI steps without the secret)
+    monkeypatch.delenv("GPU_RECONCILER_TEST_PW")
+    assert validate(str(spec), offline=True).code == 0
+
+
+def test_a_password_file_and_ssh_files_must_be_there_too(validate, write) -> None:
+    spec = write("f.yaml", REAL_ENGINE.replace("{env: GPU_RECONCILER_TEST_PW}",
+                                               "{file: secrets/pw}")
+                 + "hostAccess:\n  ssh: {knownHostsFile: known_hosts}\n")
+    write("certs/ca.pem", "x")
+    result = validate(str(spec), offline=False)
+    assert [line.split(": ", 2)[1] for line in result.lines] == [
+        "engine.passwordFrom.file", "hostAccess.ssh.knownHostsFile"]
+    assert "no password file at" in result.lines[0]
+
+
+def test_json_on_a_missing_path_is_still_a_json_list(validate, tmp_path) -> None:
+    # before: `validate -o json MISSING` printed no JSON, only an error line
+    missing = tmp_path / "nope.yaml"
+    result = validate("-o", "json", str(missing))
+    assert result.code == 1
+    assert json.loads(result.out) == [{"file": str(missing), "line": 1, "column": 1,
+                                       "path": "(file)", "message": "no such file or directory"}]
+    assert "no such file or directory" in result.err
