@@ -5,15 +5,18 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-APT_PACKAGES := libxml2-dev libcurl4-openssl-dev libssl-dev openssh-server openssh-client git chromium
+# What building the oVirt SDK needs (the demo and everything else), and what only the tests use:
+# an sshd for the SSH tests, git for the controller's git source, Chromium for the fleet map page.
+BUILD_PACKAGES := libxml2-dev libcurl4-openssl-dev libssl-dev
+TEST_PACKAGES  := openssh-server openssh-client git chromium
 
-.PHONY: demo test test-fast bench system-deps venv clean lint
+.PHONY: demo test test-fast bench system-deps build-deps test-deps venv clean lint
 
 demo: venv
 	$(BIN)/reconcile --log-level warning validate --each --offline specs/examples
 	$(BIN)/reconcile --log-level warning demo specs/examples/lab.yaml
 
-test: venv
+test: venv test-deps
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
@@ -26,17 +29,16 @@ bench: venv
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml | system-deps
+$(STAMP): pyproject.toml | build-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test,conformance]'
 	touch $(STAMP)
 
-# The oVirt SDK compiles against libxml2; pycurl wheels carry libcurl but a source build needs it;
-# the SSH tests start a real sshd; the fleet map page is tested in headless Chromium. Install only
-# what is missing (needs root or sudo).
-system-deps:
-	@missing=""; for p in $(APT_PACKAGES); do \
+# Install only what is missing (needs root or sudo). The oVirt SDK compiles against libxml2; pycurl
+# wheels carry libcurl but a source build needs it.
+define apt_missing
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -45,6 +47,15 @@ system-deps:
 	  echo "installing system packages:$$missing"; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
+endef
+
+build-deps:
+	$(call apt_missing,$(BUILD_PACKAGES))
+
+test-deps:
+	$(call apt_missing,$(TEST_PACKAGES))
+
+system-deps: build-deps test-deps
 
 clean:
 	rm -rf $(VENV) .reconciler build *.egg-info

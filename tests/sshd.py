@@ -1,6 +1,6 @@
 """A real sshd on 127.0.0.1 with throwaway host and user keys, for the tests that cross OpenSSH.
 
-It installs nothing: the openssh-server package comes from `make system-deps`. Tests skip with the
+It installs nothing: the openssh-server package comes from `make test-deps`. Tests skip with the
 reason when sshd cannot run here (not installed, not root).
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ def keygen(path: Path) -> None:
 def running_sshd(d: Path) -> Iterator[SshServer]:
     """Start sshd with its keys and config in folder `d`; stop it on exit."""
     if not SSHD.exists() or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
-        pytest.skip("sshd not found: install openssh-server and openssh-client (make system-deps)")
+        pytest.skip("sshd not found: install openssh-server and openssh-client (make test-deps)")
     if os.geteuid() != 0:
         pytest.skip("sshd must run as root to log a user in with its own privilege separation")
     # sshd refuses to start without its privilege separation directory (made by the package).
