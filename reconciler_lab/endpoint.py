@@ -23,7 +23,8 @@ from reconciler_lab.transport import LabTransport
 
 @dataclass(frozen=True)
 class LabEndpoint:
-    """An embedded lab engine, started for this process."""
+    """An embedded lab engine: started for this process, or the one another process serves on
+    the same state folder (a controller's, `lab serve`)."""
 
     engine: EngineSpec
     lab: EmbeddedLab
@@ -34,7 +35,7 @@ class LabEndpoint:
 
     @property
     def timing(self) -> Timing:
-        return DEFAULT_TIMING.scaled(self.lab.server.time_scale)
+        return DEFAULT_TIMING.scaled(self.lab.time_scale)
 
     def connect(self, *, connections: int = 4) -> CountingConnection:
         lab = self.lab
@@ -44,7 +45,8 @@ class LabEndpoint:
 
     def transports(self, names: Sequence[str],
                    addresses: Mapping[str, str]) -> dict[str, Transport]:
-        return {name: LabTransport(self.lab.server.host_root, name) for name in names}
+        assert self.lab.host_root is not None
+        return {name: LabTransport(self.lab.host_root, name) for name in names}
 
 
 @contextmanager

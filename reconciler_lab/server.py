@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from reconciler.errors import ReconcilerError
 from reconciler_lab.api import LabApi
@@ -33,6 +33,9 @@ from reconciler_lab.xmlform import DECLARATION
 SSO_TOKEN = "/ovirt-engine/sso/oauth/token"
 SSO_LOGOUT = "/ovirt-engine/services/sso-logout"
 API_PREFIX = "/ovirt-engine/api"
+# A lab extension beside the oVirt API (reconciler_lab/sharing.py): another process using this lab
+# asks it to create a host's root tree, so the engine's bookkeeping of new roots stays here.
+LAB_HOST_ROOTS = "/ovirt-engine/lab/host-roots/"
 DEFAULT_TOKEN_TTL = 3600.0
 # A stalled request is held this long at most (or until the lab stops).
 STALL_SECONDS = 3600.0
@@ -165,6 +168,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._sso_logout(body)
             elif path == API_PREFIX or path.startswith(API_PREFIX + "/"):
                 self._api(path[len(API_PREFIX):], query, body)
+            elif path.startswith(LAB_HOST_ROOTS) and self.command == "POST":
+                self._host_root(unquote(path[len(LAB_HOST_ROOTS):]))
             else:
                 self._send(404, "")   # the engine's answer to an unknown path has no body
         finally:
@@ -240,6 +245,19 @@ class _Handler(BaseHTTPRequestHandler):
         form = dict(parse_qsl(body.decode("utf-8", "replace")))
         self.server.lab._revoke_token(form.get("token", ""))
         return self._json(200, {})
+
+    # --- lab extension
+
+    def _host_root(self, name: str) -> tuple[int, int]:
+        auth = self.headers.get("Authorization") or ""
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        lab = self.server.lab
+        if not lab._token_valid(token):
+            return self._json(401, {"error": "the token is missing, invalid or expired"})
+        try:
+            return self._json(200, {"root": str(lab.host_root(name))})
+        except LabError:
+            return self._json(404, {"error": f"no host named {name!r}"})
 
     # --- API
 

@@ -125,30 +125,46 @@ def test_embedded_lab_continues_across_runs(tmp_path: Path) -> None:
 
 
 @pytest.mark.lab
-def test_one_lab_per_state_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
-    # A second engine on the same state would save over the first one's changes.
-    from reconciler_lab.statelock import LabStateBusy
+def test_one_lab_per_state_folder_shared_by_every_command(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A second engine on the same state would save over the first one's changes: one engine per
+    # folder, and a second command (a plan beside a controller) uses the running one.
+    from reconciler_lab.statelock import LabStateBusy, state_lock
     fleet_file = _fleet_file(tmp_path)
     spec = EngineSpec(lab_fleet=str(fleet_file))
     root = tmp_path / "labs"
     state = lab_state_dir(spec, root)
     drift = ["lab", "drift", "--fleet", str(fleet_file), "--state", str(state),
              "--kind", "kernel-args", "--host", "host2", "--value", "intel_iommu=on"]
-    with embedded_lab(spec, root):
+    with embedded_lab(spec, root) as first:
+        with embedded_lab(spec, root) as second:
+            assert second.shared and second.server is None and second.url == first.url
+            assert second.host_root is not None
+            assert second.host_root("host1") == state / "hosts" / "host1"   # made by the server
+            assert (state / "hosts" / "host1").is_dir()
+        # before: "the lab state ... is in use by another process"; now the change goes through
+        # the running lab's API, with the engine's audit event
+        assert main(drift) == 0
+        assert "through the running lab" in capsys.readouterr().out
+        assert first.server is not None and first.server.engine is not None
+        assert first.server.engine.host_by_name("host2").custom_kernel_cmdline == \
+            "intel_iommu=on"
+        assert main(["lab", "reset", "--state", str(state)]) == 1       # never under a lab
+        assert f"the lab state in {state} is in use by another process" in capsys.readouterr().err
+        assert state.exists()
+    assert not (state / "serving.json").exists()
+    # A folder held by something that serves nothing (a drift, a reset) is still refused.
+    with state_lock(state):
         with pytest.raises(LabStateBusy, match=r"in use by another process \(pid \d+\)"):
             with embedded_lab(spec, root):
                 pass
-        assert main(drift) == 1
-        assert main(["lab", "reset", "--state", str(state)]) == 1
-        err = capsys.readouterr().err
-        assert err.count(f"the lab state in {state} is in use by another process") == 2
-        assert state.exists()
     # Released on exit: the stopped lab's state can be drifted and reused.
+    drift[-1] = "intel_iommu=on iommu=pt"
     assert main(drift) == 0
     with embedded_lab(spec, root) as lab:
-        assert lab.server.engine is not None
-        assert lab.server.engine.host_by_name("host2").custom_kernel_cmdline == "intel_iommu=on"
+        assert lab.server is not None and lab.server.engine is not None
+        assert lab.server.engine.host_by_name("host2").custom_kernel_cmdline == \
+            "intel_iommu=on iommu=pt"
 
 
 def test_serve_refuses_bad_ports_and_unknown_fault_hosts(
@@ -201,3 +217,28 @@ def test_state_made_from_another_fleet_is_refused(tmp_path: Path,
     assert main(["lab", "reset", "--state", str(state)]) == 0
     with embedded_lab(spec, root) as lab:
         assert lab.server.engine is not None and len(lab.server.engine.hosts) == 2
+
+
+def test_every_lab_subcommand_and_option_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    # before: `reconcile lab generate --help` listed --hosts, --gpus-per-host and --vms bare
+    import argparse
+
+    from reconciler.cli import build_parser
+
+    parser = build_parser()
+    lab = next(a for a in parser._subparsers._group_actions[0].choices.values()  # noqa: SLF001
+               if a.prog.endswith(" lab"))
+    assert lab.description and lab.epilog and "reconcile lab serve --fleet demo" in lab.epilog
+    commands = next(a for a in lab._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(commands.choices) == {"serve", "generate", "reset", "drift"}
+    for name, sub in commands.choices.items():
+        assert sub.description, name
+        for action in sub._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"lab {name} {action.option_strings[0]} has no help"
+    assert main(["lab", "generate", "--hosts", "2", "--gpus-per-host", "1", "--vms", "3",
+                 "--seed", "7"]) == 0
+    first = capsys.readouterr().out
+    assert main(["lab", "generate", "--hosts", "2", "--gpus-per-host", "1", "--vms", "3",
+                 "--seed", "7"]) == 0
+    assert capsys.readouterr().out == first and "name: generated-2x1-3-s7" in first
