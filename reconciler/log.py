@@ -1,9 +1,15 @@
-"""structlog setup: a console renderer on a TTY, JSON lines otherwise. Logs go to stderr."""
+"""structlog setup: a console renderer on a TTY, JSON lines otherwise. Logs go to stderr.
+
+Colour only on a terminal and never with NO_COLOR set (https://no-color.org), for logs as for
+plans. Logs are written to whatever `sys.stderr` is at that moment, so a live progress display
+that takes stderr over prints them above itself instead of being drawn over."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from typing import Literal
+from collections.abc import Mapping
+from typing import Literal, TextIO
 
 import structlog
 
@@ -20,13 +26,32 @@ def _redact(_logger: object, _name: str, event: dict) -> dict:
     return event
 
 
+def use_color(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
+    """True for a terminal when NO_COLOR is not set."""
+    env = os.environ if environ is None else environ
+    if "NO_COLOR" in env:
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+class _CurrentStderr:
+    """`sys.stderr` as it is when a line is written, not when logging was configured."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(level: str = "info", fmt: LogFormat = "auto") -> None:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r}")
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
-    renderer = (structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    renderer = (structlog.dev.ConsoleRenderer(colors=use_color(sys.stderr))
                 if fmt == "console" else structlog.processors.JSONRenderer(sort_keys=True))
     structlog.configure(
         processors=[
@@ -37,7 +62,7 @@ def configure(level: str = "info", fmt: LogFormat = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
 

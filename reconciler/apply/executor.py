@@ -98,6 +98,15 @@ class Executor:
         announce = getattr(self.progress, "run_started", None)
         if announce is not None:
             announce(self.run_id, self.steps_total(units))
+        try:
+            self._run_units(units)
+        finally:
+            finished = getattr(self.progress, "run_finished", None)   # optional, as run_started
+            if finished is not None:
+                finished()
+        return self.result(time.monotonic() - started)
+
+    def _run_units(self, units: Sequence[Unit]) -> None:
         position = 0
         while position < len(units):
             unit = units[position]
@@ -116,7 +125,6 @@ class Executor:
                 continue
             self._simple(unit, self.context.unit(self.access.ops, unit.wave),
                          halt_on_failure=unit.kind == "host-config")
-        return self.result(time.monotonic() - started)
 
     def recover(self, hosts: Sequence[str], vms: Sequence[str]) -> None:
         """Bring back hosts and VMs a dead run took down (host_cycle.recover)."""

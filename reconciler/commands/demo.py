@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _stages(desired: DesiredState, endpoint: EngineEndpoint, store: Path, out: TextIO,
             color: bool) -> int:
-    from reconciler.apply.progress import LiveLine, StepLines
+    from reconciler.apply.progress import LiveProgress, StepLines
     from reconciler.apply.runner import ApplyOptions, execute
     from reconciler.observe.session import open_fleet
     from reconciler.plan import plan
@@ -94,7 +94,7 @@ def _stages(desired: DesiredState, endpoint: EngineEndpoint, store: Path, out: T
     _stage(out, 3, "apply --yes")
     out.flush()
     isatty = getattr(out, "isatty", None)
-    progress = LiveLine(out) if isatty and isatty() else StepLines(out)
+    progress = LiveProgress(out) if isatty and isatty() else StepLines(out)
     try:
         outcome = execute(desired, ApplyOptions(yes=True, state=store), endpoint, out=out,
                           progress=progress)

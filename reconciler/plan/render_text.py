@@ -6,10 +6,10 @@ Colour only when asked (`use_color` decides for a stream: a TTY and no NO_COLOR)
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import TextIO
 
+from reconciler.log import use_color as log_use_color
 from reconciler.model.vocab import DriftStatus
 from reconciler.plan.actions import Action
 from reconciler.plan.result import DriftItem, Plan, PlanWarning
@@ -18,11 +18,8 @@ _COLORS = {"+": "32", "-": "31", "~": "33", "!": "1;31", "warn": "33", "head": "
 
 
 def use_color(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
-    env = os.environ if environ is None else environ
-    if "NO_COLOR" in env:
-        return False
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty())
+    """A terminal and no NO_COLOR: the one rule for plans, logs and the apply progress."""
+    return log_use_color(stream, environ)
 
 
 class _Paint:
