@@ -1,7 +1,9 @@
 """vGPU capacity: instances per type against what the cluster's physical GPUs can still give.
 
 NVIDIA mdev GPUs host one vGPU type at a time: once a type is in use on a GPU, every other type
-reads `available_instances == 0` there. A GPU is *locked* to the type that has fewer available
+reads `available_instances == 0` there. The engine counts a seat only while a VM runs (vdsm creates
+the mdev at the VM's start, on the one host the scheduler picked): `take_on_one_host` and
+`give_back` follow a VM's start and stop. A GPU is *locked* to the type that has fewer available
 instances than its maximum; a GPU where every type is at its maximum is *free* and can be claimed
 by any one type. Seats are reserved VM by VM in name order, first on GPUs locked to the type, then
 on free GPUs (claiming them), so a plan never counts one GPU for two types. The model in
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from reconciler.model.facts import HostDevice, MdevType
@@ -49,10 +51,15 @@ class Gpu:
             if most is not None and t.available_instances < most:
                 in_use.append(t.name)
         gpu = Gpu(host, dev.name, available, maximum)
-        if len(in_use) == 1:
-            gpu.locked = in_use[0]
-        elif len(in_use) > 1 and all(v == 0 for v in gpu.available.values()):
+        # While a GPU runs one type, the engine shows every other type at 0: the type it runs is
+        # the one with some but not all seats left; with none left anywhere it is full.
+        partly = [name for name in in_use if available[name] > 0]
+        if len(partly) == 1:
+            gpu.locked = partly[0]
+        elif in_use and all(v == 0 for v in gpu.available.values()):
             gpu.full = True
+        elif len(in_use) == 1:
+            gpu.locked = in_use[0]
         return gpu
 
     def is_free(self) -> bool:
@@ -114,6 +121,60 @@ class Pool:
         return sum(g.available.get(mdev_type, 0) for g in self.gpus
                    if g.locked == mdev_type or g.is_free())
 
+    # ---- seats as the engine counts them: taken at a VM's start, on the one host it starts on
+
+    def hosts(self) -> list[str]:
+        return sorted({g.host for g in self.gpus})
+
+    def take_on_one_host(self, needs: Mapping[str, int], hosts: Iterable[str]) -> str | None:
+        """Seats for every vGPU of a VM that starts: all on one host, as the engine's scheduler
+        places a VM (the first of `hosts`, in the order given, where they all fit; on each, GPUs
+        running the type first, then idle ones, one type per GPU). The host, or None (and
+        nothing taken) when none has room."""
+        wanted = {t: n for t, n in needs.items() if n > 0}
+        if not wanted:
+            return None
+        for host in hosts:
+            plan = _fit_on_host([g for g in self.gpus if g.host == host], wanted)
+            if plan is not None:
+                for gpu, mdev_type, take in plan:
+                    _claim(gpu, mdev_type)
+                    gpu.available[mdev_type] -= take
+                return host
+        return None
+
+    def give_back(self, host: str, returned: Mapping[str, int]) -> None:
+        """Seats a stopping VM frees on `host`: back to GPUs running the type (a GPU whose seats
+        all come back is idle again, every type offered); a full GPU whose type the engine does
+        not show is taken to run it."""
+        for mdev_type, count in sorted(returned.items()):
+            left = count
+            on_host = [g for g in self.gpus if g.host == host and mdev_type in g.available]
+            for gpu in [g for g in on_host if g.locked == mdev_type] + [g for g in on_host
+                                                                         if g.full]:
+                most = gpu.maximum.get(mdev_type)
+                room = (most - gpu.available[mdev_type]) if most is not None else left
+                give = min(left, room)
+                if give <= 0:
+                    continue
+                if gpu.full:
+                    gpu.full, gpu.locked = False, mdev_type
+                gpu.available[mdev_type] += give
+                left -= give
+                if most is not None and gpu.available[mdev_type] >= most:
+                    _release(gpu)
+                if left == 0:
+                    break
+
+    def running_on(self, host: str, mdev_type: str) -> int:
+        """Seats of `mdev_type` in use on `host` (GPUs running it; full GPUs may run it too)."""
+        return sum((g.maximum.get(mdev_type) or 0) - g.available.get(mdev_type, 0)
+                   for g in self.gpus if g.host == host and (g.locked == mdev_type or g.full))
+
+    def free_on(self, host: str, mdev_type: str) -> int:
+        return sum(g.available.get(mdev_type, 0) for g in self.gpus
+                   if g.host == host and (g.locked == mdev_type or g.is_free()))
+
 
 def build_pool(hosts: Iterable[tuple[str, Iterable[HostDevice]]]) -> Pool:
     """GPUs with mdev types on the given hosts, in host then device name order."""
@@ -133,3 +194,60 @@ def _take(gpus: Iterable[Gpu], mdev_type: str, need: int, plan: list[tuple[Gpu, 
             plan.append((gpu, take))
             need -= take
     return need
+
+
+def _fit_on_host(gpus: list[Gpu], wanted: Mapping[str, int]
+                 ) -> list[tuple[Gpu, str, int]] | None:
+    """(gpu, type, seats) that give every wanted seat on these GPUs, or None."""
+    claimed: dict[str, str] = {}          # GPU device -> type claimed for it in this fit
+    used: dict[str, int] = {}
+    plan: list[tuple[Gpu, str, int]] = []
+    for mdev_type, need in sorted(wanted.items()):
+        running = [g for g in gpus if g.locked == mdev_type]
+        idle = [g for g in gpus if g.is_free() and claimed.get(g.device, mdev_type) == mdev_type]
+        for gpu in running + idle:
+            if need == 0:
+                break
+            take = min(need, gpu.available.get(mdev_type, 0) - used.get(gpu.device, 0))
+            if take > 0:
+                plan.append((gpu, mdev_type, take))
+                claimed[gpu.device] = mdev_type
+                used[gpu.device] = used.get(gpu.device, 0) + take
+                need -= take
+        if need:
+            return None
+    return plan
+
+
+def _claim(gpu: Gpu, mdev_type: str) -> None:
+    """An idle GPU starts running `mdev_type`: every other type shows 0 seats."""
+    if gpu.locked is None:
+        gpu.locked = mdev_type
+        for other in gpu.available:
+            if other != mdev_type:
+                gpu.available[other] = 0
+
+
+def _release(gpu: Gpu) -> None:
+    """A GPU whose every seat came back is idle: every type it offers has its seats again."""
+    gpu.locked = None
+    for name, most in gpu.maximum.items():
+        if most is not None:
+            gpu.available[name] = most
+
+
+def idle_capacity(devices: Iterable[HostDevice], mdev_type: str) -> int:
+    """Instances of `mdev_type` one host could run with every GPU idle."""
+    return sum(max_instances(t) or 0 for d in devices for t in d.mdev_types if t.name == mdev_type)
+
+
+def fits_when_idle(devices: Iterable[HostDevice], needs: Mapping[str, int]) -> bool:
+    """Whether one host could run all of `needs` at once with every GPU idle (one type per
+    GPU): if not, a VM asking for them can never start there, whatever else runs."""
+    gpus = []
+    for dev in devices:
+        if not dev.mdev_types:
+            continue
+        most = {t.name: max_instances(t) for t in dev.mdev_types}
+        gpus.append(Gpu("", dev.name, {n: m or 0 for n, m in most.items()}, most))
+    return _fit_on_host(gpus, {t: n for t, n in needs.items() if n > 0}) is not None

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 from reconciler.model.facts import Observed
 from reconciler.model.vocab import DriftStatus
-from reconciler.plan.actions import HostCycle, StopVm
+from reconciler.plan.actions import Action, HostCycle, StopVm
 from reconciler.plan.fingerprint import fingerprint, host_snapshot, vm_snapshot
 from reconciler.plan.hosts import HostPhase, plan_hosts
 from reconciler.plan.inputs import Inputs
@@ -27,6 +27,7 @@ from reconciler.plan.prune import PrunePhase, prune
 from reconciler.plan.result import Plan, SeatCount, Summary
 from reconciler.plan.unmanaged import report_unmanaged
 from reconciler.plan.vms import VmPhase, plan_vms
+from reconciler.plan.vms.phase import vgpus_after
 from reconciler.spec.model import DesiredState
 
 
@@ -58,7 +59,7 @@ def _assemble(inputs: Inputs, hosts: HostPhase, vms: VmPhase, pruned: PrunePhase
         vms_to_restart=tuple(sorted({a.object_name for a in actions if isinstance(a, StopVm)})),
         changes=len(actions), blockers=status_count[DriftStatus.BLOCKED],
         pending=status_count[DriftStatus.PENDING], drift=status_count[DriftStatus.DRIFT],
-        unmanaged=status_count[DriftStatus.UNMANAGED], seats=_seats(inputs.observed, vms, pruned),
+        unmanaged=status_count[DriftStatus.UNMANAGED], seats=_seats(inputs.observed, vms, actions),
         warnings=len(warnings))
     return Plan(sources=tuple(inputs.desired.sources), actions=actions, waves=hosts.waves,
                 drift=drift, notes=tuple(sorted(notes, key=lambda n: (n.key, n.message))),
@@ -81,12 +82,20 @@ def _snapshots(inputs: Inputs, depends: frozenset[str]) -> dict[str, str]:
     return snapshots
 
 
-def _seats(observed: Observed, vms: VmPhase, pruned: PrunePhase) -> tuple[SeatCount, ...]:
-    before = Counter(m.mdev_type for vm in observed.vms for m in vm.mediated_devices)
-    delta: Counter[str] = Counter()
-    for change in (vms.seat_delta, pruned.seat_delta):
-        for mdev_type, n in change.items():
-            delta[mdev_type] += n
-    return tuple(SeatCount(t, before[t], before[t] + delta[t])
-                 for t in sorted(set(before) | set(delta)) if delta[t] or t in before)
-
+def _seats(observed: Observed, vms: VmPhase, actions: tuple[Action, ...]
+           ) -> tuple[SeatCount, ...]:
+    """vGPU seats in use, as the engine counts them: instances of running VMs now, and once the
+    plan ran (VMs it stops and starts, with their vGPUs then). Configuration the plan changes on
+    a VM that stays down, or that takes effect at a running VM's next start, takes no seat: it is
+    in `configured` (every VM's vGPUs after the plan)."""
+    before = Counter(m.mdev_type for vm in observed.vms if vm.status != "down"
+                     for m in vm.mediated_devices)
+    after = Counter(vms.seats_after)
+    by_vm: dict[str, list[Action]] = {}
+    for a in actions:
+        by_vm.setdefault(a.object_name, []).append(a)
+    configured: Counter[str] = Counter()
+    for vm in observed.vms:
+        configured.update(vgpus_after(vm, tuple(by_vm.get(vm.name, ()))))
+    return tuple(SeatCount(t, before[t], after[t], configured[t])
+                 for t in sorted(set(before) | set(after) | set(+configured)))

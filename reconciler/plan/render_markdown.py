@@ -36,8 +36,10 @@ def _head(plan: Plan) -> list[str]:
     if s.warnings:
         lines.append(f"| Warnings | {s.warnings} |")
     if s.seats:
-        lines += ["", "| vGPU type | seats before | seats after |", "|---|---:|---:|"]
-        lines += [f"| `{_cell(x.mdev_type)}` | {x.before} | {x.after} |" for x in s.seats]
+        lines += ["", "| vGPU type | seats in use before | after | configured (running or down) |",
+                  "|---|---:|---:|---:|"]
+        lines += [f"| `{_cell(x.mdev_type)}` | {x.before} | {x.after} | "
+                  f"{x.configured if x.configured is not None else ''} |" for x in s.seats]
     blockers = plan.blockers
     if blockers:
         lines += ["", "**Blockers**", ""]

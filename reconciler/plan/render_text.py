@@ -124,7 +124,9 @@ def render_text(plan: Plan, color: bool = False) -> str:
         out += ["", paint("head", "Notes:")]
         out += [f"  - {n.key}: {n.message}" for n in plan.notes]
     if plan.summary.seats:
-        out += ["", paint("head", "vGPU seats (before -> after):")]
-        out += [f"  {s.mdev_type}: {s.before} -> {s.after}" for s in plan.summary.seats]
+        out += ["", paint("head", "vGPU seats in use by running VMs (before -> after):")]
+        out += [f"  {s.mdev_type}: {s.before} -> {s.after}"
+                + (f" ({s.configured} configured)" if s.configured not in (None, s.after)
+                   else "") for s in plan.summary.seats]
     out += ["", paint("head", plan.summary.line())]
     return "\n".join(out) + "\n"

@@ -83,12 +83,20 @@ class Wave:
 
 @dataclass(frozen=True)
 class SeatCount:
+    """vGPU seats of one type as the engine counts them: instances of running VMs now (`before`)
+    and once the plan ran (`after`); `configured`: instances configured on every VM after the
+    plan, running or not (a down VM takes its seats only when it starts)."""
+
     mdev_type: str
     before: int
     after: int
+    configured: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.mdev_type, "before": self.before, "after": self.after}
+        out: dict[str, Any] = {"type": self.mdev_type, "before": self.before, "after": self.after}
+        if self.configured is not None:
+            out["configured"] = self.configured
+        return out
 
 
 @dataclass(frozen=True)
@@ -118,8 +126,8 @@ class Summary:
                        vms_to_restart=tuple(data["vms_to_restart"]), changes=data["changes"],
                        blockers=data["blockers"], pending=data["pending"], drift=data["drift"],
                        unmanaged=data["unmanaged"],
-                       seats=tuple(SeatCount(s["type"], s["before"], s["after"])
-                                   for s in data["seats"]),
+                       seats=tuple(SeatCount(s["type"], s["before"], s["after"],
+                                             s.get("configured")) for s in data["seats"]),
                        warnings=data.get("warnings", 0))
 
     def line(self) -> str:

@@ -9,6 +9,7 @@ seat added to a VM is reserved on a GPU through the same capacity rule the plann
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 
 from reconciler.model.cmdline import arg_key, parse_token, tokenize
@@ -52,6 +53,9 @@ class _Model:
         self.vms: dict[str, Vm] = {v.name: v for v in observed.vms}
         self.probes: dict[str, ProbeFacts] = {p.host: p for p in observed.probes}
         self.serial = 0
+        # VMs the facts show running vGPUs on a host with no GPU offering them: no engine shows
+        # that, so their seats cannot be counted (generated facts only).
+        self.uncounted: set[str] = set()
 
     def result(self) -> Observed:
         return replace(self.observed,
@@ -115,9 +119,13 @@ class _Model:
             graphics.append(GraphicsConsole(id=f"{vm.id}-vnc", protocol="vnc"))
             self.vms[name] = replace(vm, graphics=tuple(graphics))
         elif isinstance(action, StopVm):
-            self.vms[name] = replace(self.vms[name], status="down", host=None)
+            vm = self.vms[name]
+            self._seats(vm.host, vm.cluster, vm, give=True)
+            self.vms[name] = replace(vm, status="down", host=None)
         elif isinstance(action, StartVm):
-            self.vms[name] = replace(self.vms[name], status="up", host=action.host)
+            vm = self.vms[name]
+            host = self._seats(action.host, vm.cluster, vm, give=False)
+            self.vms[name] = replace(vm, status="up", host=host or action.host)
         else:
             raise TypeError(f"no model for action kind {action.kind}")
 
@@ -179,18 +187,47 @@ class _Model:
                 self._set_device(host, d, vm=None)
         self.vms[name] = replace(vm, host_devices=tuple(devices))
 
-    def _add_mdev(self, name: str, action: AddMediatedDevice) -> None:
-        vm = self.vms[name]
-        hosts = sorted((h for h in self.hosts.values() if h.cluster == vm.cluster),
+    def _seats(self, host: str | None, cluster: str, vm: Vm, *, give: bool) -> str | None:
+        """As the engine counts seats: a VM's vGPUs are created when it starts, all on the one
+        host the scheduler picks (its pinned host for passthrough, else the first Up host of its
+        cluster, by name, with room), and freed when it stops. A start with no room is what the
+        engine refuses: the planner must never plan one."""
+        needs = Counter(m.mdev_type for m in vm.mediated_devices)
+        if not needs:
+            return None
+        hosts = sorted((h for h in self.hosts.values() if h.cluster == cluster),
                        key=lambda h: h.name)
         pool = build_pool((h.name, h.devices) for h in hosts)
-        taken = pool.reserve(action.mdev_type, 1)
-        if taken:
-            gpu = taken[0][0]
+        if give:
+            if host is None:
+                return None
+            if not all(pool.free_on(host, t) + pool.running_on(host, t) >= n
+                       for t, n in needs.items()):
+                self.uncounted.add(vm.name)
+            pool.give_back(host, needs)
+            chosen: str | None = host
+        else:
+            # The scheduler considers the hosts the VM is pinned to, else the cluster's Up hosts.
+            candidates = [h.name for h in hosts if h.status == "up"
+                          and (not vm.pinned_hosts or h.name in vm.pinned_hosts)]
+            # Types no GPU of the cluster offers cannot be counted (facts without that hardware).
+            needs = Counter({t: n for t, n in needs.items() if pool.offers(t)})
+            if not needs or vm.name in self.uncounted:
+                return None
+            chosen = pool.take_on_one_host(needs, candidates)
+            if chosen is None:
+                raise AssertionError(f"the engine would refuse to start {vm.name}: no host of "
+                                     f"{cluster} has {dict(needs)} free")
+        for gpu in pool.gpus:
             h = self.hosts[gpu.host]
             self.hosts[gpu.host] = replace(h, devices=tuple(
                 _with_available(d, gpu.available) if d.name == gpu.device else d
                 for d in h.devices))
+        return chosen
+
+    def _add_mdev(self, name: str, action: AddMediatedDevice) -> None:
+        # Configuration only: the engine creates the mdev (and takes a seat) at the VM's start.
+        vm = self.vms[name]
         self.serial += 1
         mdev = MediatedDevice(id=f"{vm.id}-mdev-{self.serial}", mdev_type=action.mdev_type,
                               nodisplay=action.nodisplay, driver_params=action.driver_params)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from reconciler.model.facts import Vm
 from reconciler.model.vocab import DriftStatus
 from reconciler.plan import checks
 from reconciler.plan.actions import (Action, AddMediatedDevice, Reason, RemoveMediatedDevice,
-                                     StartVm)
+                                     StartVm, UpdateMediatedDevice)
 from reconciler.plan.hosts import HostPhase
 from reconciler.plan.inputs import Inputs
 from reconciler.plan.power import start_vm
@@ -44,26 +44,29 @@ class VmPhase:
     notes: tuple[Note, ...]
     depends: frozenset[str]
     desired_fingerprints: Mapping[str, str]
-    seat_delta: Mapping[str, int]              # vGPU type -> instances added minus removed
     warnings: tuple[PlanWarning, ...] = ()
+    seats_after: Mapping[str, int] = field(default_factory=dict)   # running VMs' vGPUs after it
 
 
 def plan_vms(inputs: Inputs, hosts: HostPhase) -> VmPhase:
-    seats = SeatLedger(inputs)
+    seats = SeatLedger(inputs, (h for w in hosts.waves for h in w.hosts))
     plans = [plan_vm(inputs, spec, hosts, seats)
              for spec in sorted(inputs.desired.vms, key=lambda v: v.name)]
-    # The seats a plan adds were counted on every GPU of the cluster: its hosts decide them.
+    # The seats a plan's starts take were counted on every GPU of the cluster: its hosts decide
+    # them.
     seat_clusters = {p.adds_seats_in for p in plans if p.adds_seats_in is not None}
     seat_hosts = {f"host:{h.name}" for c in seat_clusters
                   for h in inputs.hosts_by_cluster.get(c, ())}
     actions = tuple(a for p in plans for a in p.actions)
     return VmPhase(
         actions=actions, drift=tuple(d for p in plans for d in p.drift),
-        notes=tuple(n for p in plans for n in p.notes) + seats.idle_seat_notes(),
+        notes=tuple(n for p in plans for n in p.notes),
         depends=frozenset().union(*(p.depends for p in plans)) | seat_hosts,
         desired_fingerprints={p.key: p.desired_fingerprint for p in plans
                               if p.desired_fingerprint is not None},
-        seat_delta=_seat_delta(actions), warnings=tuple(w for p in plans for w in p.warnings))
+        warnings=tuple(w for p in plans for w in p.warnings)
+        + seats.down_warnings(_down_after(inputs, actions, seats.started)),
+        seats_after={t: n for t, n in seats.running_after.items() if n > 0})
 
 
 def plan_vm(inputs: Inputs, spec: VmSpec, hosts: HostPhase, seats: SeatLedger) -> VmPlan:
@@ -76,7 +79,10 @@ def plan_vm(inputs: Inputs, spec: VmSpec, hosts: HostPhase, seats: SeatLedger) -
     planned = _plan_existing(inputs, vm, spec, hosts, seats)
     if vm.name in hosts.stopped_for_cycle and not any(isinstance(a, StartVm)
                                                       for a in planned.actions):
-        # Stopped so that its host could reboot: bring it back even if nothing else changes.
+        # Stopped so that its host could reboot: bring it back even if nothing else changes; it
+        # takes back the seats it gave up (they are free again once it stopped).
+        seats.restart(vm, Counter(m.mdev_type for m in vm.mediated_devices),
+                      _start_hosts(vm, spec))
         planned = replace(planned, actions=planned.actions + (
             start_vm(vm, spec, Reason.SPEC_CHANGE, "after its host's cycle"),))
     return planned
@@ -112,20 +118,20 @@ def _plan_existing(inputs: Inputs, vm: Vm, spec: VmSpec, hosts: HostPhase,
                      "which converts it into mediated devices",)
     if blockers:
         return outcome(drift=tuple(DriftItem(key, DriftStatus.BLOCKED, m, loc) for m in blockers))
-    adds = sum(isinstance(a, AddMediatedDevice) for a in vgpus.actions) if vgpus.actions else 0
-    if adds:
-        assert spec.vgpu is not None
-        if not seats.reserve(vm.name, vm.cluster, spec.vgpu.type, adds):
-            return outcome(drift=(DriftItem(
-                key, DriftStatus.BLOCKED,
-                f"not enough {spec.vgpu.type} capacity in cluster {vm.cluster}: "
-                f"{adds} more instance(s) wanted, "
-                f"{seats.seats_left(vm.cluster, spec.vgpu.type)} left (available_instances, one "
-                "vGPU type per physical GPU)", loc),))
     if not (passthrough.actions or vgpus.actions):
         return outcome()
+    pinned = _start_hosts(vm, spec)
+    if any(isinstance(a, AddMediatedDevice) for a in vgpus.actions):
+        never = seats.never_fits(vm, vgpus_after(vm, vgpus.actions), pinned)
+        if never:
+            return outcome(drift=(DriftItem(key, DriftStatus.BLOCKED, never, loc),))
     gated = gate(vm, spec, classified.reason, passthrough.actions, vgpus.actions,
                  vm.name in hosts.stopped_for_cycle)
+    if any(isinstance(a, StartVm) for a in gated.actions):
+        # Seats as the engine counts them: this start needs the VM's vGPUs at that moment.
+        problem = seats.restart(vm, vgpus_after(vm, gated.actions), pinned)
+        if problem:
+            return outcome(drift=(DriftItem(key, DriftStatus.BLOCKED, problem, loc),))
     differences = passthrough.differences + vgpus.differences + gated.differences
     depends: frozenset[str] = frozenset()
     if gated.actions:
@@ -134,7 +140,7 @@ def _plan_existing(inputs: Inputs, vm: Vm, spec: VmSpec, hosts: HostPhase,
     return outcome(
         actions=gated.actions, depends=depends,
         drift=(DriftItem(key, classified.status, "; ".join(differences), loc),),
-        adds_seats_in=vm.cluster if any(isinstance(a, AddMediatedDevice) for a in gated.actions)
+        adds_seats_in=vm.cluster if vm.name in seats.started and vgpus_after(vm, gated.actions)
         else None)
 
 
@@ -161,11 +167,34 @@ def _location(spec: VmSpec) -> str | None:
     return str(spec.location) if spec.location else None
 
 
-def _seat_delta(actions: tuple[Action, ...]) -> Counter[str]:
-    delta: Counter[str] = Counter()
+def vgpus_after(vm: Vm, actions: tuple[Action, ...]) -> Counter[str]:
+    """The VM's vGPUs (type -> instances) once `actions` ran: what its next start needs."""
+    types = {m.id: m.mdev_type for m in vm.mediated_devices}
+    added: Counter[str] = Counter()
     for a in actions:
-        if isinstance(a, AddMediatedDevice):
-            delta[a.mdev_type] += 1
-        elif isinstance(a, RemoveMediatedDevice):
-            delta[a.mdev_type] -= 1
-    return delta
+        if isinstance(a, RemoveMediatedDevice):
+            types.pop(a.device_id, None)
+        elif isinstance(a, UpdateMediatedDevice) and a.device_id in types:
+            types[a.device_id] = a.mdev_type
+        elif isinstance(a, AddMediatedDevice):
+            added[a.mdev_type] += 1
+    return Counter(types.values()) + added
+
+
+def _down_after(inputs: Inputs, actions: tuple[Action, ...],
+                started: set[str]) -> dict[str, Counter[str]]:
+    """The vGPUs of every VM that is down after the plan (it does not start it)."""
+    by_vm: dict[str, list[Action]] = {}
+    for a in actions:
+        by_vm.setdefault(a.object_name, []).append(a)
+    return {vm.name: vgpus_after(vm, tuple(by_vm.get(vm.name, ()))) for vm in inputs.observed.vms
+            if vm.status == "down" and vm.name not in started
+            and (vm.mediated_devices or vm.name in by_vm)}
+
+
+def _start_hosts(vm: Vm, spec: VmSpec) -> tuple[str, ...]:
+    """The hosts the engine's scheduler may start the VM on: the ones it is pinned to (the
+    spec's passthrough host once the plan pins it), any Up host of its cluster otherwise."""
+    if spec.passthrough is not None:
+        return (spec.passthrough.host,)
+    return vm.pinned_hosts

@@ -1,21 +1,37 @@
-"""vGPU seats taken so far in one run, per cluster, and the note about VMs that are down holding
-more vGPUs than the seats left.
+"""vGPU seats as the engine counts them, through one planning run.
 
-The ledger is the one thing the VM phase updates as it goes, on purpose: seats are reserved VM by
-VM in name order, and a seat one VM takes is not there for the next, as on the GPUs themselves.
+The engine creates a VM's mdevs when the VM starts, on the one host its scheduler picks, and frees
+them when it stops: `available_instances` counts running VMs only. So a seat is checked when a plan
+*starts* a VM (stopped and started under `restart: allowed`, or after its host's cycle), never when
+it only configures vGPUs on a VM that stays down; those are reported as a warning per type and
+cluster when they would not all fit if every such VM started.
+
+The ledger is the one thing the VM phase updates as it goes, on purpose: VMs are planned in name
+order, as they are changed, and a seat one VM's start takes is not there for the next.
 """
 from __future__ import annotations
 
-from reconciler.plan.capacity import Pool, build_pool
+from collections import Counter
+from collections.abc import Iterable, Mapping
+
+from reconciler.model.facts import Vm
+from reconciler.plan.capacity import Pool, build_pool, fits_when_idle, idle_capacity
 from reconciler.plan.inputs import Inputs
-from reconciler.plan.result import Note
+from reconciler.plan.result import PlanWarning
+
+_SHOWN = 8
 
 
 class SeatLedger:
-    def __init__(self, inputs: Inputs) -> None:
+    def __init__(self, inputs: Inputs, cycled: Iterable[str] = ()) -> None:
         self._inputs = inputs
         self._pools: dict[str, Pool] = {}
-        self._first_adder: dict[tuple[str, str], str] = {}   # (cluster, type) -> VM
+        # The scheduler considers Up hosts; a host this plan cycles is up again after its cycle.
+        self._up = {h.name for h in inputs.observed.hosts if h.status == "up"} | set(cycled)
+        self.running_after: Counter[str] = Counter(
+            m.mdev_type for vm in inputs.observed.vms if vm.status != "down"
+            for m in vm.mediated_devices)
+        self.started: set[str] = set()
 
     def _pool(self, cluster: str) -> Pool:
         pool = self._pools.get(cluster)
@@ -24,32 +40,87 @@ class SeatLedger:
                 (h.name, h.devices) for h in self._inputs.hosts_by_cluster.get(cluster, ()))
         return pool
 
-    def reserve(self, vm: str, cluster: str, mdev_type: str, count: int) -> bool:
-        """Take `count` seats for `vm`; False (and nothing taken) when they do not fit."""
-        if self._pool(cluster).reserve(mdev_type, count) is None:
-            return False
-        self._first_adder.setdefault((cluster, mdev_type), vm)
-        return True
+    def restart(self, vm: Vm, after: Mapping[str, int], pinned: tuple[str, ...] = ()
+                ) -> str | None:
+        """The plan (stops `vm`, when it runs, and) starts it with the vGPUs `after`: its seats
+        come back on its host at the stop, and `after` must fit on one host at the start (one of
+        `pinned` when the VM is pinned: the scheduler considers only those). None when it fits;
+        otherwise why not, and the ledger is as before."""
+        pool = self._pool(vm.cluster)
+        before = Counter(m.mdev_type for m in vm.mediated_devices) if vm.status != "down" \
+            else Counter()
+        if before and vm.host:
+            pool.give_back(vm.host, before)
+        # A type no GPU of the cluster offers cannot be counted here (the VM spec's own check
+        # reports an unknown type): only offered types are checked.
+        wanted = {t: n for t, n in after.items() if n > 0 and pool.offers(t)}
+        if wanted:
+            hosts = [h for h in pool.hosts() if h in self._up and (not pinned or h in pinned)]
+            if pool.take_on_one_host(wanted, hosts) is None:
+                why = self._no_room(vm, wanted, pool, hosts)     # as it would be at its start
+                if before and vm.host:
+                    pool.take_on_one_host(before, [vm.host])      # it keeps running as it is
+                return why
+        self.running_after.subtract(before)
+        self.running_after.update({t: n for t, n in after.items() if n > 0})
+        self.started.add(vm.name)
+        return None
 
-    def seats_left(self, cluster: str, mdev_type: str) -> int:
-        return self._pool(cluster).seats_left(mdev_type)
+    def never_fits(self, vm: Vm, after: Mapping[str, int], pinned: tuple[str, ...] = ()
+                   ) -> str | None:
+        """Why the VM could never start with the vGPUs `after` (no host could hold them all even
+        with every GPU idle), or None."""
+        wanted = {t: n for t, n in after.items() if n > 0}
+        if not wanted:
+            return None
+        hosts = [h for h in self._inputs.hosts_by_cluster.get(vm.cluster, ())
+                 if not pinned or h.name in pinned]
+        if any(fits_when_idle(h.devices, wanted) for h in hosts):
+            return None
+        need = ", ".join(f"{n} x {t}" for t, n in sorted(wanted.items()))
+        most = ", ".join(f"{t}: {max((idle_capacity(h.devices, t) for h in hosts), default=0)}"
+                         for t in sorted(wanted))
+        return (f"VM {vm.name} wants {need}, over the capacity of every host of cluster "
+                f"{vm.cluster} even with every GPU idle (the engine starts all of a VM's vGPUs on "
+                f"the one host it starts on; at most per host: {most}), so it could never start")
 
-    def idle_seat_notes(self) -> tuple[Note, ...]:
-        """Where VMs that are down hold more vGPUs of a type this plan adds than the seats left
-        after it: available_instances does not count a VM until it starts."""
-        notes: list[Note] = []
-        for (cluster, mdev_type), first in sorted(self._first_adder.items()):
-            holders = self._inputs.idle_vgpus.get((cluster, mdev_type))
-            if holders is None:
+    def _no_room(self, vm: Vm, wanted: Mapping[str, int], pool: Pool, hosts: list[str]) -> str:
+        need = ", ".join(f"{n} x {t}" for t, n in sorted(wanted.items()))
+        free = "; ".join(f"{h}: " + ", ".join(f"{pool.free_on(h, t)} {t}" for t in sorted(wanted))
+                         for h in hosts[:_SHOWN]) or "no host of the cluster is up"
+        return (f"starting VM {vm.name} needs {need} on one host (the engine creates a VM's vGPUs "
+                f"when it starts, all on the host it starts on), and no host of cluster "
+                f"{vm.cluster} has them free then ({free}); running VMs hold the seats: stop one, "
+                "or start this VM elsewhere")
+
+    def down_warnings(self, configured: Mapping[str, Counter[str]]) -> tuple[PlanWarning, ...]:
+        """Per cluster and type: the vGPUs configured on VMs that are down after this plan, when
+        they are more than the seats free after it (`configured`: VM name -> its vGPUs)."""
+        by_type: dict[tuple[str, str], dict[str, int]] = {}
+        for name, types in sorted(configured.items()):
+            vm = self._inputs.vms[name]
+            for mdev_type, count in sorted(types.items()):
+                if count > 0:
+                    by_type.setdefault((vm.cluster, mdev_type), {})[name] = count
+        warnings: list[PlanWarning] = []
+        for (cluster, mdev_type), holders in sorted(by_type.items()):
+            pool = self._pool(cluster)
+            free = pool.seats_left(mdev_type)
+            total = sum(holders.values())
+            if total <= free:
                 continue
-            left = self.seats_left(cluster, mdev_type)
-            if holders.total <= left:
-                continue
-            names = list(holders.by_vm)
-            shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
-            notes.append(Note(f"vm:{first}", (
-                f"{holders.total} {mdev_type} vGPU(s) are configured on VM(s) that are down "
-                f"({shown}) and {left} seat(s) are left in cluster {cluster} after this plan: "
-                "available_instances does not count a VM until it starts, so not all of them "
-                "can run at once")))
-        return tuple(notes)
+            names = list(holders)
+            shown = ", ".join(f"{n} ({holders[n]})" for n in names[:_SHOWN]) + (
+                ", ..." if len(names) > _SHOWN else "")
+            hosts = ", ".join(f"{h}: {pool.free_on(h, mdev_type)}" for h in pool.hosts()
+                              if pool.free_on(h, mdev_type))
+            warnings.append(PlanWarning(f"cluster:{cluster}", (
+                f"{total} x {mdev_type} configured on VM(s) that are down would exceed capacity by "
+                f"{total - free} if all started: {free} seat(s) free after this plan"
+                + (f" ({hosts})" if hosts else "") + f"; VMs: {shown}. The engine takes a seat "
+                "only when a VM starts (the first to start get them); free seats, or give some "
+                "of these VMs another type")))
+        return tuple(warnings)
+
+
+__all__ = ["SeatLedger"]
