@@ -6,9 +6,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # What building the oVirt SDK needs (the demo and everything else), and what only the tests use:
-# an sshd for the SSH tests, git for the controller's git source, Chromium for the fleet map page.
+# an sshd for the SSH tests, git for the controller's git source, Chromium for the fleet map page,
+# PostgreSQL for the store suite and the controller's failover tests (a throwaway server each).
 BUILD_PACKAGES := libxml2-dev libcurl4-openssl-dev libssl-dev
-TEST_PACKAGES  := openssh-server openssh-client git chromium
+TEST_PACKAGES  := openssh-server openssh-client git chromium postgresql
 
 .PHONY: demo test test-fast bench system-deps build-deps test-deps venv clean lint
 
@@ -20,9 +21,10 @@ test: venv test-deps
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
-# The pure suite: no lab engine, no sshd, no slow test (tests/support/markguard.py keeps it pure).
+# The pure suite: no lab engine, no sshd, no PostgreSQL, no slow test (tests/support/markguard.py
+# keeps it pure).
 test-fast: venv
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not lab and not ssh and not browser and not slow" tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not lab and not ssh and not browser and not postgres and not slow" tests
 
 bench: venv
 	$(BIN)/python -m benchmarks
@@ -32,7 +34,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml | build-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,conformance]'
+	$(BIN)/python -m pip install -q -e '.[test,conformance,postgres]'
 	touch $(STAMP)
 
 # Install only what is missing (needs root or sudo). The oVirt SDK compiles against libxml2; pycurl

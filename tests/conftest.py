@@ -21,3 +21,18 @@ def _own_state_home(tmp_path_factory: pytest.TempPathFactory,
     depends on the working folder, so without this every test would share one journal and lock."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state-home")))
     monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():  # type: ignore[no-untyped-def]
+    """A throwaway PostgreSQL server for the whole run, started by the first test that asks
+    (mark it `postgres`); tests/support/postgres.py."""
+    from tests.support.postgres import running_postgres
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:  # type: ignore[no-untyped-def]
+    """An empty database of this test's own on the session's PostgreSQL server."""
+    return str(postgres_server.create_database())

@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from reconciler.errors import ReconcilerError
 from reconciler.store.records import (DriftChange, DriftItemRecord, DriftRecord, JournalEntry,
-                                      LockInfo, RunRecord, StepOutcome)
+                                      LeaseInfo, LockInfo, RunRecord, StepOutcome)
 
 
 class StoreError(ReconcilerError):
@@ -162,7 +162,33 @@ class DriftHistory(Protocol):
 
 
 @runtime_checkable
-class StateStore(RunLog, Journal, ApplyLock, AppliedFingerprints, DriftHistory, Protocol):
+class Leases(Protocol):
+    """Who leads what, until when: the controllers' leader election (policy in `lease.py`).
+
+    Every contender must read "now" from one clock: SQLite, on one machine, reads the store's;
+    a server database reads its own, so replicas on machines whose clocks differ still agree."""
+
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> LeaseInfo | None:
+        """Take `name` for `holder` for `ttl` seconds from now, or renew it when `holder` has
+        it; None when another holder's lease has not expired. Atomic across processes."""
+        ...
+
+    def release_lease(self, name: str, holder: str) -> bool:
+        """Give `name` up if `holder` has it (a clean shutdown hands over at once)."""
+        ...
+
+    def leases(self, prefix: str = "") -> list[LeaseInfo]:
+        """Every lease whose name starts with `prefix`, expired ones included, by name."""
+        ...
+
+    def lease_now(self) -> float:
+        """Now, in epoch seconds, by the clock leases are measured with."""
+        ...
+
+
+@runtime_checkable
+class StateStore(RunLog, Journal, ApplyLock, AppliedFingerprints, DriftHistory, Leases,
+                 Protocol):
     """Everything gpu-reconciler remembers between runs, in one database."""
 
     def schema_version(self) -> int:

@@ -73,6 +73,19 @@ class LockInfo:
 
 
 @dataclass(frozen=True)
+class LeaseInfo:
+    """Who leads `name` until when (lease.py)."""
+
+    name: str                       # e.g. "engine:https://engine.example.com/ovirt-engine/api"
+    holder: str                     # the holder's own id, e.g. "ctl-a:4242:ab12"
+    term: int                       # grows by one at each change of holder (a fencing token)
+    acquired_at: datetime           # when this holder took it
+    renewed_at: datetime
+    expires_at: datetime
+    taken_over_from: str | None = None   # the holder whose expired lease this one replaced
+
+
+@dataclass(frozen=True)
 class DriftItemRecord:
     key: str                        # object key, e.g. "host:gpu-01" or "vm:cad-ws-01"
     cls: str                        # drift class, e.g. "kernel-cmdline", "vm-devices"

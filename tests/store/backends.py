@@ -1,25 +1,33 @@
 """The store backends the suite runs against (every implementation of `StateStore`), and its clock.
 
 Kept out of conftest.py because child processes import it too: the lock tests start holders in
-other processes, which open the same database by backend name and location. Adding a backend
-(PostgreSQL) means one more name in BACKENDS, a branch in `fresh_location` that gives each test an
-empty database of its own, and one in `open_store`; the whole suite then runs against it.
+other processes, which open the same database by backend name and location. A backend is one
+name in BACKENDS, a branch in `fresh_location` that gives each test an empty database of its own,
+and one in `open_store`; the whole suite then runs against it. PostgreSQL's databases live on the
+session's throwaway server (tests/support/postgres.py), which `fresh_location` is handed.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.store import StateStore, Store
+from reconciler.store.postgres import PostgresStore
 
-BACKENDS = ("sqlite",)
+if TYPE_CHECKING:
+    from tests.support.postgres import PostgresServer
+
+BACKENDS = ("sqlite", "postgres")
 
 
-def fresh_location(backend: str, tmp_path: Path) -> str:
-    """Where a test's own, empty database lives (a file path for SQLite, a DSN for a server)."""
+def fresh_location(backend: str, tmp_path: Path, server: PostgresServer | None = None) -> str:
+    """Where a test's own, empty database lives (a file path for SQLite, a URL for a server)."""
     if backend == "sqlite":
         return str(tmp_path / "state" / "state.db")
+    if backend == "postgres":
+        assert server is not None, "the postgres backend needs the session's server"
+        return server.create_database("store")
     raise ValueError(f"unknown store backend {backend!r}")
 
 
@@ -28,6 +36,8 @@ def open_store(backend: str, location: str, **options: Any) -> StateStore:
     hostname, clock."""
     if backend == "sqlite":
         return Store(location, **options)
+    if backend == "postgres":
+        return PostgresStore(location, **options)
     raise ValueError(f"unknown store backend {backend!r}")
 
 

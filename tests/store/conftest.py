@@ -15,9 +15,15 @@ from reconciler.store import StateStore
 from tests.store.backends import BACKENDS, Backend, FakeClock, fresh_location
 
 
-@pytest.fixture(params=BACKENDS)
+# PostgreSQL runs on a throwaway server the first such test starts (tests/conftest.py).
+PARAMS = [pytest.param(name, marks=[pytest.mark.postgres] if name == "postgres" else [],
+                       id=name) for name in BACKENDS]
+
+
+@pytest.fixture(params=PARAMS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return Backend(request.param, fresh_location(request.param, tmp_path))
+    server = request.getfixturevalue("postgres_server") if request.param == "postgres" else None
+    return Backend(request.param, fresh_location(request.param, tmp_path, server))
 
 
 @pytest.fixture

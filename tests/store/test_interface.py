@@ -9,19 +9,28 @@ import inspect
 
 import pytest
 
-from reconciler.store import (AppliedFingerprints, ApplyLock, DriftHistory, Journal, RunLog,
-                              StateStore, Store)
+from reconciler.store import (AppliedFingerprints, ApplyLock, DriftHistory, Journal, Leases,
+                              RunLog, StateStore, Store)
 from reconciler.store.applied import SqliteAppliedFingerprints
 from reconciler.store.drift import SqliteDriftHistory
 from reconciler.store.journal import SqliteJournal
+from reconciler.store.lease import SqliteLeases
 from reconciler.store.lock import SqliteApplyLock
+from reconciler.store.postgres import PostgresStore
+from reconciler.store.postgres.concerns import (PostgresAppliedFingerprints, PostgresApplyLock,
+                                                PostgresDriftHistory, PostgresJournal,
+                                                PostgresLeases, PostgresRunLog)
 from reconciler.store.runs import SqliteRunLog
 
 IMPLEMENTATIONS = [
     (RunLog, SqliteRunLog), (Journal, SqliteJournal), (ApplyLock, SqliteApplyLock),
     (AppliedFingerprints, SqliteAppliedFingerprints), (DriftHistory, SqliteDriftHistory),
+    (Leases, SqliteLeases),
     (RunLog, Store), (Journal, Store), (ApplyLock, Store), (AppliedFingerprints, Store),
-    (DriftHistory, Store), (StateStore, Store),
+    (DriftHistory, Store), (Leases, Store), (StateStore, Store),
+    (RunLog, PostgresRunLog), (Journal, PostgresJournal), (ApplyLock, PostgresApplyLock),
+    (AppliedFingerprints, PostgresAppliedFingerprints), (DriftHistory, PostgresDriftHistory),
+    (Leases, PostgresLeases), (StateStore, PostgresStore),
 ]
 
 

@@ -16,7 +16,8 @@ from reconciler.store import SCHEMA_VERSION, Store, StoreError
 from tests.store.backends import FakeClock
 
 # The schema as the released code creates it, read back from sqlite_master.
-GOLDEN_SCHEMA = Path(__file__).parent / "golden" / "sqlite-schema-v1.sql"
+GOLDEN_SCHEMA = Path(__file__).parent / "golden" / f"sqlite-schema-v{SCHEMA_VERSION}.sql"
+RELEASED_V1 = Path(__file__).parent / "golden" / "sqlite-schema-v1.sql"
 
 
 def _schema_text(path: Path) -> str:
@@ -51,10 +52,11 @@ def test_a_new_file_gets_the_released_schema_verbatim(tmp_path: Path) -> None:
     assert _schema_text(path) == GOLDEN_SCHEMA.read_text()
 
 
-def test_a_file_made_by_the_released_schema_is_read_as_is(tmp_path: Path) -> None:
+def test_a_file_made_by_the_first_released_schema_is_migrated_with_its_data(
+        tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     conn = sqlite3.connect(path, isolation_level=None)
-    for statement in GOLDEN_SCHEMA.read_text().split(";\n"):
+    for statement in RELEASED_V1.read_text().split(";\n"):
         if statement.strip() and "sqlite_sequence" not in statement:   # SQLite makes that one
             conn.execute(statement)
     conn.execute("PRAGMA user_version = 1")
@@ -73,7 +75,7 @@ def test_a_file_made_by_the_released_schema_is_read_as_is(tmp_path: Path) -> Non
     conn.close()
 
     with Store(path) as s:
-        assert s.schema_version() == 1
+        assert s.schema_version() == SCHEMA_VERSION
         run = s.run("r-old")
         assert run is not None and (run.kind, run.who, run.outcome) == ("apply", "ops", None)
         assert run.started_at.timestamp() == 1700000000.5

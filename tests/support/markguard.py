@@ -1,6 +1,7 @@
-"""A pytest plugin: a test that starts the lab engine or sshd must carry the `lab` / `ssh` marker.
+"""A pytest plugin: a test that starts the lab engine, sshd or a PostgreSQL server must carry the
+`lab` / `ssh` / `postgres` marker.
 
-`pytest -m "not lab and not ssh"` is the fast, pure suite; it stays pure only while every test
+`pytest -m "not lab and not ssh and not postgres"` is the fast, pure suite; it stays pure only while every test
 that starts one of them says so. Two checks, in every run (registered by `tests/conftest.py`):
 
 1. At collection, before `-m` deselects anything: a test whose fixtures include one that starts
@@ -8,7 +9,8 @@ that starts one of them says so. Two checks, in every run (registered by `tests/
    run, named in the summary.
 2. While a test runs: a lab engine started in this process (`LabServer.start`) or in a Python
    child process (the `reconcile` CLI with an embedded or served lab), or a throwaway sshd
-   (`tests.sshd.running_sshd`), fails the test unless it has the marker.
+   (`tests.sshd.running_sshd`), or a throwaway PostgreSQL server
+   (`tests.support.postgres.running_postgres`), fails the test unless it has the marker.
 
 Child processes are seen through `tests/support/labwatch.py`, copied as `sitecustomize.py` into a
 folder this plugin puts first on PYTHONPATH; a child given an environment without that
@@ -27,15 +29,18 @@ from tests.support import labwatch
 
 LAB_FIXTURES = frozenset({"lab", "start_lab", "served_lab", "pristine_demo", "slow_lab"})
 SSH_FIXTURES = frozenset({"sshd", "ssh_transport_factory"})
-STARTS = {"lab": "the lab engine", "ssh": "sshd"}      # record kind -> what was started
+POSTGRES_FIXTURES = frozenset({"postgres_server", "postgres_url"})
+STARTS = {"lab": "the lab engine", "ssh": "sshd",     # record kind -> what was started
+          "postgres": "a PostgreSQL server"}
 _OFFSET = pytest.StashKey[int]()
 
 
 def needed_markers(item: pytest.Item) -> set[str]:
     """The markers `item` needs because of the fixtures it uses."""
     names = set(getattr(item, "fixturenames", ()))
-    return ({"lab"} if names & LAB_FIXTURES else set()) | ({"ssh"} if names & SSH_FIXTURES
-                                                          else set())
+    return (({"lab"} if names & LAB_FIXTURES else set())
+            | ({"ssh"} if names & SSH_FIXTURES else set())
+            | ({"postgres"} if names & POSTGRES_FIXTURES else set()))
 
 
 def markers(item: pytest.Item) -> set[str]:
@@ -84,7 +89,8 @@ class MarkGuard:
             report.outcome = "failed"
             report.longrepr = (f"{item.nodeid} started {what} but is not marked {marks}: "
                                f"mark it (module pytestmark or the test), so that "
-                               f"`pytest -m \"not lab and not ssh\"` stays the pure suite")
+                               f"`pytest -m \"not lab and not ssh and not postgres\"` stays the "
+                               f"pure suite")
             item.stash[_OFFSET] = self.log.stat().st_size     # reported once
 
     # ---- the outcome ---------------------------------------------------------------------------

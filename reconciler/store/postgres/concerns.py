@@ -1,0 +1,414 @@
+"""The store's concerns on PostgreSQL: the same rules as the SQLite modules, in PostgreSQL's SQL.
+
+Each class implements one protocol of `interface.py` and takes the `PostgresDatabase`. Writes that
+check and then write (the apply lock, drift, leases, run ids) run under an advisory lock named
+for what they guard, so they are as atomic here as under SQLite's `BEGIN IMMEDIATE`. The lock's
+take-over rules are lock.py's and the lease rules lease.py's: the product's, not the database's.
+
+Leases are measured by the server's clock (`clock_timestamp()`), unless a test hands in a clock:
+replicas on different machines then agree on when a lease expires whatever their own clocks say.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any
+
+from reconciler.errors import LockedError
+from reconciler.store.interface import StoreError
+from reconciler.store.lease import (INSERT, LEASE_COLUMNS, RENEW, REFUSE, TAKE, check_ttl,
+                                    decide, lease_info)
+from reconciler.store.lock import DEFAULT_LOCK_TTL, check_take_over, hold, holder_is_dead
+from reconciler.store.liveness import process_start
+from reconciler.store.postgres.database import (PostgresDatabase, is_foreign_key_violation,
+                                                is_unique_violation)
+from reconciler.store.records import (ABANDONED, STEP_OUTCOMES, Clock, DriftChange,
+                                      DriftItemRecord, DriftRecord, JournalEntry, LeaseInfo,
+                                      LockInfo, RunRecord, StepOutcome, default_who, new_run_id,
+                                      to_datetime, to_epoch)
+
+_RUN_COLUMNS = ("run_id, kind, engine_key, spec_revision, plan_digest, who, host, started_at, "
+                "finished_at, outcome, message")
+_JOURNAL_COLUMNS = ("entry_id, run_id, step_id, target, action, disruption, detail, started_at, "
+                    "finished_at, outcome, message, duration")
+_J = ", ".join(f"j.{c.strip()}" for c in _JOURNAL_COLUMNS.split(","))
+_LOCK_COLUMNS = "engine_key, run_id, who, host, pid, heartbeat_at, pid_start, acquired_at"
+
+
+class PostgresRunLog:
+    def __init__(self, db: PostgresDatabase, hostname: str, clock: Clock = time.time) -> None:
+        self._db = db
+        self._hostname = hostname
+        self._clock = clock
+
+    def start_run(self, kind: str, engine_key: str, spec_revision: str | None = None,
+                  plan_digest: str | None = None, who: str | None = None,
+                  host: str | None = None) -> str:
+        now = self._clock()
+        who = who or default_who()
+        host = host or self._hostname
+        for _ in range(20):
+            run_id = new_run_id(now)
+            try:
+                # Serialized so `started_seq` (the start order) is unique and increasing.
+                with self._db.write("start a run", serialize="runs") as conn:
+                    conn.execute(
+                        "INSERT INTO runs (run_id, kind, engine_key, spec_revision, plan_digest,"
+                        " who, host, pid, started_at, started_seq) VALUES (%s, %s, %s, %s, %s,"
+                        " %s, %s, %s, %s, (SELECT COALESCE(MAX(started_seq), 0) + 1 FROM runs))",
+                        (run_id, kind, engine_key, spec_revision, plan_digest, who, host,
+                         os.getpid(), now))
+                return run_id
+            except StoreError as exc:
+                if not is_unique_violation(exc):
+                    raise
+        raise StoreError("could not allocate a unique run id")  # pragma: no cover
+
+    def finish_run(self, run_id: str, outcome: str, message: str | None = None) -> None:
+        with self._db.write("finish a run") as conn:
+            cur = conn.execute("UPDATE runs SET finished_at = %s, outcome = %s, message = %s "
+                               "WHERE run_id = %s", (self._clock(), outcome, message, run_id))
+            if cur.rowcount == 0:
+                raise StoreError(f"no run {run_id!r} in {self._db.name}")
+
+    def prune_runs(self, engine_key: str, kind: str, keep: int) -> int:
+        if keep < 0:
+            raise ValueError("keep must be >= 0")
+        with self._db.write("prune old runs") as conn:
+            doomed = ("SELECT run_id FROM runs WHERE engine_key = %s AND kind = %s AND "
+                      "finished_at IS NOT NULL ORDER BY started_at DESC, started_seq DESC "
+                      "OFFSET %s")
+            args = (engine_key, kind, keep)
+            conn.execute(f"DELETE FROM journal WHERE run_id IN ({doomed})", args)
+            return int(conn.execute(f"DELETE FROM runs WHERE run_id IN ({doomed})",
+                                    args).rowcount)
+
+    def run(self, run_id: str) -> RunRecord | None:
+        row = self._db.read("read a run", lambda c: c.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = %s", (run_id,)).fetchone())
+        return _run_record(row) if row else None
+
+    def runs(self, limit: int = 50, engine_key: str | None = None) -> list[RunRecord]:
+        where, args = ("", ()) if engine_key is None else ("WHERE engine_key = %s ",
+                                                           (engine_key,))
+        rows = self._db.read("list runs", lambda c: c.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs {where}ORDER BY started_at DESC, started_seq DESC"
+            " LIMIT %s", (*args, limit)).fetchall())
+        return [_run_record(r) for r in rows]
+
+
+def _run_record(row: Any) -> RunRecord:
+    return RunRecord(row[0], row[1], row[2], row[3], row[4], row[5], row[6],
+                     to_datetime(row[7]), to_datetime(row[8]),  # type: ignore[arg-type]
+                     row[9], row[10])
+
+
+class PostgresJournal:
+    def __init__(self, db: PostgresDatabase, clock: Clock = time.time) -> None:
+        self._db = db
+        self._clock = clock
+
+    def journal_begin(self, run_id: str, step_id: str, target: str, action: str,
+                      disruption: str, detail: Mapping[str, Any] | None = None) -> int:
+        payload = json.dumps(dict(detail or {}), sort_keys=True, default=str)
+        try:
+            with self._db.write("journal a step") as conn:
+                row = conn.execute(
+                    "INSERT INTO journal (run_id, step_id, target, action, disruption, detail,"
+                    " started_at) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING entry_id",
+                    (run_id, step_id, target, action, disruption, payload,
+                     self._clock())).fetchone()
+                return int(row[0])
+        except StoreError as exc:
+            if is_foreign_key_violation(exc):
+                raise StoreError(f"cannot journal step {step_id!r}: no run {run_id!r}") from exc
+            raise
+
+    def journal_end(self, entry_id: int, outcome: StepOutcome, message: str | None = None,
+                    duration: float | None = None) -> None:
+        if outcome not in STEP_OUTCOMES:
+            raise ValueError(f"step outcome must be one of {sorted(STEP_OUTCOMES)}, "
+                             f"not {outcome!r}")
+        with self._db.write("journal the end of a step") as conn:
+            row = conn.execute("SELECT started_at, finished_at FROM journal WHERE entry_id = %s"
+                               " FOR UPDATE", (entry_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"no journal entry {entry_id}")
+            if row[1] is not None:
+                raise StoreError(f"journal entry {entry_id} has already ended")
+            now = self._clock()
+            conn.execute("UPDATE journal SET finished_at = %s, outcome = %s, message = %s,"
+                         " duration = %s WHERE entry_id = %s",
+                         (now, outcome, message,
+                          duration if duration is not None else now - row[0], entry_id))
+
+    def journal(self, run_id: str) -> list[JournalEntry]:
+        rows = self._db.read("read the journal", lambda c: c.execute(
+            f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE run_id = %s ORDER BY entry_id",
+            (run_id,)).fetchall())
+        return [_journal_entry(r) for r in rows]
+
+    def unfinished_steps(self, engine_key: str,
+                         exclude_run: str | None = None) -> list[JournalEntry]:
+        rows = self._db.read("read unfinished steps", lambda c: c.execute(
+            f"SELECT {_J} FROM journal j JOIN runs r ON r.run_id = j.run_id WHERE "
+            "r.engine_key = %s AND j.finished_at IS NULL AND j.run_id IS DISTINCT FROM %s "
+            "ORDER BY j.entry_id", (engine_key, exclude_run)).fetchall())
+        return [_journal_entry(r) for r in rows]
+
+    def abandon_unfinished(self, engine_key: str, by_run: str) -> list[JournalEntry]:
+        with self._db.write("close abandoned steps", serialize=f"journal:{engine_key}") as conn:
+            rows = conn.execute(
+                f"SELECT {_J} FROM journal j JOIN runs r ON r.run_id = j.run_id WHERE "
+                "r.engine_key = %s AND j.finished_at IS NULL AND j.run_id != %s "
+                "ORDER BY j.entry_id", (engine_key, by_run)).fetchall()
+            now = self._clock()
+            note = f"its run ended without finishing this step; re-planned by run {by_run}"
+            conn.execute(
+                "UPDATE journal SET finished_at = %s, outcome = %s, message = %s WHERE "
+                "finished_at IS NULL AND run_id != %s AND run_id IN "
+                "(SELECT run_id FROM runs WHERE engine_key = %s)",
+                (now, ABANDONED, note, by_run, engine_key))
+            conn.execute(
+                "UPDATE runs SET finished_at = %s, outcome = 'crashed', message = %s WHERE "
+                "engine_key = %s AND finished_at IS NULL AND run_id != %s AND kind = 'apply'",
+                (now, f"ended without finishing; found by run {by_run}", engine_key, by_run))
+        return [_journal_entry(r) for r in rows]
+
+
+def _journal_entry(row: Any) -> JournalEntry:
+    return JournalEntry(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]),
+                        to_datetime(row[7]),  # type: ignore[arg-type]
+                        to_datetime(row[8]), row[9], row[10], row[11])
+
+
+class PostgresApplyLock:
+    def __init__(self, db: PostgresDatabase, hostname: str, ttl: float = DEFAULT_LOCK_TTL,
+                 clock: Clock = time.time) -> None:
+        self._db = db
+        self._hostname = hostname
+        self._ttl = ttl
+        self._clock = clock
+
+    def acquire_lock(self, engine_key: str, run_id: str, who: str | None = None,
+                     host: str | None = None, pid: int | None = None, *,
+                     force_unlock: str | None = None) -> LockInfo:
+        who = who or default_who()
+        host = host or self._hostname
+        pid = os.getpid() if pid is None else pid
+        pid_start = process_start(pid) if host == self._hostname else None
+        with self._db.write("take the apply lock", serialize=f"lock:{engine_key}") as conn:
+            now = self._clock()
+            row = conn.execute(f"SELECT {_LOCK_COLUMNS} FROM locks WHERE engine_key = %s",
+                               (engine_key,)).fetchone()
+            taken_over: str | None = None
+            if row is not None:
+                held = _lock_info(row)
+                if held.run_id != run_id:
+                    check_take_over(held, row[6], now, force_unlock,
+                                    ttl=self._ttl, hostname=self._hostname)
+                    taken_over = held.run_id
+                else:
+                    conn.execute("UPDATE locks SET heartbeat_at = %s WHERE engine_key = %s",
+                                 (now, engine_key))
+                    return LockInfo(engine_key, run_id, held.who, held.host, held.pid,
+                                    held.acquired_at, to_datetime(now) or held.heartbeat_at)
+            conn.execute(
+                "INSERT INTO locks (engine_key, run_id, who, host, pid, pid_start, acquired_at,"
+                " heartbeat_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (engine_key)"
+                " DO UPDATE SET run_id = excluded.run_id, who = excluded.who, host = "
+                "excluded.host, pid = excluded.pid, pid_start = excluded.pid_start, acquired_at"
+                " = excluded.acquired_at, heartbeat_at = excluded.heartbeat_at",
+                (engine_key, run_id, who, host, pid, pid_start, now, now))
+        stamp = to_datetime(now)
+        assert stamp is not None
+        return LockInfo(engine_key, run_id, who, host, pid, stamp, stamp, taken_over)
+
+    def heartbeat(self, engine_key: str, run_id: str) -> None:
+        with self._db.write("refresh the lock heartbeat", serialize=f"lock:{engine_key}") as conn:
+            cur = conn.execute("UPDATE locks SET heartbeat_at = %s WHERE engine_key = %s AND "
+                               "run_id = %s", (self._clock(), engine_key, run_id))
+            if cur.rowcount == 0:
+                row = conn.execute("SELECT run_id, who, host FROM locks WHERE engine_key = %s",
+                                   (engine_key,)).fetchone()
+                now_held = (f"it is now held by run {row[0]} ({row[1]} on {row[2]})" if row
+                            else "nobody holds it now")
+                raise LockedError(f"run {run_id} no longer holds the apply lock of "
+                                  f"{engine_key}: {now_held}")
+
+    def release_lock(self, engine_key: str, run_id: str) -> bool:
+        with self._db.write("release the apply lock", serialize=f"lock:{engine_key}") as conn:
+            return conn.execute("DELETE FROM locks WHERE engine_key = %s AND run_id = %s",
+                                (engine_key, run_id)).rowcount > 0
+
+    def lock_info(self, engine_key: str) -> LockInfo | None:
+        row = self._db.read("read the apply lock", lambda c: c.execute(
+            f"SELECT {_LOCK_COLUMNS} FROM locks WHERE engine_key = %s", (engine_key,)).fetchone())
+        return _lock_info(row) if row else None
+
+    def lock_is_dead(self, info: LockInfo) -> bool:
+        row = self._db.read("read the apply lock", lambda c: c.execute(
+            "SELECT pid_start FROM locks WHERE engine_key = %s AND run_id = %s",
+            (info.engine_key, info.run_id)).fetchone())
+        return holder_is_dead(info, row[0] if row else None, self._clock(), ttl=self._ttl,
+                              hostname=self._hostname)
+
+    def lock(self, engine_key: str, run_id: str, who: str | None = None,
+             host: str | None = None, pid: int | None = None, *,
+             force_unlock: str | None = None,
+             heartbeat_every: float | None = None) -> AbstractContextManager[LockInfo]:
+        every = self._ttl / 4 if heartbeat_every is None else heartbeat_every
+        return hold(self, engine_key, run_id, who, host, pid, force_unlock=force_unlock,
+                    heartbeat_every=every, thread_done=self._db.close_thread_connection)
+
+
+def _lock_info(row: Any) -> LockInfo:
+    return LockInfo(row[0], row[1], row[2], row[3], int(row[4]),
+                    to_datetime(row[7]), to_datetime(row[5]))  # type: ignore[arg-type]
+
+
+class PostgresAppliedFingerprints:
+    def __init__(self, db: PostgresDatabase, clock: Clock = time.time) -> None:
+        self._db = db
+        self._clock = clock
+
+    def record_applied(self, engine_key: str, object_key: str, desired_fingerprint: str,
+                       run_id: str) -> None:
+        with self._db.write("record an applied object") as conn:
+            conn.execute(
+                "INSERT INTO applied (engine_key, object_key, fingerprint, run_id, applied_at)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (engine_key, object_key) DO UPDATE SET"
+                " fingerprint = excluded.fingerprint, run_id = excluded.run_id, "
+                "applied_at = excluded.applied_at",
+                (engine_key, object_key, desired_fingerprint, run_id, self._clock()))
+
+    def applied(self, engine_key: str) -> dict[str, str]:
+        rows = self._db.read("read applied objects", lambda c: c.execute(
+            "SELECT object_key, fingerprint FROM applied WHERE engine_key = %s",
+            (engine_key,)).fetchall())
+        return {k: f for k, f in rows}
+
+
+class PostgresDriftHistory:
+    def __init__(self, db: PostgresDatabase, clock: Clock = time.time) -> None:
+        self._db = db
+        self._clock = clock
+
+    def record_drift(self, engine_key: str, items: Iterable[DriftItemRecord],
+                     at: datetime | float | None = None, *,
+                     scope: Iterable[str] | None = None) -> DriftChange:
+        when = to_epoch(at, self._clock)
+        current = {(i.key, i.cls, i.message) for i in items}
+        in_scope = None if scope is None else set(scope)
+        new: list[DriftItemRecord] = []
+        resolved: list[DriftItemRecord] = []
+        with self._db.write("record drift", serialize=f"drift:{engine_key}") as conn:
+            open_rows = conn.execute(
+                "SELECT drift_id, object_key, cls, message FROM drift WHERE engine_key = %s AND "
+                "resolved_at IS NULL", (engine_key,)).fetchall()
+            known = {(k, c, m): d for d, k, c, m in open_rows}
+            seen = [known[i] for i in sorted(current) if i in known]
+            if seen:
+                conn.execute("UPDATE drift SET last_seen = %s WHERE drift_id = ANY(%s)",
+                             (when, seen))
+            fresh = [i for i in sorted(current) if i not in known]
+            if fresh:
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO drift (engine_key, object_key, cls, message, first_seen,"
+                        " last_seen) VALUES (%s, %s, %s, %s, %s, %s)",
+                        [(engine_key, *ident, when, when) for ident in fresh])
+                new.extend(DriftItemRecord(*ident) for ident in fresh)
+            gone = []
+            for ident, drift_id in sorted(known.items()):
+                if ident in current or (in_scope is not None and ident[0] not in in_scope):
+                    continue
+                gone.append(drift_id)
+                resolved.append(DriftItemRecord(*ident))
+            if gone:
+                conn.execute("UPDATE drift SET resolved_at = %s WHERE drift_id = ANY(%s)",
+                             (when, gone))
+        return DriftChange(tuple(new), tuple(resolved))
+
+    def drift_since(self, engine_key: str) -> dict[tuple[str, str, str], datetime]:
+        rows = self._db.read("read drift", lambda c: c.execute(
+            "SELECT object_key, cls, message, first_seen FROM drift WHERE engine_key = %s AND "
+            "resolved_at IS NULL", (engine_key,)).fetchall())
+        return {(k, c, m): to_datetime(t) for k, c, m, t in rows}  # type: ignore[misc]
+
+    def drift_history(self, engine_key: str, *, limit: int = 200,
+                      object_key: str | None = None,
+                      include_open: bool = True) -> list[DriftRecord]:
+        sql = ("SELECT object_key, cls, message, first_seen, last_seen, resolved_at FROM drift "
+               "WHERE engine_key = %s")
+        params: list[Any] = [engine_key]
+        if object_key is not None:
+            sql += " AND object_key = %s"
+            params.append(object_key)
+        if not include_open:
+            sql += " AND resolved_at IS NOT NULL"
+        sql += " ORDER BY first_seen DESC, drift_id DESC LIMIT %s"
+        params.append(limit)
+        rows = self._db.read("read drift history", lambda c: c.execute(sql, params).fetchall())
+        return [DriftRecord(k, c, m, to_datetime(f), to_datetime(l),  # type: ignore[arg-type]
+                            to_datetime(r)) for k, c, m, f, l, r in rows]
+
+
+class PostgresLeases:
+    """Leases measured by the server's clock (or a test's `clock`)."""
+
+    def __init__(self, db: PostgresDatabase, clock: Clock | None = None) -> None:
+        self._db = db
+        self._clock = clock
+
+    def _now(self, conn: Any) -> float:
+        if self._clock is not None:
+            return self._clock()
+        return float(conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0])
+
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> LeaseInfo | None:
+        check_ttl(ttl)
+        with self._db.write("take a lease", serialize=f"lease:{name}") as conn:
+            now = self._now(conn)
+            row = conn.execute(f"SELECT {LEASE_COLUMNS} FROM leases WHERE name = %s",
+                               (name,)).fetchone()
+            current = lease_info(row) if row else None
+            action = decide(current, holder, now)
+            if action == REFUSE:
+                return None
+            if action == INSERT:
+                conn.execute(f"INSERT INTO leases ({LEASE_COLUMNS}) VALUES (%s, %s, 1, %s, %s,"
+                             " %s)", (name, holder, now, now, now + ttl))
+            elif action == RENEW:
+                conn.execute("UPDATE leases SET renewed_at = %s, expires_at = %s WHERE name = %s",
+                             (now, now + ttl, name))
+            else:
+                assert action == TAKE
+                conn.execute("UPDATE leases SET holder = %s, term = term + 1, acquired_at = %s,"
+                             " renewed_at = %s, expires_at = %s WHERE name = %s",
+                             (holder, now, now, now + ttl, name))
+            row = conn.execute(f"SELECT {LEASE_COLUMNS} FROM leases WHERE name = %s",
+                               (name,)).fetchone()
+        return lease_info(row, current.holder if action == TAKE and current else None)
+
+    def release_lease(self, name: str, holder: str) -> bool:
+        with self._db.write("release a lease", serialize=f"lease:{name}") as conn:
+            return conn.execute("DELETE FROM leases WHERE name = %s AND holder = %s",
+                                (name, holder)).rowcount > 0
+
+    def leases(self, prefix: str = "") -> list[LeaseInfo]:
+        rows = self._db.read("read leases", lambda c: c.execute(
+            f"SELECT {LEASE_COLUMNS} FROM leases WHERE starts_with(name, %s) ORDER BY name",
+            (prefix,)).fetchall())
+        return [lease_info(r) for r in rows]
+
+    def lease_now(self) -> float:
+        return self._db.read("read the clock", self._now)
+
+
+__all__ = ["PostgresAppliedFingerprints", "PostgresApplyLock", "PostgresDriftHistory",
+           "PostgresJournal", "PostgresLeases", "PostgresRunLog", "INSERT", "RENEW"]
