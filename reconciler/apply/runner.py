@@ -48,7 +48,7 @@ from reconciler.plan.planfile import (SavedPlan, SpecFile, load_saved_plan, spec
 from reconciler.plan.replay import edited_actions, replan
 from reconciler.spec.model import DesiredState
 from reconciler.spec.revision import spec_revision
-from reconciler.store import DEFAULT_PATH, JournalEntry, Store
+from reconciler.store import DEFAULT_PATH, JournalEntry, StateStore, open_store
 
 log = get_logger(__name__)
 
@@ -59,7 +59,7 @@ EXIT_FAILED = 1
 class ApplyOptions:
     yes: bool = False
     max_disruption: Disruption = Disruption.HOST_REBOOT
-    state: Path = DEFAULT_PATH
+    state: Path | str = DEFAULT_PATH          # an SQLite file or a postgresql:// URL
     force_unlock: str | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
     timing: Timing | None = None            # None: the endpoint's own
@@ -173,7 +173,7 @@ def _summary(result: ApplyResult, after: Plan, out: TextIO, down: Sequence[str] 
 _NOT_MET = tuple(s for s in DriftStatus if s.out_of_sync)
 
 
-def _record_converged(store: Store, key: str, run_id: str, plan: Plan, after: Plan) -> int:
+def _record_converged(store: StateStore, key: str, run_id: str, plan: Plan, after: Plan) -> int:
     """`applied` for objects with nothing left to do whose desired settings are what we applied."""
     busy = {a.target for a in after.actions}
     busy |= {d.key for d in after.drift if d.status in ("blocked", "pending", "drift")}
@@ -191,7 +191,7 @@ def execute(desired: DesiredState, options: ApplyOptions, endpoint: EngineEndpoi
             out: TextIO = sys.stdout, progress: Progress | None = None) -> RunOutcome:
     """Lock, recover, observe, plan (or check the saved plan), confirm, execute, record."""
     key = endpoint.key
-    store = Store(options.state)
+    store = open_store(options.state)
     try:
         revision = options.spec_revision or spec_revision(desired.sources)
         run_id = store.start_run("apply", key, spec_revision=revision,
@@ -246,7 +246,7 @@ def _digest(plan: Plan) -> str:
     return hashlib.sha256(render_json(plan).encode()).hexdigest()[:16]
 
 
-def _locked(desired: DesiredState, options: ApplyOptions, endpoint: EngineEndpoint, store: Store,
+def _locked(desired: DesiredState, options: ApplyOptions, endpoint: EngineEndpoint, store: StateStore,
             run_id: str, saved: SavedPlan | None, confirm: Callable[[Plan], bool] | None,
             out: TextIO, progress: Progress | None, left: recovery.Interrupted) -> RunOutcome:
     key = endpoint.key
@@ -287,7 +287,7 @@ def _restart_policy(desired: DesiredState) -> Callable[[str], str | None]:
     return lambda vm: policies.get(vm, NOT_IN_SPEC)
 
 
-def _plan_and_run(desired: DesiredState, options: ApplyOptions, store: Store, key: str,
+def _plan_and_run(desired: DesiredState, options: ApplyOptions, store: StateStore, key: str,
                   run_id: str, saved: SavedPlan | None, confirm: Callable[[Plan], bool] | None,
                   out: TextIO, fleet: FleetSession, observed: Observed, executor: Executor,
                   left: recovery.Interrupted) -> RunOutcome:

@@ -83,7 +83,7 @@ def _stages(desired: DesiredState, endpoint: EngineEndpoint, store: Path, out: T
     from reconciler.observe.session import open_fleet
     from reconciler.plan import plan
     from reconciler.plan.render_text import render_text
-    from reconciler.store import Store
+    from reconciler.store import open_store
 
     _stage(out, 2, "plan")
     with open_fleet(desired, endpoint) as fleet:
@@ -107,7 +107,7 @@ def _stages(desired: DesiredState, endpoint: EngineEndpoint, store: Path, out: T
     _stage(out, 4, "plan again")
     with open_fleet(desired, endpoint) as fleet:
         observed = fleet.observe()
-    with Store(store) as db:
+    with open_store(store) as db:
         applied = db.applied(endpoint.key)
     second = plan(desired, observed, applied)
     print(render_text(second, color=color), end="", file=out)

@@ -47,10 +47,10 @@ def run(args: argparse.Namespace) -> int:
     from reconciler.observe.session import open_fleet
     from reconciler.plan import plan
     from reconciler.spec import load_desired
-    from reconciler.store import Store
+    from reconciler.store import open_store
 
     desired = load_desired(args.specs)   # a SpecError is printed by the CLI, one issue a line
-    with open_endpoint(desired) as endpoint, Store(state_path(args)) as store:
+    with open_endpoint(desired) as endpoint, open_store(state_path(args)) as store:
         key = endpoint.key
         run_id = store.start_run("drift", key)
         try:

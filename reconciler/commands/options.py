@@ -11,14 +11,25 @@ from reconciler.store.db import default_state_path
 STATE_DEFAULT_TEXT = ("$STATE_DIRECTORY/state.db for a systemd service, else "
                       "$XDG_STATE_HOME/gpu-reconciler/state.db (~/.local/state/...)")
 
+# A store location: an SQLite file, or a PostgreSQL URL kept as text (a Path would fold its `//`).
+StateLocation = Path | str
+
+
+def state_location(text: str) -> StateLocation:
+    """`--state`'s value: a `postgresql://` URL as given, anything else a file path."""
+    if text.startswith(("postgresql://", "postgres://")):
+        return text
+    return Path(text)
+
 
 def add_state(parser: Any, what: str) -> None:
-    """`--state PATH`: the store; its default never depends on the working folder."""
-    parser.add_argument("--state", type=Path, default=None, metavar="PATH",
-                        help=f"state store ({what}; default {STATE_DEFAULT_TEXT})")
+    """`--state PATH|URL`: the store; its default never depends on the working folder."""
+    parser.add_argument("--state", type=state_location, default=None, metavar="PATH|URL",
+                        help=f"state store: an SQLite file or a postgresql:// URL ({what}; "
+                             f"default {STATE_DEFAULT_TEXT})")
 
 
-def state_path(args: argparse.Namespace) -> Path:
+def state_path(args: argparse.Namespace) -> StateLocation:
     """The `--state` given, or the default for this environment (read when the command runs)."""
     return args.state if args.state is not None else default_state_path()
 
@@ -56,5 +67,5 @@ def add_max_disruption(parser: Any, default: str, what: str) -> None:
                         default=default, help=f"{what} (default {default})")
 
 
-__all__ = ["STATE_DEFAULT_TEXT", "subcommand", "add_max_disruption", "add_no_probe", "add_output",
-           "add_specs", "add_state", "state_path"]
+__all__ = ["STATE_DEFAULT_TEXT", "StateLocation", "subcommand", "add_max_disruption", "add_no_probe",
+           "add_output", "add_specs", "add_state", "state_location", "state_path"]

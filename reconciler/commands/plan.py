@@ -37,16 +37,16 @@ def register(subparsers: Any) -> None:
                       "missing file means none")
 
 
-def applied_records(state: Path, engine_key: str) -> dict[str, str]:
+def applied_records(state: Path | str, engine_key: str) -> dict[str, str]:
     """The store's applied fingerprints for the engine; none when the store does not exist.
 
-    Planning only reads: a missing store is not created, so `plan` leaves no files behind.
+    Planning only reads: a missing store file is not created, so `plan` leaves no files behind.
     """
-    from reconciler.store import Store
+    from reconciler.store import is_postgres_url, open_store
 
-    if not state.exists():
+    if not is_postgres_url(state) and not Path(state).exists():
         return {}
-    with Store(state) as store:
+    with open_store(state) as store:
         return store.applied(engine_key)
 
 
