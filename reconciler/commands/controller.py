@@ -33,6 +33,13 @@ def duration(text: str) -> float:
     return value
 
 
+def duration_or_off(text: str) -> float:
+    """A duration, or `off` / `0` (the feature is disabled: 0.0)."""
+    if text.strip().lower() in ("off", "0", "0s"):
+        return 0.0
+    return duration(text)
+
+
 def listen_address(text: str) -> tuple[str, int]:
     """HOST:PORT, [IPV6]:PORT or :PORT (127.0.0.1)."""
     match = re.match(r"^(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]*)):(\d{1,5})$", text.strip())
@@ -76,6 +83,20 @@ def register(subparsers: Any) -> None:
                         help="sign webhook bodies with the HMAC key in this file")
     parser.add_argument("--events-interval", type=duration, default=1.0, metavar="DURATION",
                         help="how often to poll the engine's events (default 1s)")
+    parser.add_argument("--device-poll", type=duration_or_off, default=1.0, metavar="DURATION",
+                        help="shortest interval of the poll of the spec's VMs' devices, which "
+                             "finds vGPU changes the engine logs no event for; it grows with "
+                             "the poll's cost (default 1s; 'off' disables it)")
+    parser.add_argument("--host-sweep", type=duration_or_off, default=300.0, metavar="DURATION",
+                        help="probe the spec's hosts one at a time, each once per DURATION, "
+                             "for host-level drift between full passes (default 5m; 'off')")
+    parser.add_argument("--lease", type=duration, default=10.0, metavar="DURATION",
+                        help="leader lease of each engine among replicas sharing --state: "
+                             "another replica takes over this long after a leader dies "
+                             "(default 10s)")
+    parser.add_argument("--replica-id", metavar="ID",
+                        help="this replica's name in the leases and on /status "
+                             "(default HOST:PID:RANDOM)")
     add_no_probe(parser)
     parser.add_argument("--stop-timeout", type=duration, default=240.0, metavar="DURATION",
                         help="on SIGTERM, how long an apply may take to reach a safe point "
@@ -105,10 +126,10 @@ def webhook_url(args: argparse.Namespace) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from reconciler import log
     from reconciler.commands.endpoints import open_endpoint
-    from reconciler.controller.loop import Controller, ControllerConfig
-    from reconciler.controller.metrics import ControllerMetrics
+    from reconciler.controller.loop import ControllerConfig
     from reconciler.controller.notify import WebhookNotifier
-    from reconciler.controller.server import ControllerServer, ControllerState
+    from reconciler.controller.server import ControllerServer
+    from reconciler.controller.supervisor import Supervisor
     from reconciler.errors import ReconcilerError
     from reconciler.plan.actions import Disruption
 
@@ -117,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
         spec_paths=tuple(args.specs), state=state_path(args), mode=args.mode,
         max_disruption=Disruption(args.max_disruption), resync=args.resync,
         events_interval=args.events_interval, git_url=args.git, git_ref=args.ref,
-        git_poll=args.poll, probe=not args.no_probe)
+        git_poll=args.poll, probe=not args.no_probe, device_poll=args.device_poll,
+        host_sweep=args.host_sweep, lease_ttl=args.lease, replica=args.replica_id)
     if args.git is None and (args.ref != "main" or args.poll != 60.0):
         raise ReconcilerError("--ref and --poll only apply with --git URL")
     for spec in ([] if args.git else args.specs):
@@ -130,15 +152,15 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise ReconcilerError(f"--notify-secret-file {args.notify_secret_file}: "
                                   f"{exc.strerror or exc}") from exc
-    state = ControllerState(mode=args.mode)
-    metrics = ControllerMetrics()
     url = webhook_url(args)
     notifier = WebhookNotifier(url, secret=secret) if url else None
+    controller = Supervisor(config, notifier, open_endpoint=open_endpoint)
+    state, metrics = controller.state, controller.metrics
     if notifier is not None:
         metrics.track("notify_dropped", "Webhook events dropped (queue full or undeliverable)",
                       lambda: float(notifier.dropped + notifier.failed))
-    controller = Controller(config, state, metrics, notifier, open_endpoint=open_endpoint)
-    server = ControllerServer(state, metrics, host=args.listen[0], port=args.listen[1]).start()
+    server = ControllerServer(state, metrics, host=args.listen[0],  # type: ignore[arg-type]
+                              port=args.listen[1]).start()
 
     stop_requested = threading.Event()
 
@@ -151,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
     loop = threading.Thread(target=controller.run, name="reconcile-loop", daemon=True)
     try:
         logger.info("controller.started", mode=args.mode, max_disruption=args.max_disruption,
-                    status=server.url, specs=list(args.specs), git=bool(args.git))
+                    status=server.url, specs=list(args.specs), git=bool(args.git),
+                    replica=controller.replica, lease=args.lease)
         loop.start()
         while loop.is_alive() and not stop_requested.wait(0.5):
             pass

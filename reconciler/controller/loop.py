@@ -29,10 +29,12 @@ from typing import Any
 from reconciler import log
 from reconciler.access.endpoint import OpenEndpoint, open_real_endpoint
 from reconciler.controller.gitsource import GitPoller
+from reconciler.controller.leadership import EngineLease, LeaseKeeper
 from reconciler.controller.metrics import ControllerMetrics
 from reconciler.controller.notify import WebhookNotifier
 from reconciler.controller.reconcile import Mode, PassOutcome, PassRunner
 from reconciler.controller.server import ControllerState
+from reconciler.controller.specsource import SpecSource
 from reconciler.controller.triggers import ResyncTimer, SpecWatcher, WorkQueue
 from reconciler.engine.retry import Backoff
 from reconciler.plan.actions import Disruption
@@ -50,7 +52,7 @@ class ControllerConfig:
     """Everything `reconcile controller` was asked to do."""
 
     spec_paths: tuple[str, ...]
-    state: Path
+    state: Path | str                  # an SQLite file or a postgresql:// URL
     mode: Mode = "observe"
     max_disruption: Disruption = Disruption.NONE
     resync: float = 300.0
@@ -65,6 +67,10 @@ class ControllerConfig:
     idle_beat: float = 5.0
     keep_passes: int = 1000         # controller-pass runs kept in the store's history
     hold_off_cap: float = 60.0      # longest pause after a good pass (it lasts as long as the pass)
+    device_poll: float = 1.0        # shortest interval of the device poll (0: off); it adapts
+    host_sweep: float = 300.0       # the probe sweep's interval: each host once per interval
+    lease_ttl: float = 10.0         # leader lease of each engine: the hand-over time after a kill
+    replica: str | None = None      # this replica's id on /status and in the leases
 
 
 class _Retries:
@@ -88,15 +94,28 @@ class Controller:
     def __init__(self, config: ControllerConfig, state: ControllerState | None = None,
                  metrics: ControllerMetrics | None = None,
                  notifier: WebhookNotifier | None = None,
-                 open_endpoint: OpenEndpoint = open_real_endpoint) -> None:
+                 open_endpoint: OpenEndpoint = open_real_endpoint, *,
+                 engine: str | None = None, spec: SpecSource | None = None,
+                 keeper: LeaseKeeper | None = None) -> None:
+        """`engine`, `spec` and `keeper` are the supervisor's (supervisor.py): which engine of
+        the spec this loop reconciles, the spec source every loop shares (its triggers are the
+        supervisor's), and the leases that say whether this replica leads the engine. Without
+        them the loop reconciles the spec's only engine, always as its leader."""
         self.config = config
         self.state = state or ControllerState(mode=config.mode)
         self.metrics = metrics or ControllerMetrics()
         self.queue = WorkQueue()
         self.log = log.get_logger("controller")
         self._stop = threading.Event()
+        self._halt = threading.Event()      # the apply's stop: SIGTERM, or the lease lost
+        self.engine = engine
+        self.keeper = keeper
+        self._own_spec_triggers = spec is None
         self.runner = PassRunner(config, self.queue, self.state, self.metrics, notifier,
-                                 self._stop, open_endpoint)
+                                 self._stop, open_endpoint, spec=spec, engine=engine,
+                                 halt=self._halt, leading=self.leading,
+                                 lease_unlock=self._lease_unlock)
+        self._lease: EngineLease | None = None
         self._triggers: list[Any] = []
         self.pass_retries = _Retries(Backoff(config.backoff_initial, config.backoff_cap,
                                              jitter=0.0))
@@ -131,15 +150,50 @@ class Controller:
 
     def stop(self) -> None:
         self._stop.set()
+        self._halt.set()
         self.queue.close()
+
+    # ---- leadership (the supervisor's lease keeper calls these) ------------------------------
+
+    def leading(self) -> bool:
+        return self.keeper is None or self.engine is None or self.keeper.leading(self.engine)
+
+    def lead(self, lease: EngineLease) -> None:
+        """This replica now leads the engine: reconcile at once."""
+        self._lease = lease
+        if not self.stopping:
+            self._halt.clear()
+        self.state.set_role("leader", lease.leader, lease.term, lease.taken_over_from)
+        self.queue.put("leader")
+
+    def follow(self) -> None:
+        """The lease is gone: an apply ends at its next safe point, the loop stands by."""
+        self._halt.set()
+        self.state.set_role("standby", None)
+        self.queue.put("lease-lost")
+
+    def _lease_unlock(self, store: Any, engine_key: str) -> str | None:
+        """The apply lock's holder run to take over: the one the replica whose expired lease
+        we took left behind (its host and pid are in its replica id)."""
+        lease = self._lease
+        if lease is None or not lease.taken_over_from:
+            return None
+        info = store.lock_info(engine_key)
+        if info is None:
+            return None
+        host, _, rest = lease.taken_over_from.partition(":")
+        pid = rest.partition(":")[0]
+        return str(info.run_id) if (info.host, str(info.pid)) == (host, pid) else None
 
     def start_triggers(self) -> None:
         cfg = self.config
-        if self.runner.git is not None:
-            self._triggers.append(GitPoller(self.queue, self.runner.git, cfg.git_poll).start())
-        else:
-            watcher = SpecWatcher(self.queue, cfg.spec_paths, debounce_ms=cfg.debounce_ms)
-            self._triggers.append(watcher.start())
+        if self._own_spec_triggers:
+            if self.runner.git is not None:
+                self._triggers.append(GitPoller(self.queue, self.runner.git,
+                                                cfg.git_poll).start())
+            else:
+                watcher = SpecWatcher(self.queue, cfg.spec_paths, debounce_ms=cfg.debounce_ms)
+                self._triggers.append(watcher.start())
         self._triggers.append(ResyncTimer(self.queue, cfg.resync).start())
 
     def stop_triggers(self) -> None:
@@ -166,6 +220,9 @@ class Controller:
                     continue
                 reasons = self.queue.get(timeout=self._idle_timeout())
                 self.state.beat()
+                if not self.leading():
+                    self._stand_by(reasons)
+                    continue
                 if self._apply_retry_due():
                     reasons = (reasons or frozenset()) | {"apply-retry"}
                 if not reasons or self.stopping:
@@ -178,6 +235,15 @@ class Controller:
             self.stop_triggers()
             self.runner.close()
             self.state.loop_stopped()
+
+    def _stand_by(self, reasons: frozenset[str]) -> None:
+        """Another replica leads this engine: no engine link, no watchers, no pass; the spec is
+        still loaded when it changes, so this replica is ready to take over."""
+        if self.runner.linked:
+            self.runner.close_link()
+            self.log.info("controller.standing_by", engine=self.engine)
+        if reasons & (NEW_SPEC | {"start"}) and not self.stopping:
+            self.runner.load_spec()
 
     def _after_pass(self, outcome: PassOutcome, took: float) -> float:
         """Read a pass's outcome: the time before which no pass runs, and the apply schedule."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -50,6 +50,17 @@ class ControllerMetrics:
         self.engine_errors = Counter(f"{PREFIX}_engine_errors",
                                      "Engine requests that failed (after the client's retries)",
                                      registry=r)
+        self.device_polls = Counter(f"{PREFIX}_device_polls",
+                                    "Polls of the spec's VMs' devices (event-less drift)",
+                                    registry=r)
+        self.device_poll_seconds = Gauge(f"{PREFIX}_device_poll_seconds",
+                                         "Wall time of the last device poll", registry=r)
+        self.device_poll_cpu_seconds = Gauge(f"{PREFIX}_device_poll_cpu_seconds",
+                                             "CPU time this process spent on the last device "
+                                             "poll", registry=r)
+        self.device_poll_interval = Gauge(f"{PREFIX}_device_poll_interval_seconds",
+                                          "The device poll's interval, adapted to its cost",
+                                          registry=r)
         self._known_classes: set[str] = set()
         # The fleet GPU map's series (fleet_metrics.py), from the last pass's map.
         self.fleet = FleetCollector()
@@ -92,6 +103,13 @@ class ControllerMetrics:
             self.engine_requests.inc(requests)
         if errors:
             self.engine_errors.inc(errors)
+
+    def device_poll(self, cost: Any, interval: float) -> None:
+        """One device poll's cost (devicepoll.PollCost) and the interval it set."""
+        self.device_polls.inc()
+        self.device_poll_seconds.set(cost.wall)
+        self.device_poll_cpu_seconds.set(cost.cpu)
+        self.device_poll_interval.set(interval)
 
     def track(self, name: str, documentation: str, read: Callable[[], float]) -> None:
         """Export a value read at scrape time (e.g. the notifier's dropped events)."""

@@ -13,24 +13,28 @@ change it, so the pass's own plan only decides whether an apply is worth startin
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import PurePosixPath
+from pathlib import Path
 from typing import Any, Literal
 
 from reconciler import drift as drift_report
 from reconciler import log
 from reconciler.access.endpoint import EngineEndpoint, OpenEndpoint, open_real_endpoint
 from reconciler.apply.progress import StepEvent
-from reconciler.controller.gitsource import GitSource, check_subpath
+from reconciler.controller.devicepoll import DevicePoller, PollPacer
+from reconciler.controller.gitsource import GitSource
+from reconciler.controller.hostsweep import HostSweep
 from reconciler.controller.metrics import ControllerMetrics, PassResult
 from reconciler.controller.notify import WebhookNotifier
 from reconciler.controller.server import ControllerState
+from reconciler.controller.specsource import SpecSource
 from reconciler.controller.triggers import EventPoller, WorkQueue
 from reconciler.errors import EngineError, LockedError, ReconcilerError, SpecError
 from reconciler.fleetmap import build_fleet_map
@@ -39,10 +43,13 @@ from reconciler.plan import plan as make_plan
 from reconciler.plan.actions import Action
 from reconciler.plan.result import Plan
 from reconciler.spec.model import DesiredState
-from reconciler.spec.revision import spec_revision
-from reconciler.store import DriftChange, Store
+from reconciler.store import DriftChange, is_postgres_url, open_store
+from reconciler.store.db import default_state_path
 
 Mode = Literal["observe", "apply"]
+# Trigger reasons that come from watching the engine only: hosts raise none of them, so a pass
+# they alone start keeps the last probe facts instead of probing every host again.
+ENGINE_WATCHERS = frozenset({"engine-event", "device-poll"})
 # What an apply attempt came to: converged within policy, or worth another try later.
 ApplyVerdict = Literal["converged", "retry"]
 
@@ -127,19 +134,24 @@ class _ApplyProgress:
 
 
 class _EngineLink:
-    """The open endpoint and fleet session plus the event poller on its own connection."""
+    """The open endpoint and fleet session plus the triggers that watch this engine between
+    passes, each on its own connection: the event poller, the device poller, the host sweep."""
 
     def __init__(self, desired: DesiredState, endpoint: EngineEndpoint, fleet: FleetSession,
-                 stack: ExitStack, poller: EventPoller | None) -> None:
+                 stack: ExitStack, poller: EventPoller | None,
+                 devices: DevicePoller | None = None, sweep: HostSweep | None = None) -> None:
         self.engine = desired.engine
         self.endpoint = endpoint
         self.fleet = fleet
         self.stack = stack
         self.poller = poller
+        self.devices = devices
+        self.sweep = sweep
 
     def close(self) -> None:
-        if self.poller is not None:
-            self.poller.stop()
+        for trigger in (self.poller, self.devices, self.sweep):
+            if trigger is not None:
+                trigger.stop()
         self.stack.close()
 
 
@@ -148,38 +160,45 @@ class PassRunner:
 
     def __init__(self, config: Any, queue: WorkQueue, state: ControllerState,
                  metrics: ControllerMetrics, notifier: WebhookNotifier | None,
-                 stop: threading.Event, open_endpoint: OpenEndpoint = open_real_endpoint) -> None:
+                 stop: threading.Event, open_endpoint: OpenEndpoint = open_real_endpoint, *,
+                 spec: SpecSource | None = None, engine: str | None = None,
+                 halt: threading.Event | None = None,
+                 leading: Callable[[], bool] = lambda: True,
+                 lease_unlock: Callable[[Any, str], str | None] | None = None) -> None:
         self.config = config
         self.queue = queue            # only handed to the event poller, which feeds it
         self.state = state
         self.metrics = metrics
         self.notifier = notifier
         self.log = log.get_logger("controller")
-        self.store = Store(config.state)
+        self.store = open_store(config.state)
         self.own_correlation_ids: set[str] = set()
         self._stop = stop
+        # Set by stop() and by a lost lease: the apply's stop event (it ends at a safe point).
+        self._halt = halt if halt is not None else stop
+        self._leading = leading
+        self._lease_unlock = lease_unlock
         self._open_endpoint = open_endpoint
         self._desired: DesiredState | None = None
         self._engine_key: str | None = None
         self._link: _EngineLink | None = None
-        self._git: GitSource | None = None
-        self._git_sub: PurePosixPath | None = None
-        if config.git_url:
-            if len(config.spec_paths) != 1:
-                raise ReconcilerError("with --git give exactly one SPEC-DIR (a path inside the "
-                                      "repository)")
-            self._git_sub = check_subpath(config.spec_paths[0])
-            workdir = GitSource.default_workdir(config.state.parent, config.git_url)
-            self._git = GitSource(config.git_url, config.git_ref, workdir)
+        self.engine = engine
+        self.spec = spec if spec is not None else SpecSource.from_config(
+            config, local_folder(config.state))
+        # Probe facts of the last pass that probed: passes that only the engine's own watchers
+        # triggered (events, device polls) reuse them instead of probing every host again.
+        self._probes: tuple[Any, ...] | None = None
 
     @property
     def git(self) -> GitSource | None:
-        return self._git
+        return self.spec.git
+
+    @property
+    def linked(self) -> bool:
+        return self._link is not None
 
     def spec_paths(self) -> list[str]:
-        if self._git is not None and self._git_sub is not None:
-            return [str(self._git.path(self._git_sub))]
-        return list(self.config.spec_paths)
+        return self.spec.spec_paths()
 
     def close(self) -> None:
         self.close_link()
@@ -195,7 +214,7 @@ class PassRunner:
         self.state.pass_started()
         self.log.info("controller.pass_started", trigger=trigger)
         try:
-            outcome = self._pass(may_apply)
+            outcome = self._pass(may_apply, frozenset(reasons))
         except ReconcilerError as exc:
             failed_apply = isinstance(exc, ApplyAttemptFailed)
             cause = exc.cause if isinstance(exc, ApplyAttemptFailed) else exc
@@ -221,7 +240,7 @@ class PassRunner:
                       seconds=round(duration, 3), error=outcome.error, trigger=trigger)
         return outcome
 
-    def _pass(self, may_apply: bool) -> PassOutcome:
+    def _pass(self, may_apply: bool, reasons: frozenset[str] = frozenset()) -> PassOutcome:
         desired = self._load_spec()
         if desired is None:
             return PassOutcome("error", error="no valid spec has been loaded yet")
@@ -230,9 +249,11 @@ class PassRunner:
         run_id = self.store.start_run("controller-pass", key,
                                       spec_revision=self.state.snapshot()["revision"])
         try:
-            the_plan, not_seen = self._observe_and_plan(link, desired, key)
+            reuse = bool(reasons) and reasons <= ENGINE_WATCHERS and self._probes is not None
+            the_plan, not_seen = self._observe_and_plan(link, desired, key, reuse_probes=reuse)
             applied, verdict = False, None
-            if self.config.mode == "apply" and self._allowed(the_plan) and not self.stopping:
+            if self.config.mode == "apply" and self._allowed(the_plan) and not self.stopping \
+                    and not self._halt.is_set() and self._leading():
                 if may_apply:
                     after, verdict = self._apply(desired, link.endpoint)
                     if after is not None:
@@ -256,17 +277,15 @@ class PassRunner:
 
     # ---- spec --------------------------------------------------------------------------------
 
-    def _load_spec(self) -> DesiredState | None:
-        from reconciler.spec import load_desired
+    def load_spec(self) -> DesiredState | None:
+        """Load the spec (a standby replica does, to be ready to take over)."""
+        return self._load_spec()
 
-        revision: str | None = None
+    def _load_spec(self) -> DesiredState | None:
         try:
-            if self._git is not None:
-                if self._git.fetched is None:
-                    self._git.fetch()
-                revision = self._git.checkout()
-            within = self._git.workdir if self._git is not None else None
-            desired = load_desired(self.spec_paths(), within)
+            loaded = self.spec.load()
+            desired = loaded.engine(self.engine)
+            revision = loaded.revision
         except SpecError as err:
             for issue in err.issues:
                 self.log.error("controller.spec_invalid", issue=issue.format())
@@ -278,8 +297,6 @@ class PassRunner:
             self.log.error("controller.spec_not_loaded", error=str(err))
             self._spec_failed(str(err))
             return self._desired
-        if revision is None:
-            revision = spec_revision(desired.sources)
         if self._desired is None or revision != self.state.snapshot()["revision"]:
             self.log.info("controller.spec_loaded", revision=revision, files=len(desired.sources))
         self._desired = desired
@@ -311,7 +328,20 @@ class PassRunner:
                              ours=lambda: tuple(self.own_correlation_ids),
                              on_request=lambda failed: self.metrics.engine_request(failed))
         poller.start()
-        self._link = _EngineLink(desired, endpoint, fleet, stack, poller)
+        devices: DevicePoller | None = None
+        if self.config.device_poll > 0:
+            devices = DevicePoller(
+                self.queue, lambda: endpoint.connect(connections=1),
+                lambda: self._desired or desired,
+                PollPacer(minimum=self.config.device_poll),
+                on_request=lambda failed: self.metrics.engine_request(failed),
+                on_cost=self.metrics.device_poll)
+            devices.start()
+        sweep: HostSweep | None = None
+        if self.config.probe and self.config.host_sweep > 0:
+            sweep = HostSweep(self.queue, _sweep_probe(desired), self.config.host_sweep)
+            sweep.start()
+        self._link = _EngineLink(desired, endpoint, fleet, stack, poller, devices, sweep)
         self._engine_key = endpoint.key
         self.state.engine = self._engine_key
         return self._link
@@ -324,14 +354,24 @@ class PassRunner:
             except Exception as exc:  # noqa: BLE001 - closing must not hide the real outcome
                 self.log.debug("controller.link_close_failed", error=str(exc))
 
-    def _observe_and_plan(self, link: _EngineLink, desired: DesiredState, key: str
-                          ) -> tuple[Plan, frozenset[str]]:
-        """The plan, and the hosts whose probe failed (their host-level drift is unknown)."""
+    def _observe_and_plan(self, link: _EngineLink, desired: DesiredState, key: str,
+                          reuse_probes: bool = False) -> tuple[Plan, frozenset[str]]:
+        """The plan, and the hosts whose probe failed (their host-level drift is unknown).
+
+        `reuse_probes`: the engine's watchers alone triggered this pass, and hosts raise no
+        engine event: keep the last pass's probe facts (the host sweep watches the hosts)."""
         before = link.fleet.request_count
+        probe = self.config.probe and not reuse_probes
         try:
-            observed = link.fleet.observe(probe=self.config.probe)
+            observed = link.fleet.observe(probe=probe)
         finally:
             self.metrics.engine_requests_add(link.fleet.request_count - before)
+        if self.config.probe and reuse_probes and self._probes is not None:
+            observed = dataclasses.replace(observed, probes=self._probes)
+        elif probe:
+            self._probes = observed.probes
+            if link.sweep is not None:
+                link.sweep.update(link.fleet.transports(), observed.probes)
         the_plan = make_plan(desired, observed, self.store.applied(key))
         self._publish_fleet(observed, the_plan, desired)
         return the_plan, drift_report.unobserved(observed)
@@ -358,9 +398,12 @@ class PassRunner:
         revision = self.state.snapshot()["revision"]
         # stop() (SIGTERM) sets this event: the executor then ends the run at its next safe
         # point (no host out of service, no VM stopped by it) and closes it as "stopped".
+        # A lease taken over from a replica that stopped renewing it proves that replica no
+        # longer acts: the apply lock it left (same run, other machine) may be taken over.
+        unlock = self._lease_unlock(self.store, endpoint.key) if self._lease_unlock else None
         options = ApplyOptions(yes=True, max_disruption=self.config.max_disruption,
                                state=self.config.state, probe=self.config.probe,
-                               stop=self._stop, spec_revision=revision)
+                               stop=self._halt, spec_revision=revision, force_unlock=unlock)
         self._notify("apply.started", {"max_disruption": self.config.max_disruption.value,
                                        "revision": revision})
         out = io.StringIO()
@@ -452,6 +495,26 @@ class PassRunner:
     def _notify(self, event: Any, details: dict[str, Any]) -> None:
         if self.notifier is not None:
             self.notifier.notify(event, self._engine_key or "?", details)
+
+
+def _sweep_probe(desired: DesiredState) -> Callable[[Any, str], Any]:
+    """One host's probe as the host sweep runs it, with the spec's timeout."""
+    from reconciler.observe.probe import probe_host
+
+    ssh = desired.host_access.ssh
+    timeout = ssh.timeout_seconds if ssh else 30.0
+
+    def probe(transport: Any, host: str) -> Any:
+        return probe_host(transport, host, timeout)
+    return probe
+
+
+def local_folder(state: Path | str) -> Path:
+    """Where this process keeps local files (the git clone): next to an SQLite state file, or in
+    the default state folder when the store is a PostgreSQL database."""
+    if is_postgres_url(state):
+        return default_state_path().parent
+    return Path(state).parent
 
 
 def _counts(records: Sequence[Any]) -> dict[str, int]:

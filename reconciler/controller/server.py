@@ -112,6 +112,10 @@ class ControllerState:
         self._applied_revision: str | None = None
         self._started_at = _now()
         self._fleet = FleetPages()
+        self._role: str | None = None          # leader | standby; None: no leases (one process)
+        self._leader: str | None = None
+        self._term: int | None = None
+        self._taken_over_from: str | None = None
 
     @property
     def fleet(self) -> FleetPages:
@@ -133,6 +137,18 @@ class ControllerState:
     def loop_stopped(self) -> None:
         with self._lock:
             self._loop_running = False
+
+    def set_role(self, role: str, leader: str | None, term: int | None = None,
+                 taken_over_from: str | None = None) -> None:
+        """Whether this replica leads the engine (controller/leadership.py)."""
+        with self._lock:
+            self._role, self._leader, self._term = role, leader, term
+            self._taken_over_from = taken_over_from
+
+    @property
+    def role(self) -> str | None:
+        with self._lock:
+            return self._role
 
     def set_mode(self, mode: str) -> None:
         with self._lock:
@@ -212,6 +228,12 @@ class ControllerState:
                 if self._spec_error:
                     reason = f"the spec could not be loaded: {self._spec_error}"
                 return False, reason
+            if self._role == "standby":
+                if self._leader is None:
+                    return False, "waiting for the engine's lease (no replica leads it yet)"
+                # Ready to take over: the spec is loaded; another replica reconciles.
+                return True, (f"standby: {self.engine or 'the engine'} is led by replica "
+                              f"{self._leader}")
             last = self._last_pass
             if last is None:
                 return False, "the first reconcile pass has not completed yet"
@@ -232,6 +254,10 @@ class ControllerState:
             return {
                 "mode": self.mode,
                 "engine": self.engine,
+                "role": self._role,
+                "leader": self._leader,
+                "term": self._term,
+                "taken_over_from": self._taken_over_from,
                 "started_at": _iso(self._started_at),
                 "revision": self._revision,
                 "applied_revision": self._applied_revision,
