@@ -38,7 +38,7 @@ from reconciler.model.facts import Observed
 from reconciler.model.vocab import DriftStatus
 from reconciler.observe.session import FleetSession, open_fleet
 from reconciler.plan import plan as make_plan
-from reconciler.plan.actions import Disruption
+from reconciler.plan.actions import Disruption, HostCycle
 from reconciler.plan.expand import expand_host
 from reconciler.plan.render_json import render_json
 from reconciler.plan.render_text import render_text, use_color
@@ -287,10 +287,29 @@ def _restart_policy(desired: DesiredState) -> Callable[[str], str | None]:
     return lambda vm: policies.get(vm, NOT_IN_SPEC)
 
 
+def _resumable(desired: DesiredState, observed: Observed, applied: dict[str, str],
+               left: recovery.Interrupted, options: ApplyOptions) -> tuple[str, ...]:
+    """Hosts an earlier run left in maintenance whose host cycle this run would start anyway."""
+    if not left.hosts:
+        return ()
+    cycles = {a.object_name for a in make_plan(desired, observed, applied).actions
+              if isinstance(a, HostCycle) and a.disruption <= options.max_disruption}
+    return tuple(h for h in left.hosts if h in cycles
+                 and (host := observed.host(h)) is not None and host.status == "maintenance")
+
+
 def _plan_and_run(desired: DesiredState, options: ApplyOptions, store: StateStore, key: str,
                   run_id: str, saved: SavedPlan | None, confirm: Callable[[Plan], bool] | None,
                   out: TextIO, fleet: FleetSession, observed: Observed, executor: Executor,
                   left: recovery.Interrupted) -> RunOutcome:
+    resumed = _resumable(desired, observed, store.applied(key), left, options) \
+        if saved is None else ()
+    if resumed:
+        # The dead run's host cycle goes on where it stopped: deactivating a host already in
+        # maintenance sends nothing, so no step the dead run did is done twice.
+        print("resuming the host cycle of " + ", ".join(f"host {h}" for h in resumed)
+              + ", which an earlier run left in maintenance", file=out)
+        left = dataclasses.replace(left, hosts=tuple(h for h in left.hosts if h not in resumed))
     if not left.empty:
         print("bringing back what an earlier run left down: "
               + ", ".join([f"host {h}" for h in left.hosts] + [f"vm {v}" for v in left.vms]),
