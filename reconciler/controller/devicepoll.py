@@ -192,6 +192,10 @@ class DevicePoller(_Trigger):
                     self._log.warning("controller.device_poll_failed",
                                       error=str(classify(exc, "poll VM devices")),
                                       retry_in=round(delay, 1))
+                    if failures == 1:
+                        # The engine may be gone: a pass says so on /status and /readyz at
+                        # once (and backs off), rather than at the next resync.
+                        self.queue.put("device-poll")
                     _close_quietly(conn)
                     conn = None
         finally:

@@ -164,6 +164,8 @@ class Controller:
         if not self.stopping:
             self._halt.clear()
         self.state.set_role("leader", lease.leader, lease.term, lease.taken_over_from)
+        if lease.taken_over_from:
+            self.runner.resume()
         self.queue.put("leader")
 
     def follow(self) -> None:

@@ -252,8 +252,8 @@ class PassRunner:
             reuse = bool(reasons) and reasons <= ENGINE_WATCHERS and self._probes is not None
             the_plan, not_seen = self._observe_and_plan(link, desired, key, reuse_probes=reuse)
             applied, verdict = False, None
-            if self.config.mode == "apply" and self._allowed(the_plan) and not self.stopping \
-                    and not self._halt.is_set() and self._leading():
+            if self.config.mode == "apply" and (self._allowed(the_plan) or self._left_over(key)) \
+                    and not self.stopping and not self._halt.is_set() and self._leading():
                 if may_apply:
                     after, verdict = self._apply(desired, link.endpoint)
                     if after is not None:
@@ -274,6 +274,21 @@ class PassRunner:
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+    def resume(self) -> None:
+        """This replica just took the engine over: its next pass in apply mode runs the apply
+        runner even when nothing is to be done, so that what a dead leader left in the journal
+        (a step begun and never ended, a run never closed) is reported and closed once."""
+        self._resume = True
+
+    _resume = False
+
+    def _left_over(self, key: str) -> bool:
+        if not self._resume:
+            return False
+        self._resume = False
+        return bool(self.store.unfinished_steps(key)) or any(
+            r.kind == "apply" and r.outcome is None for r in self.store.runs(20, key))
 
     # ---- spec --------------------------------------------------------------------------------
 
