@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from reconciler.access.endpoint import EngineEndpoint
+from reconciler.apply.engine_lock import DEFAULT_TTL as ENGINE_LOCK_TTL
 from reconciler.apply.engine_lock import EngineLock, this_holder
 from reconciler.apply.executor import (STOPPED, ApplyPolicy, ApplyResult, Executor,
                                        FleetAccess, Timeouts)
@@ -70,6 +71,9 @@ class ApplyOptions:
     # Recorded on the run: the controller's git commit or spec revision; None: the revision of
     # the spec files (reconciler.spec.revision).
     spec_revision: str | None = None
+    # The apply locks' ttl (store and engine); None: their defaults. Controller replicas use a
+    # short one, so a leader that died on another machine lets go of them soon.
+    lock_ttl: float | None = None
 
 
 @dataclass(frozen=True)
@@ -191,14 +195,16 @@ def execute(desired: DesiredState, options: ApplyOptions, endpoint: EngineEndpoi
             out: TextIO = sys.stdout, progress: Progress | None = None) -> RunOutcome:
     """Lock, recover, observe, plan (or check the saved plan), confirm, execute, record."""
     key = endpoint.key
-    store = open_store(options.state)
+    store = open_store(options.state, **({"lock_ttl": options.lock_ttl}
+                                          if options.lock_ttl else {}))
     try:
         revision = options.spec_revision or spec_revision(desired.sources)
         run_id = store.start_run("apply", key, spec_revision=revision,
                                  plan_digest=_digest(saved.plan) if saved is not None else None)
         try:
             engine_lock = EngineLock(lambda: endpoint.connect(connections=1),
-                                     this_holder(run_id), timing=endpoint.timing)
+                                     this_holder(run_id), timing=endpoint.timing,
+                                     ttl=options.lock_ttl or ENGINE_LOCK_TTL)
             # Two locks: the store's guards this state file; the engine's guards the engine
             # against applies with other state files, from other processes and machines.
             with store.lock(key, run_id, pid=os.getpid(), force_unlock=options.force_unlock) \

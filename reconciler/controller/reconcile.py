@@ -418,7 +418,8 @@ class PassRunner:
         unlock = self._lease_unlock(self.store, endpoint.key) if self._lease_unlock else None
         options = ApplyOptions(yes=True, max_disruption=self.config.max_disruption,
                                state=self.config.state, probe=self.config.probe,
-                               stop=self._halt, spec_revision=revision, force_unlock=unlock)
+                               stop=self._halt, spec_revision=revision, force_unlock=unlock,
+                               lock_ttl=max(30.0, 3 * self.config.lease_ttl))
         self._notify("apply.started", {"max_disruption": self.config.max_disruption.value,
                                        "revision": revision})
         out = io.StringIO()
