@@ -11,7 +11,9 @@ Prints one table with each figure beside its target and writes it all as JSON
 - host probing of 200 simulated lab hosts (benchmarks.bench_probe);
 - the fleet map page at 1,000 hosts x 8 GPUs: HTML size, and its load in headless Chromium
   (benchmarks.bench_fleetmap);
-- executor overhead and controller latency, when benchmarks.bench_apply / bench_controller exist.
+- executor overhead and controller latency, when benchmarks.bench_apply / bench_controller exist;
+- the controller's availability figures (benchmarks.bench_ha): event-less vGPU drift on the demo
+  fleet and at 10,000 VMs, CPU at rest, and fail-over after kill -9 of the leader on PostgreSQL.
 
     python -m benchmarks [--sizes 10 100 1000] [--latencies 0 5] [--skip probe ...]
                          [--nplus1-budget SECONDS] [--out FILE]
@@ -31,7 +33,7 @@ from typing import Any
 
 from benchmarks.common import REPO, machine, read_json, run_module, write_json
 
-SECTIONS = ("validate", "plan", "fleet", "probe", "fleetmap", "apply", "controller")
+SECTIONS = ("validate", "plan", "fleet", "probe", "fleetmap", "apply", "controller", "ha")
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "latest.json"
 
 
@@ -184,6 +186,27 @@ def targets(results: dict[str, Any]) -> list[Target]:
         out.append(Target("controller: spec edit -> new plan, p95",
                           _fmt_s(edit) if edit is not None else "see bench_controller output",
                           "<= 1 s", None if edit is None else edit <= 1.0))
+    out.extend(ha_targets(results.get("ha") or {}))
+    return out
+
+
+def ha_targets(ha: dict[str, Any]) -> list[Target]:
+    """benchmarks.bench_ha's figures against the controller's availability targets."""
+    out: list[Target] = []
+    for part, tag, limit in (("demo", "demo fleet", 2.0), ("big", "10,000 VMs", 30.0)):
+        fig = (ha.get(part) or {}).get("vgpu_removed_to_drift") or {}
+        if "p95_seconds" in fig:
+            out.append(Target(f"controller: vGPU removed (no engine event) -> drift, p95, {tag}",
+                              _fmt_s(fig["p95_seconds"]), f"<= {limit:g} s",
+                              fig["p95_seconds"] <= limit))
+        cpu = (ha.get(part) or {}).get("rest_cpu_percent")
+        if cpu is not None:
+            out.append(Target(f"controller: CPU at rest, {tag}", f"{cpu:.1f} % of a core",
+                              "< 10 %", cpu < 10.0))
+    fo = (ha.get("failover") or {}).get("kill_to_leader") or {}
+    if "p95_seconds" in fo:
+        out.append(Target("controller: kill -9 of the leader -> other replica leads, p95",
+                          _fmt_s(fo["p95_seconds"]), "<= 15 s", fo["p95_seconds"] <= 15.0))
     return out
 
 
@@ -295,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                                          args.timeout, w, "fleetmap")),
         ("apply", lambda w: _optional_script("bench_apply", args.timeout, w)),
         ("controller", lambda w: _optional_script("bench_controller", args.timeout, w)),
+        ("ha", lambda w: _run_json("benchmarks.bench_ha", [], args.timeout * 2, w, "ha")),
     ]
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         for name, run in runs:
