@@ -140,6 +140,8 @@ class DevicePoller(_Trigger):
                                                                    2 * pacer.minimum),
                                 jitter=0.0)
         self.signatures: dict[str, str] | None = None
+        self._changed: set[str] = set()            # since the last `take_changed`
+        self._changed_lock = threading.Lock()
         self.last_cost: PollCost | None = None
         self.interval = pacer.minimum
         self.polls = 0
@@ -170,8 +172,16 @@ class DevicePoller(_Trigger):
         moved = [n for n in changed(previous, current) if n in names]
         if moved:
             self._log.info("controller.devices_changed", vms=moved[:20], count=len(moved))
+            with self._changed_lock:
+                self._changed.update(moved)
             self.queue.put("device-poll")
         return moved
+
+    def take_changed(self) -> frozenset[str]:
+        """The VMs seen changed since the last call (the pass that follows re-reads them)."""
+        with self._changed_lock:
+            changed, self._changed = frozenset(self._changed), set()
+        return changed
 
     def _run(self) -> None:
         conn: Any = None

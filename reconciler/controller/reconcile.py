@@ -35,6 +35,7 @@ from reconciler.controller.metrics import ControllerMetrics, PassResult
 from reconciler.controller.notify import WebhookNotifier
 from reconciler.controller.server import ControllerState
 from reconciler.controller.specsource import SpecSource
+from reconciler.controller.vmrefresh import refresh_vms, refreshable
 from reconciler.controller.triggers import EventPoller, WorkQueue
 from reconciler.errors import EngineError, LockedError, ReconcilerError, SpecError
 from reconciler.fleetmap import build_fleet_map
@@ -188,6 +189,8 @@ class PassRunner:
         # Probe facts of the last pass that probed: passes that only the engine's own watchers
         # triggered (events, device polls) reuse them instead of probing every host again.
         self._probes: tuple[Any, ...] | None = None
+        # The last observation, for passes that re-read only the VMs the device poll saw change.
+        self._observed: Any = None
 
     @property
     def git(self) -> GitSource | None:
@@ -250,7 +253,10 @@ class PassRunner:
                                       spec_revision=self.state.snapshot()["revision"])
         try:
             reuse = bool(reasons) and reasons <= ENGINE_WATCHERS and self._probes is not None
-            the_plan, not_seen = self._observe_and_plan(link, desired, key, reuse_probes=reuse)
+            changed = link.devices.take_changed() if link.devices is not None else frozenset()
+            only = changed if reasons == {"device-poll"} and refreshable(changed) else None
+            the_plan, not_seen = self._observe_and_plan(link, desired, key, reuse_probes=reuse,
+                                                        only_vms=only)
             applied, verdict = False, None
             if self.config.mode == "apply" and (self._allowed(the_plan) or self._left_over(key)) \
                     and not self.stopping and not self._halt.is_set() and self._leading():
@@ -363,6 +369,7 @@ class PassRunner:
 
     def close_link(self) -> None:
         link, self._link = self._link, None
+        self._observed = None           # a new session observes everything afresh
         if link is not None:
             try:
                 link.close()
@@ -370,12 +377,27 @@ class PassRunner:
                 self.log.debug("controller.link_close_failed", error=str(exc))
 
     def _observe_and_plan(self, link: _EngineLink, desired: DesiredState, key: str,
-                          reuse_probes: bool = False) -> tuple[Plan, frozenset[str]]:
+                          reuse_probes: bool = False, only_vms: frozenset[str] | None = None
+                          ) -> tuple[Plan, frozenset[str]]:
         """The plan, and the hosts whose probe failed (their host-level drift is unknown).
 
         `reuse_probes`: the engine's watchers alone triggered this pass, and hosts raise no
-        engine event: keep the last pass's probe facts (the host sweep watches the hosts)."""
+        engine event: keep the last pass's probe facts (the host sweep watches the hosts).
+        `only_vms`: the device poll alone triggered it; re-read just those VMs and plan against
+        the last full observation (vmrefresh.py)."""
         before = link.fleet.request_count
+        if only_vms and self._observed is not None:
+            try:
+                observed = refresh_vms(link.fleet.connection, self._observed, only_vms,
+                                       timing=link.endpoint.timing)
+            finally:
+                self.metrics.engine_requests_add(link.fleet.request_count - before)
+            self._observed = observed
+            self.log.info("controller.vms_refreshed", vms=sorted(only_vms)[:20],
+                          requests=link.fleet.request_count - before)
+            the_plan = make_plan(desired, observed, self.store.applied(key))
+            self._publish_fleet(observed, the_plan, desired)
+            return the_plan, drift_report.unobserved(observed)
         probe = self.config.probe and not reuse_probes
         try:
             observed = link.fleet.observe(probe=probe)
@@ -387,6 +409,7 @@ class PassRunner:
             self._probes = observed.probes
             if link.sweep is not None:
                 link.sweep.update(link.fleet.transports(), observed.probes)
+        self._observed = observed
         the_plan = make_plan(desired, observed, self.store.applied(key))
         self._publish_fleet(observed, the_plan, desired)
         return the_plan, drift_report.unobserved(observed)

@@ -45,6 +45,9 @@ def test_an_out_of_band_vgpu_removal_is_drift_within_seconds_without_a_resync(
         conn.close()
     status = ctl.status()
     assert "device-poll" in status["last_pass"]["trigger"]
+    # That pass re-read the one VM that changed, not the whole fleet.
+    refreshed = [e for e in ctl.log_events() if e.get("event") == "controller.vms_refreshed"]
+    assert refreshed and refreshed[-1]["vms"] == ["vdi-01"] and refreshed[-1]["requests"] == 1
     # Target 2 s p95 (benchmarks/bench_ha.py measures it); a loaded CI box gets slack.
     assert seen < 10, seen
     metrics = ctl.metrics()

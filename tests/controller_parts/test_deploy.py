@@ -375,3 +375,54 @@ def test_ci_jobs_install_a_pinned_source_never_a_bare_index_name() -> None:
         assert req.url and req.url.startswith("git+https://") and "@" in req.url.rsplit("/", 1)[1]
     before = " ".join(yaml.safe_load(GITLAB.read_text())["reconcile-plan"]["before_script"])
     assert re.search(r"apt-get install .*\bgit\b", before)      # pip needs git for git+https
+
+
+# -- several replicas sharing PostgreSQL -------------------------------------------------------------
+
+HA_UNIT = DEPLOY / "systemd" / "gpu-reconciler-ha@.service"
+KUBE = DEPLOY / "kubernetes" / "gpu-reconciler.yaml"
+
+
+def test_the_replica_unit_shares_postgresql_with_the_same_hardening() -> None:
+    single = {k: v[-1] for k, v in parse_unit(UNIT.read_text())["Service"].items()}
+    svc = parse_unit(HA_UNIT.read_text())["Service"]
+    one = {k: v[-1] for k, v in svc.items()}
+    for key in ("NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp",
+                "CapabilityBoundingSet", "RestrictAddressFamilies", "SystemCallArchitectures",
+                "MemoryDenyWriteExecute", "ProtectProc", "DynamicUser", "TimeoutStopSec"):
+        assert one.get(key) == single.get(key), key
+    (exec_start,) = svc["ExecStart"]
+    argv = shlex.split(exec_start)
+    state = argv[argv.index("--state") + 1]
+    assert state.startswith("postgresql://") and ":" not in state.split("@")[0][13:], state
+    assert argv[argv.index("--listen") + 1] == "127.0.0.1:%i"
+    cli_accepts([a.replace("%i", "9180").replace("%H", "admin-1") for a in argv[1:]])
+    # The database password comes as a credential, never in the environment or the URL.
+    assert "pgpass:/etc/gpu-reconciler/pgpass" in svc["LoadCredential"]
+    assert not any("PASSWORD" in e.upper() for e in svc.get("Environment", []))
+
+
+def test_the_kubernetes_deployment_runs_two_replicas_on_postgresql() -> None:
+    docs = list(yaml.safe_load_all(KUBE.read_text()))
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    assert deployment["spec"]["replicas"] == 2
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    args = [a.replace("$(POD_NAME)", "gpu-reconciler-abc") for a in container["args"]]
+    cli_accepts(args)
+    state = args[args.index("--state") + 1]
+    assert state.startswith("postgresql://") and "@" in state
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    env = {e["name"]: e for e in container["env"]}
+    assert "secretKeyRef" in env["PGPASSWORD"]["valueFrom"]          # from a Secret, never inline
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    # A SIGTERM'd apply may take 4 minutes to reach a safe point.
+    assert pod["terminationGracePeriodSeconds"] >= 240
+    assert any(d["kind"] == "PodDisruptionBudget" for d in docs)
+
+
+def test_the_container_installs_the_postgres_extra() -> None:
+    text = (DEPLOY / "container" / "Containerfile").read_text()
+    assert "'.[postgres]'" in text
