@@ -1,5 +1,6 @@
-"""The marker guard: every test that starts the lab engine or sshd carries `lab` / `ssh`, so that
-`pytest -m "not lab and not ssh"` is the pure suite (tests/support/markguard.py)."""
+"""The marker guard: every test that starts the lab engine, sshd or PostgreSQL carries its marker,
+so that `pytest -m "not lab and not ssh and not postgres"` is the pure suite
+(tests/support/markguard.py)."""
 from __future__ import annotations
 
 import subprocess
@@ -154,3 +155,35 @@ def test_in_a_child(tmp_path):
     result.stdout.fnmatch_lines([
         "*test_real.py::test_in_this_process started the lab engine but is not marked*",
         "*test_real.py::test_in_a_child started the lab engine but is not marked*"])
+
+
+def test_a_postgres_server_without_the_marker_fails(pytester: pytest.Pytester) -> None:
+    _guarded(pytester)
+    pytester.makeini("[pytest]\nmarkers =\n    lab: starts the lab engine\n"
+                     "    ssh: starts sshd\n    postgres: starts PostgreSQL\n")
+    pytester.makepyfile(test_pg='''
+import pytest
+
+from tests.support.labwatch import record
+
+@pytest.fixture
+def postgres_url():     # by its name, a fixture that starts a PostgreSQL server
+    return "postgresql://x@127.0.0.1:1/x"
+
+def test_unmarked_fixture(postgres_url):
+    pass
+
+def test_unmarked_start():
+    record("postgres")
+
+@pytest.mark.postgres
+def test_marked_start():
+    record("postgres")
+''')
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines([
+        "*test_pg.py::test_unmarked_start started a PostgreSQL server but is not marked "
+        "@pytest.mark.postgres*"])
+    result.stdout.fnmatch_lines([
+        "*UNMARKED POSTGRES TEST (fails the run): test_pg.py::test_unmarked_fixture uses*"])
