@@ -4,7 +4,8 @@
    --resync 1h, --events-interval 30s, so only the device poll can explain what is seen; its
    default --device-poll 1s): `--changes` times, a vGPU of vdi-01 is removed through the SDK
    (the engine logs no event for it) and timed until /status lists vm:vdi-01, then put back and
-   timed until it is gone. Then the controller's CPU use at rest, from /proc over `--rest` s.
+   timed until it is gone, each change after a random part of the poll's interval. Then the
+   controller's CPU use at rest, from /proc over `--rest` s.
    Targets: drift in /status within 2 s p95; under 10 % of one core at rest.
 2. 1,000 hosts x 8 GPUs / 10,000 VMs (generated lab fleet, whole-fleet spec, no probes): the
    same removal `--big-changes` times, and CPU at rest. Target: drift within 30 s.
@@ -151,21 +152,28 @@ def _drifted(ctl: Controller, key: str) -> bool:
 
 def _vgpu_flips(ctl: Controller, conn: sdk.Connection, vm_name: str, changes: int,
                 timeout: float, rng: random.Random) -> tuple[list[float], list[float]]:
-    """Remove the VM's vGPUs and put them back, `changes` times; both latencies."""
+    """Remove the VM's vGPUs and put them back, `changes` times; both latencies. Each change
+    waits a random part of the poll's current interval first, so changes land at every phase of
+    it (a fixed pause after the last detection would always land just after a poll)."""
     vms = conn.system_service().vms_service()
     vm = vms.list(search=f"name={vm_name}")[0]
     mdevs = vms.vm_service(vm.id).mediated_devices_service()
     key = f"vm:{vm_name}"
     appear: list[float] = []
     clear: list[float] = []
+
+    def pause() -> None:
+        interval = _metric(ctl, "gpu_reconciler_device_poll_interval_seconds") or 1.0
+        time.sleep(rng.uniform(0.2, max(1.2, interval)))
+
     for _ in range(changes):
-        time.sleep(rng.uniform(0.2, 1.2))
+        pause()
         params = []
         for device in mdevs.list():
             params.append(list(device.spec_params or ()))
             mdevs.device_service(device.id).remove()
         appear.append(_until(lambda: _drifted(ctl, key), timeout))
-        time.sleep(rng.uniform(0.2, 1.2))
+        pause()
         for p in params:
             mdevs.add(types.VmMediatedDevice(spec_params=[
                 types.Property(name=x.name, value=x.value) for x in p]))

@@ -20,6 +20,7 @@ from tests.controller.conftest import remove_vgpus, sdk_connection, write_spec
 
 
 def test_the_pacer_keeps_cpu_and_engine_shares() -> None:
+    assert PollPacer().cpu_share <= 0.08       # the 10 % promise, with room for the rest
     pacer = PollPacer(minimum=1.0, cpu_share=0.05, engine_share=0.25, maximum=60.0)
     assert pacer.interval(PollCost(wall=0.02, cpu=0.01, vms=3)) == 1.0
     # 10,000 VMs: 0.8 s of CPU and 1.5 s on the wire -> 16 s keeps the CPU share at 5 %.
