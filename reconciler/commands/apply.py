@@ -1,4 +1,4 @@
-"""`reconcile apply SPEC...|PLANFILE [--yes] [--max-disruption LEVEL] [--state PATH]
+"""`reconcile apply SPEC...|PLANFILE [--yes] [--max-disruption LEVEL] [--state PATH|URL]
 [--force-unlock RUN-ID] [--host-timeout S] [--vm-timeout S] [--poll-interval S]`.
 
 With specs: observe, plan, show the plan, ask (on a TTY; `--yes` otherwise), execute. With one

@@ -1,6 +1,7 @@
 """`reconcile controller SPEC-DIR... [--git URL --ref REF --poll 60s] [--mode observe|apply]
 [--max-disruption none|vm-restart|host-reboot] [--resync 5m] [--listen 127.0.0.1:9180]
-[--state PATH] [--notify-webhook URL | --notify-webhook-file FILE] [--events-interval 1s]`.
+[--state PATH|URL] [--notify-webhook URL | --notify-webhook-file FILE] [--events-interval 1s]
+[--device-poll 1s|off] [--host-sweep 5m|off] [--lease 10s] [--replica-id ID]`.
 
 Runs until SIGTERM / SIGINT, then exits 0 once the current step is finished or safely abandoned.
 Exit 1 when it cannot start (bad options, the status port taken, a bad git source).

@@ -1,4 +1,4 @@
-"""`reconcile drift SPEC... [-o text|json|markdown] [--state PATH] [--no-probe]`.
+"""`reconcile drift SPEC... [-o text|json|markdown] [--state PATH|URL] [--no-probe]`.
 
 Observes the fleet, plans, records the drift items in the store's drift history (and the objects
 found matching the spec, so that a later out-of-band change is told apart from a spec edit) and

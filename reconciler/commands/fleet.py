@@ -1,4 +1,4 @@
-"""`reconcile fleet SPEC... [-o text|json|html] [--out FILE] [--no-probe] [--state PATH]`:
+"""`reconcile fleet SPEC... [-o text|json|html] [--out FILE] [--no-probe] [--state PATH|URL]`:
 the fleet GPU map.
 
 Observes the fleet, plans (only to learn its drift and blockers, which the map shows where they

@@ -1,5 +1,5 @@
 """`reconcile plan SPEC... [-o text|json|markdown] [--out FILE] [--detailed-exitcode] [--no-probe]
-[--state PATH]`.
+[--state PATH|URL]`.
 
 Loads the spec, observes the fleet, plans, renders to stdout and optionally saves the plan for
 `reconcile apply FILE`. The state store's `applied` records tell drift (the fleet moved away from
