@@ -17,8 +17,8 @@ rest the polls use at most `cpu_share` of one core; 8 % by default, under the 10
 room for the event poller, the lease and the status server, which together use well under 1 %),
 and at least `wall / engine_share` (the engine serves us at most that share of the time). The
 pacer reads the last poll's cost, so it regulates itself: a poll that got dearer stretches the
-next interval. At 10,000 managed VMs a poll costs about a second of CPU here and runs every
-13 s or so; on the demo fleet it stays at the minimum.
+next interval. At 10,000 managed VMs a poll costs about a second of CPU and a few seconds of
+wall time on a busy 2-core box, and runs every 13-20 s; on the demo fleet it stays at the minimum.
 """
 from __future__ import annotations
 
