@@ -105,7 +105,8 @@ class Renderer:
         return text
 
     def warm(self, stop: threading.Event) -> None:
-        """Serialise every host (with devices) and VM (with its devices) ahead of the first list.
+        """Serialise every host (with devices) and VM (with its devices and consoles) ahead of the
+        first list.
 
         Runs in a background thread after start, taking the engine lock one object at a time so
         requests interleave; a 1,000-host fleet's first `hosts?follow=devices` is then served
@@ -125,7 +126,7 @@ class Renderer:
                 return
             with e.lock:
                 if vid in e.vms:
-                    self.vm(e.vms[vid], {"hostdevices", "mediateddevices"})
+                    self.vm(e.vms[vid], {"hostdevices", "mediateddevices", "graphicsconsoles"})
 
     def _summary(self, host_id: str | None) -> tuple[int, int, int]:
         """(active, migrating, total) VMs on a host, counted once per engine revision."""
@@ -383,8 +384,10 @@ class Renderer:
         return writer.Writer.write(self._console_obj(v, protocol))
 
     def vm_consoles(self, v: Vm) -> str:
-        return writer.Writer.write([self._console_obj(v, p) for p in v.consoles],
-                                   root="graphics_consoles")
+        # Cached like the VM's other collections (a console change touches the VM): written anew
+        # for each of 10,000 VMs, they were most of what listing VMs with consoles cost.
+        return self._cached(("vmconsoles", v.id), v.rev, lambda: writer.Writer.write(
+            [self._console_obj(v, p) for p in v.consoles], root="graphics_consoles"))
 
     # --- events and root
 

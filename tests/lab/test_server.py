@@ -148,3 +148,20 @@ def test_ten_concurrent_clients(lab: LabServer) -> None:
         t.join(60)
     assert not errors
     assert counts == [4] * 50
+
+
+def test_large_answers_are_compressed_a_slice_at_a_time_to_the_same_bytes() -> None:
+    import gzip
+
+    from reconciler_lab import server
+    from reconciler_lab.xmlform import DECLARATION
+
+    big = "<vms>" + "<vm><name>\u00e9 \u2713</name></vm>" * 100_000 + "</vms>"   # > one slice
+    for text in (big, "\u00e9" * 3000):          # the second: < 4,096 characters, > 4,096 bytes
+        data, compressed = server._encode((DECLARATION, text), True)
+        assert compressed and gzip.decompress(data) == (DECLARATION + text).encode("utf-8")
+        assert server._encode((DECLARATION, text), False) == \
+            ((DECLARATION + text).encode("utf-8"), False)
+    assert server._encode((DECLARATION, "<vms/>"), True) == ((DECLARATION + "<vms/>").encode(),
+                                                             False)
+    assert server._encode(("",), True) == (b"", False)

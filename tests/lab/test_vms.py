@@ -244,8 +244,15 @@ def test_follow_on_vm_list_is_one_request(lab: LabServer, conn: sdk.Connection) 
 def test_graphics_console_switch_to_vnc(conn: sdk.Connection) -> None:
     svc = _vms(conn).vm_service(_vm(conn, "vm-web").id)
     consoles = svc.graphics_consoles_service()
+
+    def followed() -> set[types.GraphicsType]:
+        vms = {v.name: v for v in _vms(conn).list(follow="graphics_consoles")}
+        return {c.protocol for c in vms["vm-web"].graphics_consoles}
+
+    assert followed() == {types.GraphicsType.VNC}          # now written and kept by the lab
     consoles.add(types.GraphicsConsole(protocol=types.GraphicsType.SPICE))
     assert {c.protocol for c in consoles.list()} == {types.GraphicsType.VNC, types.GraphicsType.SPICE}
+    assert followed() == {types.GraphicsType.VNC, types.GraphicsType.SPICE}
     vnc = next(c for c in consoles.list() if c.protocol == types.GraphicsType.VNC)
     consoles.console_service(vnc.id).remove()
     assert [c.protocol for c in consoles.list()] == [types.GraphicsType.SPICE]
