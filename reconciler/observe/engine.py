@@ -25,8 +25,8 @@ from ovirtsdk4 import types
 
 from reconciler.engine.retry import DEFAULT_TIMING, Timing, read
 from reconciler.observe.bulk_read import VM as VM_RECORD
-from reconciler.observe.bulk_read import (PendingList, collector_paused, elements, fetch_xml,
-                                         records)
+from reconciler.observe.bulk_read import PendingList, Record, collector_paused
+from reconciler.observe.bulk_read import build as build_record
 from reconciler.model.facts import (Cluster, GraphicsConsole, Host, HostDevice, MdevType,
                                       MediatedDevice, Vm, VmHostDevice)
 from reconciler.observe.vendor import derive_vendor
@@ -428,39 +428,46 @@ def read_engine(connection: ovirtsdk4.Connection, desired: DesiredState | None =
 
     hosts_service, vms_service = system.hosts_service(), system.vms_service()
 
-    # The two large lists are parsed as they are read (bulk_read): hosts become facts element by
-    # element (devices keep their VM's id for now), VMs small records. The VM list is asked for
-    # at once, so the engine prepares and sends it while the hosts are being converted.
-    pending_hosts = PendingList(connection, hosts_service, "/hosts",
-                                {"follow": HOST_FOLLOW, "search": hsearch})
-    pending_vms = PendingList(connection, vms_service, "/vms",
-                              {"follow": VM_FOLLOW, "search": vsearch})
+    # The two large lists are parsed as they are received (bulk_read): hosts become facts element
+    # by element (devices keep their VM's id for now), VMs small records. Both are asked for at
+    # once, so the engine prepares the VM list while the hosts are being read.
     shared_types: dict[tuple[str | None, ...], MdevType] = {}
+
+    def host_item(element: Element) -> tuple[Host, str | None]:
+        return (host_fact_from_element(element, by_id, _keep_id, shared_types),
+                element.findtext("address"))
+
+    def vm_item(element: Element) -> Record:
+        return build_record(element, VM_RECORD)
+
+    pending_hosts = PendingList(connection, hosts_service, "/hosts",
+                                {"follow": HOST_FOLLOW, "search": hsearch}, host_item)
+    pending_vms = PendingList(connection, vms_service, "/vms",
+                              {"follow": VM_FOLLOW, "search": vsearch}, vm_item)
     host_ids: dict[str, str] = {}
     addresses: dict[str, str] = {}
     unnamed: list[Host] = []
 
-    def take_hosts(body: bytes) -> None:
-        for element in elements(body):
-            if element.get("id") in host_ids:
+    def take_hosts(items: list[tuple[Host, str | None]]) -> None:
+        for host, address in items:
+            if host.id in host_ids:
                 continue
-            host = host_fact_from_element(element, by_id, _keep_id, shared_types)
             host_ids[host.id] = host.name
-            address = element.findtext("address")
             if address:
                 addresses[host.name] = address
             unnamed.append(host)
 
     with collector_paused():
-        take_hosts(call("list hosts", pending_hosts.body))
-        raw_vms = list(records(call("list vms", pending_vms.body), VM_RECORD))
+        take_hosts(call("list hosts", pending_hosts.collect))
+        raw_vms = call("list vms", pending_vms.collect)
     spec_vms = {v.name for v in desired.vms} if desired is not None else set()
     extra = outside_search(desired, host_ids.values(), {
         v.name: by_id[v.cluster.id].name for v in raw_vms
         if v.name in spec_vms and v.cluster is not None and v.cluster.id in by_id})
     if extra != "":
-        take_hosts(call("list more hosts", lambda: fetch_xml(
-            connection, hosts_service, "/hosts", {"follow": HOST_FOLLOW, "search": extra})))
+        more = PendingList(connection, hosts_service, "/hosts",
+                           {"follow": HOST_FOLLOW, "search": extra}, host_item)
+        take_hosts(call("list more hosts", more.collect))
     host_names = _Names(host_ids,
                         lambda: call("name hosts", lambda: system.hosts_service().list()))
     with collector_paused():

@@ -1,12 +1,16 @@
 """The bulk lists parsed by bulk_read give exactly the facts of the SDK's own readers."""
 from __future__ import annotations
 
+import gc
+import xml.etree.ElementTree as ET
+
 import ovirtsdk4
 import pytest
 from ovirtsdk4 import types
 
 from reconciler.observe import engine
-from reconciler.observe.bulk_read import VM, PendingList, elements, fetch_xml, records
+from reconciler.observe.bulk_read import (VM, ListStream, PendingList, build, collector_paused,
+                                         elements, fetch_xml, records)
 
 from .conftest import api_requests
 
@@ -30,8 +34,8 @@ def _both_ways(lab, conn):
     lean_hosts = [engine.host_fact_from_element(e, clusters, _ids, shared)
                   for e in elements(body)]
     pending = PendingList(conn, system.vms_service(), "/vms",
-                          {"follow": engine.VM_FOLLOW, "search": None})
-    lean_vms = [engine.vm_fact(v, clusters, _ids) for v in records(pending.body(), VM)]
+                          {"follow": engine.VM_FOLLOW, "search": None}, lambda e: build(e, VM))
+    lean_vms = [engine.vm_fact(v, clusters, _ids) for v in pending.collect()]
     sent = api_requests(lab)[before:]
     return sdk_hosts, sdk_vms, lean_hosts, lean_vms, sent
 
@@ -78,6 +82,95 @@ def test_only_top_level_elements_are_handed_over() -> None:
     assert [e.get("id") for e in elements(body)] == ["h1", "h2"]
 
 
+_LIST = (b"<?xml version='1.0' encoding='UTF-8' standalone='yes'?>\n<hosts>"
+         b"<host id='h1'><name>a</name><devices><host_device id='d1'><host id='h1'/></host_device>"
+         b"<host_device id='d2'/></devices></host><host id='h2'/>"
+         b"<host id='h3'><name>&lt;c&gt; \xc3\xa9</name></host></hosts>")
+
+
+def _streamed(body: bytes, size: int) -> list:
+    seen = []
+    stream = ListStream(lambda e: seen.append((e.get("id"), e.findtext("name"),
+                                               len(e.findall("devices/host_device")))))
+    for at in range(0, len(body), size):
+        stream.feed(body[at:at + size])
+    stream.close()
+    return seen
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 64, len(_LIST)])
+def test_a_list_gives_the_same_complete_elements_whatever_pieces_it_arrives_in(size: int) -> None:
+    assert _streamed(_LIST, size) == [("h1", "a", 2), ("h2", None, 0), ("h3", "<c> \u00e9", 0)]
+
+
+def test_elements_are_released_as_they_are_handed_over() -> None:
+    body = b"<vms>" + b"".join(b"<vm id='%d'><name>v</name></vm>" % i for i in range(500)) \
+        + b"</vms>"
+    held = []
+    stream = ListStream(lambda e: held.append(len(stream._list)))   # noqa: SLF001
+    for at in range(0, len(body), 100):
+        stream.feed(body[at:at + 100])
+    stream.close()
+    assert len(held) == 500 and max(held) <= 5      # never more than a piece's worth built
+
+
+def test_an_empty_list_has_no_elements_and_a_cut_short_one_fails() -> None:
+    assert _streamed(b"<vms/>", 2) == [] and _streamed(b"<vms></vms>", 3) == []
+    with pytest.raises(ET.ParseError):
+        _streamed(b"<vms><vm id='1'/><vm id='2'><name>", 4)
+
+
+def test_a_pending_list_is_parsed_as_it_arrives_and_counted(start_lab, lab_connect, fleets):
+    lab = start_lab(fleets.load_fleet("demo"))
+    conn = lab_connect(lab)
+    hosts = conn.system_service().hosts_service()
+    before = conn.bytes_received
+    body = fetch_xml(conn, hosts, "/hosts", {"follow": engine.HOST_FOLLOW})
+    buffered = conn.bytes_received - before
+    ids = PendingList(conn, hosts, "/hosts", {"follow": engine.HOST_FOLLOW},
+                      lambda e: e.get("id")).collect()
+    assert ids == [e.get("id") for e in elements(body)] and len(ids) > 1
+    assert conn.bytes_received - before - buffered == buffered == len(body)
+
+
+def test_a_list_answered_after_a_new_login_is_read_from_the_sdks_buffer(start_lab, lab_connect,
+                                                                        fleets):
+    from reconciler_lab.faults import FaultConfig
+    from tests.support.clock import ManualClock
+
+    clock = ManualClock()
+    lab = start_lab(fleets.load_fleet("demo"), faults=FaultConfig(token_ttl=30), clock=clock)
+    conn = lab_connect(lab)
+    hosts = conn.system_service().hosts_service()
+    first = PendingList(conn, hosts, "/hosts", {}, lambda e: e.get("id")).collect()
+    clock.advance(31)                 # the token expires: 401, the SDK logs in and asks again
+    assert PendingList(conn, hosts, "/hosts", {}, lambda e: e.get("id")).collect() == first
+    assert [r.status for r in api_requests(lab)][-2:] == [401, 200]
+
+
+def test_a_pending_lists_fault_is_the_sdks_error(start_lab, lab_connect, fleets):
+    lab = start_lab(fleets.load_fleet("demo"))
+    conn = lab_connect(lab)
+    hosts = conn.system_service().hosts_service()
+    with pytest.raises(ovirtsdk4.Error) as caught:
+        PendingList(conn, hosts, "/hosts", {"search": "bogus~~field"}, lambda e: e).collect()
+    assert getattr(caught.value, "code", None) == 400
+
+
+def test_a_failure_while_parsing_is_raised_once_the_answer_is_in(start_lab, lab_connect, fleets):
+    lab = start_lab(fleets.load_fleet("demo"))
+    conn = lab_connect(lab)
+    hosts = conn.system_service().hosts_service()
+
+    def take(element: ET.Element) -> None:
+        raise ValueError("cannot convert")
+
+    with pytest.raises(ValueError, match="cannot convert"):
+        PendingList(conn, hosts, "/hosts", {}, take).collect()
+    # the transfer was read to its end: the connection goes on as before
+    assert len(PendingList(conn, hosts, "/hosts", {}, lambda e: e).collect()) > 1
+
+
 def test_identical_vgpu_types_share_one_fact(start_lab, lab_connect, fleets):
     lab = start_lab(fleets.load_fleet("demo"))
     conn = lab_connect(lab)
@@ -102,8 +195,6 @@ def test_faults_are_the_sdks_errors(start_lab, lab_connect, fleets):
 
 
 def test_collector_is_paused_and_restored_as_it_was() -> None:
-    import gc
-    from reconciler.observe.bulk_read import collector_paused
     assert gc.isenabled()
     with pytest.raises(RuntimeError), collector_paused():
         assert not gc.isenabled()
@@ -116,3 +207,4 @@ def test_collector_is_paused_and_restored_as_it_was() -> None:
         assert not gc.isenabled()        # it was off before: stays off
     finally:
         gc.enable()
+
