@@ -327,16 +327,26 @@ def fetch_xml(connection: ovirtsdk4.Connection, service: Any, path: str,
 
 @contextmanager
 def collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while lists become facts.
+    """Pause the cyclic garbage collector while lists become facts; keep what was made out of the
+    collections that follow.
 
     The elements and facts made here hold no reference cycles, but hundreds of thousands of new
     objects trigger repeated collections over an ever larger heap: about a third of the time of
-    turning a 1,000-host list into facts. Collection resumes (as it was) right after.
+    turning a 1,000-host list into facts. Collection resumes (as it was) right after, with every
+    object alive then frozen (`gc.freeze`): the facts live as long as the pass, and the first
+    collections after the pause would otherwise walk all of them again, and again as they age
+    through the generations (~0.4 s of a 1,000-host plan). What an earlier pause froze is unfrozen
+    and collected once when the next begins, so a process that observes again and again (the
+    controller, apply) never keeps cyclic garbage out of reach for longer than a pass.
     """
     enabled = gc.isenabled()
+    if enabled and gc.get_freeze_count():
+        gc.unfreeze()
+        gc.collect()
     gc.disable()
     try:
         yield
     finally:
         if enabled:
+            gc.freeze()
             gc.enable()

@@ -414,6 +414,13 @@ def _keep_id(vm_id: str) -> str:
 def read_engine(connection: ovirtsdk4.Connection, desired: DesiredState | None = None, *,
                 timing: Timing = DEFAULT_TIMING) -> EngineRead:
     """Read the fleet's engine facts in a constant number of requests (see the module doc)."""
+    # One pause of the cyclic collector for the whole read: the facts made here outlive it.
+    with collector_paused():
+        return _read_engine(connection, desired, timing)
+
+
+def _read_engine(connection: ovirtsdk4.Connection, desired: DesiredState | None,
+                 timing: Timing) -> EngineRead:
     system = connection.system_service()
     url = getattr(connection, "url", None)
     counted = getattr(connection, "request_count", None)
@@ -457,9 +464,8 @@ def read_engine(connection: ovirtsdk4.Connection, desired: DesiredState | None =
                 addresses[host.name] = address
             unnamed.append(host)
 
-    with collector_paused():
-        take_hosts(call("list hosts", pending_hosts.collect))
-        raw_vms = call("list vms", pending_vms.collect)
+    take_hosts(call("list hosts", pending_hosts.collect))
+    raw_vms = call("list vms", pending_vms.collect)
     spec_vms = {v.name for v in desired.vms} if desired is not None else set()
     extra = outside_search(desired, host_ids.values(), {
         v.name: by_id[v.cluster.id].name for v in raw_vms
@@ -470,9 +476,7 @@ def read_engine(connection: ovirtsdk4.Connection, desired: DesiredState | None =
         take_hosts(call("list more hosts", more.collect))
     host_names = _Names(host_ids,
                         lambda: call("name hosts", lambda: system.hosts_service().list()))
-    with collector_paused():
-        vms = tuple(sorted((vm_fact(v, by_id, host_names) for v in raw_vms),
-                           key=lambda v: v.name))
+    vms = tuple(sorted((vm_fact(v, by_id, host_names) for v in raw_vms), key=lambda v: v.name))
     vm_names = _Names({v.id: v.name for v in raw_vms},
                       lambda: call("name vms", lambda: system.vms_service().list()))
     del raw_vms

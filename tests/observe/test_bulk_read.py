@@ -208,3 +208,20 @@ def test_collector_is_paused_and_restored_as_it_was() -> None:
     finally:
         gc.enable()
 
+
+def test_what_a_pause_made_is_frozen_until_the_next_pause_collects_it() -> None:
+    gc.unfreeze()
+    try:
+        with collector_paused():
+            made = [[n] for n in range(1000)]
+        assert gc.isenabled() and gc.get_freeze_count() >= len(made)
+        with collector_paused():
+            assert gc.get_freeze_count() == 0      # unfrozen (and collected) as the next begins
+        gc.disable()
+        gc.unfreeze()
+        with collector_paused():
+            pass
+        assert gc.get_freeze_count() == 0          # off before: nothing frozen either
+    finally:
+        gc.enable()
+        gc.unfreeze()
