@@ -10,8 +10,8 @@ from reconciler.model.facts import Cluster, Host, ProbeFacts
 from reconciler.model.ownership import owned_kernel_args
 from reconciler.plan.actions import Reason, SetKernelCmdline, Verification
 from reconciler.plan.hosts.changes import NO_CHANGES, HostChanges
-from reconciler.plan.kernel import (KernelWant, KernelWants, edit_cmdline, unmet, unwanted_tokens,
-                                   wants_for)
+from reconciler.plan.kernel import (KernelWant, KernelWants, edit_cmdline, tokens_of, unmet,
+                                   unwanted_tokens, wants_for)
 from reconciler.spec.model import KernelSpec
 
 
@@ -65,7 +65,7 @@ def _vendor_disagreement(kernel: KernelSpec, host: Host, cluster: Cluster | None
 
 def ours_to_remove(host: Host, wants: KernelWants) -> tuple[str, ...]:
     """Recorded-as-ours arguments on the engine's line that no want keeps."""
-    present = tokenize(host.custom_kernel_cmdline)
+    present = tokens_of(host.custom_kernel_cmdline)
     out = []
     for raw in owned_kernel_args(host.comment):
         tok = parse_token(raw)
@@ -140,8 +140,8 @@ def _engine_cannot_remove(host: Host, persisted: str | None,
     """
     if not tokens or persisted is None or host.reinstallation_required:
         return ()
-    engine_set = {t.raw for t in tokenize(host.custom_kernel_cmdline)}
-    on_disk = {t.raw for t in tokenize(persisted)}
+    engine_set = {t.raw for t in tokens_of(host.custom_kernel_cmdline)}
+    on_disk = {t.raw for t in tokens_of(persisted)}
     return tuple(t for t in tokens if t not in engine_set and t in on_disk)
 
 
