@@ -22,16 +22,32 @@ _VOLATILE: dict[type, tuple[str, ...]] = {
 _DROP_NAME = "location"
 
 
+# Per class met while fingerprinting: the dataclass fields left out, or None for other types.
+# Looked up once per object (a 1,000-host plan meets hundreds of thousands of them).
+_LEFT_OUT: dict[type, tuple[str, ...] | None] = {}
+
+
+def _left_out(cls: type) -> tuple[str, ...] | None:
+    fields = getattr(cls, "__dataclass_fields__", None)
+    drop = (None if fields is None else
+            tuple(n for n in _VOLATILE.get(cls, ()) + (_DROP_NAME,) if n in fields))
+    _LEFT_OUT[cls] = drop
+    return drop
+
+
 def _plain(obj: object) -> Any:
     cls = type(obj)
-    fields = getattr(cls, "__dataclass_fields__", None)
-    if fields is not None:
+    drop = _LEFT_OUT[cls] if cls in _LEFT_OUT else _left_out(cls)
+    if drop is not None:
         data: dict[str, Any] = obj.__dict__
         # the common case (no field to leave out) returns the instance dict itself: no copy
-        if cls not in _VOLATILE and _DROP_NAME not in fields:
+        if not drop:
             return data
-        drop = _VOLATILE.get(cls, ()) + (_DROP_NAME,)
-        return {k: v for k, v in data.items() if k not in drop}
+        # a copy made in C, then the few fields taken out: spec objects carry a location each
+        data = data.copy()
+        for name in drop:
+            data.pop(name, None)
+        return data
     if isinstance(obj, Enum):
         return obj.value
     if isinstance(obj, PurePath):
