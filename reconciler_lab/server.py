@@ -27,7 +27,7 @@ from reconciler_lab.engine import LabEngine
 from reconciler_lab.errors import EngineFault
 from reconciler_lab.faults import FaultConfig, FaultDice
 from reconciler_lab.records import LabFleet
-from reconciler_lab.render import fault_xml
+from reconciler_lab.render import Renderer, fault_xml
 from reconciler_lab.tls import ensure_tls
 from reconciler_lab.xmlform import DECLARATION
 
@@ -424,6 +424,13 @@ class LabServer:
             thread.join(timeout)
             return not thread.is_alive()
         return True
+
+    def drop_cache(self) -> None:
+        """Forget every object serialised so far, as a restarted lab would: the next reads pay
+        for serialising again (benchmarks measure cold reads with it). Nothing else changes."""
+        engine = self._engine()
+        with engine.lock:
+            self.api.render = Renderer(engine)
 
     def clear_request_log(self) -> None:
         with self._log_lock:
