@@ -6,8 +6,9 @@ Prints one table with each figure beside its target and writes it all as JSON
 - validate a 1,000-VM spec (benchmarks.bench_validate);
 - plan from facts in memory, 1,000 hosts x 8 GPUs / 10,000 VMs (benchmarks.bench_plan);
 - fleets of 10, 100 and 1,000 hosts x 8 GPUs with 10 VMs per host against the lab engine:
-  `reconcile plan --no-probe` (observe + plan) against the same engine facts read the N+1 way,
-  with the lab adding no latency and then 5 ms per request (benchmarks.harness);
+  `reconcile plan --no-probe` (observe + plan) against the same engine data read by the SDK's
+  plain list calls and the N+1 way, cold and warm, with the lab adding no latency and then 5 ms
+  per request (benchmarks.harness);
 - host probing of 200 simulated lab hosts (benchmarks.bench_probe);
 - the fleet map page at 1,000 hosts x 8 GPUs: HTML size, and its load in headless Chromium
   (benchmarks.bench_fleetmap);
@@ -16,7 +17,7 @@ Prints one table with each figure beside its target and writes it all as JSON
   fleet and at 10,000 VMs, CPU at rest, and fail-over after kill -9 of the leader on PostgreSQL.
 
     python -m benchmarks [--sizes 10 100 1000] [--latencies 0 5] [--skip probe ...]
-                         [--nplus1-budget SECONDS] [--out FILE]
+                         [--nplus1-budget SECONDS] [--repeat N] [--out FILE]
 """
 from __future__ import annotations
 
@@ -103,6 +104,55 @@ def _find(data: Any, *words: str) -> float | None:
     return walk(data, "")
 
 
+def _ratio_text(ratio: float, spread: list[float] | None) -> str:
+    rounds = f" ({min(spread):.1f}-{max(spread):.1f})" if spread and len(spread) > 1 else ""
+    return f"{ratio:.1f}x{rounds}"
+
+
+def _fleet_targets(row: dict[str, Any]) -> list[Target]:
+    """The pass figures of one fleet configuration: the 1,000-host ones against their targets."""
+    cold, warm = row.get("plan_cold") or {}, row.get("plan_warm") or {}
+    naive, sdk = row.get("nplus1") or {}, row.get("sdk_warm") or {}
+    sdk_cold = row.get("sdk_cold") or {}
+    if row.get("hosts") != 1000 or "seconds" not in warm:
+        return []
+    tag = f"{row['hosts']:,} hosts / {row['vms']:,} VMs, lab +{row['latency_ms']:g} ms"
+    note = " (N+1 extrapolated)" if naive.get("extrapolated") else ""
+    median = f", median of {warm.get('runs', 1)}" if warm.get("runs", 1) > 1 else ""
+    out: list[Target] = []
+    if row["latency_ms"] != 0:
+        if "ratio" in row:
+            out.append(Target(f"N+1 / plan wall, warm lab ({tag}){note}",
+                              f"{row['ratio']:.1f}x", "reported", None))
+        return out
+    if "requests" in cold:
+        out.append(Target(f"plan engine requests ({tag})", str(cold["requests"]), "<= 10",
+                          cold["requests"] <= 10))
+    if "requests" in naive:
+        out.append(Target(f"N+1 engine requests ({tag})", f"{naive['requests']:,}",
+                          "~21,000 (reference)", None))
+    out.append(Target(f"plan wall, observe + plan, no probes, warm lab ({tag}{median})",
+                      _fmt_s(warm["seconds"]), "< 5 s", warm["seconds"] < 5.0))
+    if "seconds" in cold:
+        out.append(Target(f"plan wall, observe + plan, no probes, cold lab ({tag})",
+                          _fmt_s(cold["seconds"]), "< 5 s", cold["seconds"] < 5.0))
+    if "sdk_ratio" in row:
+        out.append(Target(f"SDK plain list calls / plan wall, warm lab ({tag}{median})",
+                          _ratio_text(row["sdk_ratio"], row.get("sdk_ratio_rounds")),
+                          ">= 3x (plan <= 1/3)", row["sdk_ratio"] >= 3))
+    if "seconds" in cold and "seconds" in sdk_cold:
+        out.append(Target(f"SDK plain list calls / plan wall, cold lab ({tag})",
+                          f"{sdk_cold['seconds'] / cold['seconds']:.1f}x", "reported", None))
+    if "ratio" in row:
+        out.append(Target(f"N+1 / plan wall, warm lab ({tag}{median}){note}",
+                          _ratio_text(row["ratio"], row.get("ratio_rounds")), ">= 10x",
+                          row["ratio"] >= 10))
+    peak = max(cold.get("peak_rss_mib", 0.0), warm.get("peak_rss_mib", 0.0))
+    out.append(Target(f"plan peak RSS, cold and warm runs ({tag})", f"{peak:.0f} MiB",
+                      "< 200 MB", peak * 2**20 < 200e6))
+    return out
+
+
 # ---- targets --------------------------------------------------------------------------------------
 
 def targets(results: dict[str, Any]) -> list[Target]:
@@ -122,33 +172,7 @@ def targets(results: dict[str, Any]) -> list[Target]:
                           _fmt_s(p["median_seconds"]), "well under 1 s",
                           p["median_seconds"] < 1.0))
     for row in results.get("fleet", []):
-        cold, warm = row.get("plan_cold") or {}, row.get("plan_warm") or {}
-        naive = row.get("nplus1") or {}
-        if row.get("hosts") != 1000 or "seconds" not in cold:
-            continue
-        tag = f"{row['hosts']:,} hosts / {row['vms']:,} VMs, lab +{row['latency_ms']:g} ms"
-        if row["latency_ms"] == 0:
-            out.append(Target(f"plan engine requests ({tag})", str(cold["requests"]),
-                              "<= 10", cold["requests"] <= 10))
-            if "requests" in naive:
-                out.append(Target(f"N+1 engine requests ({tag})", f"{naive['requests']:,}",
-                                  "~21,000 (reference)", None))
-            out.append(Target(f"plan wall, observe + plan, no probes, cold lab ({tag})",
-                              _fmt_s(cold["seconds"]), "< 5 s", cold["seconds"] < 5.0))
-            if "seconds" in warm:
-                out.append(Target(f"plan wall, observe + plan, no probes, warm lab ({tag})",
-                                  _fmt_s(warm["seconds"]), "< 5 s", warm["seconds"] < 5.0))
-            peak = max(cold["peak_rss_mib"], warm.get("peak_rss_mib", 0.0))
-            out.append(Target(f"plan peak RSS ({tag})", f"{peak:.0f} MiB",
-                              "< 300 MB", peak * 2**20 < 300e6))
-            if "ratio" in row:
-                note = " (N+1 extrapolated)" if naive.get("extrapolated") else ""
-                out.append(Target(f"N+1 / plan wall, warm lab ({tag}){note}",
-                                  f"{row['ratio']:.1f}x", ">= 10x", row["ratio"] >= 10))
-        elif "ratio" in row:
-            note = " (N+1 extrapolated)" if naive.get("extrapolated") else ""
-            out.append(Target(f"N+1 / plan wall, warm lab ({tag}){note}", f"{row['ratio']:.1f}x",
-                              "reported", None))
+        out.extend(_fleet_targets(row))
     pr = results.get("probe") or {}
     if "total_seconds" in pr:
         out.append(Target(f"probe {pr['hosts']} lab hosts (concurrency {pr['concurrency']})",
@@ -212,54 +236,61 @@ def ha_targets(ha: dict[str, Any]) -> list[Target]:
 
 # ---- printing -------------------------------------------------------------------------------------
 
-def _plan_line(row: dict[str, Any], way: str, plan: dict[str, Any], first: bool) -> None:
+def _way_line(row: dict[str, Any], way: str, fig: dict[str, Any], first: bool) -> None:
     lat = f"{row['latency_ms']:g}ms"
     lead = (f"{row['hosts']:>6} {row['vms']:>7} {lat:>5}" if first
             else f"{'':>6} {'':>7} {'':>5}")
-    if "error" in plan or "seconds" not in plan:
-        print(f"{lead}  {way:<10} error: {plan.get('error', row.get('error'))}")
+    if "seconds" not in fig:
+        print(f"{lead}  {way:<10} error: {fig.get('error', row.get('error'))}")
         return
-    print(f"{lead}  {way:<10} {_fmt_s(plan['seconds']):>9} "
-          f"{_fmt_s(plan.get('observe_seconds')):>9} {plan['requests']:>9,} "
-          f"{_mib(plan['wire_bytes']):>9} {'':>8} {plan['peak_rss_mib']:>9.0f} "
-          f"{plan['lab_seconds']:>7.2f}")
+    spread = (f"{_fmt_s(fig['min_seconds'])}-{_fmt_s(fig['max_seconds'])}"
+              if fig.get("runs", 1) > 1 else "")
+    mark = "*" if fig.get("extrapolated") else ""
+    read = fig.get("observe_seconds", fig.get("walk_seconds", fig.get("read_seconds")))
+    print(f"{lead}  {way:<10} {fig.get('runs', 1):>4} {_fmt_s(fig['seconds']) + mark:>9} "
+          f"{spread:>17} {_fmt_s(read):>9} {fig.get('requests', 0):>9,} "
+          f"{_mib(fig.get('wire_bytes')):>9} {_mib(fig.get('xml_bytes')):>8} "
+          f"{fig['peak_rss_mib']:>9.0f} {fig.get('lab_seconds', 0):>7.2f}")
 
 
 def print_fleet(rows: list[dict[str, Any]]) -> None:
-    print("\nFleet: `reconcile plan --no-probe` (observe + plan, fresh process) against the N+1 "
-          "walk (fresh process), same lab")
-    head = (f"{'hosts':>6} {'VMs':>7} {'lat':>5}  {'way':<10} {'wall':>9} {'observe':>9} "
-            f"{'requests':>9} {'MiB wire':>9} {'MiB XML':>8} {'peak MiB':>9} {'lab s':>7}")
+    print("\nFleet: `reconcile plan --no-probe` (observe + plan) against the SDK's plain list "
+          "calls and the N+1 walk, each in a fresh process, same lab")
+    head = (f"{'hosts':>6} {'VMs':>7} {'lat':>5}  {'way':<10} {'runs':>4} {'wall':>9} "
+            f"{'min-max':>17} {'read':>9} {'requests':>9} {'MiB wire':>9} {'MiB XML':>8} "
+            f"{'peak MiB':>9} {'lab s':>7}")
     print(head)
     print("-" * len(head))
     for row in rows:
-        naive = row.get("nplus1") or {}
-        _plan_line(row, "plan cold", row.get("plan_cold") or {}, True)
-        _plan_line(row, "plan warm", row.get("plan_warm") or {}, False)
-        if "seconds" in naive:
-            mark = "*" if naive.get("extrapolated") else ""
-            print(f"{'':>6} {'':>7} {'':>5}  {'N+1 warm':<10} "
-                  f"{_fmt_s(naive['seconds']) + mark:>9} "
-                  f"{_fmt_s(naive.get('walk_seconds')):>9} {naive['requests']:>9,} "
-                  f"{_mib(naive.get('wire_bytes')):>9} "
-                  f"{_mib(naive.get('xml_bytes')):>8} {naive['peak_rss_mib']:>9.0f} "
-                  f"{naive.get('lab_seconds', 0):>7.2f}")
-        elif naive:
-            print(f"{'':>6} {'':>7} {'':>5}  N+1 warm   error: {naive.get('error')}")
+        ways = (("plan cold", "plan_cold"), ("SDK cold", "sdk_cold"), ("plan warm", "plan_warm"),
+                ("SDK warm", "sdk_warm"), ("N+1 warm", "nplus1"))
+        shown = [(label, row[key]) for label, key in ways if row.get(key)]
+        if not shown:
+            print(f"{row.get('hosts', '?'):>6} error: {row.get('error')}")
+        for n, (label, fig) in enumerate(shown):
+            _way_line(row, label, fig, n == 0)
+        parts = []
+        if "sdk_ratio" in row:
+            ratio = _ratio_text(row["sdk_ratio"], row.get("sdk_ratio_rounds"))
+            parts.append(f"SDK plain / plan = {ratio}")
         if "ratio" in row:
-            obs = (f"; N+1 walk / plan's observe step = {row['ratio_observe']:.1f}x"
-                   if "ratio_observe" in row else "")
-            print(f"{'':>6} {'':>7} {'':>5}  ratio      N+1 wall / plan wall (both warm) = "
-                  f"{row['ratio']:.1f}x{obs}")
+            parts.append(f"N+1 / plan = {_ratio_text(row['ratio'], row.get('ratio_rounds'))}")
+        if "ratio_observe" in row:
+            parts.append(f"N+1 walk / plan's observe step = {row['ratio_observe']:.1f}x")
+        if parts:
+            print(f"{'':>6} {'':>7} {'':>5}  ratio      wall, warm: " + "; ".join(parts))
     if any((r.get("nplus1") or {}).get("extrapolated") for r in rows):
         print("  * N+1 walk stopped at its time budget; the rest extrapolated at the measured "
               "rate of each phase")
-    print("  wall: the whole child process (interpreter start, TLS login, reads, facts, plan, "
-          "JSON render); observe: engine reads + facts (N+1: the walk after login, no facts);\n"
-          "  cold: the first plan against a fresh lab, whose answers include serialising the "
-          "fleet; warm: the same again, and the N+1 walk after it, with the lab's answers cached;"
-          "\n  MiB wire: what the lab sent (gzip); MiB XML: the same decompressed; lab s: the "
-          "lab's own handling time")
+    print("  wall: the whole child process (interpreter start, TLS login, reads, and for the plan "
+          "spec, facts, plan, JSON render), the median of `runs`\n"
+          "  (min-max over them); read: after login, the plan's observe step (engine reads + "
+          "facts), the SDK's list calls, the N+1 walk;\n"
+          "  cold: first read after the lab started or dropped what it serialised, so its answers "
+          "include serialising the fleet; warm: every answer cached,\n"
+          "  rounds of plan, SDK plain, N+1 interleaved; ratio: of the warm medians (per-round "
+          "ratios min-max); MiB wire: what the lab sent (gzip);\n"
+          "  MiB XML: the same decompressed; lab s: the lab's own handling time")
 
 
 def print_targets(items: list[Target]) -> None:
@@ -284,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS)
     parser.add_argument("--nplus1-budget", type=float, default=180.0,
                         help="seconds one N+1 walk may take; beyond it the rest is extrapolated")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="warm rounds per fleet configuration; medians are reported")
     parser.add_argument("--probe-hosts", type=int, default=200)
     parser.add_argument("--timeout", type=float, default=600.0, help="per child process")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -307,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         ("fleet", lambda w: [
             _run_json("benchmarks.harness",
                       ["fleet", "--hosts", str(h), "--latency-ms", f"{lat:g}",
-                       "--budget", str(args.nplus1_budget), "--timeout", str(args.timeout)],
+                       "--budget", str(args.nplus1_budget), "--timeout", str(args.timeout),
+                       "--repeat", str(args.repeat)],
                       args.timeout * 2, w, f"fleet-{h}-{lat:g}ms")
             for lat in args.latencies for h in args.sizes]),
         ("probe", lambda w: _run_json("benchmarks.bench_probe",

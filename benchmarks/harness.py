@@ -1,21 +1,31 @@
-"""Fleet-scale workers of `python -m benchmarks`: one lab fleet, our plan against the N+1 walk.
+"""Fleet-scale workers of `python -m benchmarks`: one lab fleet, our plan against two baselines.
 
-    python -m benchmarks.harness fleet --hosts 1000 [--latency-ms 5] --json FILE
+    python -m benchmarks.harness fleet --hosts 1000 [--latency-ms 5] [--repeat 3] --json FILE
+    python -m benchmarks.harness sdk --target FILE --json FILE         (started by `fleet`)
     python -m benchmarks.harness nplus1 --target FILE --json FILE      (started by `fleet`)
 
 `fleet` generates N hosts x 8 GPUs with 10 VMs per host and starts the lab engine on it (TLS, in
-this process) without its background serialisation. Then, each in a fresh process:
+this process) without its background serialisation. Against it, each in a fresh process:
 
-1. `reconcile plan --no-probe -o json SPEC` -- the real CLI, against that lab, with a spec that
-   manages every cluster and every GPU VM of the fleet: observe (bulk `follow` reads) + plan +
-   render. Host probes are left out here (`--no-probe`); they are measured on their own
-   (`benchmarks.bench_probe`). It runs twice: **cold**, first against the fresh lab, whose answers
-   then include serialising the whole fleet (as a real engine's answers include its own work), and
-   **warm**, again, with every object the lab serves cached.
-2. The same engine facts read the N+1 way, as per-resource tools do: list clusters, hosts, each
-   host's devices, VMs, then each VM's host devices and mediated devices (3 + H + 2 x V requests),
-   one synchronous request at a time on one keep-alive connection. It runs on the warm lab, so
-   the N+1 / plan ratios compare warm with warm.
+1. **plan**: `reconcile plan --no-probe -o json SPEC` -- the real CLI, with a spec that manages
+   every cluster and every GPU VM of the fleet: observe (bulk `follow` reads) + plan + render.
+   Host probes are left out here (`--no-probe`); they are measured on their own
+   (`benchmarks.bench_probe`).
+2. **SDK plain**: the same engine data read the SDK's own way -- `clusters.list()`,
+   `hosts.list(follow="devices")`, `vms.list(follow="host_devices,mediated_devices,
+   graphics_consoles")`, the three requests the plan sends -- parsed into SDK objects, on a
+   connection set up as the plan's is (`reconciler.engine.client.connect`, TLS verified, gzip).
+   Nothing more: no facts, no plan.
+3. **N+1**: the engine data read as per-resource tools do: list clusters, hosts, each host's
+   devices, VMs, then each VM's host devices and mediated devices (3 + H + 2 x V requests), one
+   synchronous request at a time on one keep-alive connection. It only fetches.
+
+**Cold and warm.** The plan runs first against the fresh lab, so its answers include serialising
+the whole fleet (as a real engine's answers include its own work): **cold**. The lab then drops
+what it serialised (`LabServer.drop_cache`) and the SDK plain read runs cold too. After that every
+object the lab serves is cached: `--repeat` rounds of plan, SDK plain and N+1 (N+1 in the first
+round only when the lab adds latency) run **warm**, interleaved so that each round sees the same
+load on a shared machine; figures are medians over the rounds, with their min and max.
 
 Engine requests, bytes sent by the lab (on the wire, gzip where the client accepts it) and the lab's
 own handling time come from the lab's request log; wall time and peak RSS from the child's own
@@ -135,6 +145,29 @@ def nplus1_walk(target: dict[str, Any], budget: float) -> dict[str, Any]:
             "peak_rss_mib": peak_rss_mib()}
 
 
+def sdk_plain_read(target: dict[str, Any]) -> dict[str, Any]:
+    """The SDK's own bulk read of what the plan reads: three list calls into SDK objects."""
+    from reconciler.engine.client import connect
+    from reconciler.spec.model import EngineSpec
+
+    spec = EngineSpec(url=target["url"], username=target["username"],
+                      ca_file=Path(target["ca_file"]), timeout_seconds=600)
+    password = Path(target["password_file"]).read_text().strip()
+    conn = connect(spec, password=password)     # as the plan connects (reconciler.access)
+    conn.authenticate()
+    started = time.perf_counter()
+    system = conn.system_service()
+    clusters = system.clusters_service().list()
+    hosts = system.hosts_service().list(follow="devices")
+    vms = system.vms_service().list(follow="host_devices,mediated_devices,graphics_consoles")
+    seconds = time.perf_counter() - started
+    sent = conn.request_count
+    conn.close(logout=False)
+    return {"seconds": seconds, "requests": sent, "xml_bytes": conn.bytes_received,
+            "clusters": len(clusters), "hosts": len(hosts), "vms": len(vms),
+            "devices": sum(len(h.devices or ()) for h in hosts), "peak_rss_mib": peak_rss_mib()}
+
+
 # ---- one fleet configuration ---------------------------------------------------------------------
 
 def _observed_event(stderr: str) -> dict[str, Any]:
@@ -174,14 +207,80 @@ def _plan_run(lab: Any, spec_file: Path, timeout: float) -> dict[str, Any]:
     return figures
 
 
-def run_fleet(hosts: int, latency_ms: float, budget: float, timeout: float) -> dict[str, Any]:
+def _worker_run(lab: Any, what: str, args: list[str], work: Path, timeout: float,
+                read_key: str) -> dict[str, Any]:
+    """`python -m benchmarks.harness WHAT ARGS --json FILE` in a fresh process against `lab`.
+
+    Its wall time is the whole process, as for `reconcile plan`; `read_key` names the part after
+    login (the N+1 walk, the SDK's list calls), compared with the plan's observe step.
+    """
+    out = work / f"{what}.json"
+    out.unlink(missing_ok=True)
+    lab.clear_request_log()
+    run = run_module("benchmarks.harness", [what, *args, "--json", str(out)], timeout=timeout)
+    data = read_json(out) or {"error": (run.stderr.strip().splitlines()
+                                        or ["no output"])[-1][:300]}
+    data.update({"peak_rss_mib": run.peak_rss_mib, "exit_code": run.returncode,
+                 "timed_out": run.timed_out})
+    if "seconds" in data:
+        data[read_key] = data["seconds"]
+        # An extrapolated walk adds what it did not wait for to the process's own wall time.
+        data["seconds"] = run.seconds + data["seconds"] - data.get("measured_seconds",
+                                                                  data["seconds"])
+    records = lab.request_log
+    data.update({k: v for k, v in _lab_figures(records).items() if k != "requests"})
+    if records:
+        data["lab_median_ms"] = statistics.median(r.seconds for r in records) * 1000
+    return data
+
+
+def _summary(runs: list[dict[str, Any]], lab: str) -> dict[str, Any]:
+    """Several runs of one way: the median figures, with min, max and every run kept."""
+    good = [r for r in runs if "seconds" in r]
+    if not good:
+        return {**(runs[0] if runs else {"error": "not run"}), "lab": lab}
+    middle = sorted(good, key=lambda r: r["seconds"])[(len(good) - 1) // 2]
+    seconds = [r["seconds"] for r in good]
+    out = {**middle, "lab": lab, "runs": len(good), "seconds": statistics.median(seconds),
+           "min_seconds": min(seconds), "max_seconds": max(seconds),
+           "peak_rss_mib": max(r["peak_rss_mib"] for r in good), "all_seconds": seconds}
+    for key in ("observe_seconds", "walk_seconds", "read_seconds"):
+        values = [r[key] for r in good if r.get(key) is not None]
+        if values:
+            out[key] = statistics.median(values)
+    return out
+
+
+def _ratios(result: dict[str, Any], rounds: list[dict[str, dict[str, Any]]]) -> None:
+    """How many times longer the baselines take than the plan, warm against warm: the ratio of
+    the medians, and the spread of the per-round ratios (each round ran under the same load)."""
+    plan = result["plan_warm"]
+    for way, key in (("nplus1", "ratio"), ("sdk_warm", "sdk_ratio")):
+        other = result.get(way) or {}
+        if not plan.get("seconds") or not other.get("seconds"):
+            continue
+        result[key] = other["seconds"] / plan["seconds"]
+        per_round = [r[way]["seconds"] / r["plan"]["seconds"] for r in rounds
+                     if "seconds" in r.get(way, {}) and "seconds" in r.get("plan", {})]
+        if per_round:
+            result[key + "_rounds"] = per_round
+    if plan.get("observe_seconds"):
+        naive, sdk = result.get("nplus1") or {}, result.get("sdk_warm") or {}
+        if naive.get("walk_seconds"):
+            result["ratio_observe"] = naive["walk_seconds"] / plan["observe_seconds"]
+        if sdk.get("read_seconds"):
+            result["sdk_ratio_observe"] = sdk["read_seconds"] / plan["observe_seconds"]
+
+
+def run_fleet(hosts: int, latency_ms: float, budget: float, timeout: float,
+              repeat: int) -> dict[str, Any]:
     from reconciler_lab.faults import FaultConfig
     from reconciler_lab.fleet import generate_fleet
     from reconciler_lab.server import LabServer
 
     result: dict[str, Any] = {"hosts": hosts, "gpus_per_host": GPUS_PER_HOST,
                               "vms": hosts * VMS_PER_HOST, "latency_ms": latency_ms,
-                              "probes": False}
+                              "probes": False, "repeat": repeat}
     t0 = time.perf_counter()
     fleet = generate_fleet(hosts, GPUS_PER_HOST, hosts * VMS_PER_HOST)
     result["devices"] = sum(len(h.devices) for h in fleet.hosts)
@@ -189,7 +288,7 @@ def run_fleet(hosts: int, latency_ms: float, budget: float, timeout: float) -> d
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         work = Path(tmp)
         t0 = time.perf_counter()
-        # No background serialisation: the cold plan's first reads pay for it.
+        # No background serialisation: the cold reads pay for it.
         lab = LabServer(fleet, work / "state", faults=FaultConfig(latency_ms=latency_ms),
                         warm=False)
         lab.start()
@@ -205,40 +304,31 @@ def run_fleet(hosts: int, latency_ms: float, budget: float, timeout: float) -> d
             spec_file = work / "spec.yaml"
             spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
             result["spec_vms"] = len(spec["vms"])
-
-            result["plan_cold"] = _plan_run(lab, spec_file, timeout)
-            result["plan_warm"] = warm = _plan_run(lab, spec_file, timeout)
-
             target = work / "target.json"
             write_json(target, {"url": lab.url, "ca_file": str(lab.ca_file),
                                 "username": lab.username, "password_file": str(password_file)})
-            out = work / "nplus1.json"
-            lab.clear_request_log()
-            run = run_module("benchmarks.harness", ["nplus1", "--target", str(target),
-                                                    "--budget", str(budget), "--json", str(out)],
-                             timeout=timeout)
-            naive = read_json(out) or {"error": (run.stderr.strip().splitlines()
-                                                 or ["no output"])[-1][:300]}
-            naive.update({"peak_rss_mib": run.peak_rss_mib, "exit_code": run.returncode,
-                          "timed_out": run.timed_out, "lab": "warm"})
-            if "seconds" in naive:
-                # Compare like with like: the whole process, as for `reconcile plan`; the walk
-                # alone (after login) is compared with the plan's observe step.
-                naive["walk_seconds"] = naive["seconds"]
-                naive["seconds"] = run.seconds + naive["seconds"] - naive["measured_seconds"]
-            lab_side = _lab_figures(lab.request_log)
-            naive["wire_bytes"] = lab_side["wire_bytes"]
-            naive["lab_seconds"] = lab_side["lab_seconds"]
-            naive["errors"] = lab_side["errors"]
-            seconds = [r.seconds for r in lab.request_log]
-            if seconds:
-                naive["lab_median_ms"] = statistics.median(seconds) * 1000
-            result["nplus1"] = naive
-            if warm.get("seconds") and naive.get("seconds"):
-                # Both against the warm lab.
-                result["ratio"] = naive["seconds"] / warm["seconds"]
-                if warm.get("observe_seconds"):
-                    result["ratio_observe"] = naive["walk_seconds"] / warm["observe_seconds"]
+
+            def sdk() -> dict[str, Any]:
+                return _worker_run(lab, "sdk", ["--target", str(target)], work, timeout,
+                                   "read_seconds")
+
+            def nplus1() -> dict[str, Any]:
+                return _worker_run(lab, "nplus1", ["--target", str(target), "--budget",
+                                                   str(budget)], work, timeout, "walk_seconds")
+
+            result["plan_cold"] = {**_plan_run(lab, spec_file, timeout), "lab": "cold"}
+            lab.drop_cache()
+            result["sdk_cold"] = {**sdk(), "lab": "cold"}
+            # Warm from here on. The N+1 walk takes minutes when the lab adds latency: once.
+            walks = repeat if latency_ms == 0 else 1
+            rounds: list[dict[str, dict[str, Any]]] = []
+            for n in range(repeat):
+                rounds.append({"plan": _plan_run(lab, spec_file, timeout), "sdk_warm": sdk(),
+                               **({"nplus1": nplus1()} if n < walks else {})})
+            for way, key in (("plan", "plan_warm"), ("sdk_warm", "sdk_warm"),
+                             ("nplus1", "nplus1")):
+                result[key] = _summary([r[way] for r in rounds if way in r], "warm")
+            _ratios(result, rounds)
         finally:
             lab.stop()
     result["lab_peak_rss_mib"] = peak_rss_mib()
@@ -254,19 +344,26 @@ def main(argv: list[str] | None = None) -> int:
     fleet.add_argument("--budget", type=float, default=240.0,
                        help="seconds the N+1 walk may take before the rest is extrapolated")
     fleet.add_argument("--timeout", type=float, default=600.0, help="per child process")
+    fleet.add_argument("--repeat", type=int, default=3,
+                       help="warm rounds (plan, SDK plain read, N+1); medians are reported")
     add_json_option(fleet)
+    plain = sub.add_parser("sdk", help="the SDK's plain list calls against a running lab")
+    plain.add_argument("--target", type=Path, required=True)
+    add_json_option(plain)
     walk = sub.add_parser("nplus1", help="the N+1 walk against a running lab")
     walk.add_argument("--target", type=Path, required=True)
     walk.add_argument("--budget", type=float, default=240.0)
     add_json_option(walk)
     args = parser.parse_args(argv)
-    if args.what == "nplus1":
+    if args.what in ("nplus1", "sdk"):
         target = read_json(args.target)
         if target is None:
             parser.error(f"cannot read {args.target}")
-        data = nplus1_walk(target, args.budget)
+        data = (nplus1_walk(target, args.budget) if args.what == "nplus1"
+                else sdk_plain_read(target))
     else:
-        data = run_fleet(args.hosts, args.latency_ms, args.budget, args.timeout)
+        data = run_fleet(args.hosts, args.latency_ms, args.budget, args.timeout,
+                         max(1, args.repeat))
     write_json(args.json, data)
     print(json.dumps(data, indent=1, sort_keys=True))
     return 0
