@@ -8,12 +8,8 @@ here before a single fact was made. This module sends the same requests through 
 SDK's), and parses each answer with the standard library's C parser while libcurl receives it,
 instead of the SDK buffering the whole body first. Each top-level `<host>` / `<vm>` element is
 handed over as soon as it is complete and released right after, so no list is ever in memory
-whole: hosts are made into facts straight from their elements
-(`reconciler.observe.engine.host_fact_from_element`), VMs through small records carrying only the
-attributes `engine.vm_fact` reads, spelled as the SDK names them.
-
-A schema names every attribute a record carries: reading one not named is an AttributeError, not
-a silent None. Element and attribute names are those the SDK's readers accept (ovirtsdk4/readers.py).
+whole; `reconciler.observe.engine` makes facts straight from the elements (element and attribute
+names are those the SDK's readers accept, ovirtsdk4/readers.py).
 """
 from __future__ import annotations
 
@@ -29,100 +25,7 @@ import pycurl
 from ovirtsdk4 import http
 from ovirtsdk4.service import Future
 
-Convert = Callable[[ET.Element], Any]
 T = TypeVar("T")
-Schema = Mapping[str, Convert]
-
-
-class Record:
-    """One parsed element: the attributes its schema names, nothing else."""
-
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for an attribute the schema does not name.
-        raise AttributeError(f"record has no attribute {name!r}: not in its schema")
-
-    def __repr__(self) -> str:
-        return f"Record({self.__dict__!r})"
-
-
-def build(element: ET.Element, schema: Schema) -> Record:
-    """The record of one element: each attribute its schema names."""
-    record = Record()
-    record.__dict__ = {name: convert(element) for name, convert in schema.items()}
-    return record
-
-
-# ---- converters: each reads one attribute of the SDK's object from the parent element ----------
-
-def attr(name: str) -> Convert:
-    """An XML attribute (`id`, `href`)."""
-    return lambda e: e.get(name)
-
-
-def text(name: str) -> Convert:
-    """A child element's text; None when the child is missing."""
-    return lambda e: e.findtext(name)
-
-
-def integer(name: str) -> Convert:
-    def convert(e: ET.Element) -> int | None:
-        value = e.findtext(name)
-        return int(value) if value else None
-    return convert
-
-
-def boolean(name: str) -> Convert:
-    """As the SDK reads booleans: true/false or 1/0, any case."""
-    def convert(e: ET.Element) -> bool | None:
-        value = e.findtext(name)
-        if not value:
-            return None
-        return value.strip().lower() in ("true", "1")
-    return convert
-
-
-def one(name: str, schema: Schema) -> Convert:
-    def convert(e: ET.Element) -> Record | None:
-        child = e.find(name)
-        return build(child, schema) if child is not None else None
-    return convert
-
-
-def many(name: str, schema: Schema) -> Convert:
-    """A list given inline; None when only a link (or nothing) stands for it, as in the SDK,
-    where an unfollowed link is not a `list`."""
-    def convert(e: ET.Element) -> list[Record] | None:
-        child = e.find(name)
-        return [build(c, schema) for c in child] if child is not None else None
-    return convert
-
-
-REF: Schema = {"id": attr("id"), "href": attr("href"), "name": text("name")}
-NAMED_ID: Schema = {"id": attr("id"), "name": text("name")}
-PROPERTY: Schema = {"name": text("name"), "value": text("value")}
-MDEV_TYPE: Schema = {"name": text("name"), "available_instances": integer("available_instances"),
-                     "human_readable_name": text("human_readable_name"),
-                     "description": text("description")}
-HOST_DEVICE: Schema = {
-    "id": attr("id"), "href": attr("href"), "name": text("name"),
-    "capability": text("capability"), "iommu_group": integer("iommu_group"),
-    "driver": text("driver"), "vendor": one("vendor", NAMED_ID),
-    "product": one("product", NAMED_ID), "parent_device": one("parent_device", REF),
-    "physical_function": one("physical_function", REF),
-    "virtual_functions": integer("virtual_functions"),
-    "m_dev_types": many("m_dev_types", MDEV_TYPE), "vm": one("vm", REF),
-    "host": one("host", REF), "placeholder": boolean("placeholder")}
-VM: Schema = {
-    "id": attr("id"), "href": attr("href"), "name": text("name"), "status": text("status"),
-    "cluster": one("cluster", REF), "host": one("host", REF),
-    "placement_policy": one("placement_policy", {"affinity": text("affinity"),
-                                                 "hosts": many("hosts", REF)}),
-    "custom_properties": many("custom_properties", PROPERTY),
-    "graphics_consoles": many("graphics_consoles", {"id": attr("id"),
-                                                     "protocol": text("protocol")}),
-    "host_devices": many("host_devices", HOST_DEVICE),
-    "mediated_devices": many("mediated_devices", {"id": attr("id"),
-                                                  "spec_params": many("spec_params", PROPERTY)})}
 
 
 # ---- parsing as the bytes arrive ---------------------------------------------------------------
@@ -185,11 +88,6 @@ def elements(body: bytes) -> Iterator[ET.Element]:
         ready.clear()
     stream.close()
     yield from ready
-
-
-def records(body: bytes, schema: Schema) -> Iterator[Record]:
-    """A record per top-level element of the list."""
-    return (build(element, schema) for element in elements(body))
 
 
 # ---- fetching ----------------------------------------------------------------------------------

@@ -17,16 +17,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 from xml.etree.ElementTree import Element
 
 import ovirtsdk4
 from ovirtsdk4 import types
 
 from reconciler.engine.retry import DEFAULT_TIMING, Timing, read
-from reconciler.observe.bulk_read import VM as VM_RECORD
-from reconciler.observe.bulk_read import PendingList, Record, collector_paused
-from reconciler.observe.bulk_read import build as build_record
+from reconciler.observe.bulk_read import PendingList, collector_paused
 from reconciler.model.facts import (Cluster, GraphicsConsole, Host, HostDevice, MdevType,
                                       MediatedDevice, Vm, VmHostDevice)
 from reconciler.observe.vendor import derive_vendor
@@ -353,6 +351,96 @@ def host_fact_from_element(h: Element, clusters_by_id: Mapping[str, Cluster],
         comment=h.findtext("comment") or "")
 
 
+class VmRead(NamedTuple):
+    """One `<vm>` of the bulk VM list, made into what `vm_fact` makes of it, except the names of the
+    hosts it refers to: the host list may still be arriving (both are read at once). `vm_from_read`
+    finishes it once every host is known."""
+
+    id: str
+    name: str
+    cluster_id: str | None
+    cluster: str | None                     # as vm_fact names it: the cluster's name, else its id
+    status: str
+    host_id: str | None
+    pinned_ids: tuple[str, ...]
+    affinity: str | None
+    graphics: tuple[GraphicsConsole, ...]
+    host_devices: tuple[tuple[str, str | None, bool], ...]     # (name, host id, placeholder)
+    mediated_devices: tuple[MediatedDevice, ...]
+    legacy_mdev_property: str | None
+
+
+def _children(parent: Element, name: str) -> Iterable[Element]:
+    """The members of a list given inline; none when only a link (or nothing) stands for it."""
+    listed = parent.find(name)
+    return listed if listed is not None else ()
+
+
+def _element_vm_host_device(d: Element) -> tuple[str, str | None, bool]:
+    host = d.find("host")
+    host_id = host.get("id") if host is not None else None
+    href = d.get("href")
+    if host_id is None and href:
+        match = _HOST_IN_HREF.search(href)
+        host_id = match.group(1) if match else None
+    return (_element_device_name(d) or "", host_id, _text_bool(d.findtext("placeholder")))
+
+
+def _element_mediated_device(m: Element) -> MediatedDevice:
+    params = {p.findtext("name"): p.findtext("value") for p in _children(m, "spec_params")}
+    params.pop(None, None)                  # a property without a name (as _spec_params)
+    return MediatedDevice(id=m.get("id") or "", mdev_type=params.get("mdevType", ""),
+                          nodisplay=str(params.get("nodisplay", "false")).lower() == "true",
+                          driver_params=params.get("driverParams") or None)
+
+
+def _element_legacy_property(v: Element) -> str | None:
+    for p in _children(v, "custom_properties"):
+        value = p.findtext("value")
+        if p.findtext("name") == LEGACY_MDEV_PROPERTY and value:
+            return value
+    return None
+
+
+def vm_read_from_element(v: Element, clusters_by_id: Mapping[str, Cluster]) -> VmRead:
+    """What `vm_fact` reads of a VM, straight from one `<vm>` element of the bulk VM list."""
+    cluster_ref = v.find("cluster")
+    cluster_id = cluster_ref.get("id") if cluster_ref is not None else None
+    cluster = clusters_by_id.get(cluster_id) if cluster_id is not None else None
+    host = v.find("host")
+    policy = v.find("placement_policy")
+    pinned = (tuple(i for i in (h.get("id") for h in _children(policy, "hosts")) if i)
+              if policy is not None else ())
+    consoles = (GraphicsConsole(id=g.get("id") or "", protocol=g.findtext("protocol") or "")
+                for g in _children(v, "graphics_consoles"))
+    return VmRead(
+        id=cast(str, v.get("id")), name=cast(str, v.findtext("name")), cluster_id=cluster_id,
+        cluster=cluster.name if cluster else (cluster_id if cluster_ref is not None else ""),
+        status=v.findtext("status") or "unknown",
+        host_id=host.get("id") if host is not None else None, pinned_ids=pinned,
+        affinity=policy.findtext("affinity") if policy is not None else None,
+        graphics=tuple(sorted(consoles, key=lambda g: g.protocol)),
+        host_devices=tuple(_element_vm_host_device(d) for d in _children(v, "host_devices")),
+        mediated_devices=tuple(sorted((_element_mediated_device(m)
+                                       for m in _children(v, "mediated_devices")),
+                                      key=lambda m: (m.mdev_type, m.id))),
+        legacy_mdev_property=_element_legacy_property(v))
+
+
+def vm_from_read(v: VmRead, host_names: Callable[[str], str | None]) -> Vm:
+    """The VM's fact, its host references named."""
+    devices = (VmHostDevice(name=name, host=host_names(host) if host else None,
+                            placeholder=placeholder)
+               for name, host, placeholder in v.host_devices)
+    return Vm(
+        id=v.id, name=v.name, cluster=cast(str, v.cluster), status=v.status,
+        host=host_names(v.host_id) if v.host_id else None,
+        pinned_hosts=tuple(n for n in (host_names(i) for i in v.pinned_ids) if n),
+        affinity=v.affinity, graphics=v.graphics,
+        host_devices=tuple(sorted(devices, key=lambda d: (d.placeholder, d.name))),
+        mediated_devices=v.mediated_devices, legacy_mdev_property=v.legacy_mdev_property)
+
+
 def outside_search(desired: DesiredState | None, read_host_names: Iterable[str],
                    vm_clusters: Mapping[str, str]) -> str | None:
     """Search for the hosts a narrowed host read missed but the spec's VMs need, or None.
@@ -444,8 +532,8 @@ def _read_engine(connection: ovirtsdk4.Connection, desired: DesiredState | None,
         return (host_fact_from_element(element, by_id, _keep_id, shared_types),
                 element.findtext("address"))
 
-    def vm_item(element: Element) -> Record:
-        return build_record(element, VM_RECORD)
+    def vm_item(element: Element) -> VmRead:
+        return vm_read_from_element(element, by_id)
 
     pending_hosts = PendingList(connection, hosts_service, "/hosts",
                                 {"follow": HOST_FOLLOW, "search": hsearch}, host_item)
@@ -468,15 +556,15 @@ def _read_engine(connection: ovirtsdk4.Connection, desired: DesiredState | None,
     raw_vms = call("list vms", pending_vms.collect)
     spec_vms = {v.name for v in desired.vms} if desired is not None else set()
     extra = outside_search(desired, host_ids.values(), {
-        v.name: by_id[v.cluster.id].name for v in raw_vms
-        if v.name in spec_vms and v.cluster is not None and v.cluster.id in by_id})
+        v.name: by_id[v.cluster_id].name for v in raw_vms
+        if v.name in spec_vms and v.cluster_id in by_id})
     if extra != "":
         more = PendingList(connection, hosts_service, "/hosts",
                            {"follow": HOST_FOLLOW, "search": extra}, host_item)
         take_hosts(call("list more hosts", more.collect))
     host_names = _Names(host_ids,
                         lambda: call("name hosts", lambda: system.hosts_service().list()))
-    vms = tuple(sorted((vm_fact(v, by_id, host_names) for v in raw_vms), key=lambda v: v.name))
+    vms = tuple(sorted((vm_from_read(v, host_names) for v in raw_vms), key=lambda v: v.name))
     vm_names = _Names({v.id: v.name for v in raw_vms},
                       lambda: call("name vms", lambda: system.vms_service().list()))
     del raw_vms
