@@ -19,7 +19,7 @@ from reconciler_lab.search import Field
 @dataclass(frozen=True)
 class Reply:
     status: int
-    body: str
+    body: str | tuple[str, ...]     # a collection: its pieces in order, never joined when streamed
 
 
 def _case_sensitive(query: dict[str, str]) -> bool:
@@ -34,11 +34,8 @@ def _listing(tag: str, items: Iterable[Any], fields: dict[str, search.Field],
     follow = _follow(query, followable)
     chosen = search.run(items, query.get("search"), fields,
                         case_sensitive=_case_sensitive(query), limit=_max(query))
-    # One join: a 1,000-host list is ~60 MB, and every extra copy of it costs the client time.
-    parts = [f"<{tag}>"]
-    parts.extend(render_one(item, follow) for item in chosen)
-    parts.append(f"</{tag}>")
-    return Reply(200, "".join(parts))
+    # The pieces, not joined: a 1,000-host list is ~60 MB, sent while it is compressed.
+    return Reply(200, (f"<{tag}>", *(render_one(item, follow) for item in chosen), f"</{tag}>"))
 
 
 def _follow(query: dict[str, str], followable: frozenset[str]) -> set[str]:

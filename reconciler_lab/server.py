@@ -14,6 +14,7 @@ import ssl
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,27 +43,40 @@ DEFAULT_TOKEN_TTL = 3600.0
 STALL_SECONDS = 3600.0
 _GZIP_MIN = 4096
 _SLICE = 1 << 20                # characters encoded and compressed at a time
+_STREAM_MIN = 1 << 20           # characters: a larger gzip answer is sent as it is compressed
+_CHUNK = 1 << 16                # compressed bytes per HTTP chunk, at least (but the last)
+
+
+def _gzip_parts(pieces: tuple[str, ...]) -> Iterator[bytes]:
+    """The gzip stream of the pieces' UTF-8, in parts of _CHUNK bytes or more (the last may be
+    shorter). Encoded and compressed a slice at a time: a 1,000-host list is ~60 MB, and a whole
+    copy of it (the declaration put in front, the encoded bytes) took longer than compressing it."""
+    packer = zlib.compressobj(1, zlib.DEFLATED, 31)   # wbits 31: a gzip stream
+    ready: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        for at in range(0, len(piece), _SLICE):
+            out = packer.compress(piece[at:at + _SLICE].encode("utf-8"))
+            ready.append(out)
+            size += len(out)
+            if size >= _CHUNK:
+                yield b"".join(ready)
+                ready.clear()
+                size = 0
+    ready.append(packer.flush())
+    yield b"".join(ready)
 
 
 def _encode(pieces: tuple[str, ...], gzip_ok: bool) -> tuple[bytes, bool]:
     """The UTF-8 body made of `pieces`, gzip-compressed when the client accepts it and it has
-    _GZIP_MIN bytes or more; True when compressed.
-
-    A large body is encoded and compressed a slice at a time: a 1,000-host list is ~60 MB, and
-    each whole copy of it (the declaration put in front, the encoded bytes) took longer than
-    compressing it, while the client waited.
-    """
+    _GZIP_MIN bytes or more; True when compressed."""
     if not gzip_ok or sum(len(p) for p in pieces) < _GZIP_MIN:
         # Fewer characters than _GZIP_MIN may still be as many bytes (non-ASCII text).
         data = "".join(pieces).encode("utf-8")
         if gzip_ok and len(data) >= _GZIP_MIN:
             return gzip.compress(data, compresslevel=1), True
         return data, False
-    packer = zlib.compressobj(1, zlib.DEFLATED, 31)   # wbits 31: a gzip stream
-    out = [packer.compress(piece[at:at + _SLICE].encode("utf-8"))
-           for piece in pieces for at in range(0, len(piece), _SLICE)]
-    out.append(packer.flush())
-    return b"".join(out), True
+    return b"".join(_gzip_parts(pieces)), True
 
 
 class LabError(ReconcilerError):
@@ -214,10 +228,16 @@ class _Handler(BaseHTTPRequestHandler):
                                                   status, self.server.lab.clock.now() - self._start,
                                                   sent))
 
-    def _send(self, status: int, text: str, content_type: str = "application/xml") -> tuple[int, int]:
-        # JAXB starts every document with the declaration.
-        pieces = (DECLARATION, text) if text and content_type == "application/xml" else (text,)
-        data, compressed = _encode(pieces, "gzip" in (self.headers.get("Accept-Encoding") or ""))
+    def _send(self, status: int, body: str | tuple[str, ...],
+              content_type: str = "application/xml") -> tuple[int, int]:
+        """Answer with `body` (a collection: its pieces, in order)."""
+        pieces = (body,) if isinstance(body, str) else body
+        if content_type == "application/xml" and any(pieces):
+            pieces = (DECLARATION, *pieces)   # JAXB starts every document with it
+        gzip_ok = "gzip" in (self.headers.get("Accept-Encoding") or "")
+        if gzip_ok and sum(len(p) for p in pieces) >= _STREAM_MIN:
+            return self._send_streamed(status, pieces, content_type)
+        data, compressed = _encode(pieces, gzip_ok)
         headers = {"Content-Type": f"{content_type};charset=UTF-8"} if data else {}
         if compressed:
             headers["Content-Encoding"] = "gzip"
@@ -230,6 +250,40 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
         return status, len(data)
+
+    def _send_streamed(self, status: int, pieces: tuple[str, ...],
+                       content_type: str) -> tuple[int, int]:
+        """A large answer sent in chunks as it is compressed (HTTP/1.1 chunked transfer), so the
+        client reads the first objects of a 1,000-host list while the lab compresses the rest.
+
+        Recorded before the last chunk: a client that has the whole answer can find it in the
+        log. Its time leaves out the time spent waiting for the client to take the chunks.
+        """
+        self.send_response(status)
+        self.send_header("Content-Type", f"{content_type};charset=UTF-8")
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        clock = self.server.lab.clock
+        sent, waited = 0, 0.0
+        parts = _gzip_parts(pieces)
+        data = next(parts)
+        for following in parts:
+            started = clock.now()
+            self._write_chunk(data)
+            waited += clock.now() - started
+            sent += len(data)
+            data = following
+        sent += len(data)
+        self._start += waited
+        self._record(status, sent)
+        self._write_chunk(data)
+        self.wfile.write(b"0\r\n\r\n")
+        return status, sent
+
+    def _write_chunk(self, data: bytes) -> None:
+        if data:   # an empty chunk would end the answer
+            self.wfile.write(b"%x\r\n%b\r\n" % (len(data), data))
 
     def _json(self, status: int, obj: dict[str, Any]) -> tuple[int, int]:
         return self._send(status, json.dumps(obj), "application/json")

@@ -7,6 +7,7 @@ import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import ovirtsdk4 as sdk
 import pytest
@@ -177,3 +178,32 @@ def test_dropping_what_was_serialised_changes_no_answer(lab: LabServer) -> None:
     lab.drop_cache()
     assert lab.api.render is not renderer       # written anew: what a cold read pays for
     assert answers() == before
+
+
+def test_a_large_gzip_answer_is_streamed_in_chunks_to_the_same_document(tmp_path: Path) -> None:
+    import gzip
+
+    from reconciler_lab.fleet import generate_fleet
+
+    with LabServer(generate_fleet(30, 8, 60), tmp_path / "big") as lab, connect(lab) as c:
+        ctx = ssl.create_default_context(cafile=str(lab.ca_file))
+
+        def get(headers: dict[str, str]) -> tuple[Any, bytes]:
+            req = urllib.request.Request(
+                lab.url + "/hosts?follow=devices",
+                headers={"Authorization": f"Bearer {c.authenticate()}", **headers})
+            with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
+                return resp.headers, resp.read()
+
+        lab.clear_request_log()
+        streamed_headers, streamed = get({"Accept-Encoding": "gzip"})
+        record = lab.request_log[-1]
+        plain_headers, plain = get({})
+        assert streamed_headers["Transfer-Encoding"] == "chunked"
+        assert streamed_headers["Content-Encoding"] == "gzip"
+        assert "Content-Length" not in streamed_headers
+        assert plain_headers["Content-Length"] == str(len(plain)) and len(plain) > 2**20
+        assert gzip.decompress(streamed) == plain
+        assert (record.status, record.bytes_sent) == (200, len(streamed))
+        # the SDK (libcurl) reads it as any other answer
+        assert len(c.system_service().hosts_service().list(follow="devices")) == 30
