@@ -248,17 +248,18 @@ def _way_line(row: dict[str, Any], way: str, fig: dict[str, Any], first: bool) -
     mark = "*" if fig.get("extrapolated") else ""
     read = fig.get("observe_seconds", fig.get("walk_seconds", fig.get("read_seconds")))
     print(f"{lead}  {way:<10} {fig.get('runs', 1):>4} {_fmt_s(fig['seconds']) + mark:>9} "
-          f"{spread:>17} {_fmt_s(read):>9} {fig.get('requests', 0):>9,} "
+          f"{spread:>17} {_fmt_s(read):>9} {_fmt_s(fig.get('cpu_seconds')):>9} "
+          f"{_fmt_s(fig.get('lab_cpu_seconds')):>9} {fig.get('requests', 0):>9,} "
           f"{_mib(fig.get('wire_bytes')):>9} {_mib(fig.get('xml_bytes')):>8} "
-          f"{fig['peak_rss_mib']:>9.0f} {fig.get('lab_seconds', 0):>7.2f}")
+          f"{fig['peak_rss_mib']:>9.0f}")
 
 
 def print_fleet(rows: list[dict[str, Any]]) -> None:
     print("\nFleet: `reconcile plan --no-probe` (observe + plan) against the SDK's plain list "
           "calls and the N+1 walk, each in a fresh process, same lab")
     head = (f"{'hosts':>6} {'VMs':>7} {'lat':>5}  {'way':<10} {'runs':>4} {'wall':>9} "
-            f"{'min-max':>17} {'read':>9} {'requests':>9} {'MiB wire':>9} {'MiB XML':>8} "
-            f"{'peak MiB':>9} {'lab s':>7}")
+            f"{'min-max':>17} {'read':>9} {'CPU':>9} {'lab CPU':>9} {'requests':>9} "
+            f"{'MiB wire':>9} {'MiB XML':>8} {'peak MiB':>9}")
     print(head)
     print("-" * len(head))
     for row in rows:
@@ -289,8 +290,9 @@ def print_fleet(rows: list[dict[str, Any]]) -> None:
           "  cold: first read after the lab started or dropped what it serialised, so its answers "
           "include serialising the fleet; warm: every answer cached,\n"
           "  rounds of plan, SDK plain, N+1 interleaved; ratio: of the warm medians (per-round "
-          "ratios min-max); MiB wire: what the lab sent (gzip);\n"
-          "  MiB XML: the same decompressed; lab s: the lab's own handling time")
+          "ratios min-max); CPU: the child's own user + system time;\n"
+          "  lab CPU: the lab's (the harness process) meanwhile; MiB wire: what the lab sent "
+          "(gzip); MiB XML: the same decompressed")
 
 
 def print_targets(items: list[Target]) -> None:

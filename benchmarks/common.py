@@ -80,6 +80,7 @@ class ChildRun:
     stdout: str
     stderr: str
     timed_out: bool
+    cpu_seconds: float = 0.0     # its own user + system time: steadier than wall on a busy box
 
 
 def run_module(module: str, args: Sequence[str], *, timeout: float,
@@ -118,7 +119,8 @@ def run_module(module: str, args: Sequence[str], *, timeout: float,
         return ChildRun(int(code) if code is not None else -1,
                         float(usage.get("seconds", wall)), float(usage.get("peak_rss_mib", 0.0)),
                         out.read().decode("utf-8", "replace"),
-                        err.read().decode("utf-8", "replace"), timed_out)
+                        err.read().decode("utf-8", "replace"), timed_out,
+                        float(usage.get("cpu_seconds", 0.0)))
 
 
 def _launch(report: Path, argv: Sequence[str]) -> int:
@@ -130,7 +132,8 @@ def _launch(report: Path, argv: Sequence[str]) -> int:
     code = os.waitstatus_to_exitcode(status)
     proc.returncode = code
     write_json(report, {"returncode": code, "seconds": seconds,
-                        "peak_rss_mib": usage.ru_maxrss / 1024})
+                        "peak_rss_mib": usage.ru_maxrss / 1024,
+                        "cpu_seconds": usage.ru_utime + usage.ru_stime})
     return code
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import tempfile
 import time
@@ -188,13 +189,22 @@ def _lab_figures(records: list[Any]) -> dict[str, Any]:
             "errors": sum(1 for r in api if r.status >= 400 or r.status == 0)}
 
 
+def _cpu_seconds() -> float:
+    """This process's own CPU time: the lab serving, while a child runs (the harness only waits)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _plan_run(lab: Any, spec_file: Path, timeout: float) -> dict[str, Any]:
     """`reconcile plan --no-probe -o json SPEC` in a fresh process against `lab`."""
     lab.clear_request_log()
+    lab_cpu = _cpu_seconds()
     run = run_module("reconciler", ["--log-format", "json", "--log-level", "info",
                                     "plan", "--no-probe", "-o", "json", str(spec_file)],
                      timeout=timeout)
     figures: dict[str, Any] = {"seconds": run.seconds, "peak_rss_mib": run.peak_rss_mib,
+                               "cpu_seconds": run.cpu_seconds,
+                               "lab_cpu_seconds": _cpu_seconds() - lab_cpu,
                                "exit_code": run.returncode, "timed_out": run.timed_out,
                                **_lab_figures(lab.request_log)}
     figures["observe_seconds"] = _observed_event(run.stderr).get("seconds")
@@ -217,11 +227,14 @@ def _worker_run(lab: Any, what: str, args: list[str], work: Path, timeout: float
     out = work / f"{what}.json"
     out.unlink(missing_ok=True)
     lab.clear_request_log()
+    lab_cpu = _cpu_seconds()
     run = run_module("benchmarks.harness", [what, *args, "--json", str(out)], timeout=timeout)
+    lab_cpu = _cpu_seconds() - lab_cpu
     data = read_json(out) or {"error": (run.stderr.strip().splitlines()
                                         or ["no output"])[-1][:300]}
     data.update({"peak_rss_mib": run.peak_rss_mib, "exit_code": run.returncode,
-                 "timed_out": run.timed_out})
+                 "timed_out": run.timed_out, "cpu_seconds": run.cpu_seconds,
+                 "lab_cpu_seconds": lab_cpu})
     if "seconds" in data:
         data[read_key] = data["seconds"]
         # An extrapolated walk adds what it did not wait for to the process's own wall time.
@@ -244,7 +257,8 @@ def _summary(runs: list[dict[str, Any]], lab: str) -> dict[str, Any]:
     out = {**middle, "lab": lab, "runs": len(good), "seconds": statistics.median(seconds),
            "min_seconds": min(seconds), "max_seconds": max(seconds),
            "peak_rss_mib": max(r["peak_rss_mib"] for r in good), "all_seconds": seconds}
-    for key in ("observe_seconds", "walk_seconds", "read_seconds"):
+    for key in ("observe_seconds", "walk_seconds", "read_seconds", "cpu_seconds",
+                "lab_cpu_seconds"):
         values = [r[key] for r in good if r.get(key) is not None]
         if values:
             out[key] = statistics.median(values)
