@@ -224,21 +224,24 @@ def fetch_xml(connection: ovirtsdk4.Connection, service: Any, path: str,
 
 
 @contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while lists become facts; keep what was made out of the
-    collections that follow.
+def collector_paused(*, freeze: bool = False) -> Iterator[None]:
+    """Pause the cyclic garbage collector while lists become facts.
 
     The elements and facts made here hold no reference cycles, but hundreds of thousands of new
     objects trigger repeated collections over an ever larger heap: about a third of the time of
-    turning a 1,000-host list into facts. Collection resumes (as it was) right after, with every
-    object alive then frozen (`gc.freeze`): the facts live as long as the pass, and the first
-    collections after the pause would otherwise walk all of them again, and again as they age
-    through the generations (~0.4 s of a 1,000-host plan). What an earlier pause froze is unfrozen
-    and collected once when the next begins, so a process that observes again and again (the
-    controller, apply) never keeps cyclic garbage out of reach for longer than a pass.
+    turning a 1,000-host list into facts. Collection resumes (as it was) right after.
+
+    With `freeze` (the engine read), every object alive then is also frozen (`gc.freeze`): the
+    facts live as long as the pass, and the first collections after the pause would otherwise walk
+    all of them again, and again as they age through the generations (~0.4 s of a 1,000-host
+    plan). What an earlier freezing pause froze is unfrozen and collected once when the next one
+    begins, so a process that observes again and again (the controller, apply) never keeps cyclic
+    garbage out of reach for longer than a pass. A pause without `freeze` (a short read whose
+    elements are dropped at once, as the controller's device poll makes) leaves what is frozen
+    alone: it would otherwise pay a full collection each time.
     """
     enabled = gc.isenabled()
-    if enabled and gc.get_freeze_count():
+    if freeze and enabled and gc.get_freeze_count():
         gc.unfreeze()
         gc.collect()
     gc.disable()
@@ -246,5 +249,6 @@ def collector_paused() -> Iterator[None]:
         yield
     finally:
         if enabled:
-            gc.freeze()
+            if freeze:
+                gc.freeze()
             gc.enable()

@@ -503,7 +503,7 @@ def read_engine(connection: ovirtsdk4.Connection, desired: DesiredState | None =
                 timing: Timing = DEFAULT_TIMING) -> EngineRead:
     """Read the fleet's engine facts in a constant number of requests (see the module doc)."""
     # One pause of the cyclic collector for the whole read: the facts made here outlive it.
-    with collector_paused():
+    with collector_paused(freeze=True):
         return _read_engine(connection, desired, timing)
 
 

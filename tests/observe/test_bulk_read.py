@@ -232,19 +232,37 @@ def test_collector_is_paused_and_restored_as_it_was() -> None:
         gc.enable()
 
 
-def test_what_a_pause_made_is_frozen_until_the_next_pause_collects_it() -> None:
+def test_what_a_freezing_pause_made_is_frozen_until_the_next_one_collects_it() -> None:
     gc.unfreeze()
     try:
-        with collector_paused():
+        with collector_paused(freeze=True):
             made = [[n] for n in range(1000)]
         assert gc.isenabled() and gc.get_freeze_count() >= len(made)
+        frozen = gc.get_freeze_count()
         with collector_paused():
+            more = [[n] for n in range(1000)]
+        # a plain pause (the device poll's) neither collects what is frozen nor freezes more
+        assert gc.isenabled() and gc.get_freeze_count() == frozen and len(more) == 1000
+        with collector_paused(freeze=True):
             assert gc.get_freeze_count() == 0      # unfrozen (and collected) as the next begins
         gc.disable()
         gc.unfreeze()
-        with collector_paused():
+        with collector_paused(freeze=True):
             pass
         assert gc.get_freeze_count() == 0          # off before: nothing frozen either
     finally:
         gc.enable()
+        gc.unfreeze()
+
+
+def test_an_engine_read_leaves_its_facts_frozen(start_lab, lab_connect, fleets):
+    lab = start_lab(fleets.load_fleet("demo"))
+    conn = lab_connect(lab)
+    gc.unfreeze()
+    try:
+        read = engine.read_engine(conn)
+        assert read.hosts and read.vms and gc.isenabled()
+        # the facts (and what they hold) are out of the collections that follow
+        assert gc.get_freeze_count() >= len(read.hosts) + len(read.vms)
+    finally:
         gc.unfreeze()
