@@ -1,8 +1,10 @@
 """From spec files to the frozen DesiredState: load, schema, semantics, then build."""
 from __future__ import annotations
 
+import gc
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,25 @@ from reconciler.spec.semantic import check_documents
 
 def _sort_key(issue: SpecIssue) -> tuple[str, int, int, str]:
     return (issue.file, issue.line, issue.column, issue.path)
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while spec files are read, restoring it as it was.
+
+    A large spec becomes hundreds of thousands of objects (YAML nodes, a line and column for every
+    key and value, the checked values, the built state), few of them in reference cycles; their
+    arrival alone sets off collections that walk the whole growing heap again and again: half of
+    loading a 5,800-VM spec (~1.0 s -> ~0.5 s). Cyclic garbage made meanwhile is collected once
+    the collector runs again.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _check(paths: Sequence[str], within: Path | None = None, environment: bool = False
@@ -44,7 +65,8 @@ def validate_paths(paths: Sequence[str]) -> list[SpecIssue]:
 
     Raises SpecPathError (a ReconcilerError) when a PATH does not exist or holds no spec files.
     """
-    return _check(paths)[1]
+    with collector_paused():
+        return _check(paths)[1]
 
 
 def load_desired(paths: Sequence[str], within: Path | None = None) -> model.DesiredState:
@@ -64,10 +86,11 @@ def check_and_build(paths: Sequence[str], within: Path | None = None, *,
 
     `environment`: also check that the CA file, the password variable or file and the SSH files
     the spec names are there on this machine (spec/environment.py)."""
-    docs, issues = _check(paths, within, environment)
-    if issues:
-        return None, issues
-    return build_state(docs), []
+    with collector_paused():
+        docs, issues = _check(paths, within, environment)
+        if issues:
+            return None, issues
+        return build_state(docs), []
 
 
 def build_state(docs: Sequence[SpecDocument]) -> model.DesiredState:

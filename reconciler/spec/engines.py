@@ -25,7 +25,7 @@ from typing import Any
 
 from reconciler.errors import SpecError, SpecIssue
 from reconciler.spec import model
-from reconciler.spec.build import _sort_key, build_state
+from reconciler.spec.build import _sort_key, build_state, collector_paused
 from reconciler.spec.load import SpecDocument, load_documents
 from reconciler.spec.schema import check_document
 from reconciler.spec.semantic import check_documents
@@ -122,6 +122,12 @@ def _nearest(folder: Path, by_folder: dict[Path, Any]) -> Path | None:
 def check_and_build_engines(paths: Sequence[str], within: Path | None = None
                             ) -> tuple[EngineSpecs | None, list[SpecIssue]]:
     """Validate PATHs as the specs of one or more engines and, when valid, build each one."""
+    with collector_paused():
+        return _checked_engines(paths, within)
+
+
+def _checked_engines(paths: Sequence[str], within: Path | None
+                     ) -> tuple[EngineSpecs | None, list[SpecIssue]]:
     docs: list[SpecDocument] = []
     issues: list[SpecIssue] = []
     for loaded in load_documents(paths, within):

@@ -218,3 +218,39 @@ def test_lab_fleet_names_must_be_built_in_but_paths_are_not_checked(tmp_path, wr
     by_path = write("p.yaml", "apiVersion: gpu-reconciler/v1\n"
                               "engine: {lab: {fleet: fleets/later.yaml}}\n")
     assert validate_paths([str(by_path)]) == []
+
+
+def test_the_collector_is_paused_while_a_spec_is_read_and_restored_after(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    from reconciler.spec import build, engines
+
+    seen: list[bool] = []
+
+    def checked(doc: object) -> list[object]:
+        seen.append(gc.isenabled())
+        return []
+
+    monkeypatch.setattr(build, "check_document", checked)
+    monkeypatch.setattr(engines, "check_document", checked)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(ENGINE)
+    assert gc.isenabled()
+    assert load_desired([str(spec)]).engine is not None
+    assert engines.load_engines([str(spec)]).engines
+    assert validate_paths([str(spec)]) == []
+    assert seen == [False, False, False] and gc.isenabled()
+    spec.write_text("apiVersion: gpu-reconciler/v1\nvms: [\n")      # not YAML
+    with pytest.raises(SpecError):
+        load_desired([str(spec)])
+    with pytest.raises(SpecError):
+        engines.load_engines([str(spec)])
+    assert validate_paths([str(spec)]) and gc.isenabled()   # restored after a failed load too
+    gc.disable()
+    try:
+        with pytest.raises(SpecError):
+            load_desired([str(spec)])
+        assert not gc.isenabled()                # it was off before: stays off
+    finally:
+        gc.enable()
