@@ -5,9 +5,10 @@ reads `available_instances == 0` there. The engine counts a seat only while a VM
 the mdev at the VM's start, on the one host the scheduler picked): `take_on_one_host` and
 `give_back` follow a VM's start and stop. A GPU is *locked* to the type that has fewer available
 instances than its maximum; a GPU where every type is at its maximum is *free* and can be claimed
-by any one type. Seats are reserved VM by VM in name order, first on GPUs locked to the type, then
-on free GPUs (claiming them), so a plan never counts one GPU for two types. The model in
-`model_apply.py` reserves through the same function, so re-planning sees the same numbers.
+by any one type. Seats are reserved VM by VM in the order the VMs are planned (and their actions
+run), first on GPUs locked to the type, then on free GPUs (claiming them), so a plan never counts
+one GPU for two types. The model in `model_apply.py` reserves through the same function, action
+by action, so re-planning sees the same numbers.
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ driver (storage, network, USB...): detaching it would take that function away fr
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from reconciler.model.facts import Host, HostDevice, ProbeFacts
 from reconciler.plan.expand import HostDesired
@@ -41,13 +41,17 @@ def host_driver_kept_off(device: HostDevice, desired: HostDesired | None) -> boo
 
 
 def passthrough_device_problems(vm: str, host: Host, wanted: list[HostDevice],
-                                desired: HostDesired | None) -> list[str]:
-    """Ownership, host-driver and IOMMU-group problems of passing `wanted` to `vm`."""
+                                desired: HostDesired | None,
+                                settled: Collection[str] = ()) -> list[str]:
+    """Ownership, host-driver and IOMMU-group problems of passing `wanted` to `vm`.
+
+    `settled`: devices whose use by another VM is not checked here, because that VM gives them
+    up in this plan (the handoff rules in vms/handoff.py decide, and say so when it cannot)."""
     problems: list[str] = []
     names = {d.name for d in wanted}
     groups = {d.iommu_group for d in wanted if d.iommu_group is not None}
     for dev in wanted:
-        if dev.vm and dev.vm != vm:
+        if dev.vm and dev.vm != vm and dev.name not in settled:
             problems.append(f"device {dev.name} on host {host.name} is attached to VM {dev.vm}; "
                             f"detach it there first or pick another device")
         if dev.driver in GPU_HOST_DRIVERS and not host_driver_kept_off(dev, desired):
@@ -56,7 +60,7 @@ def passthrough_device_problems(vm: str, host: Host, wanted: list[HostDevice],
         if dev.iommu_group not in groups or dev.name in names:
             continue
         group = dev.iommu_group
-        if dev.vm and dev.vm != vm:
+        if dev.vm and dev.vm != vm and dev.name not in settled:
             problems.append(f"device {dev.name} shares IOMMU group {group} with the requested "
                             f"device(s) and is used by VM {dev.vm}; the engine attaches a whole "
                             "group to one VM, so free it first")

@@ -3,7 +3,7 @@ what it names (with the IOMMU-group siblings the engine brings along). Every cha
 VM down: the engine refuses host-device changes while it runs."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import replace
 
 from reconciler.model.facts import Host, HostDevice, Vm
@@ -13,11 +13,13 @@ from reconciler.plan.actions import (Action, AttachHostDevice, DetachHostDevice,
 from reconciler.plan.expand import HostDesired
 from reconciler.plan.inputs import Inputs
 from reconciler.plan.vms.changes import VmChanges
+from reconciler.plan.vms.handoff import NO_TAKEOVER, Takeover
 from reconciler.spec.model import PassthroughSpec
 
 
 def passthrough_changes(inputs: Inputs, vm: Vm, spec: PassthroughSpec, reason: Reason,
-                        host_desired: Mapping[str, HostDesired]) -> VmChanges:
+                        host_desired: Mapping[str, HostDesired],
+                        takeover: Takeover = NO_TAKEOVER) -> VmChanges:
     host = inputs.hosts.get(spec.host)
     if host is None:
         return VmChanges(blockers=(f"passthrough host {spec.host} does not exist"
@@ -33,12 +35,12 @@ def passthrough_changes(inputs: Inputs, vm: Vm, spec: PassthroughSpec, reason: R
     kept = _kept(vm, host.name, spec.devices)
     desired = host_desired.get(spec.host)
     problems = _host_problems(vm, host, [devices[n] for n in spec.devices if n not in kept],
-                              desired)
+                              desired, takeover.settled) + takeover.problems
     if problems:
         return VmChanges(blockers=problems)
     risks = tuple(f"attached today and left as it is, but {p}" for p in _host_problems(
         vm, host, [devices[n] for n in spec.devices if n in kept], desired))
-    changes = _device_changes(inputs, vm, host, devices, spec.devices, reason)
+    changes = _device_changes(inputs, vm, host, devices, spec.devices, reason, takeover.givers)
     return replace(changes, warnings=changes.warnings + risks) if risks else changes
 
 
@@ -50,11 +52,11 @@ def _kept(vm: Vm, host: str, names: Sequence[str]) -> frozenset[str]:
     return frozenset(n for n in names if n in held)
 
 
-def _host_problems(vm: Vm, host: Host, wanted: list[HostDevice],
-                   desired: HostDesired | None) -> tuple[str, ...]:
+def _host_problems(vm: Vm, host: Host, wanted: list[HostDevice], desired: HostDesired | None,
+                   settled: Set[str] = frozenset()) -> tuple[str, ...]:
     if not wanted:
         return ()
-    problems = checks.passthrough_device_problems(vm.name, host, wanted, desired)
+    problems = checks.passthrough_device_problems(vm.name, host, wanted, desired, settled)
     iommu_coming = bool(desired and desired.kernel and desired.kernel.iommu)
     if not host.device_passthrough and not iommu_coming:
         problems.append(f"host {host.name} has device passthrough (IOMMU) disabled; set "
@@ -63,7 +65,7 @@ def _host_problems(vm: Vm, host: Host, wanted: list[HostDevice],
 
 
 def _device_changes(inputs: Inputs, vm: Vm, host: Host, devices: Mapping[str, HostDevice],
-                    names: Sequence[str], reason: Reason) -> VmChanges:
+                    names: Sequence[str], reason: Reason, givers: Set[str]) -> VmChanges:
     key = f"vm:{vm.name}"
     actions: list[Action] = []
     differences: list[str] = []
@@ -85,7 +87,9 @@ def _device_changes(inputs: Inputs, vm: Vm, host: Host, devices: Mapping[str, Ho
     for name in want:
         if name in current:
             continue
-        sharing = [v for v in inputs.device_holders.get((host.name, name), ()) if v != vm.name]
+        # A VM giving the device up in this plan (planned before this one) no longer holds it.
+        sharing = [v for v in inputs.device_holders.get((host.name, name), ())
+                   if v != vm.name and v not in givers]
         if sharing:
             # The engine lets several down VMs hold one device; only one of them can run.
             notes.append(f"device {name} on host {host.name} is also attached to VM(s) "

@@ -1,5 +1,6 @@
 """The VM phase: each spec VM in name order (passthrough, vGPUs, console, capacity, the restart
-policy), after the host phase, so that VMs stopped for a host cycle are known."""
+policy), after the host phase, so that VMs stopped for a host cycle are known. A VM giving a host
+device up to another VM is planned before it (handoff.py)."""
 from __future__ import annotations
 
 from collections import Counter
@@ -17,6 +18,8 @@ from reconciler.plan.power import start_vm
 from reconciler.plan.result import DriftItem, Note, PlanWarning
 from reconciler.plan.vms.changes import NO_CHANGES
 from reconciler.plan.vms.gate import gate
+from reconciler.plan.vms.handoff import (NO_TAKEOVER, Handoff, Takeover, find_handoffs, given_up,
+                                         planning_order, takeover)
 from reconciler.plan.vms.passthrough import passthrough_changes
 from reconciler.plan.vms.seats import SeatLedger
 from reconciler.plan.vms.vgpu import vgpu_changes
@@ -50,8 +53,7 @@ class VmPhase:
 
 def plan_vms(inputs: Inputs, hosts: HostPhase) -> VmPhase:
     seats = SeatLedger(inputs, (h for w in hosts.waves for h in w.hosts))
-    plans = [plan_vm(inputs, spec, hosts, seats)
-             for spec in sorted(inputs.desired.vms, key=lambda v: v.name)]
+    plans = _plan_in_order(inputs, hosts, seats)
     # The seats a plan's starts take were counted on every GPU of the cluster: its hosts decide
     # them.
     seat_clusters = {p.adds_seats_in for p in plans if p.adds_seats_in is not None}
@@ -69,14 +71,35 @@ def plan_vms(inputs: Inputs, hosts: HostPhase) -> VmPhase:
         seats_after={t: n for t, n in seats.running_after.items() if n > 0})
 
 
-def plan_vm(inputs: Inputs, spec: VmSpec, hosts: HostPhase, seats: SeatLedger) -> VmPlan:
+def _plan_in_order(inputs: Inputs, hosts: HostPhase, seats: SeatLedger) -> list[VmPlan]:
+    """Each spec VM in name order, except that a VM giving a host device up to another comes
+    before it (handoff.py); the plan's VM actions follow this order."""
+    handoffs = find_handoffs(inputs.desired_vms, inputs.hosts)
+    order = planning_order(sorted(inputs.desired_vms), handoffs)
+    by_taker: dict[str, list[Handoff]] = {}
+    by_giver: dict[str, list[Handoff]] = {}
+    for h in handoffs:
+        by_taker.setdefault(h.taker, []).append(h)
+        by_giver.setdefault(h.giver, []).append(h)
+    given: frozenset[Handoff] = frozenset()
+    plans: list[VmPlan] = []
+    for name in order.names:
+        planned = plan_vm(inputs, inputs.desired_vms[name], hosts, seats,
+                          takeover(by_taker.get(name, ()), given, order.rings))
+        given |= {h for h in by_giver.get(name, ()) if given_up(h, planned.actions)}
+        plans.append(planned)
+    return plans
+
+
+def plan_vm(inputs: Inputs, spec: VmSpec, hosts: HostPhase, seats: SeatLedger,
+            handed: Takeover = NO_TAKEOVER) -> VmPlan:
     vm = inputs.vms.get(spec.name)
     if vm is None:
         key = f"vm:{spec.name}"
         return VmPlan(key, drift=(DriftItem(
             key, DriftStatus.BLOCKED, f"VM {spec.name} does not exist in the engine"
             + checks.did_you_mean(spec.name, inputs.vms), _location(spec)),))
-    planned = _plan_existing(inputs, vm, spec, hosts, seats)
+    planned = _plan_existing(inputs, vm, spec, hosts, seats, handed)
     if vm.name in hosts.stopped_for_cycle and not any(isinstance(a, StartVm)
                                                       for a in planned.actions):
         # Stopped so that its host could reboot: bring it back even if nothing else changes; it
@@ -89,14 +112,14 @@ def plan_vm(inputs: Inputs, spec: VmSpec, hosts: HostPhase, seats: SeatLedger) -
 
 
 def _plan_existing(inputs: Inputs, vm: Vm, spec: VmSpec, hosts: HostPhase,
-                   seats: SeatLedger) -> VmPlan:
+                   seats: SeatLedger, handed: Takeover) -> VmPlan:
     key = f"vm:{vm.name}"
     loc = _location(spec)
     classified = inputs.classify(key, spec)
     passthrough = vgpus = NO_CHANGES
     if spec.passthrough is not None:
         passthrough = passthrough_changes(inputs, vm, spec.passthrough, classified.reason,
-                                          hosts.host_desired)
+                                          hosts.host_desired, handed)
     if spec.vgpu is not None:
         vgpus = vgpu_changes(inputs, vm, spec.vgpu, classified.reason)
     unmanaged = _unmanaged_parts(key, vm, spec, loc)

@@ -7,7 +7,8 @@ it only configures vGPUs on a VM that stays down; those are reported as a warnin
 cluster when they would not all fit if every such VM started.
 
 The ledger is the one thing the VM phase updates as it goes, on purpose: VMs are planned in name
-order, as they are changed, and a seat one VM's start takes is not there for the next.
+order (a VM giving a host device up before the VM taking it, handoff.py), as they are changed, and
+a seat one VM's start takes is not there for the next.
 """
 from __future__ import annotations
 
