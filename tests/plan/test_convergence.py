@@ -1,6 +1,7 @@
 """Property: applying a plan in the pure model and planning again yields no further changes."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 from reconciler.plan import plan
 from tests.support.model_apply import apply_to_facts
 from reconciler.plan.render_json import render_json
-from tests.plan.factsload import desired_from, observed_from
+from tests.plan.factsload import desired_from, load_cases, observed_from
 
 CLUSTERS = [
     {"id": "c1", "name": "gpu", "cpu_type": "Intel Cascadelake Server Family",
@@ -137,6 +138,24 @@ def test_applying_a_plan_converges(data: tuple[dict[str, Any], dict[str, Any]]) 
     first = plan(desired, observed)
     after = apply_to_facts(first, observed)
     second = plan(desired, after)
+    assert [f"{a.kind} {a.target}" for a in second.actions] == [], (
+        [f"{a.kind} {a.target}: {a.description}" for a in first.actions])
+
+
+def _table_cases() -> list[Any]:
+    """The planner's table cases that start from nothing applied."""
+    return [pytest.param(case, id=f"{path.stem}: {case['name']}")
+            for path in sorted((Path(__file__).parent / "cases").glob("*.yaml"))
+            for case in load_cases(path) if not case.get("applied")]
+
+
+@pytest.mark.parametrize("case", _table_cases())
+def test_table_cases_converge(case: dict[str, Any]) -> None:
+    """The planner's table cases (cases/*.yaml) converge in one apply too, deterministically."""
+    desired = desired_from(case.get("desired"))
+    observed = observed_from(case.get("observed"))
+    first = plan(desired, observed)
+    second = plan(desired, apply_to_facts(first, observed))
     assert [f"{a.kind} {a.target}" for a in second.actions] == [], (
         [f"{a.kind} {a.target}: {a.description}" for a in first.actions])
 
