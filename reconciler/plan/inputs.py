@@ -98,6 +98,12 @@ class Inputs:
                 for cluster, hosts in self.hosts_by_cluster.items()}
 
     @cached_property
+    def offered_on_host(self) -> Mapping[str, frozenset[str]]:
+        """host -> the vGPU types its GPUs offer (where a pinned VM takes its vGPUs)."""
+        return {h.name: frozenset(t.name for d in h.devices for t in d.mdev_types)
+                for h in self.observed.hosts}
+
+    @cached_property
     def device_holders(self) -> Mapping[tuple[str, str], tuple[str, ...]]:
         """(host, device) -> the VMs whose configuration holds it, in name order."""
         holders: dict[tuple[str, str], list[str]] = {}

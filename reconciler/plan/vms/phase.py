@@ -121,7 +121,8 @@ def _plan_existing(inputs: Inputs, vm: Vm, spec: VmSpec, hosts: HostPhase,
         passthrough = passthrough_changes(inputs, vm, spec.passthrough, classified.reason,
                                           hosts.host_desired, handed)
     if spec.vgpu is not None:
-        vgpus = vgpu_changes(inputs, vm, spec.vgpu, classified.reason)
+        vgpus = vgpu_changes(inputs, vm, spec.vgpu, classified.reason,
+                             spec.passthrough.host if spec.passthrough else None)
     unmanaged = _unmanaged_parts(key, vm, spec, loc)
     notes = tuple(Note(key, n) for n in passthrough.notes + vgpus.notes)
     warnings = tuple(PlanWarning(key, w, loc) for w in passthrough.warnings + vgpus.warnings)

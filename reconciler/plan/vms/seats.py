@@ -58,7 +58,7 @@ class SeatLedger:
         if wanted:
             hosts = [h for h in pool.hosts() if h in self._up and (not pinned or h in pinned)]
             if pool.take_on_one_host(wanted, hosts) is None:
-                why = self._no_room(vm, wanted, pool, hosts)     # as it would be at its start
+                why = self._no_room(vm, wanted, pool, hosts, pinned)  # as it would be at its start
                 if before and vm.host:
                     pool.take_on_one_host(before, [vm.host])      # it keeps running as it is
                 return why
@@ -81,18 +81,19 @@ class SeatLedger:
         need = ", ".join(f"{n} x {t}" for t, n in sorted(wanted.items()))
         most = ", ".join(f"{t}: {max((idle_capacity(h.devices, t) for h in hosts), default=0)}"
                          for t in sorted(wanted))
-        return (f"VM {vm.name} wants {need}, over the capacity of every host of cluster "
-                f"{vm.cluster} even with every GPU idle (the engine starts all of a VM's vGPUs on "
-                f"the one host it starts on; at most per host: {most}), so it could never start")
+        return (f"VM {vm.name} wants {need}, over the capacity of {_where(vm, pinned)} even with "
+                "every GPU idle (the engine starts all of a VM's vGPUs on the one host it starts "
+                f"on; at most per host: {most}), so it could never start")
 
-    def _no_room(self, vm: Vm, wanted: Mapping[str, int], pool: Pool, hosts: list[str]) -> str:
+    def _no_room(self, vm: Vm, wanted: Mapping[str, int], pool: Pool, hosts: list[str],
+                 pinned: tuple[str, ...]) -> str:
         need = ", ".join(f"{n} x {t}" for t, n in sorted(wanted.items()))
         free = "; ".join(f"{h}: " + ", ".join(f"{pool.free_on(h, t)} {t}" for t in sorted(wanted))
                          for h in hosts[:_SHOWN]) or "no host of the cluster is up"
         return (f"starting VM {vm.name} needs {need} on one host (the engine creates a VM's vGPUs "
                 f"when it starts, all on the host it starts on), and no host of cluster "
-                f"{vm.cluster} has them free then ({free}); running VMs hold the seats: stop one, "
-                "or start this VM elsewhere")
+                f"{vm.cluster}{_pinned_to(pinned)} has them free then ({free}); running VMs hold "
+                "the seats: stop one, or start this VM elsewhere")
 
     def down_warnings(self, configured: Mapping[str, Counter[str]]) -> tuple[PlanWarning, ...]:
         """Per cluster and type: the vGPUs configured on VMs that are down after this plan, when
@@ -122,6 +123,17 @@ class SeatLedger:
                 "only when a VM starts (the first to start get them); free seats, or give some "
                 "of these VMs another type")))
         return tuple(warnings)
+
+
+def _where(vm: Vm, pinned: tuple[str, ...]) -> str:
+    """The hosts a VM may start on, for a message: a pinned VM starts only on its hosts."""
+    if pinned:
+        return f"host(s) {', '.join(pinned)} (the VM is pinned there)"
+    return f"every host of cluster {vm.cluster}"
+
+
+def _pinned_to(pinned: tuple[str, ...]) -> str:
+    return f" that it is pinned to ({', '.join(pinned)})" if pinned else ""
 
 
 __all__ = ["SeatLedger"]

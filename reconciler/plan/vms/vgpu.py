@@ -12,12 +12,21 @@ from reconciler.plan.vms.changes import NO_CHANGES, VmChanges
 from reconciler.spec.model import VgpuSpec
 
 
-def vgpu_changes(inputs: Inputs, vm: Vm, want: VgpuSpec, reason: Reason) -> VmChanges:
-    offered = inputs.offered_types.get(vm.cluster, frozenset())
+def vgpu_changes(inputs: Inputs, vm: Vm, want: VgpuSpec, reason: Reason,
+                 passthrough_host: str | None = None) -> VmChanges:
+    """`passthrough_host`: the host the VM's passthrough pins it to; a pinned VM starts only
+    there, so its vGPUs must come from that host's GPUs."""
+    if passthrough_host is not None and passthrough_host in inputs.hosts:
+        offered = inputs.offered_on_host.get(passthrough_host, frozenset())
+        where = (f"of host {passthrough_host}, which the VM's passthrough pins it to (a pinned VM "
+                 "takes its vGPUs from its host's GPUs)")
+    else:
+        offered = inputs.offered_types.get(vm.cluster, frozenset())
+        where = f"in cluster {vm.cluster}"
     if want.type not in offered:
         shown = sorted(offered)
         return VmChanges(blockers=(
-            f"vGPU type {want.type} is not offered by any GPU in cluster {vm.cluster}"
+            f"vGPU type {want.type} is not offered by any GPU {where}"
             + checks.did_you_mean(want.type, shown)
             + (f"; offered: {', '.join(shown[:12])}" if shown else "; no vGPU-capable GPU"),))
     mine = sorted((m for m in vm.mediated_devices if m.mdev_type == want.type),
