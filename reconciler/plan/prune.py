@@ -93,6 +93,39 @@ def prune(inputs: Inputs, unmanaged: Sequence[UnmanagedUse]) -> PrunePhase:
                       seat_delta={t: -n for t, n in removed.items()})
 
 
+def released_by_prune(inputs: Inputs) -> Mapping[tuple[str, str], str]:
+    """(host, device) -> the VM pruning frees it from in this plan: the GPU functions it detaches
+    from down VMs no spec names, and the rest of their IOMMU group once nothing of it stays
+    attached. The VM phase counts them as free for spec VMs: the engine attaches a device to one
+    VM while a down VM's configuration still holds it, and the pruned VM does not run with it."""
+    spec = inputs.desired.prune
+    if not (spec.enabled and spec.unmanaged_host_devices):
+        return {}
+    out: dict[tuple[str, str], str] = {}
+    for name in sorted(inputs.vms):
+        vm = inputs.vms[name]
+        if name in inputs.desired_vms or not may_prune(spec, name) or not is_down(vm):
+            continue
+        detached = {(a.host, a.device) for a, _ in _detach_gpus(vm, inputs.hosts)
+                    if isinstance(a, DetachHostDevice)}
+        if not detached:
+            continue
+        held = [(d, _group_key(inputs.hosts[d.host], d.name)) for d in vm.host_devices
+                if d.host is not None and d.host in inputs.hosts]
+        # The engine drops a group once every device of it is a placeholder.
+        kept = {(d.host, group) for d, group in held
+                if not d.placeholder and (d.host, d.name) not in detached}
+        out.update({(d.host, d.name): name for d, group in held
+                    if d.host is not None and (d.host, group) not in kept})
+    return out
+
+
+def _group_key(host: Host, device: str) -> int | str:
+    """A device's IOMMU group (the device itself when it has none)."""
+    dev = host.device(device)
+    return dev.iommu_group if dev is not None and dev.iommu_group is not None else device
+
+
 def _remove_vgpus(vm: Vm) -> list[tuple[Action, str]]:
     """One removal per vGPU, each with what it says in the VM's pending item."""
     key = f"vm:{vm.name}"

@@ -111,11 +111,14 @@ def planning_order(names: Iterable[str], handoffs: Sequence[Handoff]) -> Handoff
 
 
 def takeover(handoffs: Iterable[Handoff], given: frozenset[Handoff],
-             rings: frozenset[Handoff]) -> Takeover:
+             rings: frozenset[Handoff], pruned: Mapping[str, str] | None = None) -> Takeover:
     """The taker's view of its handoffs: `given` holds those whose giver, planned before it,
-    lets the devices go in this plan."""
+    lets the devices go in this plan. `pruned`: device -> the down VM no spec names that pruning
+    frees it from in this plan, on the taker's host (the order does not matter there: that VM
+    does not run)."""
     mine = tuple(handoffs)
-    if not mine:
+    pruned = pruned or {}
+    if not mine and not pruned:
         return NO_TAKEOVER
     problems: list[str] = []
     for h in mine:
@@ -132,8 +135,9 @@ def takeover(handoffs: Iterable[Handoff], given: frozenset[Handoff],
             problems.append(
                 f"{used}, whose spec gives it up, but not in this plan (see VM {h.giver}'s own "
                 f"item: blocked, or waiting to be down); VM {h.taker} waits for it")
-    return Takeover(settled=frozenset(d for h in mine for d in h.used),
-                    givers=frozenset(h.giver for h in mine if h in given),
+    return Takeover(settled=frozenset(d for h in mine for d in h.used) | frozenset(pruned),
+                    givers=frozenset(h.giver for h in mine if h in given)
+                    | frozenset(pruned.values()),
                     problems=tuple(problems))
 
 

@@ -15,6 +15,7 @@ from reconciler.plan.actions import (Action, AddMediatedDevice, Reason, RemoveMe
 from reconciler.plan.hosts import HostPhase
 from reconciler.plan.inputs import Inputs
 from reconciler.plan.power import start_vm
+from reconciler.plan.prune import released_by_prune
 from reconciler.plan.result import DriftItem, Note, PlanWarning
 from reconciler.plan.vms.changes import NO_CHANGES
 from reconciler.plan.vms.gate import gate
@@ -76,6 +77,9 @@ def _plan_in_order(inputs: Inputs, hosts: HostPhase, seats: SeatLedger) -> list[
     before it (handoff.py); the plan's VM actions follow this order."""
     handoffs = find_handoffs(inputs.desired_vms, inputs.hosts)
     order = planning_order(sorted(inputs.desired_vms), handoffs)
+    pruned: dict[str, dict[str, str]] = {}
+    for (host, device), vm in released_by_prune(inputs).items():
+        pruned.setdefault(host, {})[device] = vm
     by_taker: dict[str, list[Handoff]] = {}
     by_giver: dict[str, list[Handoff]] = {}
     for h in handoffs:
@@ -84,8 +88,10 @@ def _plan_in_order(inputs: Inputs, hosts: HostPhase, seats: SeatLedger) -> list[
     given: frozenset[Handoff] = frozenset()
     plans: list[VmPlan] = []
     for name in order.names:
-        planned = plan_vm(inputs, inputs.desired_vms[name], hosts, seats,
-                          takeover(by_taker.get(name, ()), given, order.rings))
+        spec = inputs.desired_vms[name]
+        on_host = pruned.get(spec.passthrough.host, {}) if spec.passthrough else {}
+        planned = plan_vm(inputs, spec, hosts, seats,
+                          takeover(by_taker.get(name, ()), given, order.rings, on_host))
         given |= {h for h in by_giver.get(name, ()) if given_up(h, planned.actions)}
         plans.append(planned)
     return plans
