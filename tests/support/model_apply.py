@@ -68,6 +68,12 @@ class _Model:
         self.hosts[host] = replace(h, devices=tuple(replace(d, vm=vm) if d.name == name else d
                                                     for d in h.devices))
 
+    def _free_device(self, host: str, name: str, vm: str) -> None:
+        """`vm` lets the device go; another VM it was attached to since keeps it."""
+        dev = self.hosts[host].device(name)
+        if dev is not None and dev.vm == vm:
+            self._set_device(host, name, vm=None)
+
     def apply(self, action: Action) -> None:
         name = action.object_name
         if isinstance(action, SetKernelCmdline):
@@ -148,7 +154,7 @@ class _Model:
     def _release_devices(self, vm: Vm) -> None:
         for d in vm.host_devices:
             if d.host in self.hosts:
-                self._set_device(d.host, d.name, vm=None)
+                self._free_device(d.host, d.name, vm.name)
 
     def _pin(self, name: str, host: str) -> None:
         vm = self.vms[name]
@@ -184,7 +190,7 @@ class _Model:
         if all(d.placeholder for d in members):
             devices = [d for d in devices if d.name not in group]
             for d in group:
-                self._set_device(host, d, vm=None)
+                self._free_device(host, d, name)
         self.vms[name] = replace(vm, host_devices=tuple(devices))
 
     def _seats(self, host: str | None, cluster: str, vm: Vm, *, give: bool) -> str | None:
