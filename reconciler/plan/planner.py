@@ -6,7 +6,8 @@ The phases are functions that read the run's `Inputs` and return their results a
     plan_vms(inputs, hosts)                 -> VmPhase     (vms/: needs the VMs cycles stop)
     prune(inputs, report_unmanaged(inputs)) -> PrunePhase  (opt-in removal of unmanaged use)
 
-and `plan()` puts them together. Order of the result: host actions of hosts that need no reboot
+and `plan()` puts them together (the host and VM phases again, holding the hosts whose cycle
+would stop a VM that could not start again after it). Order of the result: host actions of hosts that need no reboot
 first, then host cycles wave by wave (within a host: set cmdline, write modprobe file, dracut, set
 placement, cycle), then VM actions by VM name (pin, detach, attach, mediated devices, console;
 wrapped in stop/start when the VM's `restart: allowed` lets us; a VM giving a host device up to
@@ -42,6 +43,14 @@ def plan(desired: DesiredState, observed: Observed, applied: Mapping[str, str] |
     inputs = Inputs(desired, observed, applied or {})
     hosts = plan_hosts(inputs)
     vms = plan_vms(inputs, hosts)
+    no_restart: dict[str, str] = {}
+    while vms.no_restart:
+        # A VM a host cycle stops could not start again after it: that host keeps it running
+        # (no cycle), and the hosts and VMs are planned again. Each round holds at least one
+        # more host, so this ends.
+        no_restart.update(vms.no_restart)
+        hosts = plan_hosts(inputs, no_restart)
+        vms = plan_vms(inputs, hosts)
     pruned = prune(inputs, report_unmanaged(inputs))
     return _assemble(inputs, hosts, vms, pruned)
 

@@ -1,10 +1,13 @@
 """Whether a host that needs a reboot gets a host cycle, and the cycle itself.
 
 A host is cycled when its rollout allows reboots and every VM that holds it (running and unable to
-migrate) may be stopped; otherwise the reason is reported and nothing reboots.
+migrate) may be stopped, and could start again after the cycle (the VM phase says when one could
+not, and the host is planned again without its cycle); otherwise the reason is reported and nothing
+reboots.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from reconciler.model.facts import Host, Vm
@@ -32,7 +35,9 @@ def cycle_state_problem(host: Host, desired: HostDesired, changes: HostChanges) 
 
 
 def decide_cycle(inputs: Inputs, host: Host, desired: HostDesired, changes: HostChanges,
-                 reason: Reason) -> CycleDecision:
+                 reason: Reason, no_restart: Mapping[str, str] | None = None) -> CycleDecision:
+    """`no_restart`: VM -> why it could not start again after this host's cycle (found by the VM
+    phase when a cycle stopped it); such a VM holds the host."""
     if not changes.needs_boot:
         return CycleDecision()
     if desired.reboot == "never":
@@ -45,6 +50,13 @@ def decide_cycle(inputs: Inputs, host: Host, desired: HostDesired, changes: Host
             "held: VM(s) " + ", ".join(f"{v.name} ({why_unmovable(v)})" for v in waiting)
             + " run here and cannot migrate; stop them or allow restarts (restart: allowed) to "
             "let the host reboot",))
+    stuck = [v for v in held if no_restart and v.name in no_restart]
+    if stuck:
+        assert no_restart is not None
+        return CycleDecision(differences=tuple(
+            f"held: VM {v.name} runs here and cannot migrate ({why_unmovable(v)}), and once "
+            f"stopped for the cycle it could not start again: {no_restart[v.name]}"
+            for v in stuck))
     return CycleDecision(cycle=host_cycle(host, changes, reason), stop_vms=held)
 
 

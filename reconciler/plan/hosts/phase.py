@@ -48,7 +48,9 @@ class HostPhase:
     desired_fingerprints: Mapping[str, str]
 
 
-def plan_hosts(inputs: Inputs) -> HostPhase:
+def plan_hosts(inputs: Inputs, no_restart: Mapping[str, str] | None = None) -> HostPhase:
+    """`no_restart`: VM -> why it could not start again after a host cycle that stops it (the VM
+    phase finds these); the hosts they run on keep them running and are not cycled."""
     profiles = inputs.desired.host_profiles
     vgpu_clusters = {inputs.vms[v.name].cluster for v in inputs.desired.vms
                      if v.vgpu is not None and v.name in inputs.vms}
@@ -57,7 +59,8 @@ def plan_hosts(inputs: Inputs) -> HostPhase:
         host = inputs.hosts[name]
         desired = expand_host(host, profiles) if profiles else None
         if desired is not None:
-            plans.append(plan_host(inputs, host, desired, host.cluster in vgpu_clusters))
+            plans.append(plan_host(inputs, host, desired, host.cluster in vgpu_clusters,
+                                   no_restart))
     schedule = schedule_cycles(inputs, [p.work for p in plans if p.work is not None])
     return HostPhase(
         actions=schedule.actions, waves=schedule.waves,
@@ -70,7 +73,7 @@ def plan_hosts(inputs: Inputs) -> HostPhase:
 
 
 def plan_host(inputs: Inputs, host: Host, desired: HostDesired,
-              vgpu_in_cluster: bool) -> HostPlan:
+              vgpu_in_cluster: bool, no_restart: Mapping[str, str] | None = None) -> HostPlan:
     key = f"host:{host.name}"
     classified = inputs.classify(key, desired)
     reason = classified.reason
@@ -92,7 +95,7 @@ def plan_host(inputs: Inputs, host: Host, desired: HostDesired,
         blocked = tuple(DriftItem(key, DriftStatus.BLOCKED, m, desired.location)
                         for m in blockers)
         return HostPlan(key, desired, classified.fingerprint, blocked, notes, None)
-    decision = decide_cycle(inputs, host, desired, changes, reason)
+    decision = decide_cycle(inputs, host, desired, changes, reason, no_restart)
     differences = changes.differences + decision.differences
     drift = ((DriftItem(key, classified.status, "; ".join(differences), desired.location),)
              if differences else ())

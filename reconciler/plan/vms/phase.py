@@ -10,8 +10,8 @@ from dataclasses import dataclass, field, replace
 from reconciler.model.facts import Vm
 from reconciler.model.vocab import DriftStatus
 from reconciler.plan import checks
-from reconciler.plan.actions import (Action, AddMediatedDevice, Reason, RemoveMediatedDevice,
-                                     StartVm, UpdateMediatedDevice)
+from reconciler.plan.actions import (Action, AddMediatedDevice, PinVm, Reason,
+                                     RemoveMediatedDevice, StartVm, UpdateMediatedDevice)
 from reconciler.plan.hosts import HostPhase
 from reconciler.plan.inputs import Inputs
 from reconciler.plan.power import start_vm
@@ -39,6 +39,8 @@ class VmPlan:
     desired_fingerprint: str | None = None     # None: the VM does not exist
     adds_seats_in: str | None = None           # the cluster where it adds vGPU seats
     warnings: tuple[PlanWarning, ...] = ()
+    no_restart: str | None = None              # stopped for a host cycle, and why it could not
+                                               # start again after it
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,9 @@ class VmPhase:
     desired_fingerprints: Mapping[str, str]
     warnings: tuple[PlanWarning, ...] = ()
     seats_after: Mapping[str, int] = field(default_factory=dict)   # running VMs' vGPUs after it
+    # VMs a host cycle stops that could not start again after it, and why: the planner plans the
+    # hosts again, holding those hosts.
+    no_restart: Mapping[str, str] = field(default_factory=dict)
 
 
 def plan_vms(inputs: Inputs, hosts: HostPhase) -> VmPhase:
@@ -69,7 +74,9 @@ def plan_vms(inputs: Inputs, hosts: HostPhase) -> VmPhase:
                               if p.desired_fingerprint is not None},
         warnings=tuple(w for p in plans for w in p.warnings)
         + seats.down_warnings(_down_after(inputs, actions, seats.started)),
-        seats_after={t: n for t, n in seats.running_after.items() if n > 0})
+        seats_after={t: n for t, n in seats.running_after.items() if n > 0},
+        no_restart={p.key.split(":", 1)[1]: p.no_restart for p in plans
+                    if p.no_restart is not None})
 
 
 def _plan_in_order(inputs: Inputs, hosts: HostPhase, seats: SeatLedger) -> list[VmPlan]:
@@ -109,9 +116,14 @@ def plan_vm(inputs: Inputs, spec: VmSpec, hosts: HostPhase, seats: SeatLedger,
     if vm.name in hosts.stopped_for_cycle and not any(isinstance(a, StartVm)
                                                       for a in planned.actions):
         # Stopped so that its host could reboot: bring it back even if nothing else changes; it
-        # takes back the seats it gave up (they are free again once it stopped).
-        seats.restart(vm, Counter(m.mdev_type for m in vm.mediated_devices),
-                      _start_hosts(vm, spec))
+        # takes back the seats it gave up (they are free again once it stopped). When it could
+        # not start again, the host must keep it running: the planner plans the hosts again.
+        after = vgpus_after(vm, planned.actions)
+        pinned = (_start_hosts(vm, spec) if any(isinstance(a, PinVm) for a in planned.actions)
+                  else vm.pinned_hosts)
+        why = seats.restart(vm, after, pinned)
+        if why:
+            return replace(planned, no_restart=why)
         planned = replace(planned, actions=planned.actions + (
             start_vm(vm, spec, Reason.SPEC_CHANGE, "after its host's cycle"),))
     return planned

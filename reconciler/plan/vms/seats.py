@@ -58,7 +58,9 @@ class SeatLedger:
         if wanted:
             hosts = [h for h in pool.hosts() if h in self._up and (not pinned or h in pinned)]
             if pool.take_on_one_host(wanted, hosts) is None:
-                why = self._no_room(vm, wanted, pool, hosts, pinned)  # as it would be at its start
+                # as it would be at its start
+                why = self.never_fits(vm, wanted, pinned) or self._no_room(vm, wanted, pool,
+                                                                           hosts, pinned)
                 if before and vm.host:
                     pool.take_on_one_host(before, [vm.host])      # it keeps running as it is
                 return why
