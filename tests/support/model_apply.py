@@ -53,9 +53,6 @@ class _Model:
         self.vms: dict[str, Vm] = {v.name: v for v in observed.vms}
         self.probes: dict[str, ProbeFacts] = {p.host: p for p in observed.probes}
         self.serial = 0
-        # VMs the facts show running vGPUs on a host with no GPU offering them: no engine shows
-        # that, so their seats cannot be counted (generated facts only).
-        self.uncounted: set[str] = set()
 
     def result(self) -> Observed:
         return replace(self.observed,
@@ -207,9 +204,8 @@ class _Model:
         if give:
             if host is None:
                 return None
-            if not all(pool.free_on(host, t) + pool.running_on(host, t) >= n
-                       for t, n in needs.items()):
-                self.uncounted.add(vm.name)
+            # Seats the host does not show in use (vGPUs added while the VM ran, created only at
+            # its next start) are not given back: give_back returns only what the GPUs can take.
             pool.give_back(host, needs)
             chosen: str | None = host
         else:
@@ -218,7 +214,7 @@ class _Model:
                           and (not vm.pinned_hosts or h.name in vm.pinned_hosts)]
             # Types no GPU of the cluster offers cannot be counted (facts without that hardware).
             needs = Counter({t: n for t, n in needs.items() if pool.offers(t)})
-            if not needs or vm.name in self.uncounted:
+            if not needs:
                 return None
             chosen = pool.take_on_one_host(needs, candidates)
             if chosen is None:
