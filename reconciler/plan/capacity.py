@@ -13,7 +13,7 @@ by action, so re-planning sees the same numbers.
 from __future__ import annotations
 
 import re
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -177,11 +177,42 @@ class Pool:
                    if g.host == host and (g.locked == mdev_type or g.is_free()))
 
 
-def build_pool(hosts: Iterable[tuple[str, Iterable[HostDevice]]]) -> Pool:
-    """GPUs with mdev types on the given hosts, in host then device name order."""
+def build_pool(hosts: Iterable[tuple[str, Iterable[HostDevice]]],
+               running: Mapping[str, Mapping[str, int]] | None = None) -> Pool:
+    """GPUs with mdev types on the given hosts, in host then device name order.
+
+    `running`: host -> the vGPUs (type -> instances) of the VMs running there, which tell what
+    type a full GPU runs (`explain_full`)."""
     gpus = [Gpu.of(name, d) for name, devices in hosts for d in devices if d.mdev_types]
     gpus.sort(key=lambda g: (g.host, g.device))
+    if running:
+        explain_full(gpus, running)
     return Pool(gpus)
+
+
+def explain_full(gpus: Iterable[Gpu], running: Mapping[str, Mapping[str, int]]) -> None:
+    """A full GPU shows 0 seats for every type, so the engine does not say which type it runs,
+    and a VM stopping there would give back seats of any type. The VMs running on its host say:
+    a type whose vGPUs running there, beyond those on GPUs running that type, fill this GPU on
+    their own may be its type; when exactly one type can, the GPU is taken to run it."""
+    by_host: dict[str, list[Gpu]] = {}
+    for gpu in gpus:
+        by_host.setdefault(gpu.host, []).append(gpu)
+    for host, on_host in by_host.items():
+        left = Counter({t: n for t, n in running.get(host, {}).items() if n > 0})
+        for gpu in on_host:
+            if gpu.locked is not None:
+                most = gpu.maximum.get(gpu.locked)
+                if most is not None:
+                    left[gpu.locked] -= most - gpu.available.get(gpu.locked, 0)
+        for gpu in on_host:
+            if not gpu.full:
+                continue
+            fits = [t for t, most in sorted(gpu.maximum.items())
+                    if most is not None and left[t] >= most]
+            if len(fits) == 1:
+                gpu.full, gpu.locked = False, fits[0]
+                left[fits[0]] -= gpu.maximum[fits[0]] or 0
 
 
 def _take(gpus: Iterable[Gpu], mdev_type: str, need: int, plan: list[tuple[Gpu, int]]) -> int:

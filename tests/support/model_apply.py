@@ -200,7 +200,12 @@ class _Model:
             return None
         hosts = sorted((h for h in self.hosts.values() if h.cluster == cluster),
                        key=lambda h: h.name)
-        pool = build_pool((h.name, h.devices) for h in hosts)
+        running: dict[str, Counter[str]] = {}
+        for other in self.vms.values():
+            if other.status != "down" and other.host:
+                running.setdefault(other.host, Counter()).update(
+                    m.mdev_type for m in other.mediated_devices)
+        pool = build_pool(((h.name, h.devices) for h in hosts), running)
         if give:
             if host is None:
                 return None

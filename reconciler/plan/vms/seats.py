@@ -37,8 +37,12 @@ class SeatLedger:
     def _pool(self, cluster: str) -> Pool:
         pool = self._pools.get(cluster)
         if pool is None:
+            hosts = self._inputs.hosts_by_cluster.get(cluster, ())
             pool = self._pools[cluster] = build_pool(
-                (h.name, h.devices) for h in self._inputs.hosts_by_cluster.get(cluster, ()))
+                ((h.name, h.devices) for h in hosts),
+                {h.name: Counter(m.mdev_type for vm in self._inputs.vms_on_host.get(h.name, ())
+                                 if vm.status != "down" for m in vm.mediated_devices)
+                 for h in hosts})
         return pool
 
     def restart(self, vm: Vm, after: Mapping[str, int], pinned: tuple[str, ...] = ()
