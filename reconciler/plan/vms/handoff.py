@@ -19,7 +19,7 @@ import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from reconciler.model.facts import Host
+from reconciler.model.facts import Host, Vm
 from reconciler.plan.actions import Action, DetachHostDevice, PinVm
 from reconciler.spec.model import VmSpec
 
@@ -56,8 +56,11 @@ class Takeover:
 NO_TAKEOVER = Takeover()
 
 
-def find_handoffs(specs: Mapping[str, VmSpec], hosts: Mapping[str, Host]) -> tuple[Handoff, ...]:
-    """Every device group a spec VM wants that another spec VM uses and gives up."""
+def find_handoffs(specs: Mapping[str, VmSpec], hosts: Mapping[str, Host],
+                  vms: Mapping[str, Vm]) -> tuple[Handoff, ...]:
+    """Every device group a spec VM wants, and attaches in this plan, that another spec VM uses
+    and gives up. A group whose named devices the taker already holds and keeps needs no
+    handoff: nothing is attached (passthrough.py warns about its use by another VM)."""
     in_use = {name: [d for d in h.devices if d.vm] for name, h in hosts.items()}
     out: list[Handoff] = []
     for taker in sorted(specs.values(), key=lambda s: s.name):
@@ -66,7 +69,11 @@ def find_handoffs(specs: Mapping[str, VmSpec], hosts: Mapping[str, Host]) -> tup
                                  for d in in_use.get(pt.host, ())):
             continue
         host = hosts[pt.host]
-        groups = {_group(host, name) for name in pt.devices if host.device(name) is not None}
+        vm = vms.get(taker.name)
+        kept = kept_devices(vm, host.name, pt.devices) if vm is not None else frozenset()
+        groups = {_group(host, name) for name in pt.devices
+                  if host.device(name) is not None
+                  and not kept.issuperset(group_named(host, name, pt.devices))}
         for group in sorted(groups, key=sorted):
             users: dict[str, list[str]] = {}
             for d in in_use[pt.host]:
@@ -148,6 +155,20 @@ def given_up(handoff: Handoff, giver_actions: Sequence[Action]) -> bool:
                or (isinstance(a, DetachHostDevice) and a.host == handoff.host
                    and a.device in handoff.group)
                for a in giver_actions)
+
+
+def kept_devices(vm: Vm, host: str, names: Sequence[str]) -> frozenset[str]:
+    """The named devices the VM holds now and keeps: it stays pinned to `host` alone (a new pin
+    drops every device, and all are attached again)."""
+    if vm.pinned_hosts != (host,):
+        return frozenset()
+    held = {d.name for d in vm.host_devices if not d.placeholder and d.host in (None, host)}
+    return frozenset(n for n in names if n in held)
+
+
+def group_named(host: Host, name: str, names: Sequence[str]) -> frozenset[str]:
+    """The devices of `names` in the IOMMU group of `name` on `host`."""
+    return _group(host, name).intersection(names)
 
 
 def _gives_up(giver: VmSpec, host: str, group: frozenset[str]) -> bool:

@@ -13,7 +13,7 @@ from reconciler.plan.actions import (Action, AttachHostDevice, DetachHostDevice,
 from reconciler.plan.expand import HostDesired
 from reconciler.plan.inputs import Inputs
 from reconciler.plan.vms.changes import VmChanges
-from reconciler.plan.vms.handoff import NO_TAKEOVER, Takeover
+from reconciler.plan.vms.handoff import NO_TAKEOVER, Takeover, kept_devices
 from reconciler.spec.model import PassthroughSpec
 
 
@@ -32,7 +32,7 @@ def passthrough_changes(inputs: Inputs, vm: Vm, spec: PassthroughSpec, reason: R
         return VmChanges(blockers=missing)
     # A device the VM already holds on its pinned host, and that the plan does not attach again,
     # stays as it is: a risk found on it is a warning with its fix, never a blocker.
-    kept = _kept(vm, host.name, spec.devices)
+    kept = kept_devices(vm, host.name, spec.devices)
     desired = host_desired.get(spec.host)
     problems = _host_problems(vm, host, [devices[n] for n in spec.devices if n not in kept],
                               desired, takeover.settled) + takeover.problems
@@ -42,14 +42,6 @@ def passthrough_changes(inputs: Inputs, vm: Vm, spec: PassthroughSpec, reason: R
         vm, host, [devices[n] for n in spec.devices if n in kept], desired))
     changes = _device_changes(inputs, vm, host, devices, spec.devices, reason, takeover.givers)
     return replace(changes, warnings=changes.warnings + risks) if risks else changes
-
-
-def _kept(vm: Vm, host: str, names: Sequence[str]) -> frozenset[str]:
-    """The named devices the VM holds now and keeps: it stays pinned to `host` alone."""
-    if vm.pinned_hosts != (host,):
-        return frozenset()            # a new pin drops every device: all are attached again
-    held = {d.name for d in vm.host_devices if not d.placeholder and d.host in (None, host)}
-    return frozenset(n for n in names if n in held)
 
 
 def _host_problems(vm: Vm, host: Host, wanted: list[HostDevice], desired: HostDesired | None,

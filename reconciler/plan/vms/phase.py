@@ -82,7 +82,7 @@ def plan_vms(inputs: Inputs, hosts: HostPhase) -> VmPhase:
 def _plan_in_order(inputs: Inputs, hosts: HostPhase, seats: SeatLedger) -> list[VmPlan]:
     """Each spec VM in name order, except that a VM giving a host device up to another comes
     before it (handoff.py); the plan's VM actions follow this order."""
-    handoffs = find_handoffs(inputs.desired_vms, inputs.hosts)
+    handoffs = find_handoffs(inputs.desired_vms, inputs.hosts, inputs.vms)
     order = planning_order(sorted(inputs.desired_vms), handoffs)
     pruned: dict[str, dict[str, str]] = {}
     for (host, device), vm in released_by_prune(inputs).items():
