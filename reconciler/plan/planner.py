@@ -7,12 +7,13 @@ The phases are functions that read the run's `Inputs` and return their results a
     prune(inputs, report_unmanaged(inputs)) -> PrunePhase  (opt-in removal of unmanaged use)
 
 and `plan()` puts them together (the host and VM phases again, holding the hosts whose cycle
-would stop a VM that could not start again after it). Order of the result: host actions of hosts that need no reboot
-first, then host cycles wave by wave (within a host: set cmdline, write modprobe file, dracut, set
-placement, cycle), then VM actions by VM name (pin, detach, attach, mediated devices, console;
-wrapped in stop/start when the VM's `restart: allowed` lets us; a VM giving a host device up to
-another comes before it), then pruning. Everything is looked
-up through dicts built once, so the planner is linear in the size of the fleet.
+would stop a VM that could not start again after it). Order of the result: host actions of hosts
+that need no reboot first, then host cycles wave by wave (within a host: set cmdline, write
+modprobe file, dracut, set placement, cycle), then VM actions (pin, detach, attach, mediated
+devices, console; wrapped in stop/start when the VM's `restart: allowed` lets us): the VMs the
+cycles stopped first, then by VM name, a VM giving a host device up to another before it; then
+pruning. Everything is looked up through dicts built once, so the planner is linear in the size
+of the fleet.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ still in use. The planner blocks them with a message saying so.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 
 from reconciler.model.facts import Host, Vm
@@ -86,11 +86,14 @@ def find_handoffs(specs: Mapping[str, VmSpec], hosts: Mapping[str, Host],
     return tuple(out)
 
 
-def planning_order(names: Iterable[str], handoffs: Sequence[Handoff]) -> HandoffOrder:
-    """Name order, except that a VM giving a device up comes before the VMs taking it.
+def planning_order(names: Iterable[str], handoffs: Sequence[Handoff],
+                   first: Set[str] = frozenset()) -> HandoffOrder:
+    """Name order, the VMs in `first` before the others, except that a VM giving a device up
+    comes before the VMs taking it.
 
     Handoffs inside a ring (a strongly connected part of the giver -> taker graph) are left out
-    of the ordering and returned as `rings`; the rest is ordered smallest name first.
+    of the ordering and returned as `rings`; the rest is ordered smallest (not in `first`, name)
+    first.
     """
     edges = {(h.giver, h.taker) for h in handoffs}
     ring_of = _strongly_connected(edges)
@@ -104,16 +107,16 @@ def planning_order(names: Iterable[str], handoffs: Sequence[Handoff]) -> Handoff
         if taker not in after.setdefault(giver, set()):
             after[giver].add(taker)
             waiting[taker] = waiting.get(taker, 0) + 1
-    ready = [n for n in names if not waiting.get(n)]
+    ready = [(n not in first, n) for n in names if not waiting.get(n)]
     heapq.heapify(ready)
     out: list[str] = []
     while ready:
-        name = heapq.heappop(ready)
+        _, name = heapq.heappop(ready)
         out.append(name)
-        for taker in after.get(name, ()):
+        for taker in sorted(after.get(name, ())):
             waiting[taker] -= 1
             if not waiting[taker]:
-                heapq.heappush(ready, taker)
+                heapq.heappush(ready, (taker not in first, taker))
     return HandoffOrder(tuple(out), rings)
 
 

@@ -1,6 +1,7 @@
 """The VM phase: each spec VM in name order (passthrough, vGPUs, console, capacity, the restart
-policy), after the host phase, so that VMs stopped for a host cycle are known. A VM giving a host
-device up to another VM is planned before it (handoff.py)."""
+policy), after the host phase, so that VMs stopped for a host cycle are known. Those VMs come
+first (they start again before other VMs' starts take the seats they gave up), and a VM giving a
+host device up to another VM is planned before it (handoff.py)."""
 from __future__ import annotations
 
 from collections import Counter
@@ -58,7 +59,7 @@ class VmPhase:
 
 
 def plan_vms(inputs: Inputs, hosts: HostPhase) -> VmPhase:
-    seats = SeatLedger(inputs, (h for w in hosts.waves for h in w.hosts))
+    seats = SeatLedger(inputs, (h for w in hosts.waves for h in w.hosts), hosts.stopped_for_cycle)
     plans = _plan_in_order(inputs, hosts, seats)
     # The seats a plan's starts take were counted on every GPU of the cluster: its hosts decide
     # them.
@@ -80,10 +81,11 @@ def plan_vms(inputs: Inputs, hosts: HostPhase) -> VmPhase:
 
 
 def _plan_in_order(inputs: Inputs, hosts: HostPhase, seats: SeatLedger) -> list[VmPlan]:
-    """Each spec VM in name order, except that a VM giving a host device up to another comes
-    before it (handoff.py); the plan's VM actions follow this order."""
+    """Each spec VM in name order, the VMs stopped for a host cycle first, except that a VM giving
+    a host device up to another comes before it (handoff.py); the plan's VM actions follow this
+    order."""
     handoffs = find_handoffs(inputs.desired_vms, inputs.hosts, inputs.vms)
-    order = planning_order(sorted(inputs.desired_vms), handoffs)
+    order = planning_order(sorted(inputs.desired_vms), handoffs, set(hosts.stopped_for_cycle))
     pruned: dict[str, dict[str, str]] = {}
     for (host, device), vm in released_by_prune(inputs).items():
         pruned.setdefault(host, {})[device] = vm

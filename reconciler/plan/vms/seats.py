@@ -6,9 +6,11 @@ them when it stops: `available_instances` counts running VMs only. So a seat is 
 it only configures vGPUs on a VM that stays down; those are reported as a warning per type and
 cluster when they would not all fit if every such VM started.
 
-The ledger is the one thing the VM phase updates as it goes, on purpose: VMs are planned in name
-order (a VM giving a host device up before the VM taking it, handoff.py), as they are changed, and
-a seat one VM's start takes is not there for the next.
+The ledger is the one thing the VM phase updates as it goes, on purpose: VMs are planned in the
+order their actions run (those a host cycle stopped first, then name order, a VM giving a host
+device up before the VM taking it, handoff.py), and a seat one VM's start takes is not there for
+the next. The VMs stopped for host cycles are down before any of those actions: their seats are
+free from the start, as the engine's scheduler sees them.
 """
 from __future__ import annotations
 
@@ -24,7 +26,10 @@ _SHOWN = 8
 
 
 class SeatLedger:
-    def __init__(self, inputs: Inputs, cycled: Iterable[str] = ()) -> None:
+    def __init__(self, inputs: Inputs, cycled: Iterable[str] = (),
+                 stopped: Iterable[str] = ()) -> None:
+        """`cycled`: the hosts this plan cycles; `stopped`: the VMs stopped for those cycles,
+        which run before every VM's own changes, so their seats are free from the start."""
         self._inputs = inputs
         self._pools: dict[str, Pool] = {}
         # The scheduler considers Up hosts; a host this plan cycles is up again after its cycle.
@@ -33,6 +38,20 @@ class SeatLedger:
             m.mdev_type for vm in inputs.observed.vms if vm.status != "down"
             for m in vm.mediated_devices)
         self.started: set[str] = set()
+        self._stopped: set[str] = set()
+        for name in sorted(stopped):
+            vm = inputs.vms[name]
+            before = self._held(vm)
+            if before and vm.host:
+                self._pool(vm.cluster).give_back(vm.host, before)
+            self.running_after.subtract(before)
+            self._stopped.add(name)
+
+    def _held(self, vm: Vm) -> Counter[str]:
+        """The vGPUs whose seats the VM holds at this point of the plan: none once it is down."""
+        if vm.status == "down" or vm.name in self._stopped:
+            return Counter()
+        return Counter(m.mdev_type for m in vm.mediated_devices)
 
     def _pool(self, cluster: str) -> Pool:
         pool = self._pools.get(cluster)
@@ -52,8 +71,7 @@ class SeatLedger:
         `pinned` when the VM is pinned: the scheduler considers only those). None when it fits;
         otherwise why not, and the ledger is as before."""
         pool = self._pool(vm.cluster)
-        before = Counter(m.mdev_type for m in vm.mediated_devices) if vm.status != "down" \
-            else Counter()
+        before = self._held(vm)
         if before and vm.host:
             pool.give_back(vm.host, before)
         # A type no GPU of the cluster offers cannot be counted here (the VM spec's own check
