@@ -36,14 +36,14 @@ from reconciler.store.drift import SqliteDriftHistory
 from reconciler.store.facade import DelegatingStore
 from reconciler.store.interface import (AppliedFingerprints, ApplyLock, DriftHistory, Journal,
                                         Leases, RunLog, StateStore, StoreError)
-from reconciler.store.journal import SqliteJournal
+from reconciler.store.journal import SqlJournal
 from reconciler.store.lease import SqliteLeases
 from reconciler.store.liveness import process_gone
 from reconciler.store.lock import DEFAULT_LOCK_TTL, SqliteApplyLock
 from reconciler.store.records import (ABANDONED, Clock, DriftChange, DriftItemRecord,
                                       DriftRecord, JournalEntry, LeaseInfo, LockInfo, RunRecord,
                                       StepOutcome, new_run_id)
-from reconciler.store.runs import SqliteRunLog
+from reconciler.store.runs import SqlRunLog
 from reconciler.store.schema import SCHEMA_VERSION
 
 __all__ = [
@@ -72,8 +72,8 @@ class Store(DelegatingStore):
         self.lock_ttl = lock_ttl
         self.hostname = hostname or socket.gethostname()
         self._db = SqliteDatabase(self.path, busy_timeout_ms=busy_timeout_ms)
-        self._runs = SqliteRunLog(self._db, self.hostname, clock)
-        self._journal = SqliteJournal(self._db, clock)
+        self._runs = SqlRunLog(self._db, self.hostname, clock)
+        self._journal = SqlJournal(self._db, clock)
         self._lock = SqliteApplyLock(self._db, self.hostname, lock_ttl, clock)
         self._applied = SqliteAppliedFingerprints(self._db, clock)
         self._drift = SqliteDriftHistory(self._db, clock)

@@ -20,10 +20,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from reconciler.store.interface import StoreError
 from reconciler.store.schema import SCHEMA_VERSION, SQLITE, migrations
@@ -51,9 +51,17 @@ T = TypeVar("T")
 class SqliteDatabase:
     """The state file at `path`, created with its folder when missing and migrated on open."""
 
+    # How SQLite spells what the backends do differently (sql.SqlDatabase). Under BEGIN
+    # IMMEDIATE every writer queues on the whole file, so `write` needs no named serialization.
+    insert_order = "rowid"
+    rest_after = "LIMIT -1 OFFSET ?"
+    differs_from = "IS NOT"
+    for_update = ""
+
     def __init__(self, path: str | os.PathLike[str] = DEFAULT_PATH, *,
                  busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
         self.path = Path(path)
+        self.name = str(self.path)
         self.busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
@@ -135,9 +143,10 @@ class SqliteDatabase:
         return StoreError(f"state database {self.path}: cannot {doing}: {text}; {hint}")
 
     @contextmanager
-    def write(self, doing: str) -> Iterator[sqlite3.Connection]:
+    def write(self, doing: str, serialize: str | None = None) -> Iterator[sqlite3.Connection]:
         """One `BEGIN IMMEDIATE` transaction: committed when the block ends, rolled back when it
-        raises. `doing` completes "cannot ..." in the error message."""
+        raises. `doing` completes "cannot ..." in the error message; `serialize` is for servers
+        (writers here already queue on the whole file)."""
         conn = self.connect()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -163,6 +172,16 @@ class SqliteDatabase:
             return fn(self.connect())
         except sqlite3.Error as exc:
             raise self.error(exc, doing) from exc
+
+    def insert_id(self, conn: sqlite3.Connection, sql: str, args: Sequence[Any],
+                  column: str) -> int:
+        return int(conn.execute(sql, args).lastrowid or 0)
+
+    def is_unique_violation(self, exc: BaseException) -> bool:
+        return "UNIQUE" in str(exc)
+
+    def is_foreign_key_violation(self, exc: BaseException) -> bool:
+        return "FOREIGN KEY" in str(exc)
 
     # -- schema -----------------------------------------------------------------------------
 

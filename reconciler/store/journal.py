@@ -1,4 +1,5 @@
-"""The step journal in SQLite: the `Journal` of `interface.py` over the `journal` table.
+"""The step journal: the `Journal` of `interface.py` over the `journal` table, in SQLite and
+PostgreSQL alike.
 
 A step is written before it starts and again when it ends, each in its own committed
 transaction, so a step begun and never ended is exactly what a crash or `kill -9` leaves behind.
@@ -13,18 +14,18 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from reconciler.store.db import SqliteDatabase
 from reconciler.store.interface import StoreError
 from reconciler.store.records import (ABANDONED, STEP_OUTCOMES, Clock, JournalEntry,
                                       StepOutcome, to_datetime)
+from reconciler.store.sql import SqlDatabase
 
 _COLUMNS = ("entry_id, run_id, step_id, target, action, disruption, detail, started_at, "
             "finished_at, outcome, message, duration")
 _COLUMNS_OF_J = ", ".join(f"j.{c.strip()}" for c in _COLUMNS.split(","))
 
 
-class SqliteJournal:
-    def __init__(self, db: SqliteDatabase, clock: Clock = time.time) -> None:
+class SqlJournal:
+    def __init__(self, db: SqlDatabase, clock: Clock = time.time) -> None:
         self._db = db
         self._clock = clock
 
@@ -33,13 +34,13 @@ class SqliteJournal:
         payload = json.dumps(dict(detail or {}), sort_keys=True, default=str)
         try:
             with self._db.write("journal a step") as conn:
-                cur = conn.execute(
-                    "INSERT INTO journal (run_id, step_id, target, action, disruption, detail,"
-                    " started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (run_id, step_id, target, action, disruption, payload, self._clock()))
-                return int(cur.lastrowid or 0)
+                return self._db.insert_id(
+                    conn, "INSERT INTO journal (run_id, step_id, target, action, disruption,"
+                    " detail, started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, step_id, target, action, disruption, payload, self._clock()),
+                    "entry_id")
         except StoreError as exc:
-            if "FOREIGN KEY" in str(exc):
+            if self._db.is_foreign_key_violation(exc):
                 raise StoreError(f"cannot journal step {step_id!r}: no run {run_id!r}") from exc
             raise
 
@@ -49,8 +50,8 @@ class SqliteJournal:
             raise ValueError(f"step outcome must be one of {sorted(STEP_OUTCOMES)}, "
                              f"not {outcome!r}")
         with self._db.write("journal the end of a step") as conn:
-            row = conn.execute("SELECT started_at, finished_at FROM journal WHERE entry_id = ?",
-                               (entry_id,)).fetchone()
+            row = conn.execute("SELECT started_at, finished_at FROM journal WHERE entry_id = ?"
+                               f"{self._db.for_update}", (entry_id,)).fetchone()
             if row is None:
                 raise StoreError(f"no journal entry {entry_id}")
             if row[1] is not None:
@@ -76,7 +77,8 @@ class SqliteJournal:
         rows = self._db.read("read unfinished steps", lambda c: c.execute(
             f"SELECT {_COLUMNS_OF_J} FROM journal j "
             "JOIN runs r ON r.run_id = j.run_id WHERE r.engine_key = ? AND j.finished_at IS NULL"
-            " AND j.run_id IS NOT ? ORDER BY j.entry_id", (engine_key, exclude_run)).fetchall())
+            f" AND j.run_id {self._db.differs_from} ? ORDER BY j.entry_id",
+            (engine_key, exclude_run)).fetchall())
         return [_journal_entry(r) for r in rows]
 
     def abandon_unfinished(self, engine_key: str, by_run: str) -> list[JournalEntry]:
@@ -85,7 +87,7 @@ class SqliteJournal:
         Their steps end as `abandoned` and their runs as `crashed`; nothing is repaired here, the
         next plan re-observes and converges.
         """
-        with self._db.write("close abandoned steps") as conn:
+        with self._db.write("close abandoned steps", serialize=f"journal:{engine_key}") as conn:
             rows = conn.execute(
                 f"SELECT {_COLUMNS_OF_J} FROM journal j "
                 "JOIN runs r ON r.run_id = j.run_id WHERE r.engine_key = ? AND "

@@ -18,8 +18,10 @@ table exists (SQLite: `PRAGMA user_version`; a server database: a one-row table)
 database whose version is newer than `SCHEMA_VERSION`. PostgreSQL's dialect is `POSTGRES` below
 (store/postgres/).
 
-Queries are not shared: placeholders, upserts, row ids and LIMIT/OFFSET differ between databases,
-so each backend keeps its own next to the concern it implements (runs.py, journal.py, ...).
+Runs and the journal share their queries (runs.py, journal.py, written with `?`; each database
+spells the few differences: sql.py). The other concerns keep a query per backend next to the
+concern (lock.py, drift.py, ... and postgres/concerns.py): their upserts and check-then-write
+locking differ more between the two.
 """
 from __future__ import annotations
 

@@ -13,22 +13,21 @@ from reconciler.store import (AppliedFingerprints, ApplyLock, DriftHistory, Jour
                               RunLog, StateStore, Store)
 from reconciler.store.applied import SqliteAppliedFingerprints
 from reconciler.store.drift import SqliteDriftHistory
-from reconciler.store.journal import SqliteJournal
+from reconciler.store.journal import SqlJournal
 from reconciler.store.lease import SqliteLeases
 from reconciler.store.lock import SqliteApplyLock
 from reconciler.store.postgres import PostgresStore
 from reconciler.store.postgres.concerns import (PostgresAppliedFingerprints, PostgresApplyLock,
-                                                PostgresDriftHistory, PostgresJournal,
-                                                PostgresLeases, PostgresRunLog)
-from reconciler.store.runs import SqliteRunLog
+                                                PostgresDriftHistory, PostgresLeases)
+from reconciler.store.runs import SqlRunLog
 
 IMPLEMENTATIONS = [
-    (RunLog, SqliteRunLog), (Journal, SqliteJournal), (ApplyLock, SqliteApplyLock),
+    (RunLog, SqlRunLog), (Journal, SqlJournal), (ApplyLock, SqliteApplyLock),
     (AppliedFingerprints, SqliteAppliedFingerprints), (DriftHistory, SqliteDriftHistory),
     (Leases, SqliteLeases),
     (RunLog, Store), (Journal, Store), (ApplyLock, Store), (AppliedFingerprints, Store),
     (DriftHistory, Store), (Leases, Store), (StateStore, Store),
-    (RunLog, PostgresRunLog), (Journal, PostgresJournal), (ApplyLock, PostgresApplyLock),
+    (ApplyLock, PostgresApplyLock),
     (AppliedFingerprints, PostgresAppliedFingerprints), (DriftHistory, PostgresDriftHistory),
     (Leases, PostgresLeases), (StateStore, PostgresStore),
 ]

@@ -1,4 +1,5 @@
-"""The store's concerns on PostgreSQL: the same rules as the SQLite modules, in PostgreSQL's SQL.
+"""The store's concerns on PostgreSQL that keep their own SQL (runs and the journal are shared:
+runs.py, journal.py): the same rules as the SQLite modules, in PostgreSQL's SQL.
 
 Each class implements one protocol of `interface.py` and takes the `PostgresDatabase`. Writes that
 check and then write (the apply lock, drift, leases, run ids) run under an advisory lock named
@@ -10,180 +11,23 @@ replicas on different machines then agree on when a lease expires whatever their
 """
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
 from reconciler.errors import LockedError
-from reconciler.store.interface import StoreError
 from reconciler.store.lease import (INSERT, LEASE_COLUMNS, RENEW, REFUSE, TAKE, check_ttl,
                                     decide, lease_info)
 from reconciler.store.lock import DEFAULT_LOCK_TTL, check_take_over, hold, holder_is_dead
 from reconciler.store.liveness import process_start
-from reconciler.store.postgres.database import (PostgresDatabase, is_foreign_key_violation,
-                                                is_unique_violation)
-from reconciler.store.records import (ABANDONED, STEP_OUTCOMES, Clock, DriftChange,
-                                      DriftItemRecord, DriftRecord, JournalEntry, LeaseInfo,
-                                      LockInfo, RunRecord, StepOutcome, default_who, new_run_id,
-                                      to_datetime, to_epoch)
+from reconciler.store.postgres.database import PostgresDatabase
+from reconciler.store.records import (Clock, DriftChange, DriftItemRecord, DriftRecord,
+                                      LeaseInfo, LockInfo, default_who, to_datetime, to_epoch)
 
-_RUN_COLUMNS = ("run_id, kind, engine_key, spec_revision, plan_digest, who, host, started_at, "
-                "finished_at, outcome, message")
-_JOURNAL_COLUMNS = ("entry_id, run_id, step_id, target, action, disruption, detail, started_at, "
-                    "finished_at, outcome, message, duration")
-_J = ", ".join(f"j.{c.strip()}" for c in _JOURNAL_COLUMNS.split(","))
 _LOCK_COLUMNS = "engine_key, run_id, who, host, pid, heartbeat_at, pid_start, acquired_at"
-
-
-class PostgresRunLog:
-    def __init__(self, db: PostgresDatabase, hostname: str, clock: Clock = time.time) -> None:
-        self._db = db
-        self._hostname = hostname
-        self._clock = clock
-
-    def start_run(self, kind: str, engine_key: str, spec_revision: str | None = None,
-                  plan_digest: str | None = None, who: str | None = None,
-                  host: str | None = None) -> str:
-        now = self._clock()
-        who = who or default_who()
-        host = host or self._hostname
-        for _ in range(20):
-            run_id = new_run_id(now)
-            try:
-                # Serialized so `started_seq` (the start order) is unique and increasing.
-                with self._db.write("start a run", serialize="runs") as conn:
-                    conn.execute(
-                        "INSERT INTO runs (run_id, kind, engine_key, spec_revision, plan_digest,"
-                        " who, host, pid, started_at, started_seq) VALUES (%s, %s, %s, %s, %s,"
-                        " %s, %s, %s, %s, (SELECT COALESCE(MAX(started_seq), 0) + 1 FROM runs))",
-                        (run_id, kind, engine_key, spec_revision, plan_digest, who, host,
-                         os.getpid(), now))
-                return run_id
-            except StoreError as exc:
-                if not is_unique_violation(exc):
-                    raise
-        raise StoreError("could not allocate a unique run id")  # pragma: no cover
-
-    def finish_run(self, run_id: str, outcome: str, message: str | None = None) -> None:
-        with self._db.write("finish a run") as conn:
-            cur = conn.execute("UPDATE runs SET finished_at = %s, outcome = %s, message = %s "
-                               "WHERE run_id = %s", (self._clock(), outcome, message, run_id))
-            if cur.rowcount == 0:
-                raise StoreError(f"no run {run_id!r} in {self._db.name}")
-
-    def prune_runs(self, engine_key: str, kind: str, keep: int) -> int:
-        if keep < 0:
-            raise ValueError("keep must be >= 0")
-        with self._db.write("prune old runs") as conn:
-            doomed = ("SELECT run_id FROM runs WHERE engine_key = %s AND kind = %s AND "
-                      "finished_at IS NOT NULL ORDER BY started_at DESC, started_seq DESC "
-                      "OFFSET %s")
-            args = (engine_key, kind, keep)
-            conn.execute(f"DELETE FROM journal WHERE run_id IN ({doomed})", args)
-            return int(conn.execute(f"DELETE FROM runs WHERE run_id IN ({doomed})",
-                                    args).rowcount)
-
-    def run(self, run_id: str) -> RunRecord | None:
-        row = self._db.read("read a run", lambda c: c.execute(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = %s", (run_id,)).fetchone())
-        return _run_record(row) if row else None
-
-    def runs(self, limit: int = 50, engine_key: str | None = None) -> list[RunRecord]:
-        where, args = ("", ()) if engine_key is None else ("WHERE engine_key = %s ",
-                                                           (engine_key,))
-        rows = self._db.read("list runs", lambda c: c.execute(
-            f"SELECT {_RUN_COLUMNS} FROM runs {where}ORDER BY started_at DESC, started_seq DESC"
-            " LIMIT %s", (*args, limit)).fetchall())
-        return [_run_record(r) for r in rows]
-
-
-def _run_record(row: Any) -> RunRecord:
-    return RunRecord(row[0], row[1], row[2], row[3], row[4], row[5], row[6],
-                     to_datetime(row[7]), to_datetime(row[8]),  # type: ignore[arg-type]
-                     row[9], row[10])
-
-
-class PostgresJournal:
-    def __init__(self, db: PostgresDatabase, clock: Clock = time.time) -> None:
-        self._db = db
-        self._clock = clock
-
-    def journal_begin(self, run_id: str, step_id: str, target: str, action: str,
-                      disruption: str, detail: Mapping[str, Any] | None = None) -> int:
-        payload = json.dumps(dict(detail or {}), sort_keys=True, default=str)
-        try:
-            with self._db.write("journal a step") as conn:
-                row = conn.execute(
-                    "INSERT INTO journal (run_id, step_id, target, action, disruption, detail,"
-                    " started_at) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING entry_id",
-                    (run_id, step_id, target, action, disruption, payload,
-                     self._clock())).fetchone()
-                return int(row[0])
-        except StoreError as exc:
-            if is_foreign_key_violation(exc):
-                raise StoreError(f"cannot journal step {step_id!r}: no run {run_id!r}") from exc
-            raise
-
-    def journal_end(self, entry_id: int, outcome: StepOutcome, message: str | None = None,
-                    duration: float | None = None) -> None:
-        if outcome not in STEP_OUTCOMES:
-            raise ValueError(f"step outcome must be one of {sorted(STEP_OUTCOMES)}, "
-                             f"not {outcome!r}")
-        with self._db.write("journal the end of a step") as conn:
-            row = conn.execute("SELECT started_at, finished_at FROM journal WHERE entry_id = %s"
-                               " FOR UPDATE", (entry_id,)).fetchone()
-            if row is None:
-                raise StoreError(f"no journal entry {entry_id}")
-            if row[1] is not None:
-                raise StoreError(f"journal entry {entry_id} has already ended")
-            now = self._clock()
-            conn.execute("UPDATE journal SET finished_at = %s, outcome = %s, message = %s,"
-                         " duration = %s WHERE entry_id = %s",
-                         (now, outcome, message,
-                          duration if duration is not None else now - row[0], entry_id))
-
-    def journal(self, run_id: str) -> list[JournalEntry]:
-        rows = self._db.read("read the journal", lambda c: c.execute(
-            f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE run_id = %s ORDER BY entry_id",
-            (run_id,)).fetchall())
-        return [_journal_entry(r) for r in rows]
-
-    def unfinished_steps(self, engine_key: str,
-                         exclude_run: str | None = None) -> list[JournalEntry]:
-        rows = self._db.read("read unfinished steps", lambda c: c.execute(
-            f"SELECT {_J} FROM journal j JOIN runs r ON r.run_id = j.run_id WHERE "
-            "r.engine_key = %s AND j.finished_at IS NULL AND j.run_id IS DISTINCT FROM %s "
-            "ORDER BY j.entry_id", (engine_key, exclude_run)).fetchall())
-        return [_journal_entry(r) for r in rows]
-
-    def abandon_unfinished(self, engine_key: str, by_run: str) -> list[JournalEntry]:
-        with self._db.write("close abandoned steps", serialize=f"journal:{engine_key}") as conn:
-            rows = conn.execute(
-                f"SELECT {_J} FROM journal j JOIN runs r ON r.run_id = j.run_id WHERE "
-                "r.engine_key = %s AND j.finished_at IS NULL AND j.run_id != %s "
-                "ORDER BY j.entry_id", (engine_key, by_run)).fetchall()
-            now = self._clock()
-            note = f"its run ended without finishing this step; re-planned by run {by_run}"
-            conn.execute(
-                "UPDATE journal SET finished_at = %s, outcome = %s, message = %s WHERE "
-                "finished_at IS NULL AND run_id != %s AND run_id IN "
-                "(SELECT run_id FROM runs WHERE engine_key = %s)",
-                (now, ABANDONED, note, by_run, engine_key))
-            conn.execute(
-                "UPDATE runs SET finished_at = %s, outcome = 'crashed', message = %s WHERE "
-                "engine_key = %s AND finished_at IS NULL AND run_id != %s AND kind = 'apply'",
-                (now, f"ended without finishing; found by run {by_run}", engine_key, by_run))
-        return [_journal_entry(r) for r in rows]
-
-
-def _journal_entry(row: Any) -> JournalEntry:
-    return JournalEntry(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]),
-                        to_datetime(row[7]),  # type: ignore[arg-type]
-                        to_datetime(row[8]), row[9], row[10], row[11])
 
 
 class PostgresApplyLock:
@@ -411,4 +255,4 @@ class PostgresLeases:
 
 
 __all__ = ["PostgresAppliedFingerprints", "PostgresApplyLock", "PostgresDriftHistory",
-           "PostgresJournal", "PostgresLeases", "PostgresRunLog", "INSERT", "RENEW"]
+           "PostgresLeases", "INSERT", "RENEW"]

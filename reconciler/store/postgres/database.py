@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -51,8 +51,30 @@ def display_name(url: str) -> str:
     return f"postgresql://{user}{host}{port}/{parts.get('dbname') or ''}"
 
 
+class _Qmark:
+    """A connection that also takes the `?` placeholders of the concerns shared with SQLite
+    (runs.py, journal.py); no statement of the store has a `?` of its own."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        return self._conn.execute(sql.replace("?", "%s"), args)
+
+    def __getattr__(self, name: str) -> Any:       # cursor(), ... as psycopg has them
+        return getattr(self._conn, name)
+
+
 class PostgresDatabase:
     """The database at `url` (a libpq URL or key=value string), migrated on open."""
+
+    # How PostgreSQL spells what the backends do differently (sql.SqlDatabase).
+    insert_order = "started_seq"      # a server database keeps no insertion order of its own
+    rest_after = "OFFSET ?"
+    differs_from = "IS DISTINCT FROM"
+    for_update = " FOR UPDATE"
 
     def __init__(self, url: str, *, statement_timeout_ms: int = 30_000) -> None:
         if psycopg is None:
@@ -146,15 +168,24 @@ class PostgresDatabase:
                 if serialize is not None:
                     conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
                                  (serialize,))
-                yield conn
+                yield _Qmark(conn)
         except psycopg.Error as exc:
             raise self.error(exc, doing) from exc
 
     def read(self, doing: str, fn: Callable[[Any], T]) -> T:
         try:
-            return fn(self.connect())
+            return fn(_Qmark(self.connect()))
         except psycopg.Error as exc:
             raise self.error(exc, doing) from exc
+
+    def insert_id(self, conn: Any, sql: str, args: Sequence[Any], column: str) -> int:
+        return int(conn.execute(f"{sql} RETURNING {column}", args).fetchone()[0])
+
+    def is_unique_violation(self, exc: BaseException) -> bool:
+        return is_unique_violation(exc)
+
+    def is_foreign_key_violation(self, exc: BaseException) -> bool:
+        return is_foreign_key_violation(exc)
 
     # -- schema -----------------------------------------------------------------------------
 

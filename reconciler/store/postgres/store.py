@@ -6,15 +6,12 @@ import time
 
 from reconciler.store.facade import DelegatingStore
 from reconciler.store.lock import DEFAULT_LOCK_TTL
+from reconciler.store.journal import SqlJournal
 from reconciler.store.postgres.concerns import (PostgresAppliedFingerprints, PostgresApplyLock,
-                                                PostgresDriftHistory, PostgresJournal,
-                                                PostgresLeases, PostgresRunLog)
+                                                PostgresDriftHistory, PostgresLeases)
 from reconciler.store.postgres.database import PostgresDatabase
 from reconciler.store.records import Clock
-
-
-def is_postgres_url(location: str) -> bool:
-    return location.startswith(("postgresql://", "postgres://"))
+from reconciler.store.runs import SqlRunLog
 
 
 class PostgresStore(DelegatingStore):
@@ -32,8 +29,8 @@ class PostgresStore(DelegatingStore):
         stamp = clock or time.time
         self._db = PostgresDatabase(url)
         self.path = self._db.name          # what messages call this store
-        self._runs = PostgresRunLog(self._db, self.hostname, stamp)
-        self._journal = PostgresJournal(self._db, stamp)
+        self._runs = SqlRunLog(self._db, self.hostname, stamp)
+        self._journal = SqlJournal(self._db, stamp)
         self._lock = PostgresApplyLock(self._db, self.hostname, lock_ttl, stamp)
         self._applied = PostgresAppliedFingerprints(self._db, stamp)
         self._drift = PostgresDriftHistory(self._db, stamp)
