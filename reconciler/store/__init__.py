@@ -30,14 +30,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from reconciler.store.applied import SqliteAppliedFingerprints
+from reconciler.store.applied import SqlAppliedFingerprints
 from reconciler.store.db import BUSY_TIMEOUT_MS, DEFAULT_PATH, SqliteDatabase
 from reconciler.store.drift import SqliteDriftHistory
 from reconciler.store.facade import DelegatingStore
 from reconciler.store.interface import (AppliedFingerprints, ApplyLock, DriftHistory, Journal,
                                         Leases, RunLog, StateStore, StoreError)
 from reconciler.store.journal import SqlJournal
-from reconciler.store.lease import SqliteLeases
+from reconciler.store.lease import SqlLeases
 from reconciler.store.liveness import process_gone
 from reconciler.store.lock import DEFAULT_LOCK_TTL, SqliteApplyLock
 from reconciler.store.records import (ABANDONED, Clock, DriftChange, DriftItemRecord,
@@ -75,9 +75,9 @@ class Store(DelegatingStore):
         self._runs = SqlRunLog(self._db, self.hostname, clock)
         self._journal = SqlJournal(self._db, clock)
         self._lock = SqliteApplyLock(self._db, self.hostname, lock_ttl, clock)
-        self._applied = SqliteAppliedFingerprints(self._db, clock)
+        self._applied = SqlAppliedFingerprints(self._db, clock)
         self._drift = SqliteDriftHistory(self._db, clock)
-        self._leases = SqliteLeases(self._db, clock)
+        self._leases = SqlLeases(self._db, clock)
 
 
 def open_store(location: str | os.PathLike[str] | None = None, **options: Any) -> StateStore:

@@ -1,4 +1,5 @@
-"""Applied fingerprints in SQLite: the `AppliedFingerprints` of `interface.py`.
+"""Applied fingerprints: the `AppliedFingerprints` of `interface.py`, in SQLite and PostgreSQL
+alike (sql.py).
 
 Per engine and object, the fingerprint of the desired state the object last converged to. The
 planner compares it with today's desired fingerprint: the same fingerprint with a difference on
@@ -9,12 +10,12 @@ from __future__ import annotations
 
 import time
 
-from reconciler.store.db import SqliteDatabase
 from reconciler.store.records import Clock
+from reconciler.store.sql import SqlDatabase
 
 
-class SqliteAppliedFingerprints:
-    def __init__(self, db: SqliteDatabase, clock: Clock = time.time) -> None:
+class SqlAppliedFingerprints:
+    def __init__(self, db: SqlDatabase, clock: Clock = time.time) -> None:
         self._db = db
         self._clock = clock
 

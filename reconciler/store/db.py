@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -182,6 +183,10 @@ class SqliteDatabase:
 
     def is_foreign_key_violation(self, exc: BaseException) -> bool:
         return "FOREIGN KEY" in str(exc)
+
+    def clock_now(self, conn: sqlite3.Connection) -> float:
+        """The file is on one machine: its users share this machine's clock."""
+        return time.time()
 
     # -- schema -----------------------------------------------------------------------------
 

@@ -9,8 +9,11 @@ see controller/leadership.py), so an expired lease is proof enough that nobody a
 `term` grows by one at each change of holder: a fencing token, so a record written under an
 older term can be told apart from the current leader's.
 
-`decide` is the policy (any backend); `SqliteLeases` keeps the rows in the `leases` table inside
-one `BEGIN IMMEDIATE` transaction, so two contenders never both win.
+`decide` is the policy; `SqlLeases` keeps the rows in the `leases` table, for SQLite and
+PostgreSQL alike: each take is one transaction that writers of the same lease queue on (SQLite's
+`BEGIN IMMEDIATE`, an advisory lock on PostgreSQL), so two contenders never both win. Expiry is
+measured by the database's clock (`SqlDatabase.clock_now`: on a server, the server's, so replicas
+on machines whose clocks disagree still agree on it) unless a `clock` is handed in (tests).
 """
 from __future__ import annotations
 
@@ -18,8 +21,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from reconciler.store.db import SqliteDatabase
 from reconciler.store.records import Clock, LeaseInfo, to_datetime
+from reconciler.store.sql import SqlDatabase
 
 # What `decide` tells a backend to do with the row.
 INSERT, RENEW, TAKE, REFUSE = "insert", "renew", "take", "refuse"
@@ -51,18 +54,20 @@ def lease_info(row: Sequence[Any], taken_over_from: str | None = None) -> LeaseI
                      taken_over_from)
 
 
-class SqliteLeases:
-    """The `Leases` of `interface.py` over the `leases` table of one SQLite file (one machine:
-    every contender reads the same clock)."""
+class SqlLeases:
+    """The `Leases` of `interface.py` over the `leases` table."""
 
-    def __init__(self, db: SqliteDatabase, clock: Clock = time.time) -> None:
+    def __init__(self, db: SqlDatabase, clock: Clock | None = None) -> None:
         self._db = db
         self._clock = clock
 
+    def _now(self, conn: Any) -> float:
+        return self._clock() if self._clock is not None else self._db.clock_now(conn)
+
     def acquire_lease(self, name: str, holder: str, ttl: float) -> LeaseInfo | None:
         check_ttl(ttl)
-        with self._db.write("take a lease") as conn:
-            now = self._clock()
+        with self._db.write("take a lease", serialize=f"lease:{name}") as conn:
+            now = self._now(conn)
             row = conn.execute(f"SELECT {LEASE_COLUMNS} FROM leases WHERE name = ?",
                                (name,)).fetchone()
             current = lease_info(row) if row else None
@@ -84,10 +89,9 @@ class SqliteLeases:
         return lease_info(row, current.holder if action == TAKE and current else None)
 
     def release_lease(self, name: str, holder: str) -> bool:
-        with self._db.write("release a lease") as conn:
-            cur = conn.execute("DELETE FROM leases WHERE name = ? AND holder = ?",
-                               (name, holder))
-            return cur.rowcount > 0
+        with self._db.write("release a lease", serialize=f"lease:{name}") as conn:
+            return conn.execute("DELETE FROM leases WHERE name = ? AND holder = ?",
+                                (name, holder)).rowcount > 0
 
     def leases(self, prefix: str = "") -> list[LeaseInfo]:
         rows = self._db.read("read leases", lambda c: c.execute(
@@ -96,4 +100,4 @@ class SqliteLeases:
         return [lease_info(r) for r in rows]
 
     def lease_now(self) -> float:
-        return self._clock()
+        return self._db.read("read the clock", self._now)

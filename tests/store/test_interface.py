@@ -11,25 +11,23 @@ import pytest
 
 from reconciler.store import (AppliedFingerprints, ApplyLock, DriftHistory, Journal, Leases,
                               RunLog, StateStore, Store)
-from reconciler.store.applied import SqliteAppliedFingerprints
+from reconciler.store.applied import SqlAppliedFingerprints
 from reconciler.store.drift import SqliteDriftHistory
 from reconciler.store.journal import SqlJournal
-from reconciler.store.lease import SqliteLeases
+from reconciler.store.lease import SqlLeases
 from reconciler.store.lock import SqliteApplyLock
 from reconciler.store.postgres import PostgresStore
-from reconciler.store.postgres.concerns import (PostgresAppliedFingerprints, PostgresApplyLock,
-                                                PostgresDriftHistory, PostgresLeases)
+from reconciler.store.postgres.concerns import PostgresApplyLock, PostgresDriftHistory
 from reconciler.store.runs import SqlRunLog
 
 IMPLEMENTATIONS = [
     (RunLog, SqlRunLog), (Journal, SqlJournal), (ApplyLock, SqliteApplyLock),
-    (AppliedFingerprints, SqliteAppliedFingerprints), (DriftHistory, SqliteDriftHistory),
-    (Leases, SqliteLeases),
+    (AppliedFingerprints, SqlAppliedFingerprints), (DriftHistory, SqliteDriftHistory),
+    (Leases, SqlLeases),
     (RunLog, Store), (Journal, Store), (ApplyLock, Store), (AppliedFingerprints, Store),
     (DriftHistory, Store), (Leases, Store), (StateStore, Store),
     (ApplyLock, PostgresApplyLock),
-    (AppliedFingerprints, PostgresAppliedFingerprints), (DriftHistory, PostgresDriftHistory),
-    (Leases, PostgresLeases), (StateStore, PostgresStore),
+    (DriftHistory, PostgresDriftHistory), (StateStore, PostgresStore),
 ]
 
 

@@ -1,13 +1,12 @@
-"""The store's concerns on PostgreSQL that keep their own SQL (runs and the journal are shared:
-runs.py, journal.py): the same rules as the SQLite modules, in PostgreSQL's SQL.
+"""The store's concerns on PostgreSQL that keep SQL of their own: the apply lock and the drift
+history (runs, the journal, applied fingerprints and leases are written once for both backends:
+runs.py, journal.py, applied.py, lease.py). The same rules as the SQLite modules, in PostgreSQL's
+SQL.
 
 Each class implements one protocol of `interface.py` and takes the `PostgresDatabase`. Writes that
-check and then write (the apply lock, drift, leases, run ids) run under an advisory lock named
-for what they guard, so they are as atomic here as under SQLite's `BEGIN IMMEDIATE`. The lock's
-take-over rules are lock.py's and the lease rules lease.py's: the product's, not the database's.
-
-Leases are measured by the server's clock (`clock_timestamp()`), unless a test hands in a clock:
-replicas on different machines then agree on when a lease expires whatever their own clocks say.
+check and then write (the apply lock, drift) run under an advisory lock named for what they
+guard, so they are as atomic here as under SQLite's `BEGIN IMMEDIATE`. The lock's take-over rules
+are lock.py's: the product's, not the database's.
 """
 from __future__ import annotations
 
@@ -19,13 +18,11 @@ from datetime import datetime
 from typing import Any
 
 from reconciler.errors import LockedError
-from reconciler.store.lease import (INSERT, LEASE_COLUMNS, RENEW, REFUSE, TAKE, check_ttl,
-                                    decide, lease_info)
 from reconciler.store.lock import DEFAULT_LOCK_TTL, check_take_over, hold, holder_is_dead
 from reconciler.store.liveness import process_start
 from reconciler.store.postgres.database import PostgresDatabase
 from reconciler.store.records import (Clock, DriftChange, DriftItemRecord, DriftRecord,
-                                      LeaseInfo, LockInfo, default_who, to_datetime, to_epoch)
+                                      LockInfo, default_who, to_datetime, to_epoch)
 
 _LOCK_COLUMNS = "engine_key, run_id, who, host, pid, heartbeat_at, pid_start, acquired_at"
 
@@ -115,28 +112,6 @@ def _lock_info(row: Any) -> LockInfo:
                     to_datetime(row[7]), to_datetime(row[5]))  # type: ignore[arg-type]
 
 
-class PostgresAppliedFingerprints:
-    def __init__(self, db: PostgresDatabase, clock: Clock = time.time) -> None:
-        self._db = db
-        self._clock = clock
-
-    def record_applied(self, engine_key: str, object_key: str, desired_fingerprint: str,
-                       run_id: str) -> None:
-        with self._db.write("record an applied object") as conn:
-            conn.execute(
-                "INSERT INTO applied (engine_key, object_key, fingerprint, run_id, applied_at)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (engine_key, object_key) DO UPDATE SET"
-                " fingerprint = excluded.fingerprint, run_id = excluded.run_id, "
-                "applied_at = excluded.applied_at",
-                (engine_key, object_key, desired_fingerprint, run_id, self._clock()))
-
-    def applied(self, engine_key: str) -> dict[str, str]:
-        rows = self._db.read("read applied objects", lambda c: c.execute(
-            "SELECT object_key, fingerprint FROM applied WHERE engine_key = %s",
-            (engine_key,)).fetchall())
-        return {k: f for k, f in rows}
-
-
 class PostgresDriftHistory:
     def __init__(self, db: PostgresDatabase, clock: Clock = time.time) -> None:
         self._db = db
@@ -202,57 +177,4 @@ class PostgresDriftHistory:
                             to_datetime(r)) for k, c, m, f, l, r in rows]
 
 
-class PostgresLeases:
-    """Leases measured by the server's clock (or a test's `clock`)."""
-
-    def __init__(self, db: PostgresDatabase, clock: Clock | None = None) -> None:
-        self._db = db
-        self._clock = clock
-
-    def _now(self, conn: Any) -> float:
-        if self._clock is not None:
-            return self._clock()
-        return float(conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0])
-
-    def acquire_lease(self, name: str, holder: str, ttl: float) -> LeaseInfo | None:
-        check_ttl(ttl)
-        with self._db.write("take a lease", serialize=f"lease:{name}") as conn:
-            now = self._now(conn)
-            row = conn.execute(f"SELECT {LEASE_COLUMNS} FROM leases WHERE name = %s",
-                               (name,)).fetchone()
-            current = lease_info(row) if row else None
-            action = decide(current, holder, now)
-            if action == REFUSE:
-                return None
-            if action == INSERT:
-                conn.execute(f"INSERT INTO leases ({LEASE_COLUMNS}) VALUES (%s, %s, 1, %s, %s,"
-                             " %s)", (name, holder, now, now, now + ttl))
-            elif action == RENEW:
-                conn.execute("UPDATE leases SET renewed_at = %s, expires_at = %s WHERE name = %s",
-                             (now, now + ttl, name))
-            else:
-                assert action == TAKE
-                conn.execute("UPDATE leases SET holder = %s, term = term + 1, acquired_at = %s,"
-                             " renewed_at = %s, expires_at = %s WHERE name = %s",
-                             (holder, now, now, now + ttl, name))
-            row = conn.execute(f"SELECT {LEASE_COLUMNS} FROM leases WHERE name = %s",
-                               (name,)).fetchone()
-        return lease_info(row, current.holder if action == TAKE and current else None)
-
-    def release_lease(self, name: str, holder: str) -> bool:
-        with self._db.write("release a lease", serialize=f"lease:{name}") as conn:
-            return conn.execute("DELETE FROM leases WHERE name = %s AND holder = %s",
-                                (name, holder)).rowcount > 0
-
-    def leases(self, prefix: str = "") -> list[LeaseInfo]:
-        rows = self._db.read("read leases", lambda c: c.execute(
-            f"SELECT {LEASE_COLUMNS} FROM leases WHERE starts_with(name, %s) ORDER BY name",
-            (prefix,)).fetchall())
-        return [lease_info(r) for r in rows]
-
-    def lease_now(self) -> float:
-        return self._db.read("read the clock", self._now)
-
-
-__all__ = ["PostgresAppliedFingerprints", "PostgresApplyLock", "PostgresDriftHistory",
-           "PostgresLeases", "INSERT", "RENEW"]
+__all__ = ["PostgresApplyLock", "PostgresDriftHistory"]

@@ -187,6 +187,10 @@ class PostgresDatabase:
     def is_foreign_key_violation(self, exc: BaseException) -> bool:
         return is_foreign_key_violation(exc)
 
+    def clock_now(self, conn: Any) -> float:
+        """The server's clock: replicas on machines whose clocks disagree agree on it."""
+        return float(conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0])
+
     # -- schema -----------------------------------------------------------------------------
 
     def schema_version(self) -> int:

@@ -7,8 +7,9 @@ import time
 from reconciler.store.facade import DelegatingStore
 from reconciler.store.lock import DEFAULT_LOCK_TTL
 from reconciler.store.journal import SqlJournal
-from reconciler.store.postgres.concerns import (PostgresAppliedFingerprints, PostgresApplyLock,
-                                                PostgresDriftHistory, PostgresLeases)
+from reconciler.store.applied import SqlAppliedFingerprints
+from reconciler.store.lease import SqlLeases
+from reconciler.store.postgres.concerns import PostgresApplyLock, PostgresDriftHistory
 from reconciler.store.postgres.database import PostgresDatabase
 from reconciler.store.records import Clock
 from reconciler.store.runs import SqlRunLog
@@ -32,9 +33,9 @@ class PostgresStore(DelegatingStore):
         self._runs = SqlRunLog(self._db, self.hostname, stamp)
         self._journal = SqlJournal(self._db, stamp)
         self._lock = PostgresApplyLock(self._db, self.hostname, lock_ttl, stamp)
-        self._applied = PostgresAppliedFingerprints(self._db, stamp)
+        self._applied = SqlAppliedFingerprints(self._db, stamp)
         self._drift = PostgresDriftHistory(self._db, stamp)
-        self._leases = PostgresLeases(self._db, clock)
+        self._leases = SqlLeases(self._db, clock)
 
     def __enter__(self) -> PostgresStore:
         return self
