@@ -31,8 +31,7 @@ from typing import Any
 from xml.etree.ElementTree import Element
 
 from reconciler import log
-from reconciler.controller.triggers import WorkQueue, _close_quietly, _Trigger
-from reconciler.engine.errors import classify
+from reconciler.controller.triggers import WorkQueue, _EnginePoller
 from reconciler.engine.retry import Backoff
 from reconciler.observe.bulk_read import collector_paused, elements, fetch_xml
 from reconciler.observe.engine import VM_FOLLOW, vm_search
@@ -120,12 +119,14 @@ def changed(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
     return sorted(n for n in set(before) | set(after) if before.get(n) != after.get(n))
 
 
-class DevicePoller(_Trigger):
+class DevicePoller(_EnginePoller):
     """Polls the spec's VMs' devices and enqueues "device-poll" when any changed since the
     previous poll. Its own connection (SDK connections are not shared between threads); errors
     back off (capped) and reconnect, and the resync covers what it misses meanwhile."""
 
     name = "device-poller"
+    failure_event = "controller.device_poll_failed"
+    doing = "poll VM devices"
 
     def __init__(self, queue: WorkQueue, connect: Callable[[], Any],
                  desired: Callable[[], DesiredState], pacer: PollPacer = PollPacer(),
@@ -185,33 +186,11 @@ class DevicePoller(_Trigger):
             changed, self._changed = frozenset(self._changed), set()
         return changed
 
-    def _run(self) -> None:
-        conn: Any = None
-        failures = 0
-        delay = 0.0
-        try:
-            while not self._stop.wait(delay):
-                started = time.monotonic()
-                try:
-                    if conn is None:
-                        conn = self._connect()
-                    self.poll_once(conn)
-                    failures = 0
-                    delay = max(0.0, self.interval - (time.monotonic() - started))
-                except Exception as exc:  # noqa: BLE001 - the SDK raises its own and pycurl's
-                    failures += 1
-                    delay = self._backoff.delay(failures)
-                    self._log.warning("controller.device_poll_failed",
-                                      error=str(classify(exc, "poll VM devices")),
-                                      retry_in=round(delay, 1))
-                    if failures == 1:
-                        # The engine may be gone: a pass says so on /status and /readyz at
-                        # once (and backs off), rather than at the next resync.
-                        self.queue.put("device-poll")
-                    _close_quietly(conn)
-                    conn = None
-        finally:
-            _close_quietly(conn)
+    def _failed(self, failures: int) -> None:
+        if failures == 1:
+            # The engine may be gone: a pass says so on /status and /readyz at once (and backs
+            # off), rather than at the next resync.
+            self.queue.put("device-poll")
 
 
 __all__ = ["DevicePoller", "PollCost", "PollPacer", "changed", "device_signature",

@@ -93,6 +93,49 @@ class _Trigger:
         raise NotImplementedError
 
 
+class _EnginePoller(_Trigger):
+    """A trigger that polls the engine on a connection of its own (an SDK connection is not safe
+    to share between threads) every `interval` seconds; after an error it backs off (capped),
+    reconnects and polls again. Subclasses give `poll_once` and set `_connect`, `_backoff`,
+    `_log` and `interval`."""
+
+    failure_event = "controller.poll_failed"
+    doing = "poll the engine"
+    _connect: Callable[[], Any]
+    _backoff: Backoff
+    interval: float
+
+    def poll_once(self, conn: Any) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _failed(self, failures: int) -> None:
+        """After a failed poll (the `failures`-th in a row)."""
+
+    def _run(self) -> None:
+        conn: Any = None
+        failures = 0
+        delay = 0.0
+        try:
+            while not self._stop.wait(delay):
+                started = time.monotonic()
+                try:
+                    if conn is None:
+                        conn = self._connect()
+                    self.poll_once(conn)
+                    failures = 0
+                    delay = max(0.0, self.interval - (time.monotonic() - started))
+                except Exception as exc:  # noqa: BLE001 - the SDK raises its own and pycurl's
+                    failures += 1
+                    delay = self._backoff.delay(failures)
+                    self._log.warning(self.failure_event, error=str(classify(exc, self.doing)),
+                                      retry_in=round(delay, 1))
+                    self._failed(failures)
+                    _close_quietly(conn)
+                    conn = None
+        finally:
+            _close_quietly(conn)
+
+
 class ResyncTimer(_Trigger):
     """A full pass every `interval` seconds, whatever else happens (missed events, host drift
     that raises no engine event)."""
@@ -203,7 +246,7 @@ def event_is_ours(event: Any, correlation_ids: Callable[[], Iterable[str]]) -> b
     return bool(cid) and cid in set(correlation_ids())
 
 
-class EventPoller(_Trigger):
+class EventPoller(_EnginePoller):
     """Polls the engine's audit log incrementally and enqueues "engine-event" when anything new
     appears that our own applies did not cause.
 
@@ -214,6 +257,8 @@ class EventPoller(_Trigger):
     """
 
     name = "event-poller"
+    failure_event = "controller.event_poll_failed"
+    doing = "poll engine events"
 
     def __init__(self, queue: WorkQueue, connect: Callable[[], Any], interval: float = 1.0,
                  ours: Callable[[], Iterable[str]] = lambda: (),
@@ -256,30 +301,6 @@ class EventPoller(_Trigger):
                             codes=sorted({int(e.code) for e in foreign if e.code is not None}))
             self.queue.put("engine-event")
         return len(foreign)
-
-    def _run(self) -> None:
-        conn: Any = None
-        failures = 0
-        delay = 0.0
-        try:
-            while not self._stop.wait(delay):
-                started = time.monotonic()
-                try:
-                    if conn is None:
-                        conn = self._connect()
-                    self.poll_once(conn)
-                    failures = 0
-                    delay = max(0.0, self.interval - (time.monotonic() - started))
-                except Exception as exc:  # noqa: BLE001 - the SDK raises its own and pycurl's
-                    failures += 1
-                    delay = self._backoff.delay(failures)
-                    self._log.warning("controller.event_poll_failed",
-                                      error=str(classify(exc, "poll engine events")),
-                                      retry_in=round(delay, 1))
-                    _close_quietly(conn)
-                    conn = None
-        finally:
-            _close_quietly(conn)
 
 
 def _close_quietly(conn: Any) -> None:
