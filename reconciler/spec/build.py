@@ -40,8 +40,10 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _check(paths: Sequence[str], within: Path | None = None, environment: bool = False
-           ) -> tuple[list[SpecDocument], list[SpecIssue]]:
+def load_each(paths: Sequence[str], within: Path | None = None
+              ) -> tuple[list[SpecDocument], list[SpecIssue]]:
+    """The spec documents under PATHs and each one's own problems (loading, schema); what
+    documents say to each other is checked by the caller (one engine's or several engines')."""
     docs: list[SpecDocument] = []
     issues: list[SpecIssue] = []
     for loaded in load_documents(paths, within):
@@ -50,6 +52,12 @@ def _check(paths: Sequence[str], within: Path | None = None, environment: bool =
         else:
             docs.append(loaded)
             issues.extend(check_document(loaded))
+    return docs, issues
+
+
+def _check(paths: Sequence[str], within: Path | None = None, environment: bool = False
+           ) -> tuple[list[SpecDocument], list[SpecIssue]]:
+    docs, issues = load_each(paths, within)
     if docs:
         issues.extend(check_documents(docs))
         if environment:

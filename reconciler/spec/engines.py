@@ -25,9 +25,8 @@ from typing import Any
 
 from reconciler.errors import SpecError, SpecIssue
 from reconciler.spec import model
-from reconciler.spec.build import _sort_key, build_state, collector_paused
-from reconciler.spec.load import SpecDocument, load_documents
-from reconciler.spec.schema import check_document
+from reconciler.spec.build import _sort_key, build_state, collector_paused, load_each
+from reconciler.spec.load import SpecDocument
 from reconciler.spec.semantic import check_documents
 
 
@@ -128,14 +127,7 @@ def check_and_build_engines(paths: Sequence[str], within: Path | None = None
 
 def _checked_engines(paths: Sequence[str], within: Path | None
                      ) -> tuple[EngineSpecs | None, list[SpecIssue]]:
-    docs: list[SpecDocument] = []
-    issues: list[SpecIssue] = []
-    for loaded in load_documents(paths, within):
-        if isinstance(loaded, SpecIssue):
-            issues.append(loaded)
-        else:
-            docs.append(loaded)
-            issues.extend(check_document(loaded))
+    docs, issues = load_each(paths, within)
     if not docs:
         if not issues:
             issues.append(SpecIssue(paths[0] if paths else "-", 1, 1, "(document)",
