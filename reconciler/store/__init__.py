@@ -39,7 +39,7 @@ from reconciler.store.interface import (AppliedFingerprints, ApplyLock, DriftHis
 from reconciler.store.journal import SqlJournal
 from reconciler.store.lease import SqlLeases
 from reconciler.store.liveness import process_gone
-from reconciler.store.lock import DEFAULT_LOCK_TTL, SqliteApplyLock
+from reconciler.store.lock import DEFAULT_LOCK_TTL, SqlApplyLock
 from reconciler.store.records import (ABANDONED, Clock, DriftChange, DriftItemRecord,
                                       DriftRecord, JournalEntry, LeaseInfo, LockInfo, RunRecord,
                                       StepOutcome, new_run_id)
@@ -74,7 +74,7 @@ class Store(DelegatingStore):
         self._db = SqliteDatabase(self.path, busy_timeout_ms=busy_timeout_ms)
         self._runs = SqlRunLog(self._db, self.hostname, clock)
         self._journal = SqlJournal(self._db, clock)
-        self._lock = SqliteApplyLock(self._db, self.hostname, lock_ttl, clock)
+        self._lock = SqlApplyLock(self._db, self.hostname, lock_ttl, clock)
         self._applied = SqlAppliedFingerprints(self._db, clock)
         self._drift = SqliteDriftHistory(self._db, clock)
         self._leases = SqlLeases(self._db, clock)

@@ -1,4 +1,4 @@
-"""The apply lock: its take-over policy, for every backend, and its SQLite implementation.
+"""The apply lock: its take-over policy and its table, for SQLite and PostgreSQL alike.
 
 One apply per engine. A lock whose holder is alive is never taken. A holder is *dead* when its
 heartbeat is older than the TTL, or when it ran on this host and its process is provably gone (no
@@ -9,8 +9,9 @@ hung holder on this one) needs `force_unlock=<its run id>`: across hosts nothing
 so a stale heartbeat only *allows* a take-over the operator names, never a guess.
 
 The policy (`check_take_over`, `holder_is_dead`) and the heartbeat thread (`hold`) are plain
-functions so a second backend applies the same rules; `SqliteApplyLock` only stores the row, in
-the `BEGIN IMMEDIATE` transaction that makes two racing processes unable to both win.
+functions; `SqlApplyLock` only stores the row, in a transaction the writers of one engine's lock
+queue on (SQLite's `BEGIN IMMEDIATE`, an advisory lock on PostgreSQL), so two racing processes
+cannot both win.
 """
 from __future__ import annotations
 
@@ -23,10 +24,10 @@ from datetime import datetime
 from typing import Any
 
 from reconciler.errors import LockedError, ReconcilerError
-from reconciler.store.db import SqliteDatabase
 from reconciler.store.interface import ApplyLock
 from reconciler.store.liveness import process_gone, process_start
 from reconciler.store.records import Clock, LockInfo, default_who, to_datetime
+from reconciler.store.sql import SqlDatabase
 
 DEFAULT_LOCK_TTL = 300.0        # seconds without a heartbeat before a holder counts as dead
 
@@ -102,21 +103,21 @@ def _fmt(at: datetime) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# SQLite
+# The table (sql.py)
 # --------------------------------------------------------------------------------------------
 
 # pid_start is stored but not handed out: it only serves to tell a reused pid apart.
 _COLUMNS = "engine_key, run_id, who, host, pid, heartbeat_at, pid_start, acquired_at"
 
 
-class SqliteApplyLock:
+class SqlApplyLock:
     """The `ApplyLock` of `interface.py` over the `locks` table, one row per held engine.
 
     `hostname` decides which holders are "on this host", whose processes can be checked;
     `clock` is what heartbeat ages are measured with.
     """
 
-    def __init__(self, db: SqliteDatabase, hostname: str, ttl: float = DEFAULT_LOCK_TTL,
+    def __init__(self, db: SqlDatabase, hostname: str, ttl: float = DEFAULT_LOCK_TTL,
                  clock: Clock = time.time) -> None:
         self._db = db
         self._hostname = hostname
@@ -131,7 +132,7 @@ class SqliteApplyLock:
         host = host or self._hostname
         pid = os.getpid() if pid is None else pid
         pid_start = process_start(pid) if host == self._hostname else None
-        with self._db.write("take the apply lock") as conn:
+        with self._db.write("take the apply lock", serialize=f"lock:{engine_key}") as conn:
             now = self._clock()
             row = conn.execute(f"SELECT {_COLUMNS} FROM locks WHERE engine_key = ?",
                                (engine_key,)).fetchone()
@@ -149,8 +150,11 @@ class SqliteApplyLock:
                     return LockInfo(engine_key, run_id, held.who, held.host, held.pid,
                                     held.acquired_at, to_datetime(now) or held.heartbeat_at)
             conn.execute(
-                "INSERT OR REPLACE INTO locks (engine_key, run_id, who, host, pid, pid_start,"
-                " acquired_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO locks (engine_key, run_id, who, host, pid, pid_start, acquired_at,"
+                " heartbeat_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (engine_key)"
+                " DO UPDATE SET run_id = excluded.run_id, who = excluded.who, host = "
+                "excluded.host, pid = excluded.pid, pid_start = excluded.pid_start, acquired_at"
+                " = excluded.acquired_at, heartbeat_at = excluded.heartbeat_at",
                 (engine_key, run_id, who, host, pid, pid_start, now, now))
         stamp = to_datetime(now)
         assert stamp is not None
@@ -158,7 +162,8 @@ class SqliteApplyLock:
 
     def heartbeat(self, engine_key: str, run_id: str) -> None:
         """Refresh the holder's heartbeat; LockedError when the lock is no longer ours."""
-        with self._db.write("refresh the lock heartbeat") as conn:
+        with self._db.write("refresh the lock heartbeat",
+                            serialize=f"lock:{engine_key}") as conn:
             cur = conn.execute("UPDATE locks SET heartbeat_at = ? WHERE engine_key = ? AND "
                                "run_id = ?", (self._clock(), engine_key, run_id))
             if cur.rowcount == 0:
@@ -171,7 +176,7 @@ class SqliteApplyLock:
 
     def release_lock(self, engine_key: str, run_id: str) -> bool:
         """Release the lock if `run_id` holds it; False when it did not (nothing changed)."""
-        with self._db.write("release the apply lock") as conn:
+        with self._db.write("release the apply lock", serialize=f"lock:{engine_key}") as conn:
             cur = conn.execute("DELETE FROM locks WHERE engine_key = ? AND run_id = ?",
                                (engine_key, run_id))
             return cur.rowcount > 0
@@ -205,5 +210,5 @@ class SqliteApplyLock:
 
 def _lock_info(row: Sequence[Any]) -> LockInfo:
     """A row selected as `_COLUMNS`."""
-    return LockInfo(row[0], row[1], row[2], row[3], row[4],
+    return LockInfo(row[0], row[1], row[2], row[3], int(row[4]),
                     to_datetime(row[7]), to_datetime(row[5]))  # type: ignore[arg-type]

@@ -1,5 +1,5 @@
 """What a concern shared by the SQL backends needs of its database (runs.py, journal.py,
-applied.py, lease.py).
+applied.py, lease.py, lock.py).
 
 Those concerns are written once, with `?` placeholders; each database says how it spells the few
 things SQLite and PostgreSQL do differently, and a PostgreSQL connection takes the `?` too.
@@ -31,6 +31,8 @@ class SqlDatabase(Protocol):
     def is_unique_violation(self, exc: BaseException) -> bool: ...
 
     def is_foreign_key_violation(self, exc: BaseException) -> bool: ...
+
+    def close_thread_connection(self) -> None: ...
 
     def clock_now(self, conn: Any) -> float:
         """Epoch seconds by the clock every user of the database shares."""

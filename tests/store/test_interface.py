@@ -15,18 +15,17 @@ from reconciler.store.applied import SqlAppliedFingerprints
 from reconciler.store.drift import SqliteDriftHistory
 from reconciler.store.journal import SqlJournal
 from reconciler.store.lease import SqlLeases
-from reconciler.store.lock import SqliteApplyLock
+from reconciler.store.lock import SqlApplyLock
 from reconciler.store.postgres import PostgresStore
-from reconciler.store.postgres.concerns import PostgresApplyLock, PostgresDriftHistory
+from reconciler.store.postgres.concerns import PostgresDriftHistory
 from reconciler.store.runs import SqlRunLog
 
 IMPLEMENTATIONS = [
-    (RunLog, SqlRunLog), (Journal, SqlJournal), (ApplyLock, SqliteApplyLock),
+    (RunLog, SqlRunLog), (Journal, SqlJournal), (ApplyLock, SqlApplyLock),
     (AppliedFingerprints, SqlAppliedFingerprints), (DriftHistory, SqliteDriftHistory),
     (Leases, SqlLeases),
     (RunLog, Store), (Journal, Store), (ApplyLock, Store), (AppliedFingerprints, Store),
     (DriftHistory, Store), (Leases, Store), (StateStore, Store),
-    (ApplyLock, PostgresApplyLock),
     (DriftHistory, PostgresDriftHistory), (StateStore, PostgresStore),
 ]
 

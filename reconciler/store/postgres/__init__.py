@@ -3,8 +3,8 @@ controllers on several machines (docs/store.md, docs/deploy.md).
 
     database.py   connections (one per thread; they take `?` placeholders too), transactions,
                   errors, migrating on open
-    concerns.py   apply lock, applied fingerprints, drift history, leases (runs and the journal
-                  are the SQLite modules' own, runs.py and journal.py, through sql.py)
+    concerns.py   the drift history in PostgreSQL's SQL (the other concerns are written once for
+                  both backends: runs.py, journal.py, lock.py, applied.py, lease.py, via sql.py)
     store.py      `PostgresStore`, delegating each method to its concern
 
 psycopg 3 is an optional dependency (`pip install gpu-reconciler[postgres]`); importing this

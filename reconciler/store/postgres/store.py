@@ -5,11 +5,11 @@ import socket
 import time
 
 from reconciler.store.facade import DelegatingStore
-from reconciler.store.lock import DEFAULT_LOCK_TTL
-from reconciler.store.journal import SqlJournal
 from reconciler.store.applied import SqlAppliedFingerprints
+from reconciler.store.journal import SqlJournal
 from reconciler.store.lease import SqlLeases
-from reconciler.store.postgres.concerns import PostgresApplyLock, PostgresDriftHistory
+from reconciler.store.lock import DEFAULT_LOCK_TTL, SqlApplyLock
+from reconciler.store.postgres.concerns import PostgresDriftHistory
 from reconciler.store.postgres.database import PostgresDatabase
 from reconciler.store.records import Clock
 from reconciler.store.runs import SqlRunLog
@@ -32,7 +32,7 @@ class PostgresStore(DelegatingStore):
         self.path = self._db.name          # what messages call this store
         self._runs = SqlRunLog(self._db, self.hostname, stamp)
         self._journal = SqlJournal(self._db, stamp)
-        self._lock = PostgresApplyLock(self._db, self.hostname, lock_ttl, stamp)
+        self._lock = SqlApplyLock(self._db, self.hostname, lock_ttl, stamp)
         self._applied = SqlAppliedFingerprints(self._db, stamp)
         self._drift = PostgresDriftHistory(self._db, stamp)
         self._leases = SqlLeases(self._db, clock)
