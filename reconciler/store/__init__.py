@@ -7,10 +7,11 @@ that a second database can be added as one more implementation of the same inter
     records.py     the frozen records every backend hands out, run ids, time conversions
     schema.py      the tables and their migrations, shared by every SQL backend
     liveness.py    is a process on this host provably gone? (the lock's take-over rule)
-    lock.py        the lock's take-over policy and heartbeat thread (any backend) + SQLite
+    sql.py         what the concerns need of a database; each concern is written once for both
+    lock.py        the lock's take-over policy, heartbeat thread and table
+    runs.py journal.py applied.py drift.py   the other concerns
+    lease.py       leases (the controllers' leader election): policy and table
     db.py          the SQLite file: connections, transactions, errors, migrating on open
-    runs.py journal.py applied.py drift.py   the other concerns, in SQLite
-    lease.py       leases (the controllers' leader election): policy + SQLite
     facade.py      `DelegatingStore`: a `StateStore` over one object per concern
     postgres/      the same store on PostgreSQL (psycopg 3, an optional extra)
 
@@ -32,7 +33,7 @@ from typing import Any
 
 from reconciler.store.applied import SqlAppliedFingerprints
 from reconciler.store.db import BUSY_TIMEOUT_MS, DEFAULT_PATH, SqliteDatabase
-from reconciler.store.drift import SqliteDriftHistory
+from reconciler.store.drift import SqlDriftHistory
 from reconciler.store.facade import DelegatingStore
 from reconciler.store.interface import (AppliedFingerprints, ApplyLock, DriftHistory, Journal,
                                         Leases, RunLog, StateStore, StoreError)
@@ -76,7 +77,7 @@ class Store(DelegatingStore):
         self._journal = SqlJournal(self._db, clock)
         self._lock = SqlApplyLock(self._db, self.hostname, lock_ttl, clock)
         self._applied = SqlAppliedFingerprints(self._db, clock)
-        self._drift = SqliteDriftHistory(self._db, clock)
+        self._drift = SqlDriftHistory(self._db, clock)
         self._leases = SqlLeases(self._db, clock)
 
 

@@ -1,4 +1,5 @@
-"""Drift history in SQLite: the `DriftHistory` of `interface.py` over the `drift` table.
+"""Drift history: the `DriftHistory` of `interface.py` over the `drift` table, in SQLite and
+PostgreSQL alike (sql.py).
 
 One row per occurrence of a drift item (object, class, message): an item seen again keeps its
 row and first-seen time, so /status can say "drifted since 07:00"; an item that goes away is
@@ -12,13 +13,13 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from reconciler.store.db import SqliteDatabase
 from reconciler.store.records import (Clock, DriftChange, DriftItemRecord, DriftRecord,
                                       to_datetime, to_epoch)
+from reconciler.store.sql import SqlDatabase
 
 
-class SqliteDriftHistory:
-    def __init__(self, db: SqliteDatabase, clock: Clock = time.time) -> None:
+class SqlDriftHistory:
+    def __init__(self, db: SqlDatabase, clock: Clock = time.time) -> None:
         self._db = db
         self._clock = clock
 
@@ -35,26 +36,24 @@ class SqliteDriftHistory:
         in_scope = None if scope is None else set(scope)
         new: list[DriftItemRecord] = []
         resolved: list[DriftItemRecord] = []
-        with self._db.write("record drift") as conn:
+        with self._db.write("record drift", serialize=f"drift:{engine_key}") as conn:
             open_rows = conn.execute(
                 "SELECT drift_id, object_key, cls, message FROM drift WHERE engine_key = ? AND "
                 "resolved_at IS NULL", (engine_key,)).fetchall()
             known = {(k, c, m): d for d, k, c, m in open_rows}
-            for ident in sorted(current):
-                if ident in known:
-                    conn.execute("UPDATE drift SET last_seen = ? WHERE drift_id = ?",
-                                 (when, known[ident]))
-                else:
-                    conn.execute(
-                        "INSERT INTO drift (engine_key, object_key, cls, message, first_seen,"
-                        " last_seen) VALUES (?, ?, ?, ?, ?, ?)", (engine_key, *ident, when, when))
-                    new.append(DriftItemRecord(*ident))
-            for ident, drift_id in sorted(known.items()):
-                if ident in current or (in_scope is not None and ident[0] not in in_scope):
-                    continue
-                conn.execute("UPDATE drift SET resolved_at = ? WHERE drift_id = ?",
-                             (when, drift_id))
-                resolved.append(DriftItemRecord(*ident))
+            # Batched: on a database server each statement is a round trip.
+            conn.executemany("UPDATE drift SET last_seen = ? WHERE drift_id = ?",
+                             [(when, known[i]) for i in sorted(current) if i in known])
+            fresh = [i for i in sorted(current) if i not in known]
+            conn.executemany(
+                "INSERT INTO drift (engine_key, object_key, cls, message, first_seen, last_seen)"
+                " VALUES (?, ?, ?, ?, ?, ?)", [(engine_key, *i, when, when) for i in fresh])
+            new.extend(DriftItemRecord(*i) for i in fresh)
+            gone = [(ident, drift_id) for ident, drift_id in sorted(known.items())
+                    if ident not in current and (in_scope is None or ident[0] in in_scope)]
+            conn.executemany("UPDATE drift SET resolved_at = ? WHERE drift_id = ?",
+                             [(when, drift_id) for _, drift_id in gone])
+            resolved.extend(DriftItemRecord(*ident) for ident, _ in gone)
         return DriftChange(tuple(new), tuple(resolved))
 
     def drift_since(self, engine_key: str) -> dict[tuple[str, str, str], datetime]:

@@ -18,10 +18,9 @@ table exists (SQLite: `PRAGMA user_version`; a server database: a one-row table)
 database whose version is newer than `SCHEMA_VERSION`. PostgreSQL's dialect is `POSTGRES` below
 (store/postgres/).
 
-Runs and the journal share their queries (runs.py, journal.py, written with `?`; each database
-spells the few differences: sql.py). The other concerns keep a query per backend next to the
-concern (lock.py, drift.py, ... and postgres/concerns.py): their upserts and check-then-write
-locking differ more between the two.
+Queries are written once too, in the concern that owns them (runs.py, journal.py, lock.py,
+applied.py, drift.py, lease.py), with `?` placeholders and statements both databases accept; each
+database spells the few differences (sql.py).
 """
 from __future__ import annotations
 

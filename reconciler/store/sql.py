@@ -1,8 +1,9 @@
-"""What a concern shared by the SQL backends needs of its database (runs.py, journal.py,
-applied.py, lease.py, lock.py).
+"""What the store's concerns need of their database (runs.py, journal.py, lock.py, applied.py,
+drift.py, lease.py: each written once for SQLite and PostgreSQL).
 
-Those concerns are written once, with `?` placeholders; each database says how it spells the few
-things SQLite and PostgreSQL do differently, and a PostgreSQL connection takes the `?` too.
+They use `?` placeholders and statements both accept, and a connection's `execute` and
+`executemany`; each database says how it spells the few things the two do differently, and a
+PostgreSQL connection takes the `?` too (postgres/database.py).
 """
 from __future__ import annotations
 

@@ -12,21 +12,20 @@ import pytest
 from reconciler.store import (AppliedFingerprints, ApplyLock, DriftHistory, Journal, Leases,
                               RunLog, StateStore, Store)
 from reconciler.store.applied import SqlAppliedFingerprints
-from reconciler.store.drift import SqliteDriftHistory
+from reconciler.store.drift import SqlDriftHistory
 from reconciler.store.journal import SqlJournal
 from reconciler.store.lease import SqlLeases
 from reconciler.store.lock import SqlApplyLock
 from reconciler.store.postgres import PostgresStore
-from reconciler.store.postgres.concerns import PostgresDriftHistory
 from reconciler.store.runs import SqlRunLog
 
 IMPLEMENTATIONS = [
     (RunLog, SqlRunLog), (Journal, SqlJournal), (ApplyLock, SqlApplyLock),
-    (AppliedFingerprints, SqlAppliedFingerprints), (DriftHistory, SqliteDriftHistory),
+    (AppliedFingerprints, SqlAppliedFingerprints), (DriftHistory, SqlDriftHistory),
     (Leases, SqlLeases),
     (RunLog, Store), (Journal, Store), (ApplyLock, Store), (AppliedFingerprints, Store),
     (DriftHistory, Store), (Leases, Store), (StateStore, Store),
-    (DriftHistory, PostgresDriftHistory), (StateStore, PostgresStore),
+    (StateStore, PostgresStore),
 ]
 
 

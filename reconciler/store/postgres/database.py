@@ -52,8 +52,9 @@ def display_name(url: str) -> str:
 
 
 class _Qmark:
-    """A connection that also takes the `?` placeholders of the concerns shared with SQLite
-    (runs.py, journal.py); no statement of the store has a `?` of its own."""
+    """A connection that takes the `?` placeholders of the store's concerns (written once for
+    SQLite and PostgreSQL) and, like sqlite3's, `executemany`; no statement of the store has a `?`
+    of its own."""
 
     __slots__ = ("_conn",)
 
@@ -62,6 +63,11 @@ class _Qmark:
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
         return self._conn.execute(sql.replace("?", "%s"), args)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            with self._conn.cursor() as cur:
+                cur.executemany(sql.replace("?", "%s"), rows)
 
     def __getattr__(self, name: str) -> Any:       # cursor(), ... as psycopg has them
         return getattr(self._conn, name)

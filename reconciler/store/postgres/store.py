@@ -6,10 +6,10 @@ import time
 
 from reconciler.store.facade import DelegatingStore
 from reconciler.store.applied import SqlAppliedFingerprints
+from reconciler.store.drift import SqlDriftHistory
 from reconciler.store.journal import SqlJournal
 from reconciler.store.lease import SqlLeases
 from reconciler.store.lock import DEFAULT_LOCK_TTL, SqlApplyLock
-from reconciler.store.postgres.concerns import PostgresDriftHistory
 from reconciler.store.postgres.database import PostgresDatabase
 from reconciler.store.records import Clock
 from reconciler.store.runs import SqlRunLog
@@ -34,7 +34,7 @@ class PostgresStore(DelegatingStore):
         self._journal = SqlJournal(self._db, stamp)
         self._lock = SqlApplyLock(self._db, self.hostname, lock_ttl, stamp)
         self._applied = SqlAppliedFingerprints(self._db, stamp)
-        self._drift = PostgresDriftHistory(self._db, stamp)
+        self._drift = SqlDriftHistory(self._db, stamp)
         self._leases = SqlLeases(self._db, clock)
 
     def __enter__(self) -> PostgresStore:
