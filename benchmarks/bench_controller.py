@@ -40,10 +40,10 @@ POLL = 0.01
 IN_SYNC_ARGS = "intel_iommu=on rdblacklist=nouveau"
 
 
-def _spec(lab: LabServer, folder: Path, instances: int) -> str:
+def demo_spec(lab: LabServer, folder: Path, instances: int) -> str:
+    """The demo fleet's m60 profile and vdi-01 with `instances` vGPUs, for the lab at `lab`."""
     password = folder / "engine-password"
     password.write_text(lab.password + "\n")
-    password.chmod(0o600)
     password.chmod(0o600)
     return yaml.safe_dump({
         "apiVersion": "gpu-reconciler/v1",
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         specs = Path(tmp) / "specs"
         specs.mkdir()
         spec = specs / "fleet.yaml"
-        _write(spec, _spec(lab, specs, 1))
+        _write(spec, demo_spec(lab, specs, 1))
         log = open(Path(tmp) / "controller.log", "w")
         proc = subprocess.Popen(
             [sys.executable, "-m", "reconciler", "--log-format", "json", "controller",
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(args.changes):
                 time.sleep(rng.uniform(0.2, 1.2))
                 wanted = 2 if i % 2 == 0 else 1
-                _write(spec, _spec(lab, specs, wanted))
+                _write(spec, demo_spec(lab, specs, wanted))
                 edits.append(_until(lambda: ("vm:vdi-01" in _keys(url)) == (wanted == 2)))
 
             print(f"controller latency, demo fleet, events every {args.events_interval} "

@@ -39,6 +39,7 @@ import ovirtsdk4 as sdk
 import ovirtsdk4.types as types
 import yaml
 
+from benchmarks.bench_controller import demo_spec
 from benchmarks.common import REPO, add_json_option, machine, percentile, write_json
 
 POLL = 0.02
@@ -130,21 +131,6 @@ def _line(name: str, fig: dict[str, Any]) -> str:
             f"{verdict}")
 
 
-def _demo_spec(lab: Any, folder: Path) -> str:
-    password = folder / "engine-password"
-    password.write_text(lab.password + "\n")
-    password.chmod(0o600)
-    return yaml.safe_dump({
-        "apiVersion": "gpu-reconciler/v1",
-        "engine": {"url": lab.url, "username": lab.username,
-                   "passwordFrom": {"file": str(password)}, "caFile": str(lab.ca_file)},
-        "hostProfiles": [{"name": "m60", "selector": {"names": ["m60-01"]},
-                          "kernel": {"iommu": True, "blacklistNouveau": True}}],
-        "vms": [{"name": "vdi-01", "vgpu": {"type": "nvidia-18", "instances": 1,
-                                            "secondaryDisplay": "vnc"}}],
-    }, sort_keys=False)
-
-
 def _drifted(ctl: Controller, key: str) -> bool:
     return key in {i["key"] for i in ctl.status()["drift"]["items"]
                    if i["class"] in ("drift", "pending", "blocked")}
@@ -200,7 +186,7 @@ def run_demo(work: Path, changes: int, rest: float) -> dict[str, Any]:
     with LabServer("demo", work / "lab", time_scale=0.01) as lab:
         specs = work / "specs"
         specs.mkdir()
-        (specs / "fleet.yaml").write_text(_demo_spec(lab, specs))
+        (specs / "fleet.yaml").write_text(demo_spec(lab, specs, instances=1))
         ctl = Controller([str(specs), "--state", str(work / "state.db"), "--resync", "1h",
                           "--events-interval", "30s"], work, "demo")
         conn = sdk.Connection(url=lab.url, username=lab.username, password=lab.password,
@@ -272,7 +258,7 @@ def run_failover(work: Path, failovers: int) -> dict[str, Any]:
         url = pg.create_database("bench")
         specs = work / "haspecs"
         specs.mkdir()
-        (specs / "fleet.yaml").write_text(_demo_spec(lab, specs))
+        (specs / "fleet.yaml").write_text(demo_spec(lab, specs, instances=1))
         args = [str(specs), "--state", url, "--resync", "1h"]
         live = [Controller(args + ["--replica-id", "r0"], work, "r0")]
         _until(lambda: live[0].status().get("role") == "leader", 60)
