@@ -11,6 +11,7 @@ import os
 import stat
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -48,8 +49,12 @@ class CountingConnection(ovirtsdk4.Connection):
     # Beyond libcurl's own per-request timeout: time to notice a transfer that never ends.
     WAIT_GRACE = 5.0
 
+    # Constructor settings a sibling connection repeats (never the credentials: it gets a token).
+    _SIBLING_SETTINGS = ("url", "ca_file", "insecure", "timeout", "compress", "connections")
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._settings = {k: kwargs[k] for k in self._SIBLING_SETTINGS if k in kwargs}
         self._count_lock = threading.Lock()
         self.request_count = 0
         self.bytes_received = 0
@@ -58,6 +63,24 @@ class CountingConnection(ovirtsdk4.Connection):
         self.id_cache: dict[tuple[str, str], str] = {}
         # Transfers that failed while another request was being waited for: handle -> error.
         self._failed_transfers: dict[Any, tuple[int, str]] = {}
+
+    @property
+    def wait_limit(self) -> float:
+        """The longest wait for one answer, in seconds."""
+        return float(self._timeout or 0) + self.WAIT_GRACE
+
+    def sibling(self) -> SiblingConnection:
+        """How to open another connection to the same engine that shares this one's SSO token
+        (authenticating first if it has none yet): for a reader in another process. Picklable;
+        the token is left out of its repr."""
+        return SiblingConnection(dict(self._settings), self.authenticate())
+
+    def add_counts(self, requests: int, received: int, failed: int = 0) -> None:
+        """Count what a sibling connection sent and received on this connection's behalf."""
+        with self._count_lock:
+            self.request_count += requests
+            self.bytes_received += received
+            self.failed_count += failed
 
     def send(self, request: Any) -> Any:
         with self._count_lock:
@@ -90,7 +113,7 @@ class CountingConnection(ovirtsdk4.Connection):
     def _collect(self, context: Any, failed_auth: bool) -> Any:
         """The answer to `context`'s request (the SDK's wait, with the two fixes above)."""
         handle = context[0]
-        limit = (self._timeout or 0) + self.WAIT_GRACE
+        limit = self.wait_limit
         deadline = time.monotonic() + limit
         while True:
             failed = self._failed_transfers.pop(handle, None)
@@ -124,7 +147,13 @@ class CountingConnection(ovirtsdk4.Connection):
                 _remove_quietly(self._multi, handle)
                 raise ovirtsdk4.TimeoutError(
                     f"Error while sending HTTP request: (28, 'no answer within {limit:g}s')")
-            if self._multi.select(1.0) == -1:
+            # As long as libcurl asks (its timer), at most a second: a select on the sockets alone
+            # misses what libcurl already holds (the end of an answer read ahead into the TLS
+            # buffer) and sat out the whole second at the end of a large list.
+            pause = self._multi.timeout()
+            if pause == 0:
+                continue
+            if self._multi.select(1.0 if pause < 0 else min(pause / 1000.0, 1.0)) == -1:
                 # Nothing to wait on (the transfer is gone from the multi handle): do not spin.
                 time.sleep(0.01)
 
@@ -161,6 +190,19 @@ class CountingConnection(ovirtsdk4.Connection):
         except ValueError:
             raise ovirtsdk4.AuthError(f"the SSO service at {url} did not answer with JSON") \
                 from None
+
+
+@dataclass(frozen=True)
+class SiblingConnection:
+    """The settings of a `CountingConnection` and its SSO token (see `CountingConnection.sibling`)."""
+
+    settings: dict[str, Any]
+    token: str = field(repr=False)
+
+    def open(self) -> CountingConnection:
+        """A new connection using the token: no login of its own. Close it with `logout=False`,
+        or the token it shares would be revoked under its owner."""
+        return CountingConnection(token=self.token, **self.settings)
 
 
 def _curl_failure(code: int, message: str) -> ovirtsdk4.Error:

@@ -11,6 +11,12 @@ candidate hosts decide vGPU capacity; its passthrough host must be known). The h
 are sent through the SDK's connection and parsed as they are read (`reconciler.observe.bulk_read`:
 the SDK's readers took most of a 1,000-host read); SDK objects of the other calls are converted
 into the frozen facts of `reconciler.model.facts` here and go no further.
+
+Parsing is what a large read costs (the client, not the engine, is busy), so when the process may
+fork (`reconciler.observe.forked`: one thread only, as in `reconcile plan`) the host list is read
+and parsed by a forked child on its own connection, sharing the SSO token, while this process
+reads the VM list: the same requests, on two cores. Should the child fail in any way, this
+process reads the host list itself, with the usual retries.
 """
 from __future__ import annotations
 
@@ -23,12 +29,17 @@ from xml.etree.ElementTree import Element
 import ovirtsdk4
 from ovirtsdk4 import types
 
+from reconciler.engine.client import CountingConnection, SiblingConnection
 from reconciler.engine.retry import DEFAULT_TIMING, Timing, read
+from reconciler.log import get_logger
 from reconciler.observe.bulk_read import PendingList, collector_paused
+from reconciler.observe.forked import ForkedCall, ForkedCallFailed, can_fork
 from reconciler.model.facts import (Cluster, GraphicsConsole, Host, HostDevice, MdevType,
                                       MediatedDevice, Vm, VmHostDevice)
 from reconciler.observe.vendor import derive_vendor
 from reconciler.spec.model import DesiredState
+
+_log = get_logger(__name__)
 
 HOST_FOLLOW = "devices"
 VM_FOLLOW = "host_devices,mediated_devices,graphics_consoles"
@@ -499,6 +510,54 @@ def _keep_id(vm_id: str) -> str:
     return vm_id
 
 
+class _HostsRead(NamedTuple):
+    """What the child reading the host list sends back: the items (None when it failed, with the
+    reason) and what its connection sent and received, counted on the parent's connection."""
+
+    items: list[tuple[Host, str | None]] | None
+    error: str | None
+    requests: int
+    received: int
+    failed: int
+
+
+def _read_hosts_elsewhere(sibling: SiblingConnection, query: Mapping[str, str | None],
+                          clusters_by_id: Mapping[str, Cluster]) -> _HostsRead:
+    """In the forked child: the host list, read once (no retries: the parent retries)."""
+    connection = sibling.open()
+    shared: dict[tuple[str | None, ...], MdevType] = {}
+    items: list[tuple[Host, str | None]] | None = None
+    error = None
+    try:
+        items = PendingList(
+            connection, connection.system_service().hosts_service(), "/hosts", query,
+            lambda e: (host_fact_from_element(e, clusters_by_id, _keep_id, shared),
+                       e.findtext("address"))).collect()
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which reads again
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        connection.close(logout=False)   # the token is the parent's
+    return _HostsRead(items, error, connection.request_count, connection.bytes_received,
+                      connection.failed_count)
+
+
+def _collect_elsewhere(call: ForkedCall[_HostsRead],
+                       connection: CountingConnection) -> list[tuple[Host, str | None]] | None:
+    """The child's host items, or None (logged) when it brought none."""
+    limit = connection.wait_limit + 10.0
+    try:
+        outcome = call.result(timeout=limit)
+    except ForkedCallFailed as exc:
+        _log.info("engine.host_read_elsewhere_failed", error=str(exc),
+                  then="the host list is read in this process")
+        return None
+    connection.add_counts(outcome.requests, outcome.received, outcome.failed)
+    if outcome.items is None:
+        _log.info("engine.host_read_elsewhere_failed", error=outcome.error,
+                  then="the host list is read in this process")
+    return outcome.items
+
+
 def read_engine(connection: ovirtsdk4.Connection, desired: DesiredState | None = None, *,
                 timing: Timing = DEFAULT_TIMING) -> EngineRead:
     """Read the fleet's engine facts in a constant number of requests (see the module doc)."""
@@ -524,8 +583,9 @@ def _read_engine(connection: ovirtsdk4.Connection, desired: DesiredState | None,
     hosts_service, vms_service = system.hosts_service(), system.vms_service()
 
     # The two large lists are parsed as they are received (bulk_read): hosts become facts element
-    # by element (devices keep their VM's id for now), VMs small records. Both are asked for at
-    # once, so the engine prepares the VM list while the hosts are being read.
+    # by element (devices keep their VM's id for now), VMs small records. A forked child reads
+    # the hosts when this process may fork (module doc); otherwise both are asked for at once,
+    # so the engine prepares the VM list while the hosts are being read.
     shared_types: dict[tuple[str | None, ...], MdevType] = {}
 
     def host_item(element: Element) -> tuple[Host, str | None]:
@@ -535,10 +595,31 @@ def _read_engine(connection: ovirtsdk4.Connection, desired: DesiredState | None,
     def vm_item(element: Element) -> VmRead:
         return vm_read_from_element(element, by_id)
 
-    pending_hosts = PendingList(connection, hosts_service, "/hosts",
-                                {"follow": HOST_FOLLOW, "search": hsearch}, host_item)
-    pending_vms = PendingList(connection, vms_service, "/vms",
-                              {"follow": VM_FOLLOW, "search": vsearch}, vm_item)
+    host_query = {"follow": HOST_FOLLOW, "search": hsearch}
+
+    def list_hosts() -> PendingList:
+        return PendingList(connection, hosts_service, "/hosts", host_query, host_item)
+
+    def list_vms() -> PendingList:
+        return PendingList(connection, vms_service, "/vms",
+                           {"follow": VM_FOLLOW, "search": vsearch}, vm_item)
+
+    host_items: list[tuple[Host, str | None]] | None
+    if can_fork() and isinstance(connection, CountingConnection):
+        elsewhere = ForkedCall(_read_hosts_elsewhere, connection.sibling(), host_query, by_id)
+        try:
+            raw_vms: list[VmRead] = call("list vms", list_vms().collect)
+        except BaseException:
+            elsewhere.cancel()
+            raise
+        host_items = _collect_elsewhere(elsewhere, connection)
+        if host_items is None:
+            host_items = call("list hosts", list_hosts().collect)
+    else:
+        pending_hosts, pending_vms = list_hosts(), list_vms()
+        host_items = call("list hosts", pending_hosts.collect)
+        raw_vms = call("list vms", pending_vms.collect)
+
     host_ids: dict[str, str] = {}
     addresses: dict[str, str] = {}
     unnamed: list[Host] = []
@@ -552,8 +633,7 @@ def _read_engine(connection: ovirtsdk4.Connection, desired: DesiredState | None,
                 addresses[host.name] = address
             unnamed.append(host)
 
-    take_hosts(call("list hosts", pending_hosts.collect))
-    raw_vms = call("list vms", pending_vms.collect)
+    take_hosts(host_items)
     spec_vms = {v.name for v in desired.vms} if desired is not None else set()
     extra = outside_search(desired, host_ids.values(), {
         v.name: by_id[v.cluster_id].name for v in raw_vms
