@@ -13,10 +13,10 @@ the SDK's readers took most of a 1,000-host read); SDK objects of the other call
 into the frozen facts of `reconciler.model.facts` here and go no further.
 
 Parsing is what a large read costs (the client, not the engine, is busy), so when the process may
-fork (`reconciler.observe.forked`: one thread only, as in `reconcile plan`) the host list is read
+fork (`reconciler.observe.forked`: one thread only, as in `reconcile plan`) the VM list is read
 and parsed by a forked child on its own connection, sharing the SSO token, while this process
-reads the VM list: the same requests, on two cores. Should the child fail in any way, this
-process reads the host list itself, with the usual retries.
+reads the host list: the same requests, on two cores. Should the child fail in any way, this
+process reads the VM list itself, with the usual retries.
 """
 from __future__ import annotations
 
@@ -510,52 +510,50 @@ def _keep_id(vm_id: str) -> str:
     return vm_id
 
 
-class _HostsRead(NamedTuple):
-    """What the child reading the host list sends back: the items (None when it failed, with the
+class _ListRead(NamedTuple):
+    """What the child reading a list sends back: the items (None when it failed, with the
     reason) and what its connection sent and received, counted on the parent's connection."""
 
-    items: list[tuple[Host, str | None]] | None
+    items: list[Any] | None
     error: str | None
     requests: int
     received: int
     failed: int
 
 
-def _read_hosts_elsewhere(sibling: SiblingConnection, query: Mapping[str, str | None],
-                          clusters_by_id: Mapping[str, Cluster]) -> _HostsRead:
-    """In the forked child: the host list, read once (no retries: the parent retries)."""
+def _read_list_elsewhere(sibling: SiblingConnection, path: str,
+                         query: Mapping[str, str | None],
+                         take: Callable[[Element], Any]) -> _ListRead:
+    """In the forked child: one bulk list, read once (no retries: the parent retries)."""
     connection = sibling.open()
-    shared: dict[tuple[str | None, ...], MdevType] = {}
-    items: list[tuple[Host, str | None]] | None = None
+    service = connection.system_service().service(path.strip("/"))
+    items: list[Any] | None = None
     error = None
     try:
-        items = PendingList(
-            connection, connection.system_service().hosts_service(), "/hosts", query,
-            lambda e: (host_fact_from_element(e, clusters_by_id, _keep_id, shared),
-                       e.findtext("address"))).collect()
+        items = PendingList(connection, service, path, query, take).collect()
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which reads again
         error = f"{type(exc).__name__}: {exc}"
     finally:
         connection.close(logout=False)   # the token is the parent's
-    return _HostsRead(items, error, connection.request_count, connection.bytes_received,
-                      connection.failed_count)
+    return _ListRead(items, error, connection.request_count, connection.bytes_received,
+                     connection.failed_count)
 
 
-def _collect_elsewhere(call: ForkedCall[_HostsRead],
-                       connection: CountingConnection) -> list[tuple[Host, str | None]] | None:
-    """The child's host items, or None (logged) when it brought none."""
-    limit = connection.wait_limit + 10.0
+def _collect_elsewhere(call: ForkedCall[_ListRead], connection: CountingConnection,
+                       what: str) -> list[Any] | None:
+    """The child's items, or None (logged) when it brought none."""
     try:
-        outcome = call.result(timeout=limit)
+        outcome = call.result(timeout=connection.wait_limit + 10.0)
     except ForkedCallFailed as exc:
-        _log.info("engine.host_read_elsewhere_failed", error=str(exc),
-                  then="the host list is read in this process")
-        return None
-    connection.add_counts(outcome.requests, outcome.received, outcome.failed)
-    if outcome.items is None:
-        _log.info("engine.host_read_elsewhere_failed", error=outcome.error,
-                  then="the host list is read in this process")
-    return outcome.items
+        error: str | None = str(exc)
+    else:
+        connection.add_counts(outcome.requests, outcome.received, outcome.failed)
+        if outcome.items is not None:
+            return outcome.items
+        error = outcome.error
+    _log.info("engine.read_elsewhere_failed", list=what, error=error,
+              then="the list is read in this process")
+    return None
 
 
 def read_engine(connection: ovirtsdk4.Connection, desired: DesiredState | None = None, *,
@@ -584,7 +582,7 @@ def _read_engine(connection: ovirtsdk4.Connection, desired: DesiredState | None,
 
     # The two large lists are parsed as they are received (bulk_read): hosts become facts element
     # by element (devices keep their VM's id for now), VMs small records. A forked child reads
-    # the hosts when this process may fork (module doc); otherwise both are asked for at once,
+    # the VMs when this process may fork (module doc); otherwise both are asked for at once,
     # so the engine prepares the VM list while the hosts are being read.
     shared_types: dict[tuple[str | None, ...], MdevType] = {}
 
@@ -600,21 +598,24 @@ def _read_engine(connection: ovirtsdk4.Connection, desired: DesiredState | None,
     def list_hosts() -> PendingList:
         return PendingList(connection, hosts_service, "/hosts", host_query, host_item)
 
-    def list_vms() -> PendingList:
-        return PendingList(connection, vms_service, "/vms",
-                           {"follow": VM_FOLLOW, "search": vsearch}, vm_item)
+    vm_query = {"follow": VM_FOLLOW, "search": vsearch}
 
-    host_items: list[tuple[Host, str | None]] | None
+    def list_vms() -> PendingList:
+        return PendingList(connection, vms_service, "/vms", vm_query, vm_item)
+
+    raw_vms: list[VmRead] | None
     if can_fork() and isinstance(connection, CountingConnection):
-        elsewhere = ForkedCall(_read_hosts_elsewhere, connection.sibling(), host_query, by_id)
+        # The VM list in the child: its records cost a third of what host facts cost to send.
+        elsewhere = ForkedCall(_read_list_elsewhere, connection.sibling(), "/vms", vm_query,
+                               vm_item)
         try:
-            raw_vms: list[VmRead] = call("list vms", list_vms().collect)
+            host_items = call("list hosts", list_hosts().collect)
         except BaseException:
             elsewhere.cancel()
             raise
-        host_items = _collect_elsewhere(elsewhere, connection)
-        if host_items is None:
-            host_items = call("list hosts", list_hosts().collect)
+        raw_vms = _collect_elsewhere(elsewhere, connection, "vms")
+        if raw_vms is None:
+            raw_vms = call("list vms", list_vms().collect)
     else:
         pending_hosts, pending_vms = list_hosts(), list_vms()
         host_items = call("list hosts", pending_hosts.collect)

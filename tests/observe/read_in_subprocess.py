@@ -1,5 +1,5 @@
 """Run by tests/observe/test_forked_read.py in a process of its own (one thread, so the engine
-read may fork): reads a lab engine twice, with the host list read by a forked child and with it
+read may fork): reads a lab engine twice, with the VM list read by a forked child and with it
 read here, and prints what the test compares as one JSON line.
 
 argv: URL CA_FILE USERNAME PASSWORD_FILE [broken-sibling]
@@ -54,7 +54,7 @@ def main() -> None:
     cpu = child_cpu()
     forked = read_engine(connection)
     forked_child_cpu = child_cpu() - cpu
-    # A second thread alive: no fork, the host list is read in this process.
+    # A second thread alive: no fork, the VM list is read in this process.
     stop = threading.Event()
     waiter = threading.Thread(target=stop.wait, daemon=True)
     waiter.start()
@@ -68,7 +68,9 @@ def main() -> None:
     print(json.dumps({
         "could_fork": forked_before, "could_fork_with_a_thread": forked_during,
         "forked_child_cpu": forked_child_cpu, "here_child_cpu": here_child_cpu,
-        "same": facts(forked) == facts(here), "difference": difference(facts(forked), facts(here)), "hosts": len(forked.hosts), "vms": len(forked.vms),
+        "same": facts(forked) == facts(here),
+        "difference": difference(facts(forked), facts(here)),
+        "hosts": len(forked.hosts), "vms": len(forked.vms),
         "devices": sum(len(h.devices) for h in forked.hosts),
         "requests": [forked.requests, here.requests],
         "counted": connection.request_count}))

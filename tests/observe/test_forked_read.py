@@ -1,5 +1,6 @@
-"""The host list read by a forked child (reconciler.observe.forked): the same facts and requests
-as a read in one process, and a child that fails leaves the read to the parent."""
+"""The VM list read by a forked child (reconciler.observe.forked) while the parent reads the
+hosts: the same facts and requests as a read in one process, and a child that fails leaves the
+read to the parent."""
 from __future__ import annotations
 
 import json
@@ -55,13 +56,13 @@ def _read_elsewhere(lab: Any, tmp_path: Path, *extra: str) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _host_lists(lab: Any) -> list[tuple[str, int]]:
-    return [(r.query, r.status) for r in api_requests(lab)
-            if r.method == "GET" and r.path.endswith("/hosts")]
+def _list_statuses(lab: Any, collection: str) -> list[int]:
+    return [r.status for r in api_requests(lab)
+            if r.method == "GET" and r.path.endswith("/" + collection)]
 
 
 @pytest.mark.lab
-def test_the_host_list_read_by_a_forked_child_gives_the_same_facts(start_lab, fleets,
+def test_the_vm_list_read_by_a_forked_child_gives_the_same_facts(start_lab, fleets,
                                                                    tmp_path: Path) -> None:
     lab = start_lab(fleets.generate_fleet(24, 4, 120))
     out = _read_elsewhere(lab, tmp_path)
@@ -71,16 +72,16 @@ def test_the_host_list_read_by_a_forked_child_gives_the_same_facts(start_lab, fl
     assert out["hosts"] == 24 and out["vms"] == 120 and out["devices"] > 24 * 4
     # The same three requests both ways, counted on the parent's connection; one login only.
     assert out["requests"] == [3, 3] and out["counted"] == 6
-    assert [status for _, status in _host_lists(lab)] == [200, 200]
+    assert _list_statuses(lab, "vms") == _list_statuses(lab, "hosts") == [200, 200]
     assert sum(1 for r in lab.request_log if r.path.endswith("/sso/oauth/token")) == 1
 
 
 @pytest.mark.lab
-def test_a_child_that_fails_leaves_the_host_list_to_the_parent(start_lab, fleets,
+def test_a_child_that_fails_leaves_the_vm_list_to_the_parent(start_lab, fleets,
                                                                tmp_path: Path) -> None:
     lab = start_lab(fleets.load_fleet("demo"))
     out = _read_elsewhere(lab, tmp_path, "broken-sibling")
     assert out["same"] and out["hosts"] > 0, out["difference"]
     # The child's refused request, then the parent's own, both counted.
-    assert [status for _, status in _host_lists(lab)] == [401, 200, 200]
+    assert _list_statuses(lab, "vms") == [401, 200, 200]
     assert out["requests"] == [4, 3]
