@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                 return bool(found)
             _until(url_known)
             url = found[0]
-            _until(lambda: (s := _status(url))["last_pass"] is not None
-                   and s["last_pass"]["result"] == "ok")
+            # /status names no pass until the engine's loop has started one.
+            _until(lambda: (_status(url).get("last_pass") or {}).get("result") == "ok")
             hosts = conn.system_service().hosts_service()
             host = hosts.host_service(hosts.list(search="name=m60-01")[0].id)
 
