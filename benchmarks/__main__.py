@@ -143,6 +143,12 @@ def _fleet_targets(row: dict[str, Any]) -> list[Target]:
         out.append(Target(f"SDK plain list calls / plan wall, warm lab ({tag}{median})",
                           _ratio_text(row["sdk_ratio"], row.get("sdk_ratio_rounds")),
                           ">= 3x (plan <= 1/3)", row["sdk_ratio"] >= 3))
+    if "sdk_plan_connection_ratio" in row:
+        out.append(Target(f"the same SDK calls on the plan's connection / plan wall, warm lab "
+                          f"({tag}{median})",
+                          _ratio_text(row["sdk_plan_connection_ratio"],
+                                      row.get("sdk_plan_connection_ratio_rounds")),
+                          "reported", None))
     if "seconds" in cold and "seconds" in sdk_cold:
         out.append(Target(f"SDK plain list calls / plan wall, cold lab ({tag})",
                           f"{sdk_cold['seconds'] / cold['seconds']:.1f}x", "reported", None))
@@ -267,7 +273,8 @@ def print_fleet(rows: list[dict[str, Any]]) -> None:
     print("-" * len(head))
     for row in rows:
         ways = (("plan cold", "plan_cold"), ("SDK cold", "sdk_cold"), ("plan warm", "plan_warm"),
-                ("SDK warm", "sdk_warm"), ("N+1 warm", "nplus1"))
+                ("SDK warm", "sdk_warm"), ("SDK/ours", "sdk_plan_connection"),
+                ("N+1 warm", "nplus1"))
         shown = [(label, row[key]) for label, key in ways if row.get(key)]
         if not shown:
             print(f"{row.get('hosts', '?'):>6} error: {row.get('error')}")
@@ -277,6 +284,9 @@ def print_fleet(rows: list[dict[str, Any]]) -> None:
         if "sdk_ratio" in row:
             ratio = _ratio_text(row["sdk_ratio"], row.get("sdk_ratio_rounds"))
             parts.append(f"SDK plain / plan = {ratio}")
+        if "sdk_plan_connection_ratio" in row:
+            parts.append("SDK on our connection / plan = " + _ratio_text(
+                row["sdk_plan_connection_ratio"], row.get("sdk_plan_connection_ratio_rounds")))
         if "ratio" in row:
             parts.append(f"N+1 / plan = {_ratio_text(row['ratio'], row.get('ratio_rounds'))}")
         if "ratio_observe" in row:
@@ -295,7 +305,9 @@ def print_fleet(rows: list[dict[str, Any]]) -> None:
           "  rounds of plan, SDK plain, N+1 interleaved; ratio: of the warm medians (per-round "
           "ratios min-max); CPU: the child's own user + system time;\n"
           "  lab CPU: the lab's (the harness process) meanwhile; MiB wire: what the lab sent "
-          "(gzip); MiB XML: the same decompressed")
+          "(gzip); MiB XML: the same decompressed;\n"
+          "  SDK: the SDK's own connection; SDK/ours: the same calls on the plan's connection "
+          "(reconciler.engine.client: its wait follows libcurl's timer)")
 
 
 def print_targets(items: list[Target]) -> None:
