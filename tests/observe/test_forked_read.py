@@ -85,3 +85,20 @@ def test_a_child_that_fails_leaves_the_vm_list_to_the_parent(start_lab, fleets,
     # The child's refused request, then the parent's own, both counted.
     assert _list_statuses(lab, "vms") == [401, 200, 200]
     assert out["requests"] == [4, 3]
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_forked_read_under_dropped_connections_gives_the_same_facts(start_lab, fleets,
+                                                                      tmp_path: Path,
+                                                                      seed: int) -> None:
+    from reconciler_lab.faults import FaultConfig
+
+    # 30 % of the API requests are cut off unanswered: the child's one attempt may fail (then
+    # the parent reads the VM list itself), the parent's own reads are retried.
+    lab = start_lab(fleets.generate_fleet(12, 4, 60),
+                    faults=FaultConfig(drop_rate=0.3, seed=seed))
+    out = _read_elsewhere(lab, tmp_path)
+    assert out["could_fork"]
+    assert out["same"], out["difference"]
+    assert out["hosts"] == 12 and out["vms"] == 60
