@@ -21,10 +21,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from reconciler import log
 from reconciler.access.endpoint import OpenEndpoint, open_real_endpoint
@@ -286,16 +286,29 @@ class Controller:
         return self.config.idle_beat
 
 
+class Runnable(Protocol):
+    """A loop that runs until stopped: the controller, the supervisor."""
+
+    def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 @contextmanager
-def running(controller: Controller) -> Iterator[threading.Thread]:
-    """Run the controller in a background thread for the `with` block; stop it after."""
-    thread = threading.Thread(target=controller.run, name="reconcile-loop", daemon=True)
+def in_background(worker: Runnable, name: str) -> Iterator[threading.Thread]:
+    """Run `worker` in a background thread for the `with` block; stop it after."""
+    thread = threading.Thread(target=worker.run, name=name, daemon=True)
     thread.start()
     try:
         yield thread
     finally:
-        controller.stop()
+        worker.stop()
         thread.join()
+
+
+def running(controller: Controller) -> AbstractContextManager[threading.Thread]:
+    """Run the controller in a background thread for the `with` block; stop it after."""
+    return in_background(controller, "reconcile-loop")
 
 
 __all__ = ["Controller", "ControllerConfig", "NEW_SPEC", "running", "spec_revision"]

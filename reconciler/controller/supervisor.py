@@ -14,15 +14,14 @@ every loop on its last good spec (each loop reports the error on /status, as bef
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 from reconciler import log
 from reconciler.access.endpoint import OpenEndpoint, open_real_endpoint
 from reconciler.controller.gitsource import GitPoller
 from reconciler.controller.leadership import EngineLease, LeaseKeeper, replica_id
-from reconciler.controller.loop import NEW_SPEC, Controller, ControllerConfig
+from reconciler.controller.loop import NEW_SPEC, Controller, ControllerConfig, in_background
 from reconciler.controller.metrics import ControllerMetrics
 from reconciler.controller.notify import WebhookNotifier
 from reconciler.controller.reconcile import local_folder
@@ -210,16 +209,9 @@ class Supervisor:
             self._sync_engines()
 
 
-@contextmanager
-def supervising(supervisor: Supervisor) -> Iterator[threading.Thread]:
+def supervising(supervisor: Supervisor) -> AbstractContextManager[threading.Thread]:
     """Run the supervisor in a background thread for the `with` block; stop it after."""
-    thread = threading.Thread(target=supervisor.run, name="supervisor", daemon=True)
-    thread.start()
-    try:
-        yield thread
-    finally:
-        supervisor.stop()
-        thread.join()
+    return in_background(supervisor, "supervisor")
 
 
 __all__ = ["Supervisor", "supervising"]
