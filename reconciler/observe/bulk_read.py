@@ -203,11 +203,9 @@ def _parse_body(body: bytes, take: Callable[[ET.Element], T]) -> list[T]:
 def _count_streamed(connection: Any, count: int) -> None:
     """Streamed bytes never reach the SDK's buffer: add them to the connection's received count
     (reconciler.engine.client.CountingConnection), as a buffered answer would have been."""
-    lock = getattr(connection, "_count_lock", None)
-    if lock is None or not hasattr(connection, "bytes_received"):
-        return
-    with lock:
-        connection.bytes_received += count
+    add_counts = getattr(connection, "add_counts", None)
+    if add_counts is not None:
+        add_counts(0, count)
 
 
 def fetch_xml(connection: ovirtsdk4.Connection, service: Any, path: str,
