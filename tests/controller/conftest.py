@@ -64,6 +64,12 @@ def engine_block(lab: LabServer, folder: Path) -> dict[str, Any]:
             "passwordFrom": {"file": str(password)}, "caFile": str(lab.ca_file)}
 
 
+# t4-01 has its args configured but never booted them: converging it needs a host cycle.
+T4_NEEDS_A_CYCLE: dict[str, Any] = {
+    "hostProfiles": [{"name": "t4", "selector": {"names": ["t4-01"]},
+                      "kernel": {"iommu": True, "blacklistNouveau": True}}]}
+
+
 def spec_text(lab: LabServer, folder: Path, body: dict[str, Any] | None = None) -> str:
     doc: dict[str, Any] = {"apiVersion": "gpu-reconciler/v1",
                            "engine": engine_block(lab, folder)}

@@ -11,7 +11,7 @@ import pytest
 from reconciler_lab.server import LabServer
 from reconciler.store import Store
 
-from .conftest import IN_SYNC, sdk_connection, spec_text, wait_for
+from .conftest import IN_SYNC, T4_NEEDS_A_CYCLE, sdk_connection, spec_text, wait_for, write_spec
 
 
 def _git(cwd: Path, *args: str) -> str:
@@ -78,12 +78,7 @@ def test_bad_git_ref_is_refused_at_start(tmp_path: Path) -> None:
 def test_sigterm_during_apply_exits_cleanly_and_restart_converges(
         slow_lab: LabServer, tmp_path: Path, start_controller: Any) -> None:
     lab = slow_lab
-    # t4-01 has its args configured but never booted them: converging needs a host cycle.
-    body = {"hostProfiles": [{"name": "t4", "selector": {"names": ["t4-01"]},
-                              "kernel": {"iommu": True, "blacklistNouveau": True}}]}
-    specs = tmp_path / "specs"
-    specs.mkdir()
-    (specs / "fleet.yaml").write_text(spec_text(lab, specs, body))
+    specs = write_spec(lab, tmp_path / "specs", T4_NEEDS_A_CYCLE).parent
     args = (str(specs), "--state", str(tmp_path / "state.db"), "--mode", "apply",
             "--max-disruption", "host-reboot", "--resync", "10m", "--events-interval", "0.2s")
     ctl = start_controller(*args)

@@ -13,8 +13,8 @@ import pytest
 
 from reconciler.store import open_store
 from reconciler_lab.server import LabServer
-from tests.controller.conftest import (ControllerProcess, remove_vgpus, sdk_connection,
-                                       spec_text, wait_for)
+from tests.controller.conftest import (T4_NEEDS_A_CYCLE, ControllerProcess, remove_vgpus,
+                                       sdk_connection, spec_text, wait_for, write_spec)
 
 
 def _drifted(ctl: ControllerProcess, key: str, engine: str | None = None) -> bool:
@@ -103,13 +103,9 @@ def test_one_process_reconciles_two_engines_while_one_is_down(
 def test_a_standby_replica_takes_over_after_kill_9_and_no_step_runs_twice(
         slow_lab: LabServer, tmp_path: Path, start_controller: Any, postgres_url: str) -> None:
     lab = slow_lab
-    # t4-01 has its args configured but never booted them: converging needs a host cycle
-    # (~7 s at this lab's pace), long enough to kill the leader in the middle of it.
-    body = {"hostProfiles": [{"name": "t4", "selector": {"names": ["t4-01"]},
-                              "kernel": {"iommu": True, "blacklistNouveau": True}}]}
-    specs = tmp_path / "specs"
-    specs.mkdir()
-    (specs / "fleet.yaml").write_text(spec_text(lab, specs, body))
+    # Converging t4-01 needs a host cycle (~7 s at this lab's pace), long enough to kill the
+    # leader in the middle of it.
+    specs = write_spec(lab, tmp_path / "specs", T4_NEEDS_A_CYCLE).parent
     args = (str(specs), "--state", postgres_url, "--mode", "apply", "--max-disruption",
             "host-reboot", "--resync", "10m", "--events-interval", "0.2s", "--lease", "5s")
     first = start_controller(*args, "--replica-id", "ctl-a", name="a")

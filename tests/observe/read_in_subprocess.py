@@ -46,10 +46,11 @@ def facts(read: EngineRead) -> str:
 def main() -> None:
     url, ca_file, username, password_file = sys.argv[1:5]
     broken = sys.argv[5:] == ["broken-sibling"]
-    spec = EngineSpec(url=url, username=username, ca_file=Path(ca_file))
-    connection = connect(spec, password=Path(password_file).read_text().strip())
-    if broken:
-        connection.__class__ = BrokenSibling
+    password = Path(password_file).read_text().strip()
+    connection = (BrokenSibling(url=url, username=username, password=password, ca_file=ca_file,
+                                timeout=60, compress=True) if broken
+                  else connect(EngineSpec(url=url, username=username, ca_file=Path(ca_file)),
+                               password=password))
     forked_before = can_fork()
     cpu = child_cpu()
     forked = read_engine(connection)
